@@ -1,0 +1,30 @@
+# Two entry points, each sets itself up from nothing: `make demo` and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint setup clean
+
+# torch is installed first and pinned so that no dependency pulls a CUDA build.
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/lowcarb run
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks examples
+
+test: setup lint
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) build *.egg-info
