@@ -23,8 +23,9 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks examples
 
+# The tests run with a throw-away PostgreSQL server up (distributed search); see .ci/postgres.sh.
 test: setup lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	bash .ci/postgres.sh $(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,1 +1,37 @@
+"""Training and evaluation: the fit loop, metrics, and serving costs.
 
+    result = fit(model, train_loader, dev_loader, TrainConfig(epochs=2, lr=5e-5))
+    metrics = evaluate(model, dev_loader)            # accuracy, macro_f1, loss
+    costs = model_costs(model, batch_1, batch_32)    # params, size, FLOPs, latency, footprint
+"""
+
+from lowcarb.train.batches import forward, logits_of, model_inputs, set_seed
+from lowcarb.train.config import TrainConfig
+from lowcarb.train.costs import model_costs
+from lowcarb.train.evaluate import evaluate, macro_f1
+from lowcarb.train.flops import flops_per_example
+from lowcarb.train.footprint import inference_footprint
+from lowcarb.train.latency import benchmark_latency, torch_threads
+from lowcarb.train.loop import FitResult, default_param_groups, fit, linear_warmup_decay
+from lowcarb.train.size import count_parameters, size_on_disk_bytes
+
+__all__ = [
+    "FitResult",
+    "TrainConfig",
+    "benchmark_latency",
+    "count_parameters",
+    "default_param_groups",
+    "evaluate",
+    "fit",
+    "flops_per_example",
+    "forward",
+    "inference_footprint",
+    "linear_warmup_decay",
+    "logits_of",
+    "macro_f1",
+    "model_costs",
+    "model_inputs",
+    "set_seed",
+    "size_on_disk_bytes",
+    "torch_threads",
+]

@@ -1,0 +1,179 @@
+"""Build the packaged carbon tables in src/lowcarb/measure/tables/ from the raw data.
+
+Run at build time only (the product reads the packaged CSVs, never ../shared):
+
+    .venv/bin/python scripts/build_tables.py [--data /work/shared/data] [--iso /usr/share/iso-codes/json/iso_3166-1.json]
+
+Inputs:
+- grid/global_energy_mix.json: per-country carbon intensity (Our World in Data / Ember, CC BY 4.0,
+  as packaged by the MIT-licensed CodeCarbon project), keyed by ISO 3166-1 alpha-3.
+- grid/carbon_intensity_per_source.json: the world average (IEA 2019), our default intensity.
+- grid/cloud_region_intensity.csv: per cloud region intensity (provider sources in the file).
+- embodied/boavizta-data-us.csv: manufacturers' product carbon footprints (Boavizta, ODbL 1.0).
+- the Debian iso-codes ISO 3166-1 table, only to add alpha-2 codes next to the alpha-3 codes.
+
+Outputs: grid_countries.csv, grid_cloud.csv, grid_default.csv, hardware.csv, ATTRIBUTION.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "src" / "lowcarb" / "measure" / "tables"
+OWID_SOURCE = "Our World in Data / Ember (CC BY 4.0), via CodeCarbon global_energy_mix.json"
+BOAVIZTA_SOURCE = "Boavizta boavizta-data-us.csv (ODbL 1.0)"
+# Profiles derived from Boavizta: name -> (category, subcategory). Medians are robust to the few
+# very large or very small products in each group.
+PROFILES = {
+    "server": ("Datacenter", "Server"),
+    "desktop": ("Workplace", "Desktop"),
+    "laptop": ("Workplace", "Laptop"),
+    "workstation": ("Workplace", "Workstation"),
+}
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def build_countries(data: Path, iso_path: Path) -> int:
+    mix = json.loads((data / "grid" / "global_energy_mix.json").read_text())
+    iso = json.loads(iso_path.read_text())["3166-1"]
+    alpha2 = {c["alpha_3"]: c["alpha_2"] for c in iso}
+    common = {c["alpha_3"]: c.get("common_name", "") for c in iso}
+    rows = []
+    for iso3, rec in sorted(mix.items()):
+        if rec.get("carbon_intensity") is None:
+            continue
+        rows.append(
+            [
+                alpha2.get(iso3, ""),
+                iso3,
+                rec["country_name"],
+                common.get(iso3, ""),
+                rec["year"],
+                round(float(rec["carbon_intensity"]), 3),
+                OWID_SOURCE,
+            ]
+        )
+    header = ["iso2", "iso3", "name", "alt_name", "year", "intensity_g_per_kwh", "source"]
+    _write_csv(OUT / "grid_countries.csv", header, rows)
+    return len(rows)
+
+
+def build_cloud(data: Path) -> int:
+    path = data / "grid" / "cloud_region_intensity.csv"
+    with path.open(encoding="utf-8-sig") as f:
+        recs = list(csv.DictReader(f))
+    rows = [
+        [
+            r["provider"].strip().lower(),
+            r["region"].strip().lower(),
+            r["countryIsoCode"].strip().upper(),
+            r["city"].strip(),
+            float(r["impact"]),
+            r["source"].strip(),
+        ]
+        for r in recs
+        if r["impact"].strip()
+    ]
+    header = ["provider", "region", "iso3", "city", "intensity_g_per_kwh", "source"]
+    _write_csv(OUT / "grid_cloud.csv", header, rows)
+    return len(rows)
+
+
+def build_default(data: Path) -> float:
+    per_source = json.loads((data / "grid" / "carbon_intensity_per_source.json").read_text())
+    value = float(per_source["world_average"])
+    source = "IEA Global Energy & CO2 Status Report 2019: " + per_source["world_average_source"]
+    _write_csv(OUT / "grid_default.csv", ["key", "intensity_g_per_kwh", "source"], [["world", value, source]])
+    return value
+
+
+def build_hardware(data: Path) -> list[list[object]]:
+    path = data / "embodied" / "boavizta-data-us.csv"
+    with path.open(encoding="utf-8-sig") as f:
+        recs = list(csv.DictReader(f))
+    groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in recs:
+        for name, (cat, sub) in PROFILES.items():
+            if r["category"] == cat and r["subcategory"] == sub:
+                try:
+                    # Manufacturing share of the product footprint: the "TE" of SCI.
+                    te = float(r["gwp_total"]) * float(r["gwp_manufacturing_ratio"])
+                    life = float(r["lifetime"])
+                except ValueError:
+                    continue
+                groups[name].append((te, life))
+    rows = []
+    for name in PROFILES:
+        vals = groups[name]
+        if not vals:
+            continue
+        rows.append(
+            [
+                name,
+                len(vals),
+                round(statistics.median(v[0] for v in vals), 1),
+                statistics.median(v[1] for v in vals),
+                f"median of gwp_total x gwp_manufacturing_ratio and of lifetime over "
+                f"{PROFILES[name][0]}/{PROFILES[name][1]} products, {BOAVIZTA_SOURCE}",
+            ]
+        )
+    header = ["profile", "n_products", "embodied_kg", "lifetime_years", "source"]
+    _write_csv(OUT / "hardware.csv", header, rows)
+    return rows
+
+
+ATTRIBUTION = """# Attribution of the packaged tables
+
+Built by `scripts/build_tables.py`; lowcarb reads only these files at run time.
+
+- `grid_countries.csv`: carbon intensity of electricity per country (gCO2e/kWh, mostly 2022-2023),
+  Our World in Data, based on Ember's Yearly Electricity Data, licensed CC BY 4.0
+  (https://ourworldindata.org/grapher/carbon-intensity-electricity), as packaged in
+  `global_energy_mix.json` by the CodeCarbon project (MIT licence). ISO 3166-1 alpha-2 codes
+  added from the Debian iso-codes package.
+- `grid_cloud.csv`: carbon intensity per cloud region; each row names its source (Google Cloud
+  region carbon data for gcp rows), as collected by the CodeCarbon project (MIT licence).
+- `grid_default.csv`: world average 475 gCO2e/kWh, IEA Global Energy & CO2 Status Report 2019.
+- `hardware.csv`: embodied (manufacturing) footprints, medians over the products of each group in
+  Boavizta's `boavizta-data-us.csv`, licensed ODbL 1.0 (https://github.com/Boavizta/environmental-footprint-data).
+  Lifetimes are the medians of the manufacturers' stated lifetimes (Boavizta's default: 4 years
+  for servers).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    ap.add_argument("--iso", type=Path, default=Path("/usr/share/iso-codes/json/iso_3166-1.json"))
+    args = ap.parse_args(argv)
+    for p in (args.data / "grid", args.data / "embodied", args.iso):
+        if not p.exists():
+            print(f"build_tables: {p} not found; pass --data / --iso", file=sys.stderr)
+            return 2
+    OUT.mkdir(parents=True, exist_ok=True)
+    n_countries = build_countries(args.data, args.iso)
+    n_cloud = build_cloud(args.data)
+    world = build_default(args.data)
+    hw = build_hardware(args.data)
+    (OUT / "ATTRIBUTION.md").write_text(ATTRIBUTION)
+    print(f"{n_countries} countries, {n_cloud} cloud regions, world default {world} g/kWh")
+    for row in hw:
+        print(f"hardware {row[0]}: {row[2]} kg over {row[3]} years (n={row[1]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

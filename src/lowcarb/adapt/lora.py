@@ -1,0 +1,348 @@
+"""LoRA: low-rank adapters on frozen weights (Hu et al. 2021, after microsoft/LoRA).
+
+`summary = apply(model, LoraConfig(r=8, alpha=16, target_modules=("query", "value")))` replaces each
+chosen `nn.Linear`, `nn.Embedding`, `nn.Conv1d` or `nn.Conv2d` by a wrapper that adds
+`scaling * B(A(x))` to the frozen base output. A is Kaiming-uniform and B is zero, so the wrapped
+model starts exactly equal to the base. Only adapter parameters (and the modules named in
+`modules_to_save`, such as a classifier head) stay trainable.
+
+`merge(model)` folds `scaling * B @ A` into each base weight and `unmerge(model)` takes it out again;
+`merge_and_unload(model)` returns a plain model (the original module types, no extra latency).
+
+The wrapper keeps PEFT's attribute names (`base_layer`, `lora_A`, `lora_B`, `lora_embedding_A`,
+`lora_embedding_B`) so that adapter files map one to one onto PEFT's key names (see peft_format).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ALL_LINEAR = "all-linear"
+# Attribute on the root model holding the LoraConfig, so adapters can be saved without re-passing it.
+CONFIG_ATTR = "lowcarb_lora_config"
+
+_SUPPORTED = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Which modules get adapters and how they are shaped.
+
+    target_modules: module-name patterns, or "all-linear". A pattern matches a module whose full
+      name equals it or ends with "." + pattern ("query" matches "bert.encoder.layer.0...query");
+      patterns with *, ? or [ are shell globs on the full name ("*.attention.self.query").
+    modules_to_save: modules trained in full alongside the adapters (same matching rule).
+    scaling is alpha / r, or alpha / sqrt(r) with use_rslora (Kalajdzievski 2023), which keeps the
+    update's scale stable as r grows.
+    """
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] | str = ("query", "value")
+    modules_to_save: tuple[str, ...] = ()
+    use_rslora: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.r, int) or self.r <= 0:
+            raise ValueError(f"LoRA rank r must be a positive integer, got {self.r!r}; try r=8")
+        if self.alpha <= 0:
+            raise ValueError(f"LoRA alpha must be > 0, got {self.alpha!r}; a common choice is 2*r")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+        targets = self.target_modules
+        if isinstance(targets, str) and targets != ALL_LINEAR:
+            # A lone string other than "all-linear" is one pattern; store it as a tuple.
+            object.__setattr__(self, "target_modules", (targets,))
+        elif not isinstance(targets, str):
+            object.__setattr__(self, "target_modules", tuple(targets))
+        if not self.target_modules:
+            raise ValueError("LoRA target_modules is empty; name modules (e.g. ('query', 'value')) "
+                             "or use 'all-linear'")
+        object.__setattr__(self, "modules_to_save", tuple(self.modules_to_save))
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["target_modules"] = (
+            self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
+        )
+        d["modules_to_save"] = list(self.modules_to_save)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoraConfig:
+        known = {"r", "alpha", "dropout", "target_modules", "modules_to_save", "use_rslora"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown LoRA config fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class LoraSummary:
+    params_before: int
+    params_after: int
+    trainable_params: int
+    adapter_params: int
+    modules_changed: list[str] = field(default_factory=list)
+    modules_to_save: list[str] = field(default_factory=list)
+    scaling: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LoraLayer(nn.Module):
+    """A frozen base layer plus a rank-r update, scaled by `scaling`.
+
+    Linear: lora_A Linear(in, r), lora_B Linear(r, out).
+    Conv:   lora_A Conv(in, r, kernel, stride, padding, dilation), lora_B Conv(r, out, 1).
+    Embedding: parameters lora_embedding_A (r, num_embeddings), lora_embedding_B (dim, r),
+      as PEFT names them.
+    """
+
+    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float, use_rslora: bool):
+        super().__init__()
+        if not isinstance(base, _SUPPORTED):
+            raise ValueError(f"LoRA supports {[c.__name__ for c in _SUPPORTED]}, "
+                             f"not {type(base).__name__}")
+        if isinstance(base, (nn.Conv1d, nn.Conv2d)) and base.groups != 1:
+            raise ValueError(f"LoRA on grouped convolutions (groups={base.groups}) is not "
+                             "supported; leave this module out of target_modules")
+        self.base_layer = base
+        self.r = r
+        self.alpha = alpha
+        self.scaling = alpha / (math.sqrt(r) if use_rslora else r)
+        self.merged = False
+        self.lora_dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        device, dtype = base.weight.device, base.weight.dtype
+        kw = {"device": device, "dtype": dtype}
+        if isinstance(base, nn.Linear):
+            self.lora_A = nn.Linear(base.in_features, r, bias=False, **kw)
+            self.lora_B = nn.Linear(r, base.out_features, bias=False, **kw)
+            nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+            nn.init.zeros_(self.lora_B.weight)
+        elif isinstance(base, nn.Embedding):
+            self.lora_embedding_A = nn.Parameter(torch.empty(r, base.num_embeddings, **kw))
+            self.lora_embedding_B = nn.Parameter(torch.zeros(base.embedding_dim, r, **kw))
+            nn.init.kaiming_uniform_(self.lora_embedding_A, a=math.sqrt(5))
+        else:
+            conv = nn.Conv1d if isinstance(base, nn.Conv1d) else nn.Conv2d
+            self.lora_A = conv(base.in_channels, r, base.kernel_size, base.stride, base.padding,
+                               base.dilation, bias=False, **kw)
+            self.lora_B = conv(r, base.out_channels, 1, 1, bias=False, **kw)
+            nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+            nn.init.zeros_(self.lora_B.weight)
+
+    def delta_weight(self) -> torch.Tensor:
+        """scaling * B A, shaped like the base weight."""
+        base = self.base_layer
+        if isinstance(base, nn.Linear):
+            return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
+        if isinstance(base, nn.Embedding):
+            # weight is (num_embeddings, dim); B A is (dim, num_embeddings).
+            return (self.lora_embedding_B @ self.lora_embedding_A).T * self.scaling
+        # conv: B is (out, r, 1[,1]), A is (r, in, k...): contract over r.
+        b = self.lora_B.weight.flatten(1)  # (out, r)
+        a = self.lora_A.weight  # (r, in, *k)
+        return torch.einsum("or,r...->o...", b, a) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base_layer(x)
+        if self.merged:
+            return y
+        base = self.base_layer
+        if isinstance(base, nn.Embedding):
+            after_a = F.embedding(x, self.lora_embedding_A.T, base.padding_idx, base.max_norm,
+                                  base.norm_type, base.scale_grad_by_freq, base.sparse)
+            return y + (after_a @ self.lora_embedding_B.T) * self.scaling
+        return y + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype)
+            self.merged = False
+
+    def adapter_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        for name, p in self.named_parameters():
+            if not name.startswith("base_layer."):
+                yield name, p
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:.4g}, merged={self.merged}"
+
+
+def _matches(name: str, pattern: str) -> bool:
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return name == pattern or name.endswith("." + pattern)
+
+
+def _output_head_names(model: nn.Module) -> set[str]:
+    # "all-linear" leaves the output head alone (as PEFT does): adapting the layer that produces the
+    # logits adds nothing a trained head does not, and heads are usually in modules_to_save.
+    heads: set[str] = set()
+    get_out = getattr(model, "get_output_embeddings", None)
+    out = get_out() if callable(get_out) else None
+    for name, module in model.named_modules():
+        if out is not None and module is out:
+            heads.add(name)
+        if name.split(".")[-1] in {"classifier", "score", "lm_head", "head", "fc_out"}:
+            heads.add(name)
+    return heads
+
+
+def _select(model: nn.Module, config: LoraConfig) -> list[str]:
+    candidates = [(n, m) for n, m in model.named_modules() if n and not isinstance(m, LoraLayer)]
+    if config.target_modules == ALL_LINEAR:
+        excluded = _output_head_names(model)
+        excluded |= {n for n, _ in candidates
+                     if any(_matches(n, p) for p in config.modules_to_save)}
+        chosen = [n for n, m in candidates if isinstance(m, nn.Linear)
+                  and n not in excluded and not any(n.startswith(e + ".") for e in excluded)]
+        if not chosen:
+            raise ValueError("'all-linear' found no nn.Linear outside the output head in "
+                             f"{type(model).__name__}")
+        return chosen
+    chosen = []
+    for pattern in config.target_modules:
+        hits = [n for n, _ in candidates if _matches(n, pattern)]
+        if not hits:
+            listing = ", ".join(n for n, m in candidates if isinstance(m, _SUPPORTED))
+            raise ValueError(f"LoRA target pattern {pattern!r} matches no module; "
+                             f"modules LoRA can wrap: {listing}")
+        chosen.extend(hits)
+    chosen = list(dict.fromkeys(chosen))  # keep order, drop duplicates
+    unsupported = [f"{n} ({type(model.get_submodule(n)).__name__})" for n in chosen
+                   if not isinstance(model.get_submodule(n), _SUPPORTED)]
+    if unsupported:
+        raise ValueError(f"LoRA target patterns matched modules it cannot wrap: {unsupported}; "
+                         f"supported types: {[c.__name__ for c in _SUPPORTED]}")
+    return chosen
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def _count(params: Iterator[nn.Parameter]) -> int:
+    return sum(p.numel() for p in params)
+
+
+def apply(model: nn.Module, config: LoraConfig) -> LoraSummary:
+    """Wrap the chosen modules with LoRA adapters in place and freeze everything else."""
+    if lora_layers(model):
+        raise ValueError("model already has LoRA adapters; merge_and_unload(model) first")
+    params_before = _count(model.parameters())
+    chosen = _select(model, config)
+    saved = [n for n, _ in model.named_modules()
+             if n and any(_matches(n, p) for p in config.modules_to_save)]
+    missing = [p for p in config.modules_to_save if not any(_matches(n, p) for n in saved)]
+    if missing:
+        names = ", ".join(n for n, _ in model.named_modules() if n and "." not in n)
+        raise ValueError(f"modules_to_save patterns {missing} match no module; top-level "
+                         f"modules: {names}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name in chosen:
+        base = model.get_submodule(name)
+        wrapper = LoraLayer(base, config.r, config.alpha, config.dropout, config.use_rslora)
+        wrapper.train(base.training)  # a new module starts in training mode (dropout on)
+        _set_submodule(model, name, wrapper)
+    for name in saved:
+        for p in model.get_submodule(name).parameters():
+            p.requires_grad_(True)
+    setattr(model, CONFIG_ATTR, config)
+    adapter = sum(_count(p for _, p in layer.adapter_parameters())
+                  for layer in lora_layers(model).values())
+    return LoraSummary(
+        params_before=params_before,
+        params_after=_count(model.parameters()),
+        trainable_params=_count(p for p in model.parameters() if p.requires_grad),
+        adapter_params=adapter,
+        modules_changed=chosen,
+        modules_to_save=saved,
+        scaling=config.scaling,
+    )
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoraLayer]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+
+
+def _require_layers(model: nn.Module) -> dict[str, LoraLayer]:
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError("model has no LoRA adapters; call lowcarb.adapt.lora.apply(model, "
+                         "LoraConfig(...)) first")
+    return layers
+
+
+def merge(model: nn.Module) -> None:
+    """Fold every adapter into its base weight (the wrappers stay, so unmerge can undo it)."""
+    for layer in _require_layers(model).values():
+        layer.merge()
+
+
+def unmerge(model: nn.Module) -> None:
+    """Take every merged adapter out of its base weight again."""
+    for layer in _require_layers(model).values():
+        layer.unmerge()
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Merge the adapters and put the base modules back: a plain model with no LoRA code path."""
+    for name, layer in _require_layers(model).items():
+        layer.merge()
+        _set_submodule(model, name, layer.base_layer)
+    if hasattr(model, CONFIG_ATTR):
+        delattr(model, CONFIG_ATTR)
+    return model
+
+
+def config_of(model: nn.Module) -> LoraConfig:
+    config = getattr(model, CONFIG_ATTR, None)
+    if config is None:
+        raise ValueError("model has no LoRA config; it was not prepared with "
+                         "lowcarb.adapt.lora.apply(model, LoraConfig(...))")
+    return config
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Adapter weights plus the modules_to_save weights, keyed by their names in `model`."""
+    _require_layers(model)
+    config = config_of(model)
+    state: dict[str, torch.Tensor] = {}
+    for name, layer in lora_layers(model).items():
+        for pname, p in layer.adapter_parameters():
+            state[f"{name}.{pname}"] = p.detach().cpu().contiguous()
+    for name, module in model.named_modules():
+        if name and any(_matches(name, p) for p in config.modules_to_save):
+            for pname, p in module.named_parameters():
+                state[f"{name}.{pname}"] = p.detach().cpu().contiguous()
+    return state
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return _count(p for p in model.parameters() if p.requires_grad)

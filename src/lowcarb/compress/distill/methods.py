@@ -1,0 +1,192 @@
+"""`distill(student, teacher, train_loader, dev_loader, method, train)`: one call per method.
+
+The method is a typed config, dispatched by type:
+- `HardLabels()`: the student on labels alone (the baseline every method is compared with);
+- `LogitKD(temperature, alpha)`: Hinton KD, teacher logits computed once per example;
+- `MiniLM(version=2, relation_heads, teacher_layer)`: self-attention relation transfer (+ KD);
+- `Intermediate(layer_map)`: TinyBERT-style hidden-state and attention matching (+ KD);
+- `XtremeDistil(...)` (in `xtremedistil.py`): the three-stage schedule with gradual unfreezing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from lowcarb.compress.distill.capture import encoder_layers, hidden_width, num_heads_of
+from lowcarb.compress.distill.losses import IntermediateMatcher, uniform_layer_map
+from lowcarb.compress.distill.objectives import (
+    hard_label_objective,
+    intermediate_relation,
+    kd_objective,
+    minilm_relation,
+    traced_objective,
+)
+from lowcarb.compress.distill.result import DistillSummary
+from lowcarb.compress.distill.students import count_params
+from lowcarb.compress.distill.teacher import TeacherLogits
+from lowcarb.compress.distill.xtremedistil import XtremeDistil, xtremedistil
+from lowcarb.train import TrainConfig, default_param_groups, fit
+from lowcarb.train.batches import Batch
+
+
+@dataclass(frozen=True)
+class HardLabels:
+    """No teacher: cross-entropy on the labels."""
+
+
+@dataclass(frozen=True)
+class LogitKD:
+    """alpha weighs the soft (teacher) term, 1 - alpha the hard-label term."""
+
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"KD temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"KD alpha must be in [0, 1], got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class MiniLM:
+    """MiniLM relation transfer. version=1: last-layer attention distributions + value relation
+    (student and teacher need equal head counts). version=2: Q-Q, K-K, V-V relations with
+    `relation_heads` (None: the teacher's head count) from `teacher_layer`.
+    `kd` adds logit KD (None: relations only, as in task-agnostic distillation)."""
+
+    version: int = 2
+    relation_heads: int | None = None
+    teacher_layer: int = -1
+    student_layer: int = -1
+    weight: float = 1.0
+    kd: LogitKD | None = field(default_factory=LogitKD)
+
+    def __post_init__(self) -> None:
+        if self.version not in (1, 2):
+            raise ValueError(f"MiniLM version must be 1 or 2, got {self.version}")
+        if self.relation_heads is not None and self.relation_heads < 1:
+            raise ValueError(f"relation_heads must be >= 1, got {self.relation_heads}")
+
+
+@dataclass(frozen=True)
+class Intermediate:
+    """TinyBERT-style matching; `layer_map[i]` is the teacher block for student block i
+    (None: evenly spaced ending at the top block)."""
+
+    layer_map: tuple[int, ...] | None = None
+    hidden_weight: float = 1.0
+    attention_weight: float = 1.0
+    kd: LogitKD | None = field(default_factory=LogitKD)
+
+
+Method = HardLabels | LogitKD | MiniLM | Intermediate | XtremeDistil
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    train_loader: Iterable[Batch],
+    dev_loader: Iterable[Batch] | None,
+    method: Method,
+    train: TrainConfig | None = None,
+    *,
+    unlabelled_loader: Iterable[Batch] | None = None,
+    teacher_logits: TeacherLogits | None = None,
+    extra_loss: Callable[[nn.Module], Tensor] | None = None,
+    param_groups: list[dict[str, Any]] | None = None,
+) -> DistillSummary:
+    """Train `student` (in place) to imitate `teacher` with `method`; the teacher is not changed.
+
+    `teacher_logits` lets several students share one cache of teacher outputs.
+    `unlabelled_loader` is used by XtremeDistil's teacher-only stages.
+    `extra_loss` and `param_groups` go to `train.fit` (for example Frobenius decay and its
+    parameter groups when a factorized student recovers under KD); XtremeDistil builds its own.
+    """
+    train = train or TrainConfig()
+    if teacher_logits is not None and teacher_logits.teacher is not teacher:
+        raise ValueError("teacher_logits caches another model's outputs: build it from this teacher")
+    cache = teacher_logits if teacher_logits is not None else TeacherLogits(teacher)
+    before = cache.forward_examples
+    if isinstance(method, XtremeDistil):
+        if extra_loss is not None or param_groups is not None:
+            raise ValueError("XtremeDistil manages its own parameter groups; drop extra_loss/param_groups")
+        return xtremedistil(
+            student, teacher, train_loader, dev_loader, method, train,
+            unlabelled_loader=unlabelled_loader, teacher_logits=cache,
+        )
+    if unlabelled_loader is not None:
+        raise ValueError(
+            f"{type(method).__name__} trains on one loader; unlabelled text is used by "
+            "XtremeDistil (or distil_task_agnostic)"
+        )
+    extra_params: list[nn.Parameter] = []
+    fit_kwargs: dict[str, Any] = {"extra_loss": extra_loss, "param_groups": param_groups}
+    if isinstance(method, HardLabels):
+        result = fit(
+            student, train_loader, dev_loader, train, loss_fn=hard_label_objective(), **fit_kwargs
+        )
+    elif isinstance(method, LogitKD):
+        objective = kd_objective(cache, temperature=method.temperature, alpha=method.alpha)
+        result = fit(student, train_loader, dev_loader, train, loss_fn=objective, **fit_kwargs)
+    elif isinstance(method, (MiniLM, Intermediate)):
+        teacher_heads = num_heads_of(teacher)
+        if isinstance(method, MiniLM):
+            relation = minilm_relation(
+                version=method.version,
+                relation_heads=method.relation_heads or teacher_heads,
+                student_heads=num_heads_of(student),
+                teacher_heads=teacher_heads,
+                teacher_layer=method.teacher_layer,
+                student_layer=method.student_layer,
+            )
+            weight, kd = method.weight, method.kd
+        else:
+            layer_map = method.layer_map or uniform_layer_map(
+                len(encoder_layers(student)), len(encoder_layers(teacher))
+            )
+            if len(layer_map) != len(encoder_layers(student)):
+                raise ValueError(
+                    f"layer_map {layer_map} has {len(layer_map)} entries but the student has "
+                    f"{len(encoder_layers(student))} layers"
+                )
+            matcher = IntermediateMatcher(
+                layer_map,
+                student_width=hidden_width(student),
+                teacher_width=hidden_width(teacher),
+                heads=teacher_heads if method.attention_weight else None,
+                hidden_weight=method.hidden_weight,
+                attention_weight=method.attention_weight,
+            )
+            extra_params = list(matcher.parameters())
+            relation, weight, kd = intermediate_relation(matcher), 1.0, method.kd
+        if extra_params:
+            groups = list(param_groups or default_param_groups(student, train.weight_decay))
+            groups.append({"params": extra_params, "weight_decay": 0.0})
+            fit_kwargs["param_groups"] = groups
+        with traced_objective(
+            student, teacher, relation,
+            weight=weight,
+            kd_temperature=kd.temperature if kd else None,
+            kd_alpha=kd.alpha if kd else 1.0,
+            counter=cache,
+        ) as objective:
+            result = fit(student, train_loader, dev_loader, train, loss_fn=objective, **fit_kwargs)
+    else:
+        raise ValueError(
+            f"unknown distillation method {method!r}: use HardLabels, LogitKD, MiniLM, "
+            "Intermediate or XtremeDistil"
+        )
+    return DistillSummary(
+        method=type(method).__name__,
+        params_before=count_params(teacher),
+        params_after=count_params(student),
+        steps=result.steps,
+        teacher_forward_examples=cache.forward_examples - before,
+        dev=result.best_dev,
+        stages=({"name": type(method).__name__, **result.to_dict()},),
+    )

@@ -1,0 +1,65 @@
+"""Task-agnostic distillation (the MiniLM recipe): relations only, on unlabelled text.
+
+The student learns the teacher's self-attention relations without any labels or logits; it is
+then fine-tuned on the task (`train.fit`, or `distill(..., LogitKD())`). This is how a general
+small student is made once and reused for many tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from torch import nn
+
+from lowcarb.compress.distill.capture import num_heads_of
+from lowcarb.compress.distill.methods import MiniLM
+from lowcarb.compress.distill.objectives import minilm_relation, traced_objective
+from lowcarb.compress.distill.result import DistillSummary
+from lowcarb.compress.distill.students import count_params
+from lowcarb.compress.distill.teacher import TeacherLogits
+from lowcarb.train import TrainConfig, fit
+from lowcarb.train.batches import Batch
+
+
+def distil_task_agnostic(
+    student: nn.Module,
+    teacher: nn.Module,
+    unlabelled_loader: Iterable[Batch],
+    train: TrainConfig,
+    method: MiniLM | None = None,
+) -> DistillSummary:
+    """Train `student` (in place) on the teacher's relations over `unlabelled_loader`.
+
+    Batches need no labels. `method.kd` must be None: there are no task logits to match yet.
+    """
+    method = method or MiniLM(kd=None)
+    if method.kd is not None:
+        raise ValueError(
+            "task-agnostic distillation matches relations only: use MiniLM(kd=None), then "
+            "fine-tune the student on the task (with LogitKD if you like)"
+        )
+    teacher_heads = num_heads_of(teacher)
+    relation = minilm_relation(
+        version=method.version,
+        relation_heads=method.relation_heads or teacher_heads,
+        student_heads=num_heads_of(student),
+        teacher_heads=teacher_heads,
+        teacher_layer=method.teacher_layer,
+        student_layer=method.student_layer,
+    )
+    counter = TeacherLogits(teacher)
+    train = dataclasses.replace(train, early_stopping_patience=None)
+    with traced_objective(
+        student, teacher, relation, weight=method.weight, kd_temperature=None, counter=counter
+    ) as objective:
+        result = fit(student, unlabelled_loader, None, train, loss_fn=objective)
+    return DistillSummary(
+        method=f"task-agnostic MiniLM v{method.version}",
+        params_before=count_params(teacher),
+        params_after=count_params(student),
+        steps=result.steps,
+        teacher_forward_examples=counter.forward_examples,
+        dev=None,
+        stages=({"name": "relations", **result.to_dict()},),
+    )

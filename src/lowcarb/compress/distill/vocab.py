@@ -1,0 +1,230 @@
+"""Shrink a student's word-embedding table to the tokens a task uses (and optionally to int8).
+
+MiniLM's 30,522 x 384 word-embedding table is half of its parameters, and a distilled L3 student
+keeps all of it. A task's text uses a fraction of the WordPiece vocabulary (SST-2's 67k training
+phrases use about 11.6k tokens), so the table is cut to those rows. The tokenizer is unchanged: the
+new `CompactEmbedding` maps old token ids to new rows through a small int16 table. A token that was
+dropped maps to the kept token whose embedding is closest (cosine; `unknown="nearest"`) or to
+[UNK] (`unknown="unk"`). With `int8=True` the kept rows are stored as int8 with one fp32 scale per
+row (symmetric), a further 4x on the table.
+
+    ids = token_ids_in(train_texts, tokenizer)
+    summary = apply(model, VocabConfig(keep=ids, unk_id=tokenizer.unk_token_id, int8=True))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lowcarb.compress.distill.capture import embedding_module
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    """keep: token ids to keep (special tokens are always kept when given in `always`).
+    unknown: where dropped ids go: the nearest kept embedding, or `unk_id`."""
+
+    keep: tuple[int, ...]
+    unk_id: int | None = None
+    always: tuple[int, ...] = ()
+    unknown: Literal["nearest", "unk"] = "nearest"
+    int8: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.keep:
+            raise ValueError("VocabConfig.keep is empty: give the token ids the task uses")
+        if self.unknown not in ("nearest", "unk"):
+            raise ValueError(f"unknown must be 'nearest' or 'unk', got {self.unknown!r}")
+        if self.unknown == "unk" and self.unk_id is None:
+            raise ValueError("unknown='unk' needs unk_id (tokenizer.unk_token_id)")
+
+
+@dataclass(frozen=True)
+class VocabSummary:
+    params_before: int
+    params_after: int
+    vocab_before: int
+    vocab_after: int
+    int8: bool
+    table_bytes_before: int
+    table_bytes_after: int
+    modules_changed: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CompactEmbedding(nn.Module):
+    """An embedding over a subset of the vocabulary: `rows[old_to_new[token_id]]`.
+
+    The table is a trainable fp32 parameter, or (int8) an int8 buffer with per-row fp32 scales
+    that is dequantized only for the rows a batch looks up.
+    """
+
+    def __init__(self, old_to_new: Tensor, table: Tensor, int8: bool) -> None:
+        super().__init__()
+        self.num_embeddings = int(old_to_new.numel())  # the tokenizer's vocabulary size
+        self.embedding_dim = int(table.shape[1])
+        self.padding_idx = None
+        # int16 ids when the kept rows allow it: the map is vocab-sized, so its width matters.
+        small = table.shape[0] <= torch.iinfo(torch.int16).max
+        self.register_buffer("old_to_new", old_to_new.to(torch.int16 if small else torch.int32))
+        self.int8 = int8
+        if int8:
+            amax = table.abs().amax(dim=1)
+            scale = (amax / 127.0).clamp_min(torch.finfo(torch.float32).tiny)
+            self.register_buffer("rows_int8", torch.round(table / scale[:, None]).clamp(-127, 127).to(torch.int8))
+            self.register_buffer("row_scale", scale.float())
+            self.weight = None
+        else:
+            self.weight = nn.Parameter(table.clone())
+
+    @property
+    def rows(self) -> int:
+        return int(self.rows_int8.shape[0] if self.int8 else self.weight.shape[0])  # type: ignore[union-attr]
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        index = self.old_to_new[input_ids].long()
+        if self.int8:
+            return self.rows_int8[index].float() * self.row_scale[index].unsqueeze(-1)
+        return F.embedding(index, self.weight)  # type: ignore[arg-type]
+
+    def extra_repr(self) -> str:
+        return f"vocab={self.num_embeddings}, rows={self.rows}, dim={self.embedding_dim}, int8={self.int8}"
+
+
+def token_ids_in(texts: Iterable[str], tokenizer: Any, *, chunk: int = 2000) -> tuple[int, ...]:
+    """Sorted ids of every token the tokenizer produces for `texts`, plus its special tokens."""
+    seen: set[int] = set(int(i) for i in getattr(tokenizer, "all_special_ids", []) or [])
+    batch: list[str] = []
+
+    def flush() -> None:
+        for row in tokenizer(batch)["input_ids"]:
+            seen.update(int(i) for i in row)
+        batch.clear()
+
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= chunk:
+            flush()
+    if batch:
+        flush()
+    return tuple(sorted(seen))
+
+
+def _word_embeddings(model: nn.Module) -> tuple[nn.Module, str, nn.Embedding]:
+    embeddings = embedding_module(model)
+    if embeddings is not None and isinstance(getattr(embeddings, "word_embeddings", None), nn.Embedding):
+        return embeddings, "word_embeddings", embeddings.word_embeddings
+    for owner_name in ("embed", "embedding"):
+        table = getattr(model, owner_name, None)
+        if isinstance(table, nn.Embedding):
+            return model, owner_name, table
+    raise ValueError(
+        f"{type(model).__name__} has no word-embedding table to prune (looked for "
+        "embeddings.word_embeddings and embed); apply vocabulary pruning to a text model"
+    )
+
+
+def _nearest_kept(table: Tensor, kept: Tensor, dropped: Tensor, chunk: int = 4096) -> Tensor:
+    """For each dropped row, the position (in `kept`) of the most cosine-similar kept row."""
+    keys = F.normalize(table[kept], dim=1)
+    out = torch.empty(len(dropped), dtype=torch.long)
+    for start in range(0, len(dropped), chunk):
+        queries = F.normalize(table[dropped[start : start + chunk]], dim=1)
+        out[start : start + chunk] = (queries @ keys.T).argmax(dim=1)
+    return out
+
+
+def apply(model: nn.Module, config: VocabConfig) -> VocabSummary:
+    """Replace the model's word embeddings by a `CompactEmbedding` (in place)."""
+    owner, attr, table_module = _word_embeddings(model)
+    table = table_module.weight.detach().float()
+    vocab = table.shape[0]
+    keep_set = set(config.keep) | set(config.always)
+    if config.unk_id is not None:
+        keep_set.add(config.unk_id)
+    bad = [i for i in keep_set if not 0 <= i < vocab]
+    if bad:
+        raise ValueError(f"token ids {sorted(bad)[:5]} are outside the vocabulary (0..{vocab - 1})")
+    kept = torch.tensor(sorted(keep_set), dtype=torch.long)
+    old_to_new = torch.empty(vocab, dtype=torch.long)
+    old_to_new[kept] = torch.arange(len(kept))
+    mask = torch.ones(vocab, dtype=torch.bool)
+    mask[kept] = False
+    dropped = mask.nonzero().flatten()
+    if len(dropped):
+        if config.unknown == "nearest":
+            old_to_new[dropped] = _nearest_kept(table, kept, dropped)
+        else:
+            old_to_new[dropped] = int(old_to_new[config.unk_id])
+    params_before = sum(p.numel() for p in model.parameters())
+    bytes_before = table.numel() * table_module.weight.element_size()
+    compact = CompactEmbedding(old_to_new, table[kept], config.int8)
+    setattr(owner, attr, compact)
+    table_bytes = (
+        compact.rows_int8.numel() + compact.row_scale.numel() * 4
+        if config.int8
+        else compact.weight.numel() * 4  # type: ignore[union-attr]
+    ) + compact.old_to_new.numel() * compact.old_to_new.element_size()
+    name = next(n for n, m in model.named_modules() if m is compact)
+    return VocabSummary(
+        params_before=params_before,
+        params_after=sum(p.numel() for p in model.parameters()),
+        vocab_before=vocab,
+        vocab_after=len(kept),
+        int8=config.int8,
+        table_bytes_before=bytes_before,
+        table_bytes_after=table_bytes,
+        modules_changed=(name,),
+    )
+
+
+VOCAB_FILE = "vocab.json"
+
+
+def describe(model: nn.Module) -> dict[str, Any]:
+    """The shapes needed to rebuild a pruned model's CompactEmbedding before loading weights."""
+    for name, module in model.named_modules():
+        if isinstance(module, CompactEmbedding):
+            return {
+                "module": name,
+                "vocab": module.num_embeddings,
+                "rows": module.rows,
+                "dim": module.embedding_dim,
+                "int8": module.int8,
+            }
+    raise ValueError("the model has no CompactEmbedding: apply vocabulary pruning first")
+
+
+def restore(model: nn.Module, description: dict[str, Any]) -> nn.Module:
+    """Put an empty CompactEmbedding of the described shape where the word embeddings are, so a
+    saved state dict of a pruned model loads into a freshly built model."""
+    try:
+        name, rows, dim = description["module"], int(description["rows"]), int(description["dim"])
+        vocab_size, int8 = int(description["vocab"]), bool(description["int8"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a vocabulary description ({exc}); it comes from vocab.describe") from exc
+    owner_name, _, attr = name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    if not hasattr(owner, attr):
+        raise ValueError(f"the model has no module {name}; was it built like the pruned one?")
+    shell = CompactEmbedding(torch.zeros(vocab_size, dtype=torch.long), torch.zeros(rows, dim), int8)
+    setattr(owner, attr, shell)
+    return model
+
+
+def keep_for_texts(texts: Sequence[str], tokenizer: Any, *, int8: bool = False) -> VocabConfig:
+    """The usual config: keep the tokens of `texts` and the tokenizer's special tokens."""
+    return VocabConfig(
+        keep=token_ids_in(texts, tokenizer),
+        unk_id=getattr(tokenizer, "unk_token_id", None),
+        always=tuple(int(i) for i in getattr(tokenizer, "all_special_ids", []) or []),
+        int8=int8,
+    )

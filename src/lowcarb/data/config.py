@@ -1,0 +1,51 @@
+"""`DataConfig`: which dataset to load and how to split it (typed; strings are parsed at the edge)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from.
+
+    `train=None` loads the embedded default (scikit-learn digits, a fixed-seed train/dev/test
+    split). Otherwise `train` is a text table (`.tsv`, `.csv`, `.jsonl`) or a folder written by
+    Hugging Face `datasets` `save_to_disk`. A missing `dev` or `test` is carved out of train with
+    a seeded, stratified split (`dev_fraction`, `test_fraction`; a fraction of 0 means "no split").
+    """
+
+    train: str | Path | None = None
+    dev: str | Path | None = None
+    test: str | Path | None = None
+    # None picks the first of ("text", "sentence", "content") the table has.
+    text_column: str | None = None
+    label_column: str = "label"
+    dev_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    # Keep a seeded random subset of train (after the split); None keeps all of it.
+    max_train_examples: int | None = None
+    # Longest text, in tokens, that loaders pass to the model (longer texts are truncated).
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("dev_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"data.{name} must be in [0, 1), got {value!r}")
+        if self.dev_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                "data.dev_fraction + data.test_fraction must leave some training data "
+                f"(got {self.dev_fraction} + {self.test_fraction})"
+            )
+        if self.max_train_examples is not None and self.max_train_examples < 1:
+            raise ValueError(f"data.max_train_examples must be >= 1, got {self.max_train_examples}")
+        if self.max_length < 1:
+            raise ValueError(f"data.max_length must be >= 1, got {self.max_length}")
+        if self.train is None and (self.dev is not None or self.test is not None):
+            raise ValueError(
+                "data.dev / data.test were given without data.train; give data.train too "
+                "(the embedded digits set has its own fixed split)"
+            )

@@ -1,0 +1,80 @@
+"""Measure a command: run it, track its whole process tree, return its exit code and footprint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+
+from lowcarb.measure.config import CarbonConfig
+from lowcarb.measure.footprint import Footprint
+from lowcarb.measure.probes import SystemProbes
+from lowcarb.measure.tracker import Window
+
+
+def check_command(argv: Sequence[str]) -> None:
+    """Raise ValueError when `argv` is empty or names a program that cannot be run."""
+    if not argv:
+        raise ValueError("no command given: write it after --, e.g. lowcarb measure -- python train.py")
+    prog = argv[0]
+    if os.sep in prog:
+        if not os.path.isfile(prog):
+            raise ValueError(f"command not found: {prog!r} does not exist")
+        if not os.access(prog, os.X_OK):
+            raise ValueError(f"command {prog!r} is not executable (chmod +x it, or name its interpreter)")
+    elif shutil.which(prog) is None:
+        raise ValueError(f"command not found: {prog!r} is not on PATH; check the name or give a path")
+
+
+def exit_code_of(status: int) -> int:
+    """The shell's convention: the exit status, or 128 + N when killed by signal N."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def measure_command(
+    argv: Sequence[str],
+    *,
+    name: str | None = None,
+    unit: str | None = None,
+    units: float | None = None,
+    config: CarbonConfig | None = None,
+    on_close: Callable[[Footprint], None] | None = None,
+) -> tuple[int, Footprint]:
+    """Run `argv` inside a ledger window over its process tree; (exit code, footprint).
+
+    The child's CPU time comes from its rusage when it is reaped (os.wait4), which includes every
+    descendant it waited for, so short-lived children between samples are counted too.
+    Ctrl-C reaches the child (same process group); we wait for it, close the window, re-raise.
+    """
+    check_command(argv)
+    try:
+        proc = subprocess.Popen(list(argv))
+    except OSError as exc:
+        raise ValueError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+    probes = SystemProbes(proc.pid, from_birth=True)
+    window = Window(
+        name or os.path.basename(argv[0]),
+        unit=unit,
+        units=units,
+        config=config,
+        pid=proc.pid,
+        on_close=on_close,
+        probes=probes,
+    )
+    interrupted = False
+    with window as fp:
+        while True:
+            try:
+                _, status, rusage = os.wait4(proc.pid, 0)
+                break
+            except KeyboardInterrupt:
+                # The terminal sent SIGINT to the child too (same process group): let it finish
+                # its own clean-up, reap it, and record the window before re-raising.
+                interrupted = True
+        proc.returncode = exit_code_of(status)
+        probes.tree.set_final_cpu_s(rusage.ru_utime + rusage.ru_stime)
+        if interrupted:
+            raise KeyboardInterrupt
+    return proc.returncode, fp

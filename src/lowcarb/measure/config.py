@@ -1,0 +1,265 @@
+"""Carbon configuration: region or intensity, PUE, hardware profile, estimate parameters.
+
+Precedence, highest first: explicit arguments (CLI flags) > environment variables >
+`lowcarb.toml` (the first found of ./lowcarb.toml, then $LOWCARB_HOME/lowcarb.toml) > defaults.
+Every default below names its source; the README ("How lowcarb measures") explains them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+# Uptime Institute Global Data Center Survey 2023: average annual PUE of 1.58. The default assumes
+# the work runs in a typical data centre; set pue = 1.0 for a laptop or a desktop.
+DEFAULT_PUE = 1.58
+# Power of one busy logical CPU when no counter exists: Cloud Carbon Footprint's SPECpower-derived
+# "max watts per vCPU" (Intel Skylake 4.05 W, Cascade Lake 3.80 W), rounded to 4.0 W.
+DEFAULT_CPU_W_PER_CORE = 4.0
+# Memory power per GB resident: Cloud Carbon Footprint's memory coefficient (0.392 W/GB; Green
+# Algorithms uses 0.3725 W/GB).
+DEFAULT_RAM_W_PER_GB = 0.392
+DEFAULT_PROFILE = "server"
+DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
+CONFIG_FILENAME = "lowcarb.toml"
+
+ENV_VARS = {
+    "region": "LOWCARB_REGION",
+    "intensity_g_per_kwh": "LOWCARB_INTENSITY",
+    "pue": "LOWCARB_PUE",
+    "embodied_kg": "LOWCARB_EMBODIED_KG",
+    "lifetime_years": "LOWCARB_LIFETIME_YEARS",
+    "resource_share": "LOWCARB_RESOURCE_SHARE",
+    "cpu_power_w": "LOWCARB_CPU_POWER_W",
+    "sample_interval_s": "LOWCARB_SAMPLE_INTERVAL_S",
+    "hardware_profile": "LOWCARB_HARDWARE_PROFILE",
+    "powercap_root": "LOWCARB_POWERCAP_ROOT",
+}
+_FLOAT_KEYS = {
+    "intensity_g_per_kwh",
+    "pue",
+    "embodied_kg",
+    "lifetime_years",
+    "resource_share",
+    "cpu_power_w",
+    "sample_interval_s",
+}
+
+
+@lru_cache(maxsize=1)
+def hardware_profiles() -> dict[str, dict[str, Any]]:
+    """Packaged hardware profiles (Boavizta medians): name -> embodied_kg, lifetime_years, source."""
+    text = resources.files("lowcarb.measure").joinpath("tables", "hardware.csv").read_text("utf-8")
+    return {
+        r["profile"]: {
+            "embodied_kg": float(r["embodied_kg"]),
+            "lifetime_years": float(r["lifetime_years"]),
+            "n_products": int(r["n_products"]),
+            "source": r["source"],
+        }
+        for r in csv.DictReader(text.splitlines())
+    }
+
+
+def _check_finite(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """The SCI embodied-emissions inputs: M = TE x (time / lifetime) x share.
+
+    embodied_kg: TE, the manufacturing footprint in kgCO2e (default: the median Boavizta server).
+    lifetime_years: expected lifetime (default 4 years, Boavizta's server default).
+    resource_share: the share of the machine reserved (cores used / cores, GPUs used / GPUs);
+        None means "the tracked processes' CPU-time share of the machine over the window".
+    """
+
+    embodied_kg: float = field(
+        default_factory=lambda: hardware_profiles()[DEFAULT_PROFILE]["embodied_kg"]
+    )
+    lifetime_years: float = field(
+        default_factory=lambda: hardware_profiles()[DEFAULT_PROFILE]["lifetime_years"]
+    )
+    resource_share: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_finite("embodied_kg", self.embodied_kg)
+        _check_finite("lifetime_years", self.lifetime_years)
+        if self.embodied_kg < 0:
+            raise ValueError(f"embodied_kg must be >= 0 kgCO2e, got {self.embodied_kg}")
+        if self.lifetime_years <= 0:
+            raise ValueError(f"lifetime_years must be > 0, got {self.lifetime_years}")
+        if self.resource_share is not None:
+            _check_finite("resource_share", self.resource_share)
+            if not 0 < self.resource_share <= 1:
+                raise ValueError(
+                    f"resource_share must be in (0, 1] (e.g. 0.25 for 4 of 16 cores), "
+                    f"got {self.resource_share}"
+                )
+
+    @classmethod
+    def from_profile(cls, name: str, resource_share: float | None = None) -> HardwareProfile:
+        profiles = hardware_profiles()
+        if name not in profiles:
+            raise ValueError(
+                f"unknown hardware profile {name!r}; choose one of {', '.join(profiles)} "
+                "or set embodied_kg and lifetime_years"
+            )
+        p = profiles[name]
+        return cls(p["embodied_kg"], p["lifetime_years"], resource_share)
+
+
+@dataclass(frozen=True)
+class CarbonConfig:
+    """Everything the ledger needs to turn counters into grams. Validated on construction."""
+
+    region: str | None = None
+    intensity_g_per_kwh: float | None = None
+    pue: float = DEFAULT_PUE
+    hardware: HardwareProfile = field(default_factory=HardwareProfile)
+    cpu_power_w: float | None = None  # whole-processor power at full load; None: 4 W per busy core
+    sample_interval_s: float = 1.0
+    powercap_root: str = DEFAULT_POWERCAP_ROOT  # where RAPL counters live (tests script a tree)
+
+    def __post_init__(self) -> None:
+        _check_finite("pue", self.pue)
+        if self.pue < 1.0:
+            raise ValueError(
+                f"PUE must be >= 1.0 (total facility power / IT power), got {self.pue}; "
+                "use 1.0 for a machine outside a data centre"
+            )
+        if self.intensity_g_per_kwh is not None:
+            _check_finite("intensity_g_per_kwh", self.intensity_g_per_kwh)
+            if self.intensity_g_per_kwh < 0:
+                raise ValueError(
+                    f"grid intensity must be >= 0 gCO2e/kWh, got {self.intensity_g_per_kwh}"
+                )
+        if self.cpu_power_w is not None:
+            _check_finite("cpu_power_w", self.cpu_power_w)
+            if self.cpu_power_w <= 0:
+                raise ValueError(
+                    f"CPU power must be > 0 W (the processor's power at full load), "
+                    f"got {self.cpu_power_w}"
+                )
+        _check_finite("sample_interval_s", self.sample_interval_s)
+        if self.sample_interval_s <= 0:
+            raise ValueError(f"sample_interval_s must be > 0, got {self.sample_interval_s}")
+        if self.region is not None and self.intensity_g_per_kwh is None:
+            from lowcarb.measure.grid import lookup_region
+
+            lookup_region(self.region)  # raises with close matches
+
+    def cpu_w_per_core(self) -> float:
+        """Power of one busy logical CPU for the CPU-time estimate."""
+        if self.cpu_power_w is not None:
+            return self.cpu_power_w / (os.cpu_count() or 1)
+        return DEFAULT_CPU_W_PER_CORE
+
+    def grid(self) -> tuple[float, str]:
+        """(intensity in gCO2e/kWh, where it came from)."""
+        from lowcarb.measure.grid import default_region, lookup_region
+
+        if self.intensity_g_per_kwh is not None:
+            return self.intensity_g_per_kwh, "user-set intensity"
+        g = lookup_region(self.region) if self.region else default_region()
+        return g.intensity_g_per_kwh, f"{g.key}: {g.source}"
+
+    @classmethod
+    def resolve(cls, **overrides: Any) -> CarbonConfig:
+        return load_carbon_config(**overrides)
+
+
+def find_config_file(cwd: Path | None = None) -> Path | None:
+    """./lowcarb.toml, else $LOWCARB_HOME/lowcarb.toml (default home ~/.lowcarb), else None."""
+    candidates = [(cwd or Path.cwd()) / CONFIG_FILENAME]
+    home = os.environ.get("LOWCARB_HOME")
+    candidates.append((Path(home) if home else Path.home() / ".lowcarb") / CONFIG_FILENAME)
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _read_file_settings(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}; fix or remove the file") from exc
+    section = data.get("carbon", {})
+    if not isinstance(section, dict):
+        raise ValueError(f"{path}: [carbon] must be a table")
+    unknown = set(section) - set(ENV_VARS)
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown key(s) {', '.join(sorted(unknown))} in [carbon]; "
+            f"known keys: {', '.join(ENV_VARS)}"
+        )
+    return dict(section)
+
+
+def _read_env_settings() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, var in ENV_VARS.items():
+        raw = os.environ.get(var)
+        if raw is None or raw.strip() == "":
+            continue
+        if key in _FLOAT_KEYS:
+            try:
+                out[key] = float(raw)
+            except ValueError:
+                raise ValueError(f"{var}={raw!r} is not a number") from None
+        else:
+            out[key] = raw.strip()
+    return out
+
+
+def load_carbon_config(**overrides: Any) -> CarbonConfig:
+    """Resolve a CarbonConfig: overrides (None = not given) > environment > lowcarb.toml > defaults.
+
+    Accepted keys: region, intensity_g_per_kwh, pue, embodied_kg, lifetime_years, resource_share,
+    cpu_power_w, sample_interval_s, hardware_profile, powercap_root.
+    """
+    unknown = set(overrides) - set(ENV_VARS)
+    if unknown:
+        raise TypeError(f"load_carbon_config: unknown setting(s) {sorted(unknown)}")
+    levels: list[dict[str, Any]] = []
+    path = find_config_file()
+    if path is not None:
+        levels.append(_read_file_settings(path))
+    levels.append(_read_env_settings())
+    levels.append({k: v for k, v in overrides.items() if v is not None})
+    settings: dict[str, Any] = {}
+    for level in levels:
+        # A region set at a higher level replaces an intensity set lower down (and vice versa):
+        # `--region FR` must win over an intensity from the config file.
+        if "region" in level and "intensity_g_per_kwh" not in level:
+            settings.pop("intensity_g_per_kwh", None)
+        if "intensity_g_per_kwh" in level and "region" not in level:
+            settings.pop("region", None)
+        settings.update(level)
+
+    profile = HardwareProfile.from_profile(settings.pop("hardware_profile", DEFAULT_PROFILE))
+    hardware = HardwareProfile(
+        embodied_kg=float(settings.pop("embodied_kg", profile.embodied_kg)),
+        lifetime_years=float(settings.pop("lifetime_years", profile.lifetime_years)),
+        resource_share=(
+            float(settings["resource_share"]) if settings.get("resource_share") is not None else None
+        ),
+    )
+    settings.pop("resource_share", None)
+    names = {f.name for f in fields(CarbonConfig)}
+    kwargs = {k: v for k, v in settings.items() if k in names}
+    for k in ("pue", "intensity_g_per_kwh", "cpu_power_w", "sample_interval_s"):
+        if k in kwargs:
+            kwargs[k] = float(kwargs[k])
+    return CarbonConfig(hardware=hardware, **kwargs)

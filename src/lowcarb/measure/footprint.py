@@ -1,0 +1,138 @@
+"""The Footprint of one ledger window: energy per component, operational and embodied CO2e."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+J_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True)
+class ComponentEnergy:
+    """Energy of one component ("cpu", "gpu", "ram") and how it was obtained.
+
+    method starts with "measured:" (a hardware counter) or "estimated:" (a model); detail says
+    why a fallback was taken (for example "rapl: permission denied on ...").
+    """
+
+    energy_j: float
+    method: str
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"energy_j": self.energy_j, "method": self.method, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ComponentEnergy:
+        return cls(float(d["energy_j"]), str(d["method"]), str(d.get("detail", "")))
+
+
+@dataclass
+class Footprint:
+    """One window of the ledger. Filled when the window closes; `units` may be set inside it.
+
+    operational_g = energy_j / 3.6e6 (kWh) x intensity_g_per_kwh x pue
+    embodied_g    = TE x (duration / lifetime) x share       (ISO/IEC 21031 SCI, M term)
+    """
+
+    name: str
+    id: str
+    parent: str | None = None
+    started_at: str = ""  # ISO 8601, UTC
+    duration_s: float = 0.0
+    components: dict[str, ComponentEnergy] = field(default_factory=dict)
+    intensity_g_per_kwh: float = 0.0
+    intensity_source: str = ""
+    region: str | None = None
+    pue: float = 1.0
+    embodied_g: float = 0.0
+    embodied_detail: str = ""
+    cpu_time_s: float = 0.0  # CPU time of the tracked process tree (what the estimate scales)
+    unit: str | None = None
+    units: float | None = None
+    closed: bool = False
+    error: str | None = None  # the exception that ended the window, if any
+
+    @property
+    def energy_j(self) -> float:
+        return sum(c.energy_j for c in self.components.values())
+
+    @property
+    def energy_kwh(self) -> float:
+        return self.energy_j / J_PER_KWH
+
+    @property
+    def operational_g(self) -> float:
+        return self.energy_kwh * self.intensity_g_per_kwh * self.pue
+
+    @property
+    def total_g(self) -> float:
+        return self.operational_g + self.embodied_g
+
+    @property
+    def g_per_unit(self) -> float | None:
+        if not self.units:
+            return None
+        return self.total_g / self.units
+
+    @property
+    def j_per_unit(self) -> float | None:
+        if not self.units:
+            return None
+        return self.energy_j / self.units
+
+    @property
+    def methods(self) -> dict[str, str]:
+        return {k: c.method for k, c in self.components.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "id": self.id,
+            "parent": self.parent,
+            "started_at": self.started_at,
+            "duration_s": self.duration_s,
+            "components": {k: c.to_dict() for k, c in self.components.items()},
+            "energy_j": self.energy_j,
+            "intensity_g_per_kwh": self.intensity_g_per_kwh,
+            "intensity_source": self.intensity_source,
+            "region": self.region,
+            "pue": self.pue,
+            "operational_g": self.operational_g,
+            "embodied_g": self.embodied_g,
+            "embodied_detail": self.embodied_detail,
+            "total_g": self.total_g,
+            "cpu_time_s": self.cpu_time_s,
+            "unit": self.unit,
+            "units": self.units,
+            "g_per_unit": self.g_per_unit,
+            "j_per_unit": self.j_per_unit,
+            "closed": self.closed,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Footprint:
+        """Inverse of to_dict; derived figures (energy_j, operational_g, ...) are recomputed."""
+        return cls(
+            name=d["name"],
+            id=d["id"],
+            parent=d.get("parent"),
+            started_at=d.get("started_at", ""),
+            duration_s=float(d.get("duration_s", 0.0)),
+            components={
+                k: ComponentEnergy.from_dict(v) for k, v in (d.get("components") or {}).items()
+            },
+            intensity_g_per_kwh=float(d.get("intensity_g_per_kwh", 0.0)),
+            intensity_source=d.get("intensity_source", ""),
+            region=d.get("region"),
+            pue=float(d.get("pue", 1.0)),
+            embodied_g=float(d.get("embodied_g", 0.0)),
+            embodied_detail=d.get("embodied_detail", ""),
+            cpu_time_s=float(d.get("cpu_time_s", 0.0)),
+            unit=d.get("unit"),
+            units=d.get("units"),
+            closed=bool(d.get("closed", True)),
+            error=d.get("error"),
+        )

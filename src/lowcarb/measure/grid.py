@@ -1,0 +1,125 @@
+"""Grid carbon intensity from the packaged offline tables (no network, no ../shared at run time).
+
+A region is a country (ISO 3166-1 alpha-2 or alpha-3 code, or its name) or a cloud region written
+`provider:region` (for example `gcp:europe-west1`). Unknown regions raise a ValueError that names
+the closest matches, so a typo is a one-line fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+
+@dataclass(frozen=True)
+class GridRegion:
+    key: str  # canonical key: ISO alpha-2 for countries ("FR"), "provider:region" for clouds
+    intensity_g_per_kwh: float
+    source: str
+    kind: str  # "country" | "cloud" | "default"
+    iso3: str = ""
+    name: str = ""  # country name, or the cloud region's city
+    year: int | None = None
+    provider: str = ""
+    cloud_region: str = ""
+
+
+def _read_table(filename: str) -> list[dict[str, str]]:
+    text = resources.files("lowcarb.measure").joinpath("tables", filename).read_text("utf-8")
+    return list(csv.DictReader(text.splitlines()))
+
+
+@lru_cache(maxsize=1)
+def default_region() -> GridRegion:
+    """The world average, used when no region and no intensity are configured."""
+    (row,) = _read_table("grid_default.csv")
+    return GridRegion(
+        key="world",
+        intensity_g_per_kwh=float(row["intensity_g_per_kwh"]),
+        source=f"world average ({row['source']})",
+        kind="default",
+        name="World",
+    )
+
+
+@lru_cache(maxsize=1)
+def all_regions() -> tuple[GridRegion, ...]:
+    """Every packaged region: countries first (by name), then cloud regions."""
+    countries = [
+        GridRegion(
+            key=r["iso2"] or r["iso3"],
+            intensity_g_per_kwh=float(r["intensity_g_per_kwh"]),
+            source=f"{r['source']}, {r['year']}",
+            kind="country",
+            iso3=r["iso3"],
+            name=r["name"],
+            year=int(r["year"]),
+        )
+        for r in _read_table("grid_countries.csv")
+    ]
+    countries.sort(key=lambda g: g.name)
+    iso3_names = {c.iso3: c.name for c in countries}
+    clouds = [
+        GridRegion(
+            key=f"{r['provider']}:{r['region']}",
+            intensity_g_per_kwh=float(r["intensity_g_per_kwh"]),
+            source=r["source"],
+            kind="cloud",
+            iso3=r["iso3"],
+            name=f"{r['city']}, {iso3_names.get(r['iso3'], r['iso3'])}".strip(", "),
+            provider=r["provider"],
+            cloud_region=r["region"],
+        )
+        for r in _read_table("grid_cloud.csv")
+    ]
+    return (*countries, default_region(), *clouds)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.strip().lower().replace("_", " ").split())
+
+
+@lru_cache(maxsize=1)
+def _index() -> dict[str, GridRegion]:
+    index: dict[str, GridRegion] = {}
+    for g in all_regions():
+        aliases = [g.key]
+        if g.kind == "country":
+            aliases += [g.iso3, g.name]
+        for alias in aliases:
+            if alias:
+                index.setdefault(_norm(alias), g)
+    return index
+
+
+def lookup_region(region: str) -> GridRegion:
+    """The packaged region named by `region` (code, name or provider:region), else a ValueError."""
+    if not region or not region.strip():
+        raise ValueError("empty region: give a country code (FR, FRA), a name, or provider:region")
+    found = _index().get(_norm(region))
+    if found is not None:
+        return found
+    close = difflib.get_close_matches(_norm(region), list(_index()), n=5, cutoff=0.6)
+    # Substring hits help with partial names ("united" -> United States, United Kingdom).
+    close += [k for k in _index() if _norm(region) in k and k not in close][: 5 - len(close)]
+    names = dict.fromkeys(f"{_index()[k].key} ({_index()[k].name})" for k in close)
+    hint = "close matches: " + ", ".join(names) if names else "no close match"
+    raise ValueError(
+        f"unknown region {region!r}; {hint}. `lowcarb regions QUERY` lists the regions, "
+        "or give the intensity directly with --intensity G_PER_KWH"
+    )
+
+
+def search_regions(query: str | None = None) -> list[GridRegion]:
+    """Regions whose key, alpha-3 code or name contains `query` (all of them when None)."""
+    if not query:
+        return list(all_regions())
+    q = _norm(query)
+    return [
+        g
+        for g in all_regions()
+        if q in _norm(g.key) or q in _norm(g.iso3) or q in _norm(g.name)
+    ]

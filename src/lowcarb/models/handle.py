@@ -1,0 +1,25 @@
+"""`ModelHandle`: a model with the tokenizer it reads and what it needs to be rebuilt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import nn
+
+from lowcarb.models.config import ModelConfig
+
+
+@dataclass
+class ModelHandle:
+    """`kind` is the data the model reads ("image" or "text"), matching `DataBundle.kind`;
+    `family` is how it was built ("cnn", "mlp", "transformer", "hf")."""
+
+    model: nn.Module
+    tokenizer: Any | None
+    kind: Literal["image", "text"]
+    family: Literal["cnn", "mlp", "transformer", "hf"]
+    config: ModelConfig
+    num_labels: int
+    label_names: tuple[str, ...] = ()
+    input_shape: tuple[int, ...] | None = None  # image models only

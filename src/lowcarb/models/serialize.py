@@ -1,0 +1,127 @@
+"""Save and reload models: safetensors weights plus a JSON description, never pickles.
+
+Layout of a saved folder:
+- reference models: `model.safetensors` + `lowcarb_model.json` (family, ModelConfig, labels,
+  input shape) + tokenizer files when the model reads MiniLM's tokenizer;
+- Hugging Face models: the usual `save_pretrained` folder (config.json, model.safetensors,
+  tokenizer files) + `lowcarb_model.json`, so the folder also loads with transformers alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+from safetensors.torch import save_model as save_safetensors_model
+
+from lowcarb.models.build import build_reference_model
+from lowcarb.models.byte_tokenizer import ByteTokenizer
+from lowcarb.models.config import ModelConfig
+from lowcarb.models.handle import ModelHandle
+from lowcarb.models.hf import load_hf_classifier
+
+DESCRIPTION_FILE = "lowcarb_model.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+def _config_to_json(config: ModelConfig) -> dict[str, Any]:
+    out = dataclasses.asdict(config)
+    out["name"] = str(config.name)
+    out["channels"] = list(config.channels)
+    return out
+
+
+def _config_from_json(payload: dict[str, Any]) -> ModelConfig:
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    values = {k: v for k, v in payload.items() if k in known}
+    if "channels" in values:
+        values["channels"] = tuple(values["channels"])
+    return ModelConfig(**values)
+
+
+def save_model(handle: ModelHandle, folder: str | Path) -> Path:
+    """Write the model into `folder` (created if needed); returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    description: dict[str, Any] = {
+        "format": "lowcarb-model",
+        "version": FORMAT_VERSION,
+        "family": handle.family,
+        "kind": handle.kind,
+        "num_labels": handle.num_labels,
+        "label_names": list(handle.label_names),
+        "input_shape": list(handle.input_shape) if handle.input_shape is not None else None,
+        "config": _config_to_json(handle.config),
+    }
+    if handle.family == "hf":
+        handle.model.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[operator]
+        if handle.tokenizer is not None:
+            handle.tokenizer.save_pretrained(str(folder))
+    else:
+        # save_model (not save_file) copes with tied/shared tensors.
+        save_safetensors_model(handle.model, str(folder / WEIGHTS_FILE))
+        tokenizer = handle.tokenizer
+        description["tokenizer"] = "bytes" if tokenizer is None or isinstance(tokenizer, ByteTokenizer) else "saved"
+        if description["tokenizer"] == "saved":
+            tokenizer.save_pretrained(str(folder))
+    (folder / DESCRIPTION_FILE).write_text(json.dumps(description, indent=2) + "\n")
+    return folder
+
+
+def load_model(folder: str | Path) -> ModelHandle:
+    """Rebuild a model saved by `save_model`, or load a plain Hugging Face classifier folder."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    described = folder / DESCRIPTION_FILE
+    if not described.exists():
+        # A plain Hugging Face folder: keep its own head and labels.
+        model, tokenizer = load_hf_classifier(folder)
+        id2label = getattr(model.config, "id2label", {}) or {}
+        names = tuple(str(id2label[i]) for i in sorted(id2label))
+        return ModelHandle(
+            model, tokenizer, "text", "hf", ModelConfig(name=str(folder)), model.config.num_labels, names
+        )
+    try:
+        payload = json.loads(described.read_text())
+        family = payload["family"]
+        config = _config_from_json(payload["config"])
+        num_labels = int(payload["num_labels"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{described}: not a valid lowcarb model description ({exc})") from exc
+    names = tuple(payload.get("label_names") or ())
+    if family == "hf":
+        model, tokenizer = load_hf_classifier(folder)
+        return ModelHandle(model, tokenizer, "text", "hf", config, num_labels, names)
+    shape = tuple(payload["input_shape"]) if payload.get("input_shape") else None
+    tokenizer: Any | None = None
+    if family == "transformer":
+        if payload.get("tokenizer") == "saved":
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        else:
+            tokenizer = ByteTokenizer()
+    model = build_reference_model(config, num_labels, shape, tokenizer)
+    weights = folder / WEIGHTS_FILE
+    if not weights.exists():
+        raise FileNotFoundError(f"{folder}: no {WEIGHTS_FILE} next to {DESCRIPTION_FILE}")
+    state = load_file(str(weights))
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(
+            f"{weights} does not match the model described in {described} (was the model changed "
+            f"by a transform after building, or the JSON edited?): {exc}"
+        ) from exc
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights} does not match the model described in {described}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]} (was the model changed by a transform after building?)"
+        )
+    kind = "image" if family in ("cnn", "mlp") else "text"
+    return ModelHandle(model, tokenizer, kind, family, config, num_labels, names, shape)

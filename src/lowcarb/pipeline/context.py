@@ -1,0 +1,117 @@
+"""RunContext: what a stage receives and returns (the model, the data, the run so far)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lowcarb.data import DataBundle
+from lowcarb.measure.config import CarbonConfig
+from lowcarb.models import ModelHandle
+from lowcarb.pipeline.recipe import Recipe
+from lowcarb.train.config import TrainConfig
+
+
+@dataclass
+class StageRecord:
+    """One ledger window of a run: a stage, or the evaluation the runner adds after a stage.
+
+    `model_version` is the version of the model after the window (0: as loaded; every
+    model-changing stage adds one). `metrics` is set when the window evaluated that version.
+    """
+
+    label: str
+    name: str
+    settings: dict[str, Any]
+    changes_model: bool
+    model_version: int
+    auto: bool = False  # added by the runner (the evaluation after a model-changing stage)
+    status: str = "running"  # running, completed, failed, interrupted
+    footprint: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RunContext:
+    """The state a run threads through its stages.
+
+    A stage reads `ctx.model` / `ctx.handle`, `ctx.data`, `ctx.train_config()`; it may replace the
+    model (`ctx.model = new_module`, or `ctx.handle = new_handle` when the tokenizer changes too),
+    record what it did with `ctx.note(params_before=..., params_after=...)`, and returns `ctx`.
+    """
+
+    recipe: Recipe
+    data: DataBundle
+    handle: ModelHandle
+    carbon: CarbonConfig
+    artifacts_dir: Path
+    run_id: str | None = None
+    quiet: bool = False
+    records: list[StageRecord] = field(default_factory=list)
+    model_version: int = 0
+    # Free-form values stages hand to later stages (for example a teacher's logits).
+    shared: dict[str, Any] = field(default_factory=dict)
+    # The record of the stage now running (set by the runner).
+    current: StageRecord | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        return self.handle.model
+
+    @model.setter
+    def model(self, module: nn.Module) -> None:
+        self.handle = dataclasses.replace(self.handle, model=module)
+
+    @property
+    def tokenizer(self) -> Any | None:
+        return self.handle.tokenizer
+
+    def train_config(self, **changes: Any) -> TrainConfig:
+        """The recipe's training settings, with `changes` (a stage's own overrides) applied."""
+        base = dataclasses.replace(self.recipe.train, quiet=self.quiet or self.recipe.train.quiet)
+        given = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(base, **given) if given else base
+
+    def loader(
+        self, split: str, batch_size: int | None = None, *, shuffle: bool = False, seed: int = 0
+    ) -> Any:
+        """A DataLoader over `split` ("train", "dev", "test") that feeds the current model."""
+        return self.data.loader(
+            split,  # type: ignore[arg-type]
+            batch_size or self.recipe.train.batch_size,
+            shuffle=shuffle,
+            tokenizer=self.handle.tokenizer,
+            seed=seed,
+        )
+
+    def note(self, **values: Any) -> None:
+        """Record what the current stage did (shown in the report and stored with the stage).
+
+        Values must be JSON-able (numbers, strings, lists, dicts); a transform's summary
+        goes in as `ctx.note(**summary.to_dict())`.
+        """
+        if self.current is None:
+            raise ValueError("ctx.note() is for stages; it was called outside a running stage")
+        self.current.summary.update(values)
+
+    def set_metrics(self, metrics: dict[str, Any]) -> None:
+        """Attach an evaluation of the current model to the running stage (the evaluate stage)."""
+        if self.current is None:
+            raise ValueError("ctx.set_metrics() is for stages; it was called outside a stage")
+        self.current.metrics = dict(metrics)
+
+    def latest_metrics(self) -> dict[str, Any] | None:
+        """The most recent evaluation of the current model, if it has one."""
+        for record in reversed(self.records):
+            if record.metrics and record.model_version == self.model_version:
+                return record.metrics
+        return None

@@ -1,0 +1,415 @@
+"""Recipes: a YAML file (plus `--set key.path=value` overrides) validated once into typed settings.
+
+A recipe names a model, the data, the training settings and an ordered list of stages:
+
+    name: my-run
+    model: {name: minilm}                 # a built-in model name, or a Hugging Face folder path
+    data: {train: reviews.csv, text_column: review, label_column: stars}
+    train: {epochs: 2, batch_size: 32, lr: 5.0e-5, seed: 0}
+    stages:
+      - train
+      - lowrank: {param_ratio: 0.5}       # a stage with settings, validated by the stage's model
+      - evaluate
+
+Everything the user typed is checked here, at the edge: a typo or wrong type is a ValueError that
+names the file and the field ("recipe.yaml: train.epochs: ..."), never a traceback from deep inside a
+run. Past this module, the run sees only typed, frozen values.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from lowcarb.data import DataConfig
+from lowcarb.models import ModelConfig
+from lowcarb.pipeline.registry import get_stage
+from lowcarb.search.section import SearchSection
+from lowcarb.train.config import TrainConfig
+
+DEFAULT_RECIPE = "default.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EvaluationSection(_Section):
+    # Fixed thread count for latency, so numbers from different stages compare.
+    threads: int = Field(default=1, gt=0)
+    # Batch sizes for latency; p50/p95 are recorded for each.
+    latency_batch_sizes: tuple[int, ...] = (1, 32)
+    # The functional unit of the report: the footprint of this many single inferences.
+    inferences: int = Field(default=1000, gt=0)
+
+
+class CarbonSection(_Section):
+    # Unset values fall back to the environment, lowcarb.toml, then the ledger's defaults
+    # (see lowcarb.measure.load_carbon_config); values set here win over all of them.
+    region: str | None = None
+    intensity_g_per_kwh: float | None = Field(default=None, ge=0)
+    pue: float | None = Field(default=None, ge=1.0)
+    hardware_profile: str | None = None
+    embodied_kg: float | None = Field(default=None, ge=0)
+    lifetime_years: float | None = Field(default=None, gt=0)
+    resource_share: float | None = Field(default=None, gt=0, le=1)
+    cpu_power_w: float | None = Field(default=None, gt=0)
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class _RecipeFile(_Section):
+    name: str = "run"
+    description: str = ""
+    # The sections are the library's own frozen configs, validated field by field by pydantic:
+    # one definition of every setting, and their own checks (__post_init__) run here, at the edge.
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    carbon: CarbonSection = Field(default_factory=CarbonSection)
+    stages: list[Any] = Field(default_factory=lambda: ["train", "evaluate"])
+    report: Literal["html", "md", "both", "none"] = "both"
+    # torch intra-op threads for the whole run (None: torch's default, one per core). Small
+    # models gain nothing from more threads, and on a busy machine extra threads only wait.
+    threads: int | None = Field(default=None, gt=0)
+    # What `lowcarb search` varies and optimises (lowcarb.search.section); `lowcarb run` ignores it.
+    search: SearchSection | None = None
+
+
+@dataclass(frozen=True)
+class StageStep:
+    """One validated stage of a recipe."""
+
+    name: str  # the registered stage name
+    label: str  # unique within the run: "train", "evaluate", "evaluate-2"
+    config: BaseModel
+
+    def settings(self) -> dict[str, Any]:
+        return self.config.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe. `source` is the file it came from (or "<packaged default>")."""
+
+    name: str
+    description: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    evaluation: EvaluationSection
+    carbon: CarbonSection
+    stages: tuple[StageStep, ...]
+    report: str
+    source: str
+    threads: int | None = None
+    overrides: tuple[str, ...] = ()
+    search: SearchSection | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able settings; `recipe_from_dict(r.to_dict())` gives the same recipe back."""
+        out = {
+            "name": self.name,
+            "description": self.description,
+            "model": _dump(self.model),
+            "data": _dump(self.data),
+            "train": _dump(self.train),
+            "evaluation": self.evaluation.model_dump(mode="json"),
+            "carbon": self.carbon.model_dump(mode="json"),
+            "stages": [{s.name: s.settings()} for s in self.stages],
+            "report": self.report,
+            "threads": self.threads,
+        }
+        if self.search is not None:
+            out["search"] = self.search.model_dump(mode="json", by_alias=True)
+        return out
+
+
+def _dump(config: Any) -> dict[str, Any]:
+    return TypeAdapter(type(config)).dump_python(config, mode="json")
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
+
+
+def default_recipe_path() -> Path:
+    """The recipe `lowcarb run` uses with no file: digits, the baseline CNN, evaluate, report."""
+    return Path(str(resources.files("lowcarb.pipeline") / "recipes" / DEFAULT_RECIPE))
+
+
+def load_recipe(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Recipe:
+    """Read, override and validate a recipe file. `path=None` is the packaged default recipe."""
+    source = Path(path) if path is not None else default_recipe_path()
+    if not source.exists():
+        raise ValueError(f"{source}: recipe file not found; give the path to a .yaml recipe")
+    if source.is_dir():
+        raise ValueError(f"{source}: is a folder; give the path to a .yaml recipe file")
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{source}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{source}: not a text file; a recipe is UTF-8 YAML") from None
+    if raw is None:
+        raw = {}
+    label = "<packaged default>" if path is None else str(source)
+    return recipe_from_dict(raw, source=label, overrides=overrides)
+
+
+def recipe_from_dict(
+    raw: Any, *, source: str = "<recipe>", overrides: Sequence[str] = ()
+) -> Recipe:
+    """Validate a recipe given as plain data (what YAML gives), after applying `overrides`."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(
+            f"{source}: a recipe is a mapping (keys like model:, data:, train:, stages:), "
+            f"got {type(raw).__name__}"
+        )
+    data = copy.deepcopy(dict(raw))
+    data["stages"] = _normalise_stages(data.get("stages", ["train", "evaluate"]), source)
+    set_paths: list[tuple[str, ...]] = []
+    for text in overrides:
+        keys, value = parse_override(text)
+        set_paths.append(tuple(keys))
+        apply_override(data, keys, value, source=source)
+        if keys and keys[0] == "stages":
+            data["stages"] = _normalise_stages(data["stages"], source)
+
+    try:
+        base = _RecipeFile.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(_format_errors(exc, source, _RecipeFile, set_paths)) from None
+
+    text_model = str(base.model.name) not in ("cnn", "mlp")
+    if text_model and base.data.train is None:
+        raise ValueError(
+            f"{source}: data.train: model {str(base.model.name)!r} reads text, and no text table "
+            "was given; add --set data.train=path/to/train.csv (or .tsv, .jsonl)"
+        )
+
+    steps: list[StageStep] = []
+    counts: dict[str, int] = {}
+    for index, item in enumerate(base.stages):
+        ((name, settings),) = item.items()
+        try:
+            spec = get_stage(name)
+        except ValueError as exc:
+            raise ValueError(f"{source}: stages[{index}]: {exc}") from None
+        try:
+            cfg = spec.config_model.model_validate(settings or {})
+        except ValidationError as exc:
+            raise ValueError(
+                _format_errors(
+                    exc, source, spec.config_model, set_paths, prefix=f"stages[{index}].{name}"
+                )
+            ) from None
+        counts[name] = counts.get(name, 0) + 1
+        label_ = name if counts[name] == 1 else f"{name}-{counts[name]}"
+        steps.append(StageStep(name=name, label=label_, config=cfg))
+    if not steps:
+        raise ValueError(f"{source}: stages: the list is empty; name at least one stage (train)")
+
+    return Recipe(
+        name=base.name,
+        description=base.description,
+        model=base.model,
+        data=base.data,
+        train=base.train,
+        evaluation=base.evaluation,
+        carbon=base.carbon,
+        stages=tuple(steps),
+        report=base.report,
+        threads=base.threads,
+        source=source,
+        overrides=tuple(overrides),
+        search=base.search,
+    )
+
+
+def _normalise_stages(stages: Any, source: str) -> list[dict[str, Any]]:
+    """Accept `- train`, `- train: {epochs: 2}` and `- {stage: train, epochs: 2}`; give [{name: {...}}]."""
+    if stages is None:
+        return []
+    if not isinstance(stages, list):
+        raise ValueError(
+            f"{source}: stages: expected a list of stage names (for example [train, evaluate]), "
+            f"got {type(stages).__name__}"
+        )
+    out: list[dict[str, Any]] = []
+    for index, item in enumerate(stages):
+        if isinstance(item, str):
+            out.append({item: {}})
+        elif isinstance(item, Mapping) and "stage" in item:
+            settings = {k: v for k, v in item.items() if k != "stage"}
+            out.append({str(item["stage"]): settings})
+        elif isinstance(item, Mapping) and len(item) == 1:
+            ((name, settings),) = item.items()
+            if settings is None:
+                settings = {}
+            if not isinstance(settings, Mapping):
+                raise ValueError(
+                    f"{source}: stages[{index}].{name}: settings must be a mapping "
+                    f"(key: value), got {settings!r}"
+                )
+            out.append({str(name): dict(settings)})
+        else:
+            raise ValueError(
+                f"{source}: stages[{index}]: write a stage as a name (- train) or a name with "
+                f"settings (- lowrank: {{param_ratio: 0.5}}), got {item!r}"
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# --set key.path=value
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`"train.epochs=2"` -> (["train", "epochs"], 2). The value follows YAML scalar rules."""
+    key, sep, value_text = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"--set expects key.path=value (for example train.epochs=2), got {text!r}")
+    keys = key.split(".")
+    if any(not k for k in keys):
+        raise ValueError(f"--set {text!r}: empty part in the key path {key!r}")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError:
+        raise ValueError(
+            f"--set {text!r}: the value is not valid YAML; quote it (key='value')"
+        ) from None
+    # YAML 1.1 reads 3e-4 (no dot) as a string; pydantic turns it into a float where a float
+    # is expected, and keeps it a string where a string is (a model named "1e5" stays a name).
+    return keys, value
+
+
+def apply_override(data: dict[str, Any], keys: list[str], value: Any, *, source: str) -> None:
+    """Set `data[k1][k2]... = value`, creating mappings on the way.
+
+    Stage settings are addressed by index or by name: `stages.1.param_ratio`,
+    `stages.lowrank.param_ratio` (the first lowrank stage) or `stages.1.lowrank.param_ratio`.
+    """
+    shown = ".".join(keys)
+    if keys[0] == "stages" and len(keys) > 1:
+        if len(keys) == 2:
+            raise ValueError(
+                f"--set {shown}: name a setting of the stage, for example stages.{keys[1]}.epochs=2"
+            )
+        name, settings = _find_stage(data.get("stages", []), keys[1], shown, source)
+        rest = keys[2:]
+        if len(rest) > 1 and rest[0] == name:
+            rest = rest[1:]
+        _set_path(settings, rest, value, shown)
+        return
+    _set_path(data, keys, value, shown)
+
+
+def _set_path(where: dict[str, Any], keys: list[str], value: Any, shown: str) -> None:
+    for depth, key in enumerate(keys[:-1]):
+        nxt = where.get(key)
+        if nxt is None:
+            nxt = where[key] = {}
+        if not isinstance(nxt, dict):
+            raise ValueError(
+                f"--set {shown}: {'.'.join(keys[: depth + 1])} is a value ({nxt!r}), not a mapping"
+            )
+        where = nxt
+    where[keys[-1]] = value
+
+
+def _find_stage(
+    stages: list[dict[str, Any]], key: str, shown: str, source: str
+) -> tuple[str, dict[str, Any]]:
+    if key.lstrip("-").isdigit():
+        index = int(key)
+        if not -len(stages) <= index < len(stages):
+            raise ValueError(
+                f"--set {shown}: {source} has {len(stages)} stages; index {index} is out of range"
+            )
+        item = stages[index]
+    else:
+        matches = [s for s in stages if key in s]
+        if not matches:
+            names = [next(iter(s)) for s in stages]
+            raise ValueError(
+                f"--set {shown}: no stage named {key!r} in {source} "
+                f"(stages: {', '.join(names) or 'none'})"
+            )
+        item = matches[0]
+    ((name, settings),) = item.items()
+    return name, settings
+
+
+# ---------------------------------------------------------------------------------------------
+# error messages
+# ---------------------------------------------------------------------------------------------
+
+
+def _format_errors(
+    exc: ValidationError,
+    source: str,
+    model: type[BaseModel],
+    set_paths: list[tuple[str, ...]],
+    prefix: str = "",
+) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        if loc[:1] == ["stages"] and len(loc) > 1:
+            loc = [f"stages[{loc[1]}]", *loc[2:]]
+        field = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
+        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            allowed = _fields_at(model, [str(p) for p in err["loc"][:-1]])
+            hint = difflib.get_close_matches(loc[-1], allowed, n=1)
+            msg = "unknown field"
+            if hint:
+                msg += f" (did you mean {hint[0]!r}?)"
+            if allowed:
+                msg += f"; allowed: {', '.join(allowed)}"
+        elif err["type"] == "value_error":
+            # A config's own check (__post_init__): its message already names the field.
+            msg = str(err["msg"]).removeprefix("Value error, ")
+        else:
+            msg = err["msg"]
+            if "input" in err and err["type"] != "missing":
+                msg += f" (got {err['input']!r})"
+        from_set = any(".".join(p) == ".".join(str(x) for x in err["loc"]) for p in set_paths)
+        lines.append(f"{field}: {msg}" + (" [from --set]" if from_set else ""))
+    return f"{source}: " + "; ".join(lines)
+
+
+def _field_names(cls: Any) -> list[str]:
+    if dataclasses.is_dataclass(cls):
+        return [f.name for f in dataclasses.fields(cls)]
+    return list(getattr(cls, "model_fields", None) or {})
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """Field names of the nested config (pydantic model or dataclass) at `loc`, for hints."""
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        current = fields[part].annotation
+    return _field_names(current)

@@ -1,0 +1,103 @@
+"""The stage registry: recipe stage names -> (function, pydantic settings model).
+
+A stage is `fn(ctx: RunContext, cfg: Config) -> RunContext`. Registration happens at import time of
+the module that defines the stage; `lowcarb.pipeline.stages` imports every module in its folder, so a
+new stage is one new file and never an edit to the runner.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+StageFn = Callable[[Any, Any], Any]
+
+
+class StageConfig(BaseModel):
+    """Base for stage settings: frozen, and unknown keys are errors (a typo must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    fn: StageFn
+    config_model: type[BaseModel]
+    # A stage that changes the model is followed by a full evaluation, so every model the run
+    # produced appears in the report side by side (accuracy, latency, CO2e per 1,000 inferences).
+    changes_model: bool
+    description: str
+
+
+_REGISTRY: dict[str, StageSpec] = {}
+
+
+def register_stage(
+    name: str, config_model: type[BaseModel] = StageConfig, *, changes_model: bool = True
+) -> Callable[[StageFn], StageFn]:
+    """Decorator: register `fn` as the recipe stage `name`, with settings validated by `config_model`."""
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"stage name {name!r} must be letters, digits, '-' or '_'")
+    if not (isinstance(config_model, type) and issubclass(config_model, BaseModel)):
+        raise ValueError(
+            f"stage {name!r}: config_model must be a pydantic BaseModel subclass "
+            f"(derive from lowcarb.pipeline.StageConfig), got {config_model!r}"
+        )
+
+    def decorate(fn: StageFn) -> StageFn:
+        existing = _REGISTRY.get(name)
+        if (
+            existing is not None
+            and existing.fn is not fn
+            and (
+                existing.fn.__module__,
+                existing.fn.__qualname__,
+            )
+            != (fn.__module__, fn.__qualname__)
+        ):
+            raise ValueError(
+                f"stage {name!r} is already registered by {existing.fn.__module__}; "
+                "pick another name"
+            )
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = StageSpec(name, fn, config_model, changes_model, doc[0] if doc else "")
+        return fn
+
+    return decorate
+
+
+def _ensure_loaded() -> None:
+    # Importing the stages package registers the built-in and technique stages.
+    from lowcarb.pipeline import stages  # noqa: F401
+
+
+def get_stage(name: str) -> StageSpec:
+    """The registered stage `name`; a ValueError lists the known names (and any that failed to load)."""
+    _ensure_loaded()
+    spec = _REGISTRY.get(name)
+    if spec is not None:
+        return spec
+    from lowcarb.pipeline.stages import import_errors
+
+    hint = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+    msg = f"unknown stage {name!r}"
+    if hint:
+        msg += f" (did you mean {hint[0]!r}?)"
+    msg += f"; known stages: {', '.join(sorted(_REGISTRY)) or 'none'}"
+    broken = import_errors()
+    if broken:
+        msg += "; stage modules that failed to import: " + "; ".join(
+            f"{mod}: {err}" for mod, err in sorted(broken.items())
+        )
+    raise ValueError(msg)
+
+
+def registered_stages() -> dict[str, StageSpec]:
+    """All registered stages by name."""
+    _ensure_loaded()
+    return dict(_REGISTRY)

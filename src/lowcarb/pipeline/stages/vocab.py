@@ -1,0 +1,52 @@
+"""The `vocab` stage: cut the word-embedding table to the tokens of the training text (+ int8).
+
+For MiniLM the 30,522 x 384 table is half of the parameters; a task uses a fraction of it.
+The tokenizer is unchanged (a small id map does the translation), so the model still reads any
+text: a token never seen in training maps to the nearest kept embedding (or to [UNK]).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from lowcarb.compress.distill import vocab
+from lowcarb.data import TextSplit
+from lowcarb.pipeline.context import RunContext
+from lowcarb.pipeline.registry import StageConfig, register_stage
+from lowcarb.pipeline.stages._compressed import remember
+
+
+class VocabStageConfig(StageConfig):
+    # Store the kept rows as int8 with one scale per row.
+    int8: bool = True
+    # Where tokens dropped from the table go.
+    unknown: Literal["nearest", "unk"] = "nearest"
+    # Optional extra text (a .txt file, one text per line) whose tokens are kept too, e.g. the
+    # full unlabelled corpus when training used a subset.
+    extra_text: str | None = None
+
+
+@register_stage("vocab", VocabStageConfig)
+def vocab_stage(ctx: RunContext, cfg: VocabStageConfig) -> RunContext:
+    """Keep only the word embeddings of tokens in the training text (optionally int8)."""
+    train = ctx.data.train
+    if not isinstance(train, TextSplit) or ctx.tokenizer is None:
+        raise ValueError("the vocab stage prunes a text model's embeddings; this run's data is not text")
+    texts = list(train.texts)
+    if cfg.extra_text is not None:
+        path = Path(cfg.extra_text)
+        if not path.is_file():
+            raise ValueError(f"vocab.extra_text: {cfg.extra_text} is not a file (one text per line)")
+        texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    config = vocab.keep_for_texts(texts, ctx.tokenizer, int8=cfg.int8)
+    if cfg.unknown == "unk":
+        config = vocab.VocabConfig(
+            keep=config.keep, unk_id=config.unk_id, always=config.always, unknown="unk", int8=cfg.int8
+        )
+    summary = vocab.apply(ctx.model, config)
+    # The runner saves the final model through lowcarb.compress.saved, which records the
+    # pruned table's shape (vocab.describe) and rebuilds it on load.
+    remember(ctx)
+    ctx.note(**summary.to_dict())
+    return ctx

@@ -1,0 +1,275 @@
+"""EarlyBERT / early-bird tickets: find the structure to keep early in training, then remove the rest.
+
+After Chen et al., "EarlyBERT" (ACL 2021) and You et al., "Drawing Early-Bird Tickets" (ICLR 2020).
+
+    ticket = search(model, train_loader, EarlyBirdConfig(), TrainConfig(lr=5e-5))  # model untouched
+    summary = apply(model, ticket)      # heads / neurons / channels physically removed
+    fit(model, ...)                     # train the pruned network from the pretrained weights
+
+Search: a copy of the model trains on the task with an L1 penalty on importance coefficients (one
+per attention head and per FFN neuron for BERT-like encoders, initialised to 1 and hooked into the
+forward pass; the BatchNorm scales for CNNs). Every `mask_every_steps` steps the pruning mask is
+drawn from the coefficient magnitudes (heads per layer at `head_prune_ratio`, FFN neurons globally
+at `ffn_prune_ratio`, CNN channels globally at `channel_prune_ratio`). The reference code drew the
+ticket at a fixed step; here the search stops by itself once the last `window` masks differ from
+one another by less than `distance_threshold` (normalised Hamming distance between consecutive
+masks), or at `max_search_steps`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from lowcarb.prune import bert_structure, bn_channels
+from lowcarb.train.config import TrainConfig
+from lowcarb.train.loop import fit
+
+Mask = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EarlyBirdConfig:
+    head_prune_ratio: float = 1 / 3
+    ffn_prune_ratio: float = 0.4
+    channel_prune_ratio: float = 0.5
+    l1_coef: float = 1e-4
+    mask_every_steps: int = 10
+    distance_threshold: float = 0.1
+    window: int = 5
+    max_search_steps: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("head_prune_ratio", "ffn_prune_ratio", "channel_prune_ratio"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"earlybird.{name} must be in [0, 1), got {value}")
+        if self.l1_coef < 0:
+            raise ValueError(f"earlybird.l1_coef must be >= 0, got {self.l1_coef}")
+        if self.mask_every_steps < 1:
+            raise ValueError(f"earlybird.mask_every_steps must be >= 1, got {self.mask_every_steps}")
+        if not 0.0 < self.distance_threshold <= 1.0:
+            raise ValueError(f"earlybird.distance_threshold must be in (0, 1], got "
+                             f"{self.distance_threshold}")
+        if self.window < 2:
+            raise ValueError(f"earlybird.window must be >= 2 (it compares consecutive masks), got "
+                             f"{self.window}")
+        if self.max_search_steps < self.mask_every_steps:
+            raise ValueError(f"earlybird.max_search_steps ({self.max_search_steps}) must be >= "
+                             f"mask_every_steps ({self.mask_every_steps})")
+
+
+def mask_distance(a: Mask, b: Mask) -> float:
+    """Normalised Hamming distance: the fraction of entries that differ, per mask group.
+
+    With several groups (BERT: "heads" and "ffn") the largest group distance is returned, so the
+    72 head entries are not drowned out by thousands of neuron entries.
+    """
+    if set(a) != set(b):
+        raise ValueError(f"masks have different groups: {sorted(a)} vs {sorted(b)}")
+    worst = 0.0
+    for key in a:
+        if a[key].shape != b[key].shape:
+            raise ValueError(f"mask group {key!r} has shapes {tuple(a[key].shape)} and "
+                             f"{tuple(b[key].shape)}")
+        worst = max(worst, (a[key] != b[key]).float().mean().item())
+    return worst
+
+
+class StopRule:
+    """The early-bird stop: the last `window` masks all within `threshold` of their predecessor."""
+
+    def __init__(self, threshold: float, window: int) -> None:
+        self.threshold = threshold
+        self.window = window
+        self.distances: list[float] = []
+        self.count = 0
+        self.last: Mask | None = None
+
+    def add(self, mask: Mask) -> bool:
+        """Record the next mask; True when the search should stop."""
+        if self.last is not None:
+            self.distances.append(mask_distance(self.last, mask))
+        self.last = {k: v.clone() for k, v in mask.items()}
+        self.count += 1
+        recent = self.distances[-(self.window - 1):]
+        return self.count >= self.window and all(d < self.threshold for d in recent)
+
+
+class _Structure(Protocol):
+    def attach(self, model: nn.Module) -> None: ...
+    def detach(self, model: nn.Module) -> None: ...
+    def l1(self, model: nn.Module) -> torch.Tensor: ...
+    def masks(self, model: nn.Module, config: EarlyBirdConfig) -> Mask: ...
+    def prune(self, model: nn.Module, mask: Mask) -> list[str]: ...
+
+
+class _Heads:
+    """BERT-like encoders: attention heads and FFN neurons."""
+
+    def attach(self, model: nn.Module) -> None:
+        bert_structure.attach(model)
+
+    def detach(self, model: nn.Module) -> None:
+        bert_structure.detach(model)
+
+    def l1(self, model: nn.Module) -> torch.Tensor:
+        return bert_structure.coefficients(model).l1()
+
+    def masks(self, model: nn.Module, config: EarlyBirdConfig) -> Mask:
+        return bert_structure.masks(model, config.head_prune_ratio, config.ffn_prune_ratio)
+
+    def prune(self, model: nn.Module, mask: Mask) -> list[str]:
+        return bert_structure.prune(model, mask)
+
+
+class _Channels:
+    """CNNs: conv channels ranked by their BatchNorm scale."""
+
+    def attach(self, model: nn.Module) -> None:
+        bn_channels.channel_groups(model)  # fail before training if the model cannot be pruned
+
+    def detach(self, model: nn.Module) -> None:
+        pass
+
+    def l1(self, model: nn.Module) -> torch.Tensor:
+        return bn_channels.l1(model)
+
+    def masks(self, model: nn.Module, config: EarlyBirdConfig) -> Mask:
+        return bn_channels.masks(model, config.channel_prune_ratio)
+
+    def prune(self, model: nn.Module, mask: Mask) -> list[str]:
+        return bn_channels.prune(model, mask)
+
+
+def structure_for(model: nn.Module) -> _Structure:
+    if bert_structure.is_bert_like(model):
+        return _Heads()
+    if bn_channels.has_bn_channels(model):
+        return _Channels()
+    raise ValueError(f"{type(model).__name__} has neither BERT-like layers nor BatchNorm2d "
+                     "channels; early-bird pruning supports BERT-style encoders and CNNs with BN")
+
+
+@dataclass(frozen=True)
+class EarlyBirdTicket:
+    """The drawn structure (keep-masks) and how the search went."""
+
+    masks: Mask
+    stop_step: int
+    stopped_early: bool  # True: the early-bird rule fired; False: max_search_steps was reached
+    steps_per_epoch: int
+    mask_steps: tuple[int, ...] = ()
+    distances: tuple[float, ...] = ()
+    search_loss: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stop_fraction_of_epoch(self) -> float:
+        return self.stop_step / self.steps_per_epoch
+
+    def kept(self) -> dict[str, int]:
+        return {k: int(v.sum()) for k, v in self.masks.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stop_step": self.stop_step,
+            "stopped_early": self.stopped_early,
+            "stop_fraction_of_epoch": self.stop_fraction_of_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "mask_steps": list(self.mask_steps),
+            "distances": [round(d, 5) for d in self.distances],
+            "search_loss": self.search_loss,
+            "kept": self.kept(),
+            "total": {k: int(v.numel()) for k, v in self.masks.items()},
+            "config": self.config,
+        }
+
+
+@dataclass(frozen=True)
+class PruneSummary:
+    params_before: int
+    params_after: int
+    modules_changed: list[str]
+    kept: dict[str, int]
+    total: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def search(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    config: EarlyBirdConfig,
+    train_config: TrainConfig,
+) -> EarlyBirdTicket:
+    """Run the early-bird search on a copy of `model` (which stays as it was) and draw the ticket."""
+    structure = structure_for(model)
+    try:
+        steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ValueError("early-bird search needs a sized train loader") from exc
+    if steps_per_epoch == 0:
+        raise ValueError("the train loader has no batches; check the training split is not empty")
+    # Copy first, then hook: hooks registered before a deepcopy would still point at the original.
+    work = copy.deepcopy(model)
+    structure.attach(work)
+    rule = StopRule(config.distance_threshold, config.window)
+    mask_steps: list[int] = []
+    stop = {"step": 0, "early": False}
+
+    def on_step(step: int, m: nn.Module) -> bool:
+        stop["step"] = step
+        if step % config.mask_every_steps:
+            return False
+        mask_steps.append(step)
+        fired = rule.add(structure.masks(m, config))
+        stop["early"] = fired
+        return fired
+
+    max_steps = min(config.max_search_steps, train_config.max_steps or config.max_search_steps)
+    search_config = dataclasses.replace(
+        train_config,
+        # Enough epochs to reach max_steps; the schedule then spans max_steps.
+        epochs=max(train_config.epochs, math.ceil(max_steps / steps_per_epoch)),
+        max_steps=max_steps,
+        early_stopping_patience=None,
+    )
+    result = fit(work, train_loader, None, search_config,
+                 extra_loss=lambda m: config.l1_coef * structure.l1(m), on_step=on_step)
+    # The ticket is the latest mask: at the stop it is the converged one; at max length, the
+    # mask of the last step (drawn now if the last step was not a mask step).
+    final = structure.masks(work, config) if not stop["early"] else rule.last
+    assert final is not None
+    return EarlyBirdTicket(
+        masks={k: v.clone() for k, v in final.items()},
+        stop_step=result.steps,
+        stopped_early=bool(stop["early"]),
+        steps_per_epoch=steps_per_epoch,
+        mask_steps=tuple(mask_steps),
+        distances=tuple(rule.distances),
+        search_loss=result.train_loss,
+        config=dataclasses.asdict(config),
+    )
+
+
+def apply(model: nn.Module, ticket: EarlyBirdTicket) -> PruneSummary:
+    """Physically remove what the ticket prunes from `model` (normally the pretrained weights)."""
+    structure = structure_for(model)
+    before = sum(p.numel() for p in model.parameters())
+    changed = structure.prune(model, ticket.masks)
+    return PruneSummary(
+        params_before=before,
+        params_after=sum(p.numel() for p in model.parameters()),
+        modules_changed=changed,
+        kept=ticket.kept(),
+        total={k: int(v.numel()) for k, v in ticket.masks.items()},
+    )

@@ -1,0 +1,105 @@
+"""The report as markdown: the same tables and payback lines as the HTML form, no figures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lowcarb.report.summary import (
+    Run,
+    accuracy_split,
+    fmt_g,
+    fmt_j,
+    model_rows,
+    model_sentence,
+    model_table,
+    pareto_front,
+    paybacks,
+    stage_costs,
+    totals,
+)
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def cell(text: object) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "| " + " | ".join(cell(h) for h in headers) + " |",
+        "| " + " | ".join("---" for _ in headers) + " |",
+    ]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(run: Run) -> str:
+    rows = model_rows(run)
+    costs = stage_costs(run)
+    total = totals(run)
+    out = [
+        f"# lowcarb report: {run.get('name', 'run')}",
+        "",
+        f"run `{run.get('id', '?')}` · status **{run.get('status', '?')}** · started "
+        f"{run.get('started_at', '?')} · recipe {run.get('source', '')}",
+        "",
+    ]
+    if run.get("error"):
+        out += [f"**error:** {run['error']}", ""]
+    out += [
+        "## Summary",
+        "",
+        f"The run used {fmt_j(total['energy_j'])} and emitted {fmt_g(total['operational_g'])} "
+        f"operational + {fmt_g(total['embodied_g'])} embodied CO2e over "
+        f"{total['duration_s']:.1f} s. {len(rows)} model(s) evaluated.",
+        "",
+        *([model_sentence(run) or "", ""] if run.get("model") else []),
+        "## Stages: the models and what they cost",
+        "",
+    ]
+    if rows:
+        headers, body = model_table(rows)
+        out += [md_table(headers, body), ""]
+        points = [
+            (r.per1k_total_g, r.accuracy)
+            for r in rows
+            if r.per1k_total_g is not None and r.accuracy is not None
+        ]
+        named = [r.label for r in rows if r.per1k_total_g is not None and r.accuracy is not None]
+        front = [named[i] for i in pareto_front(points)]  # type: ignore[arg-type]
+        out += [
+            f"Pareto front ({accuracy_split(rows)} accuracy against CO2e per 1,000 inferences): "
+            + (", ".join(front) or "-"),
+            "",
+        ]
+    else:
+        out += ["No model was evaluated in this run.", ""]
+    out += ["## Payback", ""]
+    lines = paybacks(rows)
+    out += [f"- {p.sentence()}" for p in lines] or [
+        "No stage changed an already evaluated model, so there is nothing to pay back."
+    ]
+    out += [
+        "",
+        "## Ledger: every window",
+        "",
+        md_table(
+            ["window", "status", "duration", "energy", "CO2e op.", "CO2e emb.", "how measured"],
+            [
+                [
+                    c["label"],
+                    c["status"],
+                    f"{c['duration_s']:.2f} s",
+                    fmt_j(c["energy_j"]),
+                    fmt_g(c["operational_g"]),
+                    fmt_g(c["embodied_g"]),
+                    c["method"],
+                ]
+                for c in costs
+            ],
+        ),
+        "",
+    ]
+    if run.get("search"):  # a search summary (search.json): trials table and total
+        from lowcarb.report.search import search_section_markdown
+
+        out.append(search_section_markdown(run["search"]))
+    return "\n".join(out)

@@ -1,0 +1,96 @@
+"""The report's figures as PNG bytes (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are written on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lowcarb.report.summary import ModelRow, pareto_front  # noqa: E402
+
+_OPERATIONAL = "#d95f02"
+_EMBODIED = "#7570b3"
+_FRONT = "#1b9e77"
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def co2_per_stage_png(costs: Sequence[dict[str, Any]]) -> bytes:
+    """Stacked bars: operational and embodied CO2e of every ledger window of the run."""
+    labels = [c["label"] for c in costs]
+    op = [c["operational_g"] for c in costs]
+    emb = [c["embodied_g"] for c in costs]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) + 2), 3.4))
+    x = range(len(labels))
+    ax.bar(x, op, color=_OPERATIONAL, label="operational")
+    ax.bar(x, emb, bottom=op, color=_EMBODIED, label="embodied")
+    ax.set_xticks(list(x), labels, rotation=30, ha="right")
+    ax.set_ylabel("CO2e (g)")
+    ax.set_title("CO2e per stage")
+    ax.legend(frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def _scatter(ax: Any, xs: list[float], ys: list[float], names: list[str], xlabel: str) -> None:
+    ax.scatter(xs, ys, color="#555555", zorder=3)
+    ax.margins(x=0.15)  # room for the point labels
+    for x, y, name in zip(xs, ys, names, strict=True):
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    front = sorted(pareto_front(list(zip(xs, ys, strict=True))), key=lambda i: xs[i])
+    if front:
+        ax.plot(
+            [xs[i] for i in front],
+            [ys[i] for i in front],
+            color=_FRONT,
+            marker="o",
+            markersize=9,
+            markerfacecolor="none",
+            linewidth=1.5,
+            label="Pareto front",
+            zorder=2,
+        )
+        ax.legend(frameon=False, fontsize=8)
+    if ys and max(ys) <= 1.0:
+        # Accuracy cannot pass 1: keep matplotlib's padding from suggesting it can.
+        low, _ = ax.get_ylim()
+        ax.set_ylim(low, 1.0 + 0.02 * (1.0 - low))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy")
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def tradeoff_png(rows: Sequence[ModelRow], accuracy_label: str = "accuracy") -> bytes:
+    """Accuracy against CO2e per 1,000 inferences, and against latency; Pareto fronts marked."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    pts = [r for r in rows if r.accuracy is not None and r.per1k_total_g is not None]
+    _scatter(
+        left,
+        [r.per1k_total_g * 1000 for r in pts],  # type: ignore[operator]
+        [r.accuracy for r in pts],  # type: ignore[misc]
+        [r.label for r in pts],
+        "CO2e per 1,000 inferences (mg)",
+    )
+    pts = [r for r in rows if r.accuracy is not None and r.latency_ms is not None]
+    _scatter(
+        right,
+        [r.latency_ms for r in pts],  # type: ignore[misc]
+        [r.accuracy for r in pts],  # type: ignore[misc]
+        [r.label for r in pts],
+        "latency p50, batch 1 (ms)",
+    )
+    left.set_ylabel(accuracy_label)
+    right.set_ylabel(accuracy_label)
+    fig.suptitle("Accuracy against cost (up and left is better)")
+    return _png(fig)

@@ -1,0 +1,232 @@
+"""The report's search section: the Pareto front, the trials, what the search itself cost.
+
+Reads a search summary as stored (the `search.json` a search writes to its run folder, or
+`SearchResult.to_dict()`); it runs nothing.
+
+    html = search_section_html(json.loads(Path("lowcarb-runs/<id>/search.json").read_text()))
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are written on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lowcarb.report.summary import fmt_g, fmt_j  # noqa: E402
+
+Search = Mapping[str, Any]
+
+_STATE_COLORS = {"complete": "#7f7f7f", "pruned": "#e6ab02", "failed": "#d62728"}
+_FRONT = "#1b9e77"
+_CHOSEN = "#d95f02"
+
+
+def _as_dict(result: Any) -> Search:
+    return result.to_dict() if hasattr(result, "to_dict") else result
+
+
+def cost_metric(search: Search) -> str:
+    """The x axis: the second objective, else the first constraint, else the trial's CO2e."""
+    objectives = search["objectives"]
+    if len(objectives) > 1:
+        return objectives[1]["metric"]
+    if search.get("constraints"):
+        return search["constraints"][0]["metric"]
+    return "trial_co2_g"
+
+
+def pareto_png(result: Any) -> bytes:
+    """Quality against cost for every finished trial; the front joined, the chosen trial marked."""
+    search = _as_dict(result)
+    quality = search["objectives"][0]["metric"]
+    cost = cost_metric(search)
+    trials = [t for t in search["trials"] if quality in t["metrics"] and cost in t["metrics"]]
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for state, color in _STATE_COLORS.items():
+        pts = [(t["metrics"][cost], t["metrics"][quality]) for t in trials if t["state"] == state]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), s=22, color=color, alpha=0.7, label=f"{state} trials")
+    front = sorted(
+        (t["metrics"][cost], t["metrics"][quality])
+        for t in trials
+        if t["number"] in set(search.get("pareto") or ())
+    )
+    if front:
+        ax.plot(*zip(*front, strict=True), "-o", color=_FRONT, ms=5, drawstyle="steps-post", label="Pareto front")
+    chosen = next((t for t in trials if t["number"] == search.get("chosen")), None)
+    if chosen is not None:
+        ax.scatter(
+            [chosen["metrics"][cost]],
+            [chosen["metrics"][quality]],
+            marker="*",
+            s=260,
+            color=_CHOSEN,
+            edgecolor="black",
+            zorder=5,
+            label=f"chosen (trial {chosen['number']})",
+        )
+    for c in search.get("constraints") or ():
+        if c["metric"] == cost:
+            ax.axvline(c["max_value"], color="black", ls="--", lw=1, label=f"{cost} <= {c['max_value']:g}")
+    ax.set_xlabel(cost)
+    ax.set_ylabel(quality)
+    ax.set_title(f"search {search['study_name']}: {quality} against {cost}")
+    ax.grid(alpha=0.3)
+    if trials:
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no finished trial yet", ha="center", va="center", transform=ax.transAxes)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def trial_rows(result: Any) -> tuple[list[str], list[list[str]]]:
+    """The trials table: number, state, parameters, quality, cost, footprint."""
+    search = _as_dict(result)
+    quality = search["objectives"][0]["metric"]
+    cost = cost_metric(search)
+    names: list[str] = []
+    for t in search["trials"]:
+        names += [n for n in t["params"] if n not in names]
+    headers = ["trial", "state", *names, quality, cost, "energy", "CO2e", "time (s)", "note"]
+    pareto = set(search.get("pareto") or ())
+    rows = []
+    for t in sorted(search["trials"], key=lambda t: t["number"]):
+        fp = t.get("footprint") or {}
+        note = []
+        if t["number"] == search.get("chosen"):
+            note.append("chosen")
+        elif t["number"] in pareto:
+            note.append("Pareto")
+        if t.get("retry_of") is not None:
+            note.append(f"retry of {t['retry_of']}")
+        if t["state"] == "failed" and t.get("error"):
+            note.append(str(t["error"])[:80])
+        if t["state"] == "pruned" and t.get("intermediate"):
+            note.append(f"stopped after step {max(int(k) for k in t['intermediate'])}")
+        rows.append(
+            [
+                str(t["number"]),
+                t["state"],
+                *[_fmt(t["params"].get(n)) for n in names],
+                _fmt(t["metrics"].get(quality)),
+                _fmt(t["metrics"].get(cost)),
+                fmt_j(fp["energy_j"]) if fp else "unknown",
+                fmt_g(fp["co2_g"]) if fp else "unknown",
+                f"{fp['duration_s']:.1f}" if fp else "-",
+                "; ".join(note),
+            ]
+        )
+    return headers, rows
+
+
+def total_line(result: Any) -> str:
+    """One sentence: what the whole search cost, stopped and failed trials included."""
+    search = _as_dict(result)
+    total = search["total"]
+    counts = search.get("counts") or {}
+    parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    line = (
+        f"The search cost {fmt_j(total['energy_j'])} and {fmt_g(total['co2_g'])} CO2e "
+        f"({fmt_g(total['operational_g'])} operational, {fmt_g(total['embodied_g'])} embodied) "
+        f"over {total['duration_s']:.1f} s of trials: {parts or 'no trials'}."
+    )
+    by_state = total.get("energy_j_by_state") or {}
+    wasted = sum(v for k, v in by_state.items() if k != "complete")
+    if wasted:
+        line += f" Stopped and failed trials account for {fmt_j(wasted)} of it."
+    missing = total.get("trials_without_footprint") or []
+    if missing:
+        line += (
+            f" Trials {', '.join(map(str, missing))} have no footprint (their worker was killed "
+            f"before the window closed): the total is a lower bound."
+        )
+    return line
+
+
+def _html_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table id="search-trials"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def search_section_html(result: Any) -> str:
+    """The search section as an HTML fragment (for the run report)."""
+    search = _as_dict(result)
+    png = base64.b64encode(pareto_png(search)).decode("ascii")
+    headers, rows = trial_rows(search)
+    objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in search["objectives"])
+    constraints = ", ".join(f"{c['metric']} <= {c['max_value']:g}" for c in search.get("constraints") or ())
+    chosen = search.get("chosen")
+    return (
+        '<section id="search"><h2>Search</h2>'
+        f"<p>Study <code>{escape(search['study_name'])}</code> in <code>{escape(search['storage'])}</code>: "
+        f"{escape(objectives)}{escape('; subject to ' + constraints) if constraints else ''}. "
+        f"Chosen trial: {escape(str(chosen)) if chosen is not None else 'none (no feasible finished trial)'}.</p>"
+        f'<p id="search-total">{escape(total_line(search))}</p>'
+        f'<img id="search-pareto" alt="Pareto front: quality against cost" src="data:image/png;base64,{png}">'
+        f"{_html_table(headers, rows)}</section>"
+    )
+
+
+def render_search_html(result: Any) -> str:
+    """A self-contained page with the search section (what `lowcarb search` writes)."""
+    search = _as_dict(result)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>lowcarb search {escape(search['study_name'])}</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "img{max-width:100%}</style></head><body>"
+        f"<h1>lowcarb search: {escape(search['study_name'])}</h1>"
+        f"{search_section_html(search)}</body></html>\n"
+    )
+
+
+def search_section_markdown(result: Any) -> str:
+    """The search section as markdown (no plot: the table and the total)."""
+    search = _as_dict(result)
+    headers, rows = trial_rows(search)
+    lines = ["## Search", "", total_line(search), ""]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|" + "---|" * len(headers))
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def search_lines(result: Any) -> list[str]:
+    """Terminal summary: the chosen trial and the total footprint."""
+    search = _as_dict(result)
+    quality = search["objectives"][0]["metric"]
+    cost = cost_metric(search)
+    out = []
+    chosen = next((t for t in search["trials"] if t["number"] == search.get("chosen")), None)
+    if chosen is None:
+        out.append("chosen: none (no feasible finished trial)")
+    else:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in chosen["params"].items())
+        out.append(
+            f"chosen: trial {chosen['number']} ({params}): {quality} "
+            f"{_fmt(chosen['metrics'].get(quality))}, {cost} {_fmt(chosen['metrics'].get(cost))}"
+        )
+    out.append(f"Pareto front: trials {', '.join(map(str, search.get('pareto') or [])) or 'none'}")
+    out.append(total_line(search))
+    return out

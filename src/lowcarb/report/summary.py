@@ -1,0 +1,358 @@
+"""What a report says, computed from a stored run (plain dicts): model rows, Pareto fronts, payback.
+
+A run dict is what the runner stores (and writes to `metrics.json`):
+
+    {"id", "name", "status", "recipe": {...}, "stages": [record, ...], "error": str | None}
+
+and each stage record is
+
+    {"label", "name", "status", "changes_model", "auto", "model_version",
+     "footprint": {"duration_s", "energy_j", "operational_g", "embodied_g", ...} | None,
+     "metrics": {"dev_accuracy", "test_accuracy", "latency_b1_p50_ms", "params", "size_bytes",
+                 "flops_per_example", "per1k_energy_j", "per1k_operational_g",
+                 "per1k_embodied_g", "per1k_total_g", ...} | None,
+     "summary": {...}}
+
+`model_version` counts model changes: 0 is the model as loaded, and every stage that changes the
+model starts a new version. A record with `metrics` is an evaluation of the version it names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Run = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One model the run produced (or started from), with its evaluation and its production cost."""
+
+    label: str  # the stage that produced it, or "input model"
+    version: int
+    metrics: Mapping[str, Any]
+    # The CO2e and energy spent by the stage that produced this model (0 for the input model).
+    cost_energy_j: float
+    cost_operational_g: float
+    cost_embodied_g: float
+
+    @property
+    def cost_total_g(self) -> float:
+        return self.cost_operational_g + self.cost_embodied_g
+
+    @property
+    def accuracy(self) -> float | None:
+        return accuracy_of(self.metrics)
+
+    @property
+    def per1k_total_g(self) -> float | None:
+        return _num(self.metrics.get("per1k_total_g"))
+
+    @property
+    def latency_ms(self) -> float | None:
+        return _num(self.metrics.get("latency_b1_p50_ms"))
+
+
+@dataclass(frozen=True)
+class Payback:
+    """Whether a model-changing stage paid for itself in cheaper inferences."""
+
+    label: str
+    against: str  # the model it is compared with
+    spent_g: float  # CO2e spent producing the new model (the stage's ledger window)
+    saved_g_per_million: float  # CO2e saved per 1e6 inferences (negative: the model costs more)
+    payback_inferences: float | None  # inferences until the saving repays `spent_g`; None if never
+    accuracy_delta: float | None
+
+    @property
+    def cheaper(self) -> bool:
+        return self.saved_g_per_million > 0
+
+    def sentence(self) -> str:
+        acc = ""
+        if self.accuracy_delta is not None:
+            acc = f"; accuracy {self.accuracy_delta * 100:+.2f} points"
+        if not self.cheaper:
+            return (
+                f"{self.label}: spent {fmt_g(self.spent_g)} CO2e; the model is not cheaper to run "
+                f"than {self.against} ({fmt_g(-self.saved_g_per_million)} more per million "
+                f"inferences){acc}"
+            )
+        return (
+            f"{self.label}: spent {fmt_g(self.spent_g)} CO2e, saves "
+            f"{fmt_g(self.saved_g_per_million)} per million inferences against {self.against}, "
+            f"pays back after {fmt_count(self.payback_inferences)} inferences{acc}"
+        )
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def accuracy_of(metrics: Mapping[str, Any]) -> float | None:
+    """Test accuracy where there is a test split, else dev accuracy."""
+    for key in ("test_accuracy", "dev_accuracy"):
+        value = _num(metrics.get(key))
+        if value is not None:
+            return value
+    return None
+
+
+def accuracy_split(rows: Sequence[ModelRow]) -> str:
+    """Which split the accuracy column shows."""
+    if rows and all(_num(r.metrics.get("test_accuracy")) is not None for r in rows):
+        return "test"
+    return "dev"
+
+
+def footprint_of(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    return record.get("footprint") or {}
+
+
+def model_rows(run: Run) -> list[ModelRow]:
+    """One row per evaluated model version, in run order; the last evaluation of a version wins."""
+    records = list(run.get("stages") or [])
+    producer: dict[int, Mapping[str, Any]] = {}
+    evaluated: dict[int, Mapping[str, Any]] = {}
+    for record in records:
+        version = int(record.get("model_version") or 0)
+        if record.get("changes_model") and record.get("status") == "completed":
+            producer[version] = record
+        if record.get("metrics"):
+            evaluated[version] = record["metrics"]
+    rows = []
+    for version in sorted(evaluated):
+        made_by = producer.get(version)
+        fp = footprint_of(made_by) if made_by else {}
+        rows.append(
+            ModelRow(
+                label=str(made_by["label"]) if made_by else "input model",
+                version=version,
+                metrics=evaluated[version],
+                cost_energy_j=_num(fp.get("energy_j")) or 0.0,
+                cost_operational_g=_num(fp.get("operational_g")) or 0.0,
+                cost_embodied_g=_num(fp.get("embodied_g")) or 0.0,
+            )
+        )
+    return rows
+
+
+def paybacks(rows: Sequence[ModelRow]) -> list[Payback]:
+    """A payback line for every produced model that has an evaluated model before it."""
+    out = []
+    for previous, current in zip(rows, rows[1:], strict=False):
+        before, after = previous.per1k_total_g, current.per1k_total_g
+        if before is None or after is None:
+            continue
+        saved_per_inference = (before - after) / 1000.0
+        spent = current.cost_total_g
+        payback = spent / saved_per_inference if saved_per_inference > 0 else None
+        acc_before, acc_after = previous.accuracy, current.accuracy
+        out.append(
+            Payback(
+                label=current.label,
+                against=previous.label,
+                spent_g=spent,
+                saved_g_per_million=saved_per_inference * 1e6,
+                payback_inferences=payback,
+                accuracy_delta=(
+                    acc_after - acc_before
+                    if acc_after is not None and acc_before is not None
+                    else None
+                ),
+            )
+        )
+    return out
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated when minimising x (cost) and maximising y (accuracy)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (x2 <= x and y2 >= y) and (x2 < x or y2 > y)
+            for j, (x2, y2) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def stage_costs(run: Run) -> list[dict[str, Any]]:
+    """Every ledger window of the run (stages and automatic evaluations) with its CO2e."""
+    out = []
+    for record in run.get("stages") or []:
+        fp = footprint_of(record)
+        out.append(
+            {
+                "label": record.get("label", "?"),
+                "status": record.get("status", "?"),
+                "duration_s": _num(fp.get("duration_s")) or 0.0,
+                "energy_j": _num(fp.get("energy_j")) or 0.0,
+                "operational_g": _num(fp.get("operational_g")) or 0.0,
+                "embodied_g": _num(fp.get("embodied_g")) or 0.0,
+                "method": energy_method(fp),
+            }
+        )
+    return out
+
+
+def energy_method(fp: Mapping[str, Any]) -> str:
+    """How a window's energy was obtained, e.g. "cpu: measured: rapl; ram: estimated: ..."."""
+    components = fp.get("components") or {}
+    parts = []
+    if isinstance(components, Mapping):
+        for name, comp in components.items():
+            if isinstance(comp, Mapping) and comp.get("method"):
+                parts.append(f"{name}: {comp['method']}")
+    return "; ".join(parts) or str(fp.get("method") or "")
+
+
+def model_sentence(run: Run) -> str | None:
+    """Where the final model was saved and whether the folder reloads it."""
+    info = run.get("model")
+    if not info:
+        return None
+    if info.get("reloads"):
+        return f"Final model saved in {info.get('path')}; reload it with {info.get('load_with')}(folder)."
+    return (
+        f"Final model saved in {info.get('path')}, but reloading it failed: "
+        f"{info.get('reload_error')}"
+    )
+
+
+def totals(run: Run) -> dict[str, float]:
+    costs = stage_costs(run)
+    return {
+        key: sum(c[key] for c in costs)
+        for key in ("duration_s", "energy_j", "operational_g", "embodied_g")
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# number formatting shared by the HTML, markdown and terminal forms
+# ---------------------------------------------------------------------------------------------
+
+
+def fmt_g(grams: float | None) -> str:
+    if grams is None:
+        return "-"
+    a = abs(grams)
+    if a >= 1000:
+        return f"{grams / 1000:.3g} kg"
+    if a >= 1 or a == 0:
+        return f"{grams:.3g} g"
+    if a >= 1e-3:
+        return f"{grams * 1e3:.3g} mg"
+    return f"{grams * 1e6:.3g} µg"
+
+
+def fmt_j(joules: float | None) -> str:
+    if joules is None:
+        return "-"
+    a = abs(joules)
+    if a >= 3.6e6:
+        return f"{joules / 3.6e6:.3g} kWh"
+    if a >= 1000:
+        return f"{joules / 1000:.3g} kJ"
+    if a >= 1 or a == 0:
+        return f"{joules:.3g} J"
+    return f"{joules * 1000:.3g} mJ"
+
+
+def fmt_count(n: float | None) -> str:
+    if n is None:
+        return "never"
+    if n >= 1e9:
+        return f"{n / 1e9:.3g} billion"
+    if n >= 1e6:
+        return f"{n / 1e6:.3g} million"
+    if n >= 1e3:
+        return f"{n / 1e3:.3g} thousand"
+    return f"{n:.0f}"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def fmt_num(n: float | None, digits: int = 3) -> str:
+    if n is None:
+        return "-"
+    if abs(n) >= 1e9:
+        return f"{n / 1e9:.{digits}g} G"
+    if abs(n) >= 1e6:
+        return f"{n / 1e6:.{digits}g} M"
+    if abs(n) >= 1e3:
+        return f"{n / 1e3:.{digits}g} k"
+    return f"{n:.{digits}g}"
+
+
+def fmt_pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.2f}%"
+
+
+def fmt_ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g} ms"
+
+
+# The model table, shared by every form: (header, function of a ModelRow -> text).
+def model_table(rows: Sequence[ModelRow]) -> tuple[list[str], list[list[str]]]:
+    split = accuracy_split(rows)
+    headers = [
+        "model (after stage)",
+        f"{split} accuracy",
+        f"{split} macro-F1",
+        "latency b=1 p50 / p95",
+        "latency b=32 p50 / p95",
+        "params",
+        "size",
+        "FLOPs / example",
+        "energy / 1k inf.",
+        "CO2e op. / 1k inf.",
+        "CO2e emb. / 1k inf.",
+        "stage energy",
+        "stage CO2e op. + emb.",
+    ]
+    body = []
+    for r in rows:
+        m = r.metrics
+
+        def latency(batch: str, m: Mapping[str, Any] = m) -> str:
+            p50 = _num(m.get(f"latency_{batch}_p50_ms"))
+            p95 = _num(m.get(f"latency_{batch}_p95_ms"))
+            if p50 is None:
+                return "-"
+            return f"{p50:.3g} / {fmt_ms(p95)}"
+
+        body.append(
+            [
+                r.label,
+                fmt_pct(_num(m.get(f"{split}_accuracy"))),
+                fmt_pct(_num(m.get(f"{split}_macro_f1"))),
+                latency("b1"),
+                latency("b32"),
+                fmt_num(_num(m.get("params"))),
+                fmt_bytes(_num(m.get("size_bytes"))),
+                fmt_num(_num(m.get("flops_per_example"))),
+                fmt_j(_num(m.get("per1k_energy_j"))),
+                fmt_g(_num(m.get("per1k_operational_g"))),
+                fmt_g(_num(m.get("per1k_embodied_g"))),
+                fmt_j(r.cost_energy_j) if r.version else "-",
+                f"{fmt_g(r.cost_operational_g)} + {fmt_g(r.cost_embodied_g)}" if r.version else "-",
+            ]
+        )
+    return headers, body

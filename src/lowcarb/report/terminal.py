@@ -1,0 +1,61 @@
+"""The short tables `lowcarb run` and `lowcarb compare` print (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from lowcarb.report.summary import (
+    Run,
+    accuracy_split,
+    fmt_bytes,
+    fmt_g,
+    fmt_j,
+    fmt_ms,
+    fmt_pct,
+    model_rows,
+    paybacks,
+)
+
+
+def final_table(run: Run) -> Table:
+    """One line per evaluated model: accuracy, latency, size, CO2e per 1,000 inferences, cost."""
+    rows = model_rows(run)
+    split = accuracy_split(rows)
+    table = Table(title=f"lowcarb run {run.get('id')} ({run.get('name')}): {run.get('status')}")
+    for header in (
+        "model",
+        f"{split} acc.",
+        "p50 b=1",
+        "size",
+        "energy / 1k inf.",
+        "CO2e / 1k inf.",
+        "stage CO2e",
+    ):
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for r in rows:
+        m = r.metrics
+        table.add_row(
+            r.label,
+            fmt_pct(m.get(f"{split}_accuracy")),
+            fmt_ms(m.get("latency_b1_p50_ms")),
+            fmt_bytes(m.get("size_bytes")),
+            fmt_j(m.get("per1k_energy_j")),
+            fmt_g(r.per1k_total_g),
+            fmt_g(r.cost_total_g) if r.version else "-",
+        )
+    return table
+
+
+def payback_lines(run: Run) -> list[str]:
+    return [p.sentence() for p in paybacks(model_rows(run))]
+
+
+def table_from_rows(title: str, headers: list[str], body: list[list[Any]]) -> Table:
+    table = Table(title=title)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i == 0 else "right")
+    for row in body:
+        table.add_row(*[str(c) for c in row])
+    return table

@@ -1,0 +1,54 @@
+"""`TrainConfig`: the training loop's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """AdamW with linear warm-up then linear decay to 0, over `epochs` or `max_steps`.
+
+    `max_steps` (when set) caps the run; the schedule spans min(max_steps, epochs x batches).
+    Early stopping evaluates on dev every epoch (or every `eval_every_steps`) and stops after
+    `early_stopping_patience` evaluations without a dev-accuracy gain of more than
+    `early_stopping_min_delta`; with early stopping on, the best weights are restored at the end
+    (`restore_best`). Without it, dev is still evaluated (history, best_dev) but the final
+    weights are kept.
+    """
+
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip_norm: float | None = 1.0
+    seed: int = 0
+    early_stopping_patience: int | None = None
+    early_stopping_min_delta: float = 0.0
+    eval_every_steps: int | None = None
+    restore_best: bool = True
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"train.max_steps must be >= 1, got {self.max_steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
+            raise ValueError(f"train.grad_clip_norm must be > 0 or None, got {self.grad_clip_norm}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(
+                f"train.early_stopping_patience must be >= 1 or None, got {self.early_stopping_patience}"
+            )
+        if self.eval_every_steps is not None and self.eval_every_steps < 1:
+            raise ValueError(f"train.eval_every_steps must be >= 1 or None, got {self.eval_every_steps}")

@@ -1,0 +1,88 @@
+"""ONNX export: onnxruntime agrees with PyTorch, int8 shrinks the file, latency is measured."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from torch import nn
+
+from lowcarb.compress import quantize
+from lowcarb.compress.export_onnx import OnnxExportConfig, export, onnx_latency, run_onnx
+
+_MISSING = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(
+    bool(_MISSING),
+    reason=f"the onnx extra is not installed (missing {_MISSING}): pip install -e '.[onnx]'",
+)
+
+
+class _TinyText(nn.Module):
+    """Embedding + masked mean + Linear: a (batch, sequence) token model like MiniLM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 32)
+        self.hidden = nn.Linear(32, 64)
+        self.out = nn.Linear(64, 3)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).float()
+        pooled = (self.emb(input_ids) * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return self.out(torch.relu(self.hidden(pooled)))
+
+
+def _text_batch(batch: int, seq: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    mask[0, seq // 2 :] = 0
+    return {
+        "input_ids": torch.randint(0, 50, (batch, seq), generator=g),
+        "attention_mask": mask,
+        "labels": torch.zeros(batch, dtype=torch.long),
+    }
+
+
+def test_text_model_export_matches_torch_on_other_shapes(tmp_path):
+    torch.manual_seed(0)
+    model = _TinyText().eval()
+    summary = export(model, _text_batch(4, 7, 0), tmp_path / "text.onnx")
+    assert summary.max_abs_diff < 1e-4
+    assert summary.input_names == ["input_ids", "attention_mask"]
+    # dynamic batch and sequence axes: another shape runs and agrees
+    other = _text_batch(9, 13, 1)
+    with torch.no_grad():
+        ref = model(other["input_ids"], other["attention_mask"]).numpy()
+    got = run_onnx(summary.path, other)
+    assert got.shape == (9, 3)
+    assert abs(got - ref).max() < 1e-4
+
+
+def test_int8_export_is_smaller_and_close(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 4)).eval()
+    x = torch.randn(16, 256)
+    summary = export(model, x, tmp_path / "mlp.onnx", OnnxExportConfig(int8=True))
+    assert summary.path.endswith(".int8.onnx") and summary.int8
+    assert summary.size_bytes < summary.fp32_size_bytes / 3
+    with torch.no_grad():
+        ref = model(x)
+    got = torch.from_numpy(run_onnx(summary.path, x))
+    assert quantize.sqnr_db(ref, got) > 20.0
+    lat = onnx_latency(summary.path, x, threads=1, warmup=1, repeats=5)
+    assert lat["batch_size"] == 16 and lat["repeats"] == 5 and lat["runtime"] == "onnxruntime"
+    assert 0 < lat["p50_ms"] <= lat["p95_ms"]
+
+
+def test_export_errors(tmp_path):
+    model = nn.Sequential(nn.Linear(8, 2)).eval()
+    with pytest.raises(ValueError, match=r"should end in \.onnx"):
+        export(model, torch.randn(2, 8), tmp_path / "m.bin")
+    quantize.apply(model, quantize.QuantizeConfig())
+    with pytest.raises(ValueError, match="no ONNX form"):
+        export(model, torch.randn(2, 8), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="opset"):
+        OnnxExportConfig(opset=7)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        onnx_latency(tmp_path / "missing.onnx", torch.randn(2, 8))

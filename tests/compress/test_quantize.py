@@ -1,0 +1,216 @@
+"""int8 quantization: closeness to fp32, sizes, save/reload, errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from lowcarb.compress import lowrank, quantize
+from lowcarb.compress.quantize import Int8WeightOnlyLinear, QuantizeConfig, sqnr_db
+from lowcarb.models import DigitsCNN
+
+
+def _mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
+    ).eval()
+
+
+def _cnn(seed: int = 0) -> DigitsCNN:
+    torch.manual_seed(seed)
+    net = DigitsCNN((1, 8, 8), num_labels=10).eval()
+    # Non-trivial BatchNorm statistics, as after training.
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return net
+
+
+def _images(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 8, 8, generator=g) * 16  # digits pixels are 0..16
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "weight_only"])
+def test_linear_modes_are_close_to_fp32(mode):
+    model = _mlp()
+    ref_model = copy.deepcopy(model)
+    summary = quantize.apply(model, QuantizeConfig(mode=mode))
+    assert summary.model is model
+    assert summary.modules_changed == ["0", "2", "4"]
+    x = torch.randn(32, 64)
+    with torch.inference_mode():
+        ref, out = ref_model(x), model(x)
+    assert sqnr_db(ref, out) > 20.0
+    assert not torch.equal(ref, out)  # really quantized, not a copy
+
+
+def test_dynamic_uses_int8_kernels_with_per_channel_scales():
+    from torch.ao.nn.quantized.dynamic import Linear as DQLinear
+
+    model = _mlp()
+    summary = quantize.apply(model, QuantizeConfig(mode="dynamic"))
+    assert isinstance(model[0], DQLinear)
+    w = model[0].weight()
+    assert w.dtype == torch.qint8 and w.qscheme() == torch.per_channel_affine
+    assert summary.backend == torch.backends.quantized.engine
+    # per-tensor when asked
+    pt = _mlp()
+    quantize.apply(pt, QuantizeConfig(mode="dynamic", per_channel=False))
+    assert pt[0].weight().qscheme() == torch.per_tensor_affine
+
+
+def test_per_channel_is_more_accurate_than_per_tensor_with_uneven_rows():
+    torch.manual_seed(1)
+    layer = nn.Linear(64, 32)
+    with torch.no_grad():
+        layer.weight.mul_(torch.logspace(-2, 0, 32)[:, None])  # rows of very different scale
+    x = torch.randn(16, 64)
+    ref = layer(x).detach()
+    errs = {}
+    for per_channel in (True, False):
+        m = nn.Sequential(copy.deepcopy(layer))
+        quantize.apply(m, QuantizeConfig(mode="weight_only", per_channel=per_channel))
+        errs[per_channel] = sqnr_db(ref, m(x))
+    assert errs[True] > errs[False] + 3.0
+
+
+def test_weight_only_storage_and_dequantization():
+    torch.manual_seed(2)
+    layer = nn.Linear(16, 8)
+    q = Int8WeightOnlyLinear.from_float(layer)
+    assert q.weight_int8.dtype == torch.int8 and q.weight_int8.abs().max() <= 127
+    # each row's largest weight maps to +-127
+    assert torch.equal(q.weight_int8.abs().amax(dim=1), torch.full((8,), 127, dtype=torch.int8))
+    err = (q.dequantized_weight() - layer.weight).abs()
+    assert (err <= q.weight_scale[:, None] / 2 + 1e-7).all()
+
+
+@pytest.mark.parametrize(("mode", "per_row_bytes"), [("dynamic", 8 + 8), ("weight_only", 4)])
+def test_linear_weight_bytes_count_int8_values_and_scales(mode, per_row_bytes):
+    model = _mlp()
+    summary = quantize.apply(model, QuantizeConfig(mode=mode))
+    weights = 64 * 128 + 128 * 128 + 128 * 10
+    rows = 128 + 128 + 10
+    assert summary.linear_bytes_before == 4 * weights
+    # one byte per weight plus, per output row, the scale (and torch.ao's int64 zero point)
+    assert summary.linear_bytes_after == weights + rows * per_row_bytes
+    assert summary.linear_size_ratio == pytest.approx(
+        4 * weights / (weights + rows * per_row_bytes)
+    )
+
+
+def test_static_cnn_is_close_to_fp32():
+    net = _cnn()
+    ref_net = copy.deepcopy(net)
+    calib = [
+        {"pixel_values": _images(32, s), "labels": torch.zeros(32, dtype=torch.long)}
+        for s in range(4)
+    ]
+    summary = quantize.apply(net, QuantizeConfig(mode="static"), calibration=calib)
+    qnet = summary.model
+    assert qnet is not net
+    assert any(
+        "Conv" in type(m).__name__ and "quantized" in type(m).__module__ for m in qnet.modules()
+    )
+    x = _images(64, 99)
+    with torch.inference_mode():
+        ref, out = ref_net(x), qnet(pixel_values=x)
+    assert sqnr_db(ref, out) > 20.0
+    assert summary.linear_size_ratio > 3.0  # small Linear layers: scale overhead is visible
+
+
+def test_static_without_calibration_is_refused():
+    with pytest.raises(ValueError, match="calibration data"):
+        quantize.apply(_cnn(), QuantizeConfig(mode="static"))
+    with pytest.raises(ValueError, match="empty"):
+        quantize.apply(_cnn(), QuantizeConfig(mode="static"), calibration=[])
+    with pytest.raises(ValueError, match="only used by mode='static'"):
+        quantize.apply(_mlp(), QuantizeConfig(mode="dynamic"), calibration=[torch.zeros(1, 64)])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "int4"}, "unknown quantization mode"),
+        ({"backend": "tpu"}, "unknown backend"),
+        ({"calibration_batches": 0}, "calibration_batches must be at least 1"),
+        ({"targets": "encoder"}, "tuples of patterns"),
+    ],
+)
+def test_bad_configs_give_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        QuantizeConfig(**kwargs)
+
+
+def test_pattern_matching_nothing_lists_the_linears():
+    with pytest.raises(ValueError, match="matches no Linear module; Linear modules are: 0, 2, 4"):
+        quantize.apply(_mlp(), QuantizeConfig(targets=("*attention*",)))
+    with pytest.raises(ValueError, match="leave no Linear"):
+        quantize.apply(_mlp(), QuantizeConfig(exclude=("*",)))
+
+
+def test_exclude_keeps_layers_fp32():
+    model = _mlp()
+    summary = quantize.apply(model, QuantizeConfig(exclude=("4",)))
+    assert summary.modules_changed == ["0", "2"]
+    assert type(model[4]) is nn.Linear
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "weight_only"])
+def test_save_and_reload_gives_identical_outputs(tmp_path, mode):
+    model = _mlp()
+    summary = quantize.apply(model, QuantizeConfig(mode=mode))
+    quantize.save(summary, tmp_path / "q")
+    meta = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    assert meta["config"]["mode"] == mode
+    fresh = quantize.load(_mlp(seed=7), tmp_path / "q")  # different fp32 weights
+    x = torch.randn(8, 64)
+    with torch.inference_mode():
+        assert torch.equal(model(x), fresh(x))
+
+
+def test_static_save_and_reload_gives_identical_outputs(tmp_path):
+    calib = [{"pixel_values": _images(32, s)} for s in range(3)]
+    summary = quantize.apply(_cnn(), QuantizeConfig(mode="static"), calibration=calib)
+    quantize.save(summary, tmp_path / "s")
+    with pytest.raises(ValueError, match="example"):
+        quantize.load(_cnn(seed=3), tmp_path / "s")
+    fresh = quantize.load(_cnn(seed=3), tmp_path / "s", example=calib[0])
+    x = _images(16, 5)
+    with torch.inference_mode():
+        assert torch.equal(summary.model(pixel_values=x), fresh(pixel_values=x))
+
+
+def test_factorized_then_quantized_reloads(tmp_path):
+    model = _mlp()
+    lowrank.apply(model, lowrank.LowRankConfig(param_ratio=0.5))
+    ranks = {n: m.rank for n, m in lowrank.factorized_modules(model).items()}
+    summary = quantize.apply(model, QuantizeConfig())
+    assert any(n.endswith(".u") for n in summary.modules_changed)
+    quantize.save(summary, tmp_path / "lq")
+    fresh = lowrank.restore(_mlp(seed=5), ranks)
+    quantize.load(fresh, tmp_path / "lq")
+    x = torch.randn(4, 64)
+    with torch.inference_mode():
+        assert torch.equal(model(x), fresh(x))
+
+
+def test_no_pickle_in_saved_files(tmp_path):
+    summary = quantize.apply(_mlp(), QuantizeConfig())
+    out = quantize.save(summary, tmp_path / "q")
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "quantize.json"]
+    with pytest.raises(FileNotFoundError, match="quantize.save"):
+        quantize.load(_mlp(), tmp_path)
+
+
+def test_sqnr():
+    x = torch.ones(10)
+    assert sqnr_db(x, x) == float("inf")
+    assert sqnr_db(x, x * 1.1) == pytest.approx(20.0)

@@ -1,0 +1,109 @@
+"""The `distill` stage inside real (tiny) recipe runs: a tiny BERT teacher on a small text table."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from lowcarb.models import load_minilm_tokenizer
+from lowcarb.pipeline import recipe_from_dict, run_recipe
+from lowcarb.store.runstore import RunStore
+
+WORDS = ["good", "great", "fine", "bad", "awful", "poor", "movie", "plot", "the", "a"]
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill-stage")
+    g = torch.Generator().manual_seed(0)
+    rows = ["text\tlabel"]
+    for _ in range(64):
+        idx = torch.randint(0, len(WORDS), (5,), generator=g).tolist()
+        words = [WORDS[i] for i in idx]
+        label = int(sum(w in ("good", "great", "fine") for w in words) >= sum(w in ("bad", "awful", "poor") for w in words))
+        rows.append(f"{' '.join(words)}\t{label}")
+    (root / "train.tsv").write_text("\n".join(rows) + "\n")
+    (root / "dev.tsv").write_text("\n".join(rows[:1] + rows[1:17]) + "\n")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    model_dir = root / "tiny-bert"
+    BertForSequenceClassification(config).save_pretrained(model_dir)
+    load_minilm_tokenizer().save_pretrained(model_dir)
+    (root / "extra.txt").write_text("good plot\nawful movie\nthe plot\n")
+    return root
+
+
+def run(root, tmp_path, stages):
+    recipe = recipe_from_dict({
+        "name": "tiny-distill",
+        "model": {"name": str(root / "tiny-bert")},
+        "data": {"train": str(root / "train.tsv"), "dev": str(root / "dev.tsv"), "test_fraction": 0.0,
+                 "max_length": 16},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3, "seed": 0, "quiet": True},
+        "evaluation": {"threads": 1, "latency_batch_sizes": [1], "inferences": 10},
+        "report": "none",
+        "stages": stages,
+    })
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=RunStore(tmp_path / "runs.db"))
+    assert result.status == "completed", result.error
+    return result
+
+
+def stage(result, name):
+    return next(s for s in result.run["stages"] if s["name"] == name and not s.get("auto"))
+
+
+@pytest.mark.parametrize("method", ["kd", "minilm"])
+def test_distill_stage_replaces_the_model_with_a_layer_selected_student(tiny_setup, tmp_path, method):
+    result = run(tiny_setup, tmp_path, ["train", {"distill": {"method": method, "num_layers": 2}}])
+    record = stage(result, "distill")
+    summary = record["summary"]
+    assert summary["teacher_layers"] == [1, 3] and summary["method"] in ("LogitKD", "MiniLM")
+    assert summary["params_after"] < summary["params_before"]
+    assert summary["steps"] == 4 and summary["teacher_forward_examples"] == 64
+    assert record["footprint"]["energy_j"] > 0  # the stage ran inside the ledger
+
+
+def test_distill_stage_xtremedistil_with_a_smaller_config_and_unlabelled_text(tiny_setup, tmp_path):
+    result = run(tiny_setup, tmp_path, [{"distill": {
+        "method": "xtremedistil", "num_layers": 1, "hidden_size": 16, "num_heads": 2,
+        "unlabelled": str(tiny_setup / "extra.txt"), "epochs": 2}}])
+    summary = stage(result, "distill")["summary"]
+    assert [s["name"] for s in summary["stages"]] == ["Representation", "Logits", "Labels"]
+    assert summary["steps"] == 8 and summary["student_init"] == "truncated"
+
+
+def test_distill_stage_settings_are_checked_at_the_edge():
+    base = {"model": {"name": "cnn"}, "data": {}}
+    with pytest.raises(ValueError, match="xtremedistil"):
+        recipe_from_dict({**base, "stages": [{"distill": {"method": "kd", "unlabelled": "x.txt"}}]})
+    with pytest.raises(ValueError, match="method"):
+        recipe_from_dict({**base, "stages": [{"distill": {"method": "magic"}}]})
+
+
+def test_vocab_stage_keeps_the_training_tokens_in_int8(tiny_setup, tmp_path):
+    result = run(tiny_setup, tmp_path, [{"distill": {"method": "kd", "num_layers": 1, "max_steps": 2}},
+                                        {"vocab": {"int8": True}}])
+    record = stage(result, "vocab")
+    summary = record["summary"]
+    # The table keeps the ten words' tokens and the special tokens, far fewer than 30,522.
+    assert summary["vocab_before"] == 30522 and 10 <= summary["vocab_after"] < 30
+    # What remains is mostly the 30,522-entry int16 id map.
+    assert summary["table_bytes_after"] < summary["table_bytes_before"] / 50
+    evaluations = [s for s in result.run["stages"] if s.get("auto")]
+    assert evaluations[-1]["metrics"]["dev_examples"] == 16  # the pruned model evaluates end to end
+    assert result.run["model"]["reloads"], result.run["model"]
+
+
+def test_compress_all_stages_chain_and_the_final_model_reloads(tiny_setup, tmp_path):
+    result = run(tiny_setup, tmp_path, [
+        {"distill": {"method": "kd", "num_layers": 2, "max_steps": 2}},
+        {"lowrank": {"param_ratio": 0.5, "targets": ["*encoder*"], "max_steps": 2}},
+        {"vocab": {"int8": True}},
+        {"quantize": {"mode": "dynamic"}},
+    ])
+    assert result.run["model"]["reloads"], result.run["model"]
+    labels = [s["label"] for s in result.run["stages"] if not s.get("auto")]
+    assert labels == ["distill", "lowrank", "vocab", "quantize"]

@@ -1,0 +1,95 @@
+"""The `lowrank` and `quantize` stages inside real (tiny) recipe runs on the embedded digits set,
+and the compress-minilm recipe's validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lowcarb.compress.saved import load_compressed
+from lowcarb.pipeline import load_recipe, recipe_from_dict, run_recipe
+from lowcarb.store.runstore import RunStore
+
+REPO = Path(__file__).resolve().parents[3]
+BASE = {
+    "name": "tiny",
+    "model": {"name": "cnn", "channels": [8, 16]},
+    "data": {},
+    "train": {"epochs": 1, "batch_size": 64, "lr": 3.0e-3, "seed": 0, "quiet": True},
+    "evaluation": {"threads": 1, "latency_batch_sizes": [1], "inferences": 10},
+}
+
+
+def run(tmp_path, stages):
+    recipe = recipe_from_dict({**BASE, "stages": stages})
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=RunStore(tmp_path / "runs.db"))
+    assert result.status == "completed", result.error
+    return result
+
+
+def stage(result, name):
+    return next(s for s in result.run["stages"] if s["name"] == name and not s.get("auto"))
+
+
+def test_lowrank_then_static_int8_run_saves_a_model_that_reloads(tmp_path):
+    result = run(
+        tmp_path,
+        [
+            "train",
+            {"lowrank": {"param_ratio": 0.5, "max_steps": 3, "decay": "frobenius"}},
+            {"quantize": {"mode": "static", "calibration_batches": 2}},
+        ],
+    )
+    lr = stage(result, "lowrank")["summary"]
+    assert lr["target_params_after"] <= 0.5 * lr["target_params_before"]
+    assert lr["recover_steps"] == 3 and lr["decay"] == "frobenius"
+    q = stage(result, "quantize")["summary"]
+    assert q["mode"] == "static" and q["linear_size_ratio"] > 3.0
+    # every model of the run was evaluated (the runner adds an evaluation after each stage)
+    evaluated = [s["label"] for s in result.run["stages"] if s.get("metrics")]
+    assert evaluated == ["train:evaluate", "lowrank:evaluate", "quantize:evaluate"]
+    assert result.run["model"]["reloads"] is True, result.run["model"]
+    reloaded = load_compressed(result.artifacts_dir / "model")
+    with torch.inference_mode():
+        out = reloaded.model(pixel_values=torch.rand(2, 1, 8, 8))
+    assert out.shape == (2, 10)
+
+
+def test_dynamic_and_weight_only_stages(tmp_path):
+    result = run(
+        tmp_path,
+        ["train", {"quantize": {"mode": "weight_only", "exclude": ["classifier.4"]}}],
+    )
+    q = stage(result, "quantize")["summary"]
+    assert q["modules_changed"] == ["classifier.1"] and q["mode"] == "weight_only"
+    assert result.run["model"]["reloads"] is True
+
+
+def test_lowrank_stage_with_weight_decay_and_no_recovery(tmp_path):
+    result = run(tmp_path, ["train", {"lowrank": {"rank": 2, "recover": False}}])
+    summary = stage(result, "lowrank")["summary"]
+    assert "recover_steps" not in summary and summary["decay"] is None
+    assert set(summary["ranks"].values()) == {2}
+
+
+def test_bad_stage_settings_fail_at_validation():
+    with pytest.raises(ValueError, match="param_ratio"):
+        recipe_from_dict({**BASE, "stages": [{"lowrank": {"param_ratio": 1.5}}]})
+    with pytest.raises(ValueError, match="mode"):
+        recipe_from_dict({**BASE, "stages": [{"quantize": {"mode": "int4"}}]})
+
+
+def test_lowrank_pattern_matching_nothing_fails_the_run_with_a_listing(tmp_path):
+    recipe = recipe_from_dict({**BASE, "stages": [{"lowrank": {"targets": ["*encoder*"]}}]})
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=RunStore(tmp_path / "r.db"))
+    assert result.status == "failed"
+    assert "matches no Linear/Conv2d module" in result.error and "features.0" in result.error
+
+
+def test_compress_minilm_recipe_validates():
+    recipe = load_recipe(REPO / "recipes" / "compress-minilm.yaml", ["data.train=t.tsv"])
+    assert [s.name for s in recipe.stages] == ["evaluate", "lowrank", "quantize", "evaluate"]
+    lowrank_cfg = recipe.stages[1].config
+    assert lowrank_cfg.param_ratio == 0.5 and lowrank_cfg.decay == "frobenius"

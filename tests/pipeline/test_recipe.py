@@ -1,0 +1,157 @@
+"""Recipe validation: errors name the file and the field; overrides follow YAML scalar rules."""
+
+from pathlib import Path
+
+import pytest
+
+from lowcarb.pipeline.recipe import (
+    default_recipe_path,
+    load_recipe,
+    parse_override,
+    recipe_from_dict,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_packaged_default_is_digits_cnn_train_evaluate_quantize():
+    recipe = load_recipe(None)
+    assert recipe.source == "<packaged default>"
+    assert recipe.model.name == "cnn" and recipe.data.train is None
+    assert [s.name for s in recipe.stages] == ["train", "evaluate", "quantize"]
+    # The copy in recipes/ must not drift from the packaged one.
+    assert (REPO / "recipes" / "default-digits.yaml").read_text() == default_recipe_path().read_text()
+
+
+def test_text_recipe_needs_a_table_and_takes_one_with_set(tmp_path):
+    path = REPO / "recipes" / "text-classification.yaml"
+    with pytest.raises(ValueError, match=r"text-classification.yaml: data.train: .*--set data.train"):
+        load_recipe(path)
+    table = tmp_path / "t.csv"
+    recipe = load_recipe(path, [f"data.train={table}", "train.epochs=1"])
+    assert recipe.model.name == "minilm"
+    assert recipe.data.train == str(table) and recipe.train.epochs == 1
+    assert recipe.train.lr == pytest.approx(5e-5)
+
+
+def test_typo_names_file_field_and_suggestion(tmp_path):
+    path = write(tmp_path, "train:\n  epochz: 2\n")
+    with pytest.raises(ValueError) as err:
+        load_recipe(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: train.epochz: unknown field")
+    assert "did you mean 'epochs'" in msg and "batch_size" in msg
+
+
+def test_wrong_type_names_field_and_value(tmp_path):
+    path = write(tmp_path, "train:\n  epochs: two\n")
+    with pytest.raises(ValueError, match=r"recipe.yaml: train.epochs: .*integer.*'two'"):
+        load_recipe(path)
+
+
+def test_config_own_check_becomes_a_field_error(tmp_path):
+    path = write(tmp_path, "train:\n  epochs: 0\n")
+    with pytest.raises(ValueError, match=r"recipe.yaml: train: train.epochs must be >= 1"):
+        load_recipe(path)
+
+
+def test_unknown_top_level_key(tmp_path):
+    with pytest.raises(ValueError, match=r"stagse: unknown field \(did you mean 'stages'\?\)"):
+        load_recipe(write(tmp_path, "stagse: [train]\n"))
+
+
+def test_bad_yaml_gives_line(tmp_path):
+    with pytest.raises(ValueError, match=r"recipe.yaml: not valid YAML \(line 3, column 2\)"):
+        load_recipe(write(tmp_path, "train:\n  epochs: 1\n bad: indent\n"))
+
+
+def test_not_a_mapping_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="a recipe is a mapping"):
+        load_recipe(write(tmp_path, "- train\n"))
+    with pytest.raises(ValueError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_unknown_stage_lists_known_and_suggests(tmp_path):
+    with pytest.raises(ValueError) as err:
+        load_recipe(write(tmp_path, "stages: [trian, evaluate]\n"))
+    msg = str(err.value)
+    assert "stages[0]: unknown stage 'trian' (did you mean 'train'?)" in msg
+    assert "evaluate" in msg
+
+
+def test_stage_settings_validated_by_the_stage_model(tmp_path):
+    path = write(tmp_path, "stages:\n  - train: {epochs: 2, lr: fast}\n")
+    with pytest.raises(ValueError, match=r"stages\[0\].train.lr: .*number.*'fast'"):
+        load_recipe(path)
+    path = write(tmp_path, "stages:\n  - evaluate: {split: dev}\n")
+    with pytest.raises(ValueError, match=r"stages\[0\].evaluate.split: unknown field.*'splits'"):
+        load_recipe(path)
+
+
+def test_stage_forms_and_labels():
+    recipe = recipe_from_dict(
+        {"stages": ["train", {"evaluate": None}, {"stage": "train", "epochs": 2}, "evaluate"]}
+    )
+    assert [s.label for s in recipe.stages] == ["train", "evaluate", "train-2", "evaluate-2"]
+    assert recipe.stages[2].config.epochs == 2
+    with pytest.raises(ValueError, match="stages: the list is empty"):
+        recipe_from_dict({"stages": []})
+    with pytest.raises(ValueError, match=r"stages\[0\]: write a stage as a name"):
+        recipe_from_dict({"stages": [{"a": 1, "b": 2}]})
+
+
+@pytest.mark.parametrize(
+    "text, keys, value",
+    [
+        ("train.epochs=2", ["train", "epochs"], 2),
+        ("train.lr=0.001", ["train", "lr"], 0.001),
+        ("data.train=path/x.csv", ["data", "train"], "path/x.csv"),
+        ("train.max_steps=null", ["train", "max_steps"], None),
+        ("model.channels=[8, 16]", ["model", "channels"], [8, 16]),
+        ("train.restore_best=false", ["train", "restore_best"], False),
+        ("name=a=b", ["name"], "a=b"),
+    ],
+)
+def test_parse_override_uses_yaml_scalars(text, keys, value):
+    assert parse_override(text) == (keys, value)
+
+
+def test_parse_override_errors():
+    with pytest.raises(ValueError, match="--set expects key.path=value"):
+        parse_override("train.epochs")
+    with pytest.raises(ValueError, match="empty part"):
+        parse_override("train..epochs=1")
+
+
+def test_overrides_apply_and_are_validated():
+    recipe = recipe_from_dict(
+        {"stages": ["train", "evaluate"]},
+        overrides=["train.epochs=3", "train.lr=1e-4", "stages.train.max_steps=5",
+                   "stages.1.evaluate.inferences=64", "model.channels=[4, 8]"],
+    )
+    assert recipe.train.epochs == 3
+    assert recipe.train.lr == pytest.approx(1e-4)  # YAML 1.1 reads 1e-4 as a string
+    assert recipe.stages[0].config.max_steps == 5
+    assert recipe.stages[1].config.inferences == 64
+    assert recipe.model.channels == (4, 8)
+    with pytest.raises(ValueError, match=r"train.epochz: unknown field.*\[from --set\]"):
+        recipe_from_dict({}, overrides=["train.epochz=3"])
+    with pytest.raises(ValueError, match="no stage named 'lowrank'"):
+        recipe_from_dict({}, overrides=["stages.lowrank.param_ratio=0.5"])
+    with pytest.raises(ValueError, match="index 5 is out of range"):
+        recipe_from_dict({}, overrides=["stages.5.epochs=1"])
+    with pytest.raises(ValueError, match="is a value"):
+        recipe_from_dict({"name": "n"}, overrides=["name.x=1"])
+
+
+def test_round_trip_through_dict():
+    recipe = load_recipe(None, ["train.epochs=2", "stages.train.max_steps=4"])
+    again = recipe_from_dict(recipe.to_dict(), source="stored")
+    assert again.to_dict() == recipe.to_dict()

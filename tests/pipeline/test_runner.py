@@ -1,0 +1,209 @@
+"""The runner end to end on digits, in a few steps: stored run, artifacts, report, payback, Ctrl-C."""
+
+import importlib
+import json
+
+import pytest
+import torch
+
+from lowcarb.models import DigitsCNN
+from lowcarb.pipeline import load_recipe, recipe_from_dict, run_recipe
+from lowcarb.pipeline.context import RunContext
+from lowcarb.pipeline.registry import StageConfig, register_stage
+from lowcarb.report.stored import load_run
+from lowcarb.store.runstore import RunStore
+
+FAST = ["train.max_steps=3", "train.batch_size=16", "evaluation.inferences=64"]
+
+
+class ShrinkConfig(StageConfig):
+    channels: tuple[int, int] = (4, 8)
+    hidden_dim: int = 16
+
+
+@register_stage("test-shrink", ShrinkConfig)
+def shrink(ctx: RunContext, cfg: ShrinkConfig) -> RunContext:
+    """Replace the CNN with a narrower one (a model-changing stage, as a technique would be)."""
+    before = sum(p.numel() for p in ctx.model.parameters())
+    ctx.model = DigitsCNN(ctx.data.feature_shape, ctx.data.num_labels, cfg.channels, cfg.hidden_dim, 0.0)
+    ctx.note(params_before=before, params_after=sum(p.numel() for p in ctx.model.parameters()))
+    return ctx
+
+
+@register_stage("test-interrupt", changes_model=False)
+def interrupt(ctx: RunContext, cfg: StageConfig) -> RunContext:
+    """Acts as if the user pressed Ctrl-C in the middle of this stage."""
+    raise KeyboardInterrupt
+
+
+@register_stage("test-crash", changes_model=False)
+def crash(ctx: RunContext, cfg: StageConfig) -> RunContext:
+    """A stage with a bug."""
+    raise RuntimeError("boom in a stage")
+
+
+@register_stage("test-forgets-return", changes_model=False)
+def forgets(ctx: RunContext, cfg: StageConfig):
+    """Returns nothing, a common slip in a new stage."""
+
+
+@pytest.fixture
+def store(tmp_path):
+    return RunStore(tmp_path / "runs.db")
+
+
+def test_default_recipe_end_to_end(tmp_path, store):
+    threads = torch.get_num_threads()
+    result = run_recipe(load_recipe(None, FAST), out_dir=tmp_path / "out", quiet=True, store=store)
+    assert result.status == "completed", result.error
+    assert torch.get_num_threads() == threads  # the recipe's thread count does not leak
+
+    folder = result.artifacts_dir
+    assert folder == tmp_path / "out" / result.run_id
+    # Stages: setup window, train, evaluate (the evaluate directly after train is its evaluation);
+    # every later model-changing stage is followed by an evaluation of its model.
+    labels = [s["label"] for s in result.run["stages"]]
+    assert labels[:3] == ["setup", "train", "evaluate"]
+    records = result.run["stages"]
+    for i, record in enumerate(records):
+        if record["changes_model"]:
+            assert records[i + 1]["name"] == "evaluate"
+            assert records[i + 1]["model_version"] == record["model_version"]
+            assert records[i + 1]["metrics"]["size_bytes"] > 0
+    train, evaluate = records[1:3]
+    assert train["summary"]["steps"] == 3
+    assert train["model_version"] == 1 and evaluate["model_version"] == 1
+    metrics = evaluate["metrics"]
+    final = [r for r in records if r["metrics"]][-1]["metrics"]
+    for key in ("dev_accuracy", "test_accuracy", "test_macro_f1", "latency_b1_p50_ms",
+                "latency_b32_p95_ms", "params", "size_bytes", "flops_per_example",
+                "per1k_energy_j", "per1k_operational_g", "per1k_embodied_g"):
+        assert metrics[key] is not None, key
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["per1k_total_g"] == pytest.approx(
+        metrics["per1k_operational_g"] + metrics["per1k_embodied_g"]
+    )
+    assert train["footprint"]["energy_j"] > 0 and train["footprint"]["closed"]
+
+    # Artifacts: metrics.json (the same run), a model folder that reloads, the reports.
+    stored = json.loads((folder / "metrics.json").read_text())
+    assert stored["status"] == "completed" and stored["id"] == result.run_id
+    assert result.run["model"]["reloads"] is True
+    module, _, name = result.run["model"]["load_with"].rpartition(".")
+    handle = getattr(importlib.import_module(module), name)(folder / "model")
+    assert handle.family == "cnn"
+    assert list((folder / "model").glob("*.safetensors"))
+    html = (folder / "report.html").read_text()
+    for section in ('id="models"', 'id="co2-per-stage"', 'id="tradeoff"', 'id="payback"',
+                    'id="ledger"', 'id="recipe"', "data:image/png;base64,"):
+        assert section in html
+    assert "## Payback" in (folder / "report.md").read_text()
+
+    # The store holds the same run: status, stage results, footprints, artifacts folder.
+    record = store.get_run(result.run_id)
+    assert record.status == "completed" and record.kind == "recipe"
+    assert record.artifacts_dir == str(folder.resolve())
+    again = load_run(store, result.run_id)
+    assert [s["label"] for s in again["stages"]] == labels
+    assert again["stages"][2]["metrics"] == metrics
+    assert again["stages"][-1]["metrics"] == final
+    names = {f["name"] for f in store.footprints(result.run_id)}
+    assert {"setup", "train", "evaluate"} <= names
+
+
+def test_model_changing_stage_is_evaluated_and_gets_a_payback_line(tmp_path, store):
+    recipe = recipe_from_dict(
+        {"stages": ["train", "test-shrink"], "threads": 1}, overrides=FAST
+    )
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=store)
+    assert result.status == "completed", result.error
+    labels = [s["label"] for s in result.run["stages"]]
+    # No evaluate stage in the recipe: the runner evaluates after each model-changing stage.
+    assert labels == ["setup", "train", "train:evaluate", "test-shrink", "test-shrink:evaluate"]
+    by_label = {s["label"]: s for s in result.run["stages"]}
+    assert by_label["test-shrink"]["summary"]["params_after"] < by_label["test-shrink"]["summary"]["params_before"]
+    assert by_label["test-shrink:evaluate"]["metrics"]["params"] == by_label["test-shrink"]["summary"]["params_after"]
+
+    from lowcarb.report.summary import model_rows, paybacks
+
+    rows = model_rows(result.run)
+    assert [r.label for r in rows] == ["train", "test-shrink"]
+    (line,) = paybacks(rows)
+    spent = by_label["test-shrink"]["footprint"]["total_g"]
+    assert line.spent_g == pytest.approx(spent)
+    before = by_label["train:evaluate"]["metrics"]["per1k_total_g"]
+    after = by_label["test-shrink:evaluate"]["metrics"]["per1k_total_g"]
+    assert line.saved_g_per_million == pytest.approx((before - after) * 1000)
+    html = (result.artifacts_dir / "report.html").read_text()
+    assert 'id="payback-lines"' in html and "test-shrink: spent" in html
+
+
+def test_interrupted_run_keeps_finished_stages(tmp_path, store):
+    recipe = recipe_from_dict({"stages": ["train", "evaluate", "test-interrupt", "train"]},
+                              overrides=FAST)
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=store)
+    assert result.status == "interrupted"
+    statuses = [(s["label"], s["status"]) for s in result.run["stages"]]
+    assert statuses == [("setup", "completed"), ("train", "completed"),
+                        ("evaluate", "completed"), ("test-interrupt", "interrupted")]
+    assert store.get_run(result.run_id).status == "interrupted"
+    stored = load_run(store, result.run_id)
+    assert [s["status"] for s in stored["stages"]] == [s for _, s in statuses]
+    assert stored["stages"][2]["metrics"]["test_accuracy"] is not None
+    # The interrupted stage's ledger window is kept too (it cost something).
+    assert stored["stages"][3]["footprint"]["duration_s"] >= 0
+    # A report of the finished part is written; no final model for an unfinished run.
+    assert "interrupted" in (result.artifacts_dir / "report.html").read_text()
+    assert not (result.artifacts_dir / "model").exists()
+
+
+def test_crash_marks_run_failed_with_error_and_traceback(tmp_path, store):
+    recipe = recipe_from_dict({"stages": ["test-crash"]}, overrides=FAST)
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=store)
+    assert result.status == "failed"
+    assert result.error == "RuntimeError: boom in a stage"
+    assert "boom in a stage" in (result.artifacts_dir / "error.txt").read_text()
+    assert store.get_run(result.run_id).status == "failed"
+    assert store.get_run(result.run_id).metrics["error"] == result.error
+
+
+def test_stage_that_forgets_to_return_ctx_is_named(tmp_path, store):
+    recipe = recipe_from_dict({"stages": ["test-forgets-return"]}, overrides=FAST)
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=store)
+    assert result.status == "failed"
+    assert "stage 'test-forgets-return'" in result.error and "must return the RunContext" in result.error
+
+
+def test_bad_data_path_fails_with_the_path(tmp_path, store):
+    recipe = recipe_from_dict(
+        {"model": {"name": "transformer"}, "data": {"train": str(tmp_path / "missing.csv")}}
+    )
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=store)
+    assert result.status == "failed"
+    assert "missing.csv" in result.error
+
+
+def test_text_table_with_string_labels_end_to_end(tmp_path, store):
+    table = tmp_path / "reviews.csv"
+    lines = ["review,stars"] + [
+        f"{'great fun' if i % 2 else 'dull and slow'} {i},{'good' if i % 2 else 'bad'}"
+        for i in range(60)
+    ]
+    table.write_text("\n".join(lines) + "\n")
+    recipe = recipe_from_dict(
+        {
+            "model": {"name": "transformer", "d_model": 16, "num_layers": 1, "num_heads": 2,
+                      "ffn_dim": 32, "max_length": 32},
+            "data": {"train": str(table), "text_column": "review", "label_column": "stars"},
+            "threads": 1,
+        },
+        overrides=FAST,
+    )
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=store)
+    assert result.status == "completed", result.error
+    metrics = result.run["stages"][-1]["metrics"]
+    assert metrics["test_examples"] == 6 and metrics["dev_examples"] == 6
+    model_dir = result.artifacts_dir / "model"
+    assert result.run["model"]["reloads"] is True
+    labels = json.loads((model_dir / "label_map.json").read_text())
+    assert "good" in json.dumps(labels) and "bad" in json.dumps(labels)

@@ -1,0 +1,80 @@
+"""Model rows, Pareto fronts and payback lines computed from a stored run."""
+
+import pytest
+
+from lowcarb.report.summary import (
+    fmt_count,
+    fmt_g,
+    model_rows,
+    pareto_front,
+    paybacks,
+    stage_costs,
+    totals,
+)
+
+
+def test_model_rows_pair_evaluations_with_the_stage_that_made_the_model(two_model_run):
+    rows = model_rows(two_model_run)
+    assert [(r.label, r.version) for r in rows] == [("train", 1), ("shrink", 2)]
+    assert rows[0].cost_total_g == pytest.approx(0.24)
+    assert rows[1].cost_energy_j == 60.0
+    assert rows[1].accuracy == 0.93  # test accuracy preferred over dev
+
+
+def test_input_model_row_when_evaluated_before_any_change(two_model_run):
+    run = dict(two_model_run)
+    first_eval = dict(run["stages"][2], label="evaluate", model_version=0)
+    run["stages"] = [run["stages"][0], first_eval, *run["stages"][1:]]
+    rows = model_rows(run)
+    assert rows[0].label == "input model" and rows[0].cost_total_g == 0.0
+
+
+def test_payback_arithmetic(two_model_run):
+    (line,) = paybacks(model_rows(two_model_run))
+    assert line.label == "shrink" and line.against == "train"
+    assert line.spent_g == pytest.approx(0.06)
+    # 0.004 g -> 0.001 g per 1,000 inferences: 3 mg saved per 1,000, 3 g per million.
+    assert line.saved_g_per_million == pytest.approx(3.0)
+    assert line.payback_inferences == pytest.approx(0.06 / 3e-6)
+    assert line.accuracy_delta == pytest.approx(-0.02)
+    assert "pays back after 20 thousand inferences" in line.sentence()
+
+
+def test_payback_for_a_dearer_model_says_never(two_model_run):
+    run = dict(two_model_run)
+    stages = [dict(s) for s in run["stages"]]
+    stages[4]["metrics"] = dict(stages[4]["metrics"], per1k_total_g=0.01)
+    run["stages"] = stages
+    (line,) = paybacks(model_rows(run))
+    assert not line.cheaper and line.payback_inferences is None
+    assert "not cheaper" in line.sentence()
+
+
+@pytest.mark.parametrize(
+    "points, front",
+    [
+        ([(1.0, 0.9), (2.0, 0.95), (3.0, 0.94), (0.5, 0.5)], [0, 1, 3]),
+        ([(1.0, 0.9), (1.0, 0.9)], [0, 1]),  # equal points do not dominate each other
+        ([(1.0, 0.9), (2.0, 0.8)], [0]),
+        ([], []),
+    ],
+)
+def test_pareto_front(points, front):
+    assert pareto_front(points) == front
+
+
+def test_stage_costs_and_totals(two_model_run):
+    costs = stage_costs(two_model_run)
+    assert [c["label"] for c in costs][:2] == ["setup", "train"]
+    assert costs[1]["method"] == "cpu: estimated: cpu-time x 4 W/core"
+    total = totals(two_model_run)
+    assert total["energy_j"] == pytest.approx(369.0)
+    assert total["embodied_g"] == pytest.approx(0.257)
+
+
+def test_formatting():
+    assert fmt_g(0.0034) == "3.4 mg"
+    assert fmt_g(2500) == "2.5 kg"
+    assert fmt_g(None) == "-"
+    assert fmt_count(None) == "never"
+    assert fmt_count(2.5e6) == "2.5 million"

@@ -1,0 +1,65 @@
+import pytest
+import torch
+from torch import nn
+
+from lowcarb.train import (
+    benchmark_latency,
+    count_parameters,
+    flops_per_example,
+    inference_footprint,
+    model_costs,
+    size_on_disk_bytes,
+)
+
+from .conftest import TinyNet
+
+
+def batch(n):
+    return {"x": torch.randn(n, 4), "labels": torch.zeros(n, dtype=torch.long)}
+
+
+def test_parameter_count_counts_tied_weights_once():
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    assert count_parameters(model) == 2 * (64 + 8)
+    model[1].weight = model[0].weight
+    assert count_parameters(model) == 64 + 8 + 8
+    model[1].bias.requires_grad_(False)
+    assert count_parameters(model, trainable_only=True) == 64 + 8
+
+
+def test_size_on_disk_tracks_the_weights():
+    small, big = nn.Linear(10, 10), nn.Linear(100, 100)
+    assert 440 <= size_on_disk_bytes(small) < 440 + 1024  # 110 float32 + header
+    assert size_on_disk_bytes(big) > 40_000
+    assert size_on_disk_bytes(big.half()) < size_on_disk_bytes(nn.Linear(100, 100)) * 0.6
+
+
+def test_flops_of_a_linear_layer():
+    model = TinyNet()  # 4 -> 3: 2 * 4 * 3 FLOPs per example
+    assert flops_per_example(model, batch(5)) == pytest.approx(24.0)
+
+
+def test_latency_reports_percentiles_at_fixed_threads():
+    before = torch.get_num_threads()
+    out = benchmark_latency(TinyNet(), batch(32), threads=1, repeats=5, warmup=1)
+    assert out["batch_size"] == 32 and out["threads"] == 1 and out["repeats"] == 5
+    assert 0 < out["p50_ms"] <= out["p95_ms"]
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        benchmark_latency(TinyNet(), batch(1), threads=0)
+
+
+def test_inference_footprint_counts_units():
+    fp = inference_footprint(TinyNet(), batch(32), n_inferences=100, threads=1)
+    assert fp.units == 128 and fp.unit == "inference"  # 4 whole batches of 32
+    assert fp.closed and fp.duration_s > 0 and fp.energy_j >= 0
+
+
+def test_model_costs_has_every_figure():
+    costs = model_costs(TinyNet(), batch(1), batch(32), threads=1, repeats=3, n_inferences=64)
+    for key in ("params", "size_bytes", "flops_per_example", "latency_b1_p50_ms", "latency_b1_p95_ms",
+                "latency_b32_p50_ms", "latency_b32_p95_ms", "inference_energy_j",
+                "inference_operational_g", "inference_embodied_g"):
+        assert key in costs, key
+    assert costs["params"] == 15 and costs["latency_b32_batch_size"] == 32
+    assert costs["inference_footprint"]["units"] == 64

@@ -1,0 +1,164 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lowcarb.train import TrainConfig, evaluate, fit, linear_warmup_decay, logits_of
+
+from .conftest import TinyNet, make_batches
+
+QUIET = {"quiet": True}
+
+
+def test_fit_learns_and_reports(tiny, batches):
+    dev = make_batches(4, seed=1)
+    before = evaluate(tiny, dev)["accuracy"]
+    result = fit(tiny, batches, dev, TrainConfig(epochs=5, lr=0.05, **QUIET))
+    assert result.steps == 40 and result.stop_reason == "completed" and result.epochs == 5.0
+    assert result.best_dev["accuracy"] > max(before, 0.8)
+    assert len(result.history) == 5  # one dev evaluation per epoch
+    assert result.to_dict()["stopped_early"] is False
+
+
+def test_same_seed_same_result(batches):
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = TinyNet()
+        fit(model, batches, None, TrainConfig(epochs=2, lr=0.01, seed=3, **QUIET))
+        runs.append(model.linear.weight.detach().clone())
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_max_steps_caps_training(tiny, batches):
+    result = fit(tiny, batches, None, TrainConfig(epochs=3, max_steps=5, **QUIET))
+    assert result.steps == 5 and result.stop_reason == "max_steps"
+
+
+def test_on_step_is_called_every_step_and_stops(tiny, batches):
+    seen = []
+
+    def on_step(step, model):
+        assert model is tiny
+        seen.append(step)
+        return step == 3
+
+    result = fit(tiny, batches, None, TrainConfig(epochs=2, **QUIET), on_step=on_step)
+    assert seen == [1, 2, 3]
+    assert result.steps == 3 and result.stop_reason == "on_step" and result.stopped_early
+
+
+def test_loss_fn_replaces_cross_entropy(tiny, batches):
+    calls = []
+
+    def loss_fn(model, batch):
+        logits = logits_of(model(x=batch["x"]))
+        calls.append(1)
+        # Push every example to class 0, whatever its label: only this loss could do that.
+        return F.cross_entropy(logits, torch.zeros_like(batch["labels"])), logits
+
+    fit(tiny, batches, None, TrainConfig(epochs=3, lr=0.05, **QUIET), loss_fn=loss_fn)
+    assert len(calls) == 24
+    preds = torch.cat([tiny(x=b["x"]).argmax(-1) for b in batches])
+    assert (preds == 0).float().mean() > 0.95
+
+
+def test_extra_loss_changes_the_gradients(batches):
+    def first_step_grad(extra):
+        torch.manual_seed(0)
+        model = TinyNet()
+        grads = {}
+
+        def capture(step, m):
+            return True  # stop after the first step
+
+        # Capture the gradient through a tiny lr: weights after one step differ iff grads differ.
+        before = model.linear.weight.detach().clone()
+        fit(model, batches[:1], None, TrainConfig(epochs=1, lr=1e-3, warmup_ratio=0.0, grad_clip_norm=None, weight_decay=0.0, **QUIET), extra_loss=extra, on_step=capture)
+        grads["delta"] = model.linear.weight.detach() - before
+        return grads["delta"]
+
+    plain = first_step_grad(None)
+    decayed = first_step_grad(lambda m: 100.0 * m.linear.weight.pow(2).sum())
+    assert not torch.allclose(plain, decayed)
+    # the penalty pulls large weights toward zero: the step moves against the weight's sign more
+    torch.manual_seed(0)
+    w0 = TinyNet().linear.weight.detach()
+    assert ((decayed - plain) * w0).sum() < 0
+
+
+def test_param_groups_replace_the_default(tiny, batches):
+    frozen_bias = tiny.linear.bias.detach().clone()
+    groups = [{"params": [tiny.linear.weight], "weight_decay": 0.0}]
+    fit(tiny, batches, None, TrainConfig(epochs=1, lr=0.05, **QUIET), param_groups=groups)
+    assert torch.equal(tiny.linear.bias, frozen_bias)
+
+
+def test_only_trainable_parameters_are_trained_by_default(tiny, batches):
+    tiny.linear.bias.requires_grad_(False)
+    bias = tiny.linear.bias.detach().clone()
+    fit(tiny, batches, None, TrainConfig(epochs=1, lr=0.05, **QUIET))
+    assert torch.equal(tiny.linear.bias, bias)
+    tiny.linear.weight.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        fit(tiny, batches, None, TrainConfig(**QUIET))
+
+
+def test_early_stopping_restores_the_best_weights(tiny, batches):
+    dev = make_batches(2, seed=1)
+
+    snapshot = {}
+
+    def sabotage(step, model):
+        # After the first epoch, replace the weights by the negated epoch-1 classifier (an
+        # anti-classifier) every step: dev accuracy can only get worse than at step 8.
+        with torch.no_grad():
+            if step == 8:
+                snapshot["w"] = model.linear.weight.detach().clone()
+            elif step > 8:
+                model.linear.weight.copy_(-10.0 * snapshot["w"])
+        return False
+
+    result = fit(tiny, batches, dev, TrainConfig(epochs=10, lr=0.05, early_stopping_patience=2, **QUIET), on_step=sabotage)
+    assert result.stop_reason == "early_stopping"
+    assert result.steps < 80
+    assert result.best_step == 8 and result.steps == 24  # epochs 2 and 3 are worse: patience 2
+    assert evaluate(tiny, dev)["accuracy"] == pytest.approx(result.best_dev["accuracy"])
+    assert torch.equal(tiny.linear.weight, snapshot["w"])  # best weights restored
+
+
+def test_gradient_clipping_bounds_the_gradient_norm(batches):
+    def first_grad_norm(clip):
+        torch.manual_seed(0)
+        model = TinyNet()
+        norms: list[float] = []
+
+        def record(step, m):
+            # on_step runs after the optimiser step; .grad still holds the clipped gradient.
+            norms.append(float(torch.cat([p.grad.flatten() for p in m.parameters()]).norm()))
+            return True
+
+        config = TrainConfig(epochs=1, lr=1e-3, grad_clip_norm=clip, warmup_ratio=0.0, **QUIET)
+        fit(model, batches[:1], None, config, on_step=record)
+        return norms[0]
+
+    assert first_grad_norm(1e-4) == pytest.approx(1e-4, rel=1e-3)
+    assert first_grad_norm(None) > 1e-3
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    f = linear_warmup_decay(warmup_steps=4, total_steps=10)
+    values = [f(s) for s in range(11)]
+    assert values[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert values[4] == 1.0 and values[10] == 0.0
+    assert all(a >= b for a, b in zip(values[4:], values[5:], strict=False))
+
+
+def test_errors_say_what_to_do(tiny, batches):
+    with pytest.raises(ValueError, match="dev loader"):
+        fit(tiny, batches, None, TrainConfig(early_stopping_patience=2, **QUIET))
+    with pytest.raises(ValueError, match="no batches"):
+        fit(tiny, [], None, TrainConfig(**QUIET))
+    with pytest.raises(ValueError, match="train.lr"):
+        TrainConfig(lr=0)
+    with pytest.raises(ValueError, match="lower train.lr"):
+        fit(tiny, batches, None, TrainConfig(**QUIET), extra_loss=lambda m: torch.tensor(float("nan")))
