@@ -11,8 +11,10 @@ Rerun:  .venv/bin/python benchmarks/baseline_minilm_sst2.py --reuse-checkpoint
         loads the cached checkpoint, re-evaluates dev accuracy, carries the training figures from
         the cache's metrics.json (marked as carried) and times the default run again.
 
-Training runs inside a lowcarb ledger window; torch uses --threads intra-op threads (2 = every
-core of the development machine); latency figures use 1 thread. The checkpoint goes to
+Training runs inside a lowcarb ledger window with --threads intra-op threads (default 1: on the
+shared, oversubscribed 2-core machine 2 threads spent >4.5 CPU-s per step waiting at OpenMP
+barriers against about 1 CPU-s with 1 thread); latency figures use 1 thread. Training batches
+group phrases of similar length (see _sst2.train_loader), which halves the padded tokens. The checkpoint goes to
 benchmarks/.cache/minilm-sst2/ (a Hugging Face folder + lowcarb_model.json, subset.json,
 metrics.json), which the compression, LoRA and distillation benchmarks load via _sst2.load_baseline().
 """
@@ -145,7 +147,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--reuse-checkpoint", action="store_true", help="skip training; use the cache")
     parser.add_argument("--skip-default-run", action="store_true", help="do not time `lowcarb run`")
     parser.add_argument("--quiet", action="store_true")

@@ -120,6 +120,14 @@ def recover(
     }
 
 
+_T0 = time.perf_counter()
+
+
+def log(message: str) -> None:
+    """Progress on stderr (the run takes a while on a shared machine)."""
+    print(f"[{time.perf_counter() - _T0:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
 def time_pass(run: Any, batches: list[dict[str, torch.Tensor]]) -> float:
     """Milliseconds for one pass over the batches."""
     start = time.perf_counter()
@@ -177,6 +185,7 @@ def main() -> None:
     t0 = time.perf_counter()
 
     acc["fp32"] = accuracy(base, dev)
+    log("fp32 evaluated")
     models["fp32"], engines["fp32"] = base, None
 
     # ---- int8: the chosen implementation and the alternatives that justify the choice
@@ -184,6 +193,7 @@ def main() -> None:
     qs = quantize.apply(q, QuantizeConfig(mode="dynamic"))
     models["int8"], engines["int8"] = q, qs.backend
     acc["int8"] = accuracy(q, dev)
+    log("int8 evaluated")
     figures["int8"] = qs.to_dict() | {"modules_changed": len(qs.modules_changed)}
 
     q_pt = copy.deepcopy(base)
@@ -232,21 +242,25 @@ def main() -> None:
         "mean_energy_kept": sum(ls.energy_kept.values()) / max(len(ls.energy_kept), 1),
     }
     acc["lowrank_svd_no_recovery"] = accuracy(lr0, dev)
+    log("factorized, evaluated without recovery")
 
     lr_fd = copy.deepcopy(lr0)
     figures["recover_frobenius"] = recover(lr_fd, tok, args, "frobenius")
     acc["lowrank_frobenius"] = accuracy(lr_fd, dev)
+    log("recovered with Frobenius decay")
     models["lowrank"], engines["lowrank"] = lr_fd, None
 
     lr_wd = lr0
     figures["recover_weight_decay"] = recover(lr_wd, tok, args, "weight")
     acc["lowrank_weight_decay"] = accuracy(lr_wd, dev)
+    log("recovered with weight decay")
     del lr_wd, lr0
 
     lrq = copy.deepcopy(lr_fd)
     lqs = quantize.apply(lrq, QuantizeConfig(mode="dynamic"))
     models["lowrank_int8"], engines["lowrank_int8"] = lrq, lqs.backend
     acc["lowrank_int8"] = accuracy(lrq, dev)
+    log("factorized int8 evaluated")
 
     # ---- onnxruntime: the exported baseline, fp32 and int8
     sessions: dict[str, Any] = {}
@@ -289,6 +303,7 @@ def main() -> None:
         for name, session in sessions.items():
             times[name].append(time_pass(lambda b, s=session: run_onnx(s, b), lat_batches))
     lat = {name: median(v) for name, v in times.items()}
+    log("latency measured")
     figures["latency_pass_ms_median"] = lat
     figures["latency_pass_ms_all"] = times
     figures["speedup_vs_fp32_b32"] = {name: lat["fp32"] / v for name, v in lat.items()}

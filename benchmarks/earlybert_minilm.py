@@ -12,7 +12,8 @@ Needs:  benchmarks/.cache/minilm-sst2/ from benchmarks/baseline_minilm_sst2.py: 
         fine-tune (dev accuracy and training energy) on the same subset, epochs, seed, batch size
         and threads; the script checks the cached settings match its own and says so.
 
-What runs, in one process with --threads torch threads (2, as the baseline; latency: 1 thread):
+What runs, in one process with --threads torch threads (default: the baseline's; latency: 1
+thread):
 1. search: pretrained MiniLM + fresh classifier (as the baseline), coefficients per head and FFN
    neuron, L1 1e-4, a mask every 10 steps, automatic stop (5 masks within 0.1), ledger window 1;
 2. the ticket applied to the pretrained weights (heads and neurons physically removed), trained
@@ -70,10 +71,10 @@ def heartbeat(label: str, every: int = 50):
     return on_step
 
 
-def energy_per_step(model: torch.nn.Module, loader: Any, steps: int, lr: float,
+def energy_per_step(model: torch.nn.Module, loader: Any, batch: int, steps: int, lr: float,
                     extra_loss: Any = None) -> float:
     """J per training step over `steps` steps (after 2 untimed ones), in a ledger window."""
-    config = TrainConfig(epochs=1, batch_size=loader.batch_size, lr=lr, quiet=True)
+    config = TrainConfig(epochs=1, batch_size=batch, lr=lr, quiet=True)
     fit(model, loader, None, config, extra_loss=extra_loss, on_step=lambda s, _m: s >= 2)
     with track("step-energy") as fp:
         fit(model, loader, None, config, extra_loss=extra_loss, on_step=lambda s, _m: s >= steps)
@@ -87,16 +88,17 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=None, help="default: the baseline's")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the baseline's")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="default: the baseline's")
     parser.add_argument("--mask-every", type=int, default=10)
     parser.add_argument("--max-search-steps", type=int, default=None,
-                        help="default: one epoch of the subset")
-    parser.add_argument("--energy-steps", type=int, default=10, help="steps per energy window")
+                        help="default: half an epoch of the subset")
+    parser.add_argument("--energy-steps", type=int, default=8, help="steps per energy window")
     parser.add_argument("--rounds", type=int, default=3, help="alternated energy/latency rounds")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
     base = baseline_metrics()
+    if args.threads is None:
+        args.threads = int(base.get("torch_threads") or 1)
+    torch.set_num_threads(args.threads)
     tc = base["train_config"]
     n = args.n or base["subset"]["n"]
     epochs = args.epochs or tc["epochs"]
@@ -112,7 +114,8 @@ def main() -> int:
     steps_per_epoch = len(loader)
     cfg = EarlyBirdConfig(head_prune_ratio=1 / 3, ffn_prune_ratio=0.4, l1_coef=1e-4,
                           mask_every_steps=args.mask_every, distance_threshold=0.1, window=5,
-                          max_search_steps=args.max_search_steps or steps_per_epoch)
+                          # A short search is EarlyBERT's point: bounded at half an epoch.
+                          max_search_steps=args.max_search_steps or -(-steps_per_epoch // 2))
     train_cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, warmup_ratio=0.1,
                             weight_decay=0.01, grad_clip_norm=1.0, seed=args.seed, quiet=True)
 
@@ -137,16 +140,16 @@ def main() -> int:
     short_lr = lr
     for _ in range(args.rounds):
         full_model = copy.deepcopy(unpruned).train()
-        energy["full"].append(energy_per_step(full_model, loader, args.energy_steps, short_lr))
+        energy["full"].append(energy_per_step(full_model, loader, batch, args.energy_steps, short_lr))
         del full_model
         search_model = copy.deepcopy(unpruned).train()
         coefs = bert_structure.attach(search_model)
         energy["search"].append(energy_per_step(
-            search_model, loader, args.energy_steps, short_lr,
+            search_model, loader, batch, args.energy_steps, short_lr,
             extra_loss=lambda _m, c=coefs: cfg.l1_coef * c.l1()))
         del search_model
         pruned_copy = copy.deepcopy(pruned).train()
-        energy["pruned"].append(energy_per_step(pruned_copy, loader, args.energy_steps, short_lr))
+        energy["pruned"].append(energy_per_step(pruned_copy, loader, batch, args.energy_steps, short_lr))
         del pruned_copy
     j = {k: median(v) for k, v in energy.items()}
     full_steps = epochs * steps_per_epoch
@@ -156,8 +159,8 @@ def main() -> int:
     _, b32 = example_batches(tok)
     lat: dict[str, list[float]] = {"unpruned": [], "pruned": []}
     for _ in range(max(args.rounds, 5)):
-        lat["unpruned"].append(benchmark_latency(unpruned, b32, threads=1, repeats=10)["p50_ms"])
-        lat["pruned"].append(benchmark_latency(pruned, b32, threads=1, repeats=10)["p50_ms"])
+        lat["unpruned"].append(benchmark_latency(unpruned, b32, threads=1, repeats=5)["p50_ms"])
+        lat["pruned"].append(benchmark_latency(pruned, b32, threads=1, repeats=5)["p50_ms"])
     speedup = median(lat["unpruned"]) / median(lat["pruned"])
 
     full_acc = base["dev_after_training"]["accuracy"]

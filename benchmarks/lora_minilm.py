@@ -23,7 +23,8 @@ Needs:  benchmarks/.cache/minilm-sst2/ from benchmarks/baseline_minilm_sst2.py (
 
 Each arm runs in its own subprocess (`--arm full|lora|peft`), so peak RSS is per arm; timing arms
 alternate full, lora, peft for --rounds rounds and the medians are compared. Training uses
---threads torch threads (2 by default, as the baseline); latency uses 1 thread.
+--threads torch threads (default: the baseline's, read from its metrics.json); latency uses
+1 thread.
 """
 
 from __future__ import annotations
@@ -162,8 +163,8 @@ def run_accuracy_arm(args: argparse.Namespace) -> dict[str, Any]:
     _, b32 = example_batches(tok)
     plain_ms, merged_ms = [], []
     for _ in range(args.latency_rounds):  # alternated, medians of p50s
-        plain_ms.append(benchmark_latency(plain, b32, threads=1, repeats=10)["p50_ms"])
-        merged_ms.append(benchmark_latency(merged, b32, threads=1, repeats=10)["p50_ms"])
+        plain_ms.append(benchmark_latency(plain, b32, threads=1, repeats=5)["p50_ms"])
+        merged_ms.append(benchmark_latency(merged, b32, threads=1, repeats=5)["p50_ms"])
     out["latency_b32_plain_ms"] = plain_ms
     out["latency_b32_merged_ms"] = merged_ms
     return out
@@ -230,15 +231,20 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2, help="as the baseline")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for training (default: the baseline's)")
     parser.add_argument("--lr", type=float, default=1e-4, help="lr of the timing arms")
     parser.add_argument("--lora-lr", type=float, default=1e-3, help="lr of the LoRA training run")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per timing arm")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per timing arm")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of timing arms")
     parser.add_argument("--latency-rounds", type=int, default=5)
     parser.add_argument("--skip-accuracy", action="store_true", help="timing arms only")
     args = parser.parse_args()
+    if args.threads is None:
+        from _sst2 import baseline_metrics
+
+        args.threads = int(baseline_metrics().get("torch_threads") or 1)
     torch.set_num_threads(args.threads)
 
     if args.arm is not None:

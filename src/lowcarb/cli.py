@@ -217,7 +217,9 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             r.run_id,
             r.kind,
             r.name,
-            r.status + (f" ({r.exit_code})" if r.exit_code not in (None, 0) else ""),
+            r.status
+            + (f" ({r.exit_code})" if r.exit_code not in (None, 0) else "")
+            + (" (process gone)" if store.writer_gone(r.run_id) else ""),
             r.started_at[:19].replace("T", " "),
             f"{t['duration_s']:.1f} s",
             _fmt_j(t["energy_j"]),
@@ -248,7 +250,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     run = store.get_run(run_id)
     totals = store.run_totals(run_id)
     console = _console()
-    console.print(f"run {run.run_id}: {run.kind} {run.name!r}, {run.status}")
+    gone = " (its process is gone: killed before it finished)" if store.writer_gone(run_id) else ""
+    console.print(f"run {run.run_id}: {run.kind} {run.name!r}, {run.status}{gone}")
     console.print(f"started {run.started_at}, ended {run.ended_at or '-'}")
     if run.command:
         console.print(f"command: {run.command} (exit code {run.exit_code})")
@@ -333,7 +336,7 @@ def _cmd_regions(args: argparse.Namespace) -> int:
         table.add_column(col, justify="right" if col == "gCO2e/kWh" else "left")
     for g in found:
         table.add_row(
-            g.key, g.iso3, g.name, f"{g.intensity_g_per_kwh:g}", str(g.year or ""), g.source[:60]
+            g.key, g.iso3, g.name, f"{g.intensity_g_per_kwh:g}", str(g.year or ""), g.source[:80]
         )
     _console().print(table)
     return 0
@@ -377,6 +380,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "--out", metavar="DIR", help="parent folder of the run's artifacts (default ./lowcarb-runs)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines (CI)")
+    _add_store_flag(p)
     p.set_defaults(handler=_cmd_run)
 
 
@@ -433,6 +437,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix (see `lowcarb runs`)")
     p.add_argument("--format", choices=("html", "md"), default="html", help="default: html")
     p.add_argument("--out", metavar="FILE", help="where to write it (default: the run's folder)")
+    _add_store_flag(p)
     p.set_defaults(handler=_cmd_report)
 
 
@@ -468,6 +473,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", metavar="DIR", help="folder for compare-A-B.html/.md (default ./lowcarb-runs)"
     )
+    _add_store_flag(p)
     p.set_defaults(handler=_cmd_compare)
 
 

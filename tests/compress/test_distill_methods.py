@@ -246,3 +246,22 @@ def test_method_errors_say_what_to_do():
         LogitKD(alpha=2.0)
     with pytest.raises(ValueError, match="layer_map"):
         distill(student, teacher, batches(n=1), None, Intermediate(layer_map=(1, 2, 3)), QUICK)
+
+
+def test_extra_loss_and_param_groups_reach_the_training_loop():
+    teacher = tiny_bert(seed=0)
+    student, _ = select_layers(teacher, num_layers=2)
+    calls = []
+
+    def extra(model):
+        calls.append(1)
+        return sum(p.pow(2).sum() for p in model.classifier.parameters()) * 0.0
+
+    only_head = [{"params": list(student.classifier.parameters())}]
+    body = student.bert.encoder.layer[0].output.dense.weight.detach().clone()
+    distill(student, teacher, batches(n=2), None, LogitKD(), QUICK, extra_loss=extra, param_groups=only_head)
+    assert len(calls) == 3 * 2
+    # Only the head was in the optimiser: the body did not move.
+    assert torch.equal(student.bert.encoder.layer[0].output.dense.weight, body)
+    with pytest.raises(ValueError, match="XtremeDistil manages"):
+        distill(student, teacher, batches(n=1), None, XtremeDistil(), QUICK, extra_loss=extra)

@@ -116,3 +116,10 @@ def test_config_validation():
         DataConfig(dev_fraction=1.5)
     with pytest.raises(ValueError, match=r"data\.train"):
         DataConfig(dev="dev.tsv")
+
+
+def test_csv_exported_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufefftext,label\n".encode() + b"".join(f"row {i},{i % 2}\n".encode() for i in range(10)))
+    data = load_data(DataConfig(train=path, dev=path, test_fraction=0))
+    assert data.train.texts[0] == "row 0"

@@ -86,3 +86,15 @@ def test_bad_values_give_clear_errors(clean_env, monkeypatch):
     (Path(clean_env) / "lowcarb.toml").write_text("[carbon\n")
     with pytest.raises(ValueError, match="cannot read"):
         load_carbon_config()
+
+
+def test_wrong_types_in_the_file(clean_env):
+    (Path(clean_env) / "lowcarb.toml").write_text('[carbon]\npue = "high"\n')
+    with pytest.raises(ValueError, match="pue must be a number, got 'high'"):
+        load_carbon_config()
+    (Path(clean_env) / "lowcarb.toml").write_text("[carbon]\nregion = 33\n")
+    with pytest.raises(ValueError, match="region must be a string"):
+        load_carbon_config()
+    (Path(clean_env) / "lowcarb.toml").write_text('[carbon]\nhardware_profile = "laptop"\nresource_share = 0.5\n')
+    c = load_carbon_config()
+    assert c.hardware.embodied_kg < 500 and c.hardware.resource_share == 0.5

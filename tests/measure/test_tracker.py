@@ -83,3 +83,27 @@ def test_bad_window_arguments():
         track("")
     with pytest.raises(ValueError, match="units must be >= 0"):
         track("x", units=-1)
+
+
+def test_sampler_failure_warns_and_still_closes(config):
+    class FlakyMeter:
+        def __init__(self):
+            self.calls = 0
+
+        def start(self, tick):
+            pass
+
+        def sample(self, tick):
+            raise OSError("counter vanished")
+
+        def stop(self, tick):
+            from lowcarb.measure import ComponentEnergy
+
+            return {"cpu": ComponentEnergy(1.0, "measured: flaky")}
+
+    cfg = CarbonConfig(intensity_g_per_kwh=1.0, sample_interval_s=0.01, powercap_root=config.powercap_root)
+    with pytest.warns(RuntimeWarning, match="counter vanished"), track(
+        "flaky", config=cfg, meters=[FlakyMeter()], probes=ScriptedProbes()
+    ) as fp:
+        time.sleep(0.1)
+    assert fp.closed and fp.components["cpu"].energy_j == 1.0

@@ -82,7 +82,7 @@ def test_mismatched_weights_are_reported(digits, tmp_path):
     desc = json.loads((folder / "lowcarb_model.json").read_text())
     desc["config"]["hidden_dim"] = 99
     (folder / "lowcarb_model.json").write_text(json.dumps(desc))
-    with pytest.raises(ValueError, match="does not match.*size mismatch"):
+    with pytest.raises(ValueError, match=r"(?s)does not match.*size mismatch"):
         load_model(folder)
 
 

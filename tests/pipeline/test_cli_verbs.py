@@ -1,6 +1,14 @@
 """`lowcarb run`, `lowcarb report`, `lowcarb compare`: exit codes, files, one-line errors."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from lowcarb.cli import main
 from lowcarb.store.runstore import RunStore
@@ -36,6 +44,15 @@ def test_run_report_compare(tmp_path, capsys):
     assert (tmp_path / f"compare-{a.run_id}-{b.run_id}.html").exists()
 
 
+def test_store_flag(tmp_path):
+    db = tmp_path / "elsewhere.db"
+    assert main(["run", *FAST, "--out", str(tmp_path), "--quiet", "--store", str(db)]) == 0
+    (run,) = RunStore(db).list_runs()
+    assert run.status == "completed"
+    assert RunStore.default().list_runs() == []
+    assert main(["report", run.run_id, "--store", str(db), "--out", str(tmp_path / "r.html")]) == 0
+
+
 def test_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "r.yaml"
     bad.write_text("train:\n  epochz: 1\n")
@@ -57,3 +74,45 @@ def test_failed_run_exit_status_and_message(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "missing.csv" in err and "marked failed" in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_stage_keeps_finished_stages(tmp_path):
+    """A real SIGINT to `lowcarb run` mid-training: exit 130, finished stages kept, run interrupted."""
+    recipe = tmp_path / "long.yaml"
+    recipe.write_text(
+        "threads: 1\nevaluation: {inferences: 32}\n"
+        "stages:\n  - train: {max_steps: 2}\n  - evaluate\n  - train: {epochs: 500}\n"
+    )
+    env = dict(os.environ, LOWCARB_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lowcarb.cli", "run", str(recipe), "--out", str(tmp_path / "out"),
+         "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    metrics = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list((tmp_path / "out").glob("*/metrics.json"))
+        if found and '"label": "evaluate"' in found[0].read_text():
+            metrics = found[0]
+            break
+        time.sleep(0.5)
+    assert metrics is not None, proc.communicate(timeout=30)
+    time.sleep(2)  # well inside the 500-epoch training stage
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    run = json.loads(metrics.read_text())
+    assert run["status"] == "interrupted"
+    assert [(s["label"], s["status"]) for s in run["stages"]] == [
+        ("setup", "completed"), ("train", "completed"), ("evaluate", "completed"),
+        ("train-2", "interrupted"),
+    ]
+    store = RunStore(tmp_path / "home" / "runs.db")
+    assert store.get_run(run["id"]).status == "interrupted"
+    assert (metrics.parent / "report.html").exists()

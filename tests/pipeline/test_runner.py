@@ -95,7 +95,7 @@ def test_default_recipe_end_to_end(tmp_path, store):
     assert list((folder / "model").glob("*.safetensors"))
     html = (folder / "report.html").read_text()
     for section in ('id="models"', 'id="co2-per-stage"', 'id="tradeoff"', 'id="payback"',
-                    'id="ledger"', 'id="recipe"', "data:image/png;base64,"):
+                    'id="ledger"', 'id="notes"', 'id="recipe"', "data:image/png;base64,"):
         assert section in html
     assert "## Payback" in (folder / "report.md").read_text()
 
@@ -196,6 +196,7 @@ def test_text_table_with_string_labels_end_to_end(tmp_path, store):
                       "ffn_dim": 32, "max_length": 32},
             "data": {"train": str(table), "text_column": "review", "label_column": "stars"},
             "threads": 1,
+            "evaluation": {"latency_batch_sizes": [1, 4]},
         },
         overrides=FAST,
     )
@@ -203,6 +204,8 @@ def test_text_table_with_string_labels_end_to_end(tmp_path, store):
     assert result.status == "completed", result.error
     metrics = result.run["stages"][-1]["metrics"]
     assert metrics["test_examples"] == 6 and metrics["dev_examples"] == 6
+    assert metrics["latency_b4_batch_size"] == 4 and metrics["latency_b4_p95_ms"] > 0
+    assert "latency_b32_p50_ms" not in metrics
     model_dir = result.artifacts_dir / "model"
     assert result.run["model"]["reloads"] is True
     labels = json.loads((model_dir / "label_map.json").read_text())

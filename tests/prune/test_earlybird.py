@@ -109,9 +109,12 @@ def test_search_stops_by_itself_and_leaves_model_untouched():
 def test_search_bounded_by_max_length():
     # Only 7 masks fit in 15 steps, fewer than the window of 8: the rule cannot fire.
     cfg = EarlyBirdConfig(mask_every_steps=2, window=8, max_search_steps=15)
-    ticket = search(tiny_bert(), text_batches(), cfg, QUIET)
+    two_epochs = TrainConfig(epochs=2, lr=1e-3, quiet=True, warmup_ratio=0.0)
+    ticket = search(tiny_bert(), text_batches(), cfg, two_epochs)
     assert ticket.stop_step == 15 and not ticket.stopped_early
     assert ticket.mask_steps == (2, 4, 6, 8, 10, 12, 14)  # runs into the second epoch
+    # The training it starts is the other bound: one epoch of 12 steps ends the search at 12.
+    assert search(tiny_bert(), text_batches(), cfg, QUIET).stop_step == 12
 
 
 def test_ticket_ratios_and_apply_on_pretrained_weights():

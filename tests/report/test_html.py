@@ -15,7 +15,8 @@ def embedded_pngs(html: str) -> dict[str, bytes]:
 
 def test_html_has_all_sections_and_real_images(two_model_run):
     html = render_html(two_model_run)
-    for section in ("summary", "models", "co2-per-stage", "tradeoff", "payback", "ledger", "recipe"):
+    for section in ("summary", "models", "co2-per-stage", "tradeoff", "payback", "ledger", "notes",
+                    "recipe"):
         assert f'<section id="{section}">' in html
     images = embedded_pngs(html)
     assert set(images) == {"co2-per-stage-plot", "tradeoff-plot"}
@@ -49,6 +50,7 @@ def test_markdown_form(two_model_run):
     assert "Pareto front (test accuracy against CO2e per 1,000 inferences): train, shrink" in md
     assert "- shrink: spent 60 mg CO2e" in md
     assert "## Ledger: every window" in md
+    assert "- **shrink**: params_before: 40000; params_after: 10000; ratio: 0.25" in md
 
 
 def test_compare_side_by_side(two_model_run):

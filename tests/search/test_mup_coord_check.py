@@ -36,7 +36,7 @@ def test_mlp_passes_under_mup_and_fails_under_sp(tmp_path):
 
 
 def test_transformer_lm_passes_under_mup_and_fails_under_sp():
-    check = CoordCheckConfig(widths=(32, 64, 128), steps=4, seeds=(0,))
+    check = CoordCheckConfig(widths=(32, 64, 128, 256), steps=4, seeds=(0, 1))
     result = coord_check(MupModelConfig(kind="lm", width=32, base_width=32), check)
     assert result.passed, result.worst("mup")
     assert not result.passes("sp")

@@ -151,3 +151,20 @@ def test_param_groups_drive_lowcarb_train_fit():
     )
     assert {g["lr_mult"] for g in groups} == {1.0, BASE / 64}
     assert not torch.equal(model.blocks[0].attn.q.weight, q_before)  # the zero query learned
+
+
+@pytest.mark.parametrize("kind", ["lm", "encoder"])
+def test_fused_attention_equals_the_probed_path(kind):
+    """Without hooks attention runs fused; with a hook on the logits it runs step by step."""
+    torch.manual_seed(0)
+    m = build_model(_cfg(kind, width=32, parametrization="sp"))
+    ids = torch.randint(0, 13, (3, 8))
+    kw = {} if kind == "lm" else {"attention_mask": torch.tensor([[1] * 8, [1] * 6 + [0] * 2] * 2)[:3]}
+    fused = m(ids, **kw)
+    seen = []
+    handle = m.blocks[0].attn.logits.register_forward_hook(lambda *a: seen.append(1))
+    m.blocks[1].attn.logits.register_forward_hook(lambda *a: None)
+    probed = m(ids, **kw)
+    handle.remove()
+    assert seen == [1]
+    torch.testing.assert_close(fused, probed, atol=1e-5, rtol=1e-5)

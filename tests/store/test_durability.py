@@ -38,6 +38,7 @@ def test_sigkill_mid_run_keeps_closed_windows(tmp_path):
     names = [f["name"] for f in RunStore(path).footprints(run_id)]
     assert names == [f"w{i}" for i in range(5)]
     assert RunStore(path).get_run(run_id).status == "running"  # nobody finished it
+    assert not RunStore(path).writer_gone(run_id)  # this test process created the run and lives
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
@@ -58,3 +59,17 @@ def test_two_concurrent_writers_lose_nothing(tmp_path):
         assert [f["name"] for f in store.footprints(r)] == [f"w{i}" for i in range(n)]
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM footprints").fetchone()[0] == 2 * n
+
+
+def test_run_of_a_killed_process_is_flagged(tmp_path):
+    path = tmp_path / "runs.db"
+    code = (
+        "import sys, time\nfrom lowcarb.store import RunStore\n"
+        f"print(RunStore({str(path)!r}).create_run('track', 'victim'), flush=True)\ntime.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=_env())
+    run_id = proc.stdout.readline().strip()
+    assert not RunStore(path).writer_gone(run_id)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert RunStore(path).writer_gone(run_id)

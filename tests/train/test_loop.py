@@ -162,3 +162,18 @@ def test_errors_say_what_to_do(tiny, batches):
         TrainConfig(lr=0)
     with pytest.raises(ValueError, match="lower train.lr"):
         fit(tiny, batches, None, TrainConfig(**QUIET), extra_loss=lambda m: torch.tensor(float("nan")))
+
+
+def test_param_groups_may_hold_generators_and_their_own_lr(tiny, batches):
+    weight = tiny.linear.weight.detach().clone()
+    groups = [{"params": (p for p in [tiny.linear.weight]), "lr": 0.0}, {"params": [tiny.linear.bias]}]
+    fit(tiny, batches, None, TrainConfig(epochs=1, lr=0.05, weight_decay=0.0, **QUIET), param_groups=groups)
+    assert torch.equal(tiny.linear.weight, weight)  # lr 0 in its own group: untouched
+
+
+def test_progress_bar_shows_unless_quiet(tiny, batches, capsys):
+    fit(tiny, batches, None, TrainConfig(epochs=1, quiet=True))
+    assert capsys.readouterr().out == ""
+    fit(tiny, batches, None, TrainConfig(epochs=1, quiet=False))
+    shown = capsys.readouterr().out
+    assert "train" in shown and "8/8" in shown and "loss" in shown

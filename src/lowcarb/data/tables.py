@@ -52,7 +52,9 @@ def check_label_column(columns: list[str], wanted: str, source: str) -> None:
 
 
 def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], list[dict[str, str]]]:
-    with path.open(newline="", encoding="utf-8") as handle:
+    # utf-8-sig: spreadsheet exports start with a byte-order mark that would otherwise become
+    # part of the first column's name.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         # TSV corpora (GLUE) do not quote fields and contain bare quote characters.
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
         reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)

@@ -248,18 +248,25 @@ def load_carbon_config(**overrides: Any) -> CarbonConfig:
             settings.pop("region", None)
         settings.update(level)
 
+    for key, value in settings.items():
+        if key in _FLOAT_KEYS:
+            settings[key] = _as_float(key, value)
+        elif not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {value!r}")
     profile = HardwareProfile.from_profile(settings.pop("hardware_profile", DEFAULT_PROFILE))
     hardware = HardwareProfile(
-        embodied_kg=float(settings.pop("embodied_kg", profile.embodied_kg)),
-        lifetime_years=float(settings.pop("lifetime_years", profile.lifetime_years)),
-        resource_share=(
-            float(settings["resource_share"]) if settings.get("resource_share") is not None else None
-        ),
+        embodied_kg=settings.pop("embodied_kg", profile.embodied_kg),
+        lifetime_years=settings.pop("lifetime_years", profile.lifetime_years),
+        resource_share=settings.pop("resource_share", None),
     )
-    settings.pop("resource_share", None)
     names = {f.name for f in fields(CarbonConfig)}
-    kwargs = {k: v for k, v in settings.items() if k in names}
-    for k in ("pue", "intensity_g_per_kwh", "cpu_power_w", "sample_interval_s"):
-        if k in kwargs:
-            kwargs[k] = float(kwargs[k])
-    return CarbonConfig(hardware=hardware, **kwargs)
+    return CarbonConfig(hardware=hardware, **{k: v for k, v in settings.items() if k in names})
+
+
+def _as_float(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number, got {value!r}") from None

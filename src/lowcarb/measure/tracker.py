@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -127,6 +128,14 @@ class Window:
         assert fp is not None
         try:
             self._sampler.stop()
+        except RuntimeError as err:
+            # Counters are cumulative and the close reading below still happens, so the window
+            # stays usable; power integrals just span a longer last interval. Say so, do not lose it.
+            warnings.warn(
+                f"{fp.name}: {err}; closing the window from its last readings",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         finally:
             _current_window.reset(self._token)
         last = self._active_probes.tick()

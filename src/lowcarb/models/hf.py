@@ -29,7 +29,7 @@ def is_hf_folder(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     # "Some weights were newly initialized" is expected when a classifier head is added.
     from transformers.utils import logging as hf_logging
 
@@ -71,7 +71,7 @@ def load_hf_classifier(
             kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
     if any(folder.glob("*.safetensors")):
         kwargs["use_safetensors"] = True
-    with _quiet_transformers():
+    with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(str(folder), **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     return model, tokenizer

@@ -21,7 +21,7 @@ from lowcarb.models.build import build_reference_model
 from lowcarb.models.byte_tokenizer import ByteTokenizer
 from lowcarb.models.config import ModelConfig
 from lowcarb.models.handle import ModelHandle
-from lowcarb.models.hf import load_hf_classifier
+from lowcarb.models.hf import load_hf_classifier, quiet_transformers
 
 DESCRIPTION_FILE = "lowcarb_model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -58,9 +58,10 @@ def save_model(handle: ModelHandle, folder: str | Path) -> Path:
         "config": _config_to_json(handle.config),
     }
     if handle.family == "hf":
-        handle.model.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[operator]
-        if handle.tokenizer is not None:
-            handle.tokenizer.save_pretrained(str(folder))
+        with quiet_transformers():
+            handle.model.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[operator]
+            if handle.tokenizer is not None:
+                handle.tokenizer.save_pretrained(str(folder))
     else:
         # save_model (not save_file) copes with tied/shared tensors.
         save_safetensors_model(handle.model, str(folder / WEIGHTS_FILE))

@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from lowcarb.pipeline.context import RunContext
-from lowcarb.train.costs import model_costs
 from lowcarb.train.evaluate import evaluate
+from lowcarb.train.flops import flops_per_example
+from lowcarb.train.footprint import inference_footprint
+from lowcarb.train.latency import benchmark_latency
+from lowcarb.train.size import count_parameters, size_on_disk_bytes
+
+# Inferences for the footprint are served in batches of this size (throughput serving).
+SERVING_BATCH = 32
 
 
 def _first_batch(ctx: RunContext, split: str, size: int) -> Any:
@@ -22,12 +28,14 @@ def evaluate_model(
     splits: tuple[str, ...] = ("dev", "test"),
     threads: int = 1,
     inferences: int = 1000,
+    latency_batch_sizes: tuple[int, ...] = (1, SERVING_BATCH),
     latency_repeats: int = 20,
 ) -> dict[str, Any]:
     """Flat metrics of the current model (the report's columns; see lowcarb.report.summary).
 
     Quality: `<split>_accuracy`, `<split>_macro_f1`, `<split>_loss` for every split present.
-    Serving: params, size_bytes, flops_per_example, latency_b1/b32 p50/p95 at `threads` threads,
+    Serving: params, size_bytes, flops_per_example, latency_b<N>_p50_ms / _p95_ms for each
+    batch size N in `latency_batch_sizes` at `threads` threads,
     and the measured footprint of `inferences` inferences (served in batches of 32) scaled to
     1,000 inferences: per1k_energy_j, per1k_operational_g, per1k_embodied_g, per1k_total_g.
     """
@@ -47,19 +55,22 @@ def evaluate_model(
             out[f"{split}_{key}"] = value
 
     serving_split = "test" if ctx.data.test is not None else "dev"
-    costs = model_costs(
-        model,
-        _first_batch(ctx, serving_split, 1),
-        _first_batch(ctx, serving_split, 32),
-        threads=threads,
-        repeats=latency_repeats,
-        n_inferences=inferences,
-        carbon_config=ctx.carbon,
-    )
-    fp = costs.pop("inference_footprint")
-    for key in ("inference_energy_j", "inference_operational_g", "inference_embodied_g"):
-        costs.pop(key, None)
-    out.update(costs)
+    serving_batch = _first_batch(ctx, serving_split, SERVING_BATCH)
+    out["params"] = count_parameters(model)
+    out["trainable_params"] = count_parameters(model, trainable_only=True)
+    out["size_bytes"] = size_on_disk_bytes(model)
+    out["flops_per_example"] = flops_per_example(model, serving_batch)
+    out["threads"] = threads
+    for size in latency_batch_sizes:
+        batch = serving_batch if size == SERVING_BATCH else _first_batch(ctx, serving_split, size)
+        lat = benchmark_latency(model, batch, threads=threads, repeats=latency_repeats)
+        out[f"latency_b{size}_p50_ms"] = lat["p50_ms"]
+        out[f"latency_b{size}_p95_ms"] = lat["p95_ms"]
+        # A split smaller than the batch size gives a smaller batch: record what was timed.
+        out[f"latency_b{size}_batch_size"] = lat["batch_size"]
+    fp = inference_footprint(
+        model, serving_batch, inferences, threads, name="inference", carbon_config=ctx.carbon
+    ).to_dict()
     # Whole batches run, so the window may serve a few more than asked: scale by what it served.
     served = float(fp.get("units") or inferences)
     scale = 1000.0 / served

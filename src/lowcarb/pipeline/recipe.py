@@ -46,7 +46,7 @@ class _Section(BaseModel):
 class EvaluationSection(_Section):
     # Fixed thread count for latency, so numbers from different stages compare.
     threads: int = Field(default=1, gt=0)
-    # Batch sizes for latency; p50/p95 are recorded for each.
+    # Batch sizes at which latency p50/p95 are measured (the report shows 1 and 32).
     latency_batch_sizes: tuple[int, ...] = (1, 32)
     # The functional unit of the report: the footprint of this many single inferences.
     inferences: int = Field(default=1000, gt=0)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -226,23 +225,24 @@ def search(
     mask_steps: list[int] = []
     stop = {"step": 0, "early": False}
 
+    # The search runs on the learning-rate schedule of the training it is the start of
+    # (`train_config`), cut at max_search_steps by on_step. Squeezing the schedule into the search
+    # would decay the rate to 0 at the bound and freeze the masks: a stop the data did not earn.
+    horizon = train_config.epochs * steps_per_epoch
+    if train_config.max_steps is not None:
+        horizon = min(horizon, train_config.max_steps)
+    max_steps = min(config.max_search_steps, horizon)
+
     def on_step(step: int, m: nn.Module) -> bool:
         stop["step"] = step
-        if step % config.mask_every_steps:
-            return False
-        mask_steps.append(step)
-        fired = rule.add(structure.masks(m, config))
-        stop["early"] = fired
-        return fired
+        if step % config.mask_every_steps == 0:
+            mask_steps.append(step)
+            stop["early"] = rule.add(structure.masks(m, config))
+            if stop["early"]:
+                return True
+        return step >= max_steps
 
-    max_steps = min(config.max_search_steps, train_config.max_steps or config.max_search_steps)
-    search_config = dataclasses.replace(
-        train_config,
-        # Enough epochs to reach max_steps; the schedule then spans max_steps.
-        epochs=max(train_config.epochs, math.ceil(max_steps / steps_per_epoch)),
-        max_steps=max_steps,
-        early_stopping_patience=None,
-    )
+    search_config = dataclasses.replace(train_config, early_stopping_patience=None)
     result = fit(work, train_loader, None, search_config,
                  extra_loss=lambda m: config.l1_coef * structure.l1(m), on_step=on_step)
     # The ticket is the latest mask: at the stop it is the converged one; at max length, the

@@ -18,6 +18,7 @@ from lowcarb.report.summary import (
     model_table,
     paybacks,
     stage_costs,
+    stage_notes,
     totals,
 )
 
@@ -161,6 +162,14 @@ def render_html(run: Run) -> str:
         from lowcarb.report.search import search_section_html
 
         parts.append(search_section_html(run["search"]))
+
+    notes = stage_notes(run)
+    if notes:
+        parts.append('<section id="notes"><h2>What each stage did</h2><dl>')
+        for label, items in notes:
+            text = "; ".join(f"{k}: {v}" for k, v in items)
+            parts.append(f"<dt><b>{escape(label)}</b></dt><dd>{escape(text)}</dd>")
+        parts.append("</dl></section>")
 
     recipe = run.get("recipe")
     if recipe:

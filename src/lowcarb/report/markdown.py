@@ -15,6 +15,7 @@ from lowcarb.report.summary import (
     pareto_front,
     paybacks,
     stage_costs,
+    stage_notes,
     totals,
 )
 
@@ -102,4 +103,9 @@ def render_markdown(run: Run) -> str:
         from lowcarb.report.search import search_section_markdown
 
         out.append(search_section_markdown(run["search"]))
+    notes = stage_notes(run)
+    if notes:
+        out += ["## What each stage did", ""]
+        out += [f"- **{label}**: " + "; ".join(f"{k}: {v}" for k, v in items) for label, items in notes]
+        out.append("")
     return "\n".join(out)

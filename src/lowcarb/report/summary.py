@@ -216,6 +216,27 @@ def energy_method(fp: Mapping[str, Any]) -> str:
     return "; ".join(parts) or str(fp.get("method") or "")
 
 
+def stage_notes(run: Run, max_chars: int = 160) -> list[tuple[str, list[tuple[str, str]]]]:
+    """What each stage recorded with ctx.note (steps, stop reason, parameters before/after...)."""
+    import json
+
+    out = []
+    for record in run.get("stages") or []:
+        summary = record.get("summary") or {}
+        if not summary:
+            continue
+        items = []
+        for key, value in summary.items():
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            if isinstance(value, float):
+                text = f"{value:.4g}"
+            if len(text) > max_chars:
+                text = text[: max_chars - 3] + "..."
+            items.append((str(key), text))
+        out.append((str(record.get("label", "?")), items))
+    return out
+
+
 def model_sentence(run: Run) -> str | None:
     """Where the final model was saved and whether the folder reloads it."""
     info = run.get("model")

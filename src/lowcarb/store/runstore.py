@@ -427,6 +427,21 @@ class RunStore:
             row = conn.execute("SELECT machine, host FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return {**json.loads(row[0] or "{}"), "host": row[1]}
 
+    def writer_gone(self, run_id: str) -> bool:
+        """True for a run still marked running whose process on this host no longer exists
+        (killed before it could finish the run: its closed windows are kept)."""
+        import psutil
+
+        run_id = self.resolve_id(run_id)
+        with self._connect("reading a run") as conn:
+            row = conn.execute(
+                "SELECT status, host, pid FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        status, host, pid = row
+        if status != "running" or host != socket.gethostname() or pid is None:
+            return False
+        return not psutil.pid_exists(pid)
+
     def run_totals(self, run_id: str) -> dict[str, float]:
         """Energy and CO2e of a run: the sum over its top-level windows (nested ones are inside)."""
         fps = self.footprints(run_id)

@@ -107,3 +107,29 @@ def test_compress_all_stages_chain_and_the_final_model_reloads(tiny_setup, tmp_p
     assert result.run["model"]["reloads"], result.run["model"]
     labels = [s["label"] for s in result.run["stages"] if not s.get("auto")]
     assert labels == ["distill", "lowrank", "vocab", "quantize"]
+
+
+@pytest.mark.parametrize("name", ["distill-minilm.yaml", "compress-all.yaml"])
+def test_shipped_distillation_recipes_validate(name):
+    from pathlib import Path
+
+    from lowcarb.pipeline import load_recipe
+
+    path = Path(__file__).resolve().parents[3] / "recipes" / name
+    recipe = load_recipe(path, ["data.train=train.tsv"])
+    assert [s.name for s in recipe.stages][:2] == ["train", "distill"]
+
+
+def test_distill_stage_takes_a_checkpoint_teacher(tiny_setup, tmp_path):
+    teacher_dir = str(tiny_setup / "tiny-bert")
+    result = run(tiny_setup, tmp_path, [
+        {"distill": {"teacher": teacher_dir, "student_from": "model", "layers": [0, 3], "max_steps": 1}},
+    ])
+    summary = stage(result, "distill")["summary"]
+    assert summary["teacher"] == teacher_dir and summary["teacher_layers"] == [0, 3]
+    recipe = recipe_from_dict({
+        "model": {"name": teacher_dir}, "data": {"train": str(tiny_setup / "train.tsv")},
+        "report": "none", "stages": [{"distill": {"teacher": str(tiny_setup / "nope")}}],
+    })
+    failed = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=RunStore(tmp_path / "r.db"))
+    assert failed.status == "failed" and "does not exist" in failed.error

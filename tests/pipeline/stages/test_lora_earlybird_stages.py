@@ -66,12 +66,12 @@ def test_lora_stage_rejects_bad_rank_at_the_edge():
 def test_earlybird_stage_on_cnn(tmp_path):
     result = run(tmp_path, [
         {"earlybird": {"channel_prune_ratio": 0.5, "mask_every_steps": 2, "window": 3,
-                       "distance_threshold": 1.0, "max_search_steps": 20, "max_steps": 4}},
+                       "distance_threshold": 1.0, "max_search_steps": 20, "max_steps": 8}},
     ])
     summary = stage(result, "earlybird")["summary"]
     assert summary["ticket"]["stopped_early"] and summary["ticket"]["stop_step"] == 6
     assert summary["kept"] == {"channels": 12} and summary["total"] == {"channels": 24}
     assert summary["params_after"] < summary["params_before"]
-    assert summary["steps"] == 4
+    assert summary["steps"] == 8
     assert summary["search_window"]["energy_j"] > 0 and summary["train_window"]["energy_j"] > 0
     assert len(summary["ticket"]["distances"]) == 2

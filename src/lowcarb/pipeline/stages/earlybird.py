@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pydantic import Field
 
 from lowcarb.measure import track
@@ -52,8 +54,9 @@ def earlybird_stage(ctx: RunContext, cfg: EarlyBirdStageConfig) -> RunContext:
     loader = ctx.loader("train", train.batch_size, shuffle=True, seed=train.seed)
     # Search and training are separate ledger windows inside the stage's own window.
     with track("earlybird-search", config=ctx.carbon) as search_fp:
-        ticket = earlybird.search(ctx.model, loader, config,
-                                  ctx.train_config(lr=cfg.search_lr or train.lr))
+        # The search follows the schedule of the training it starts (search_lr aside).
+        search_train = dataclasses.replace(train, lr=cfg.search_lr or train.lr)
+        ticket = earlybird.search(ctx.model, loader, config, search_train)
     # The search trained a copy: the pruned network keeps the weights the stage started with.
     summary = earlybird.apply(ctx.model, ticket)
     fit_summary = {}

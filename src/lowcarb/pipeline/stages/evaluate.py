@@ -28,6 +28,7 @@ def evaluate_stage(ctx: RunContext, cfg: EvaluateConfig) -> RunContext:
         splits=cfg.splits,
         threads=cfg.threads or settings.threads,
         inferences=cfg.inferences or settings.inferences,
+        latency_batch_sizes=settings.latency_batch_sizes,
         latency_repeats=cfg.latency_repeats,
     )
     ctx.set_metrics(metrics)

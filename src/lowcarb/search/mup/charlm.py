@@ -106,7 +106,8 @@ class LMOutcome:
 
 
 def _windows(stream: torch.Tensor, starts: torch.Tensor, seq_len: int) -> torch.Tensor:
-    return torch.stack([stream[s : s + seq_len + 1] for s in starts.tolist()])
+    """(len(starts), seq_len + 1) windows of the stream: inputs plus the next character."""
+    return stream[starts[:, None] + torch.arange(seq_len + 1)]
 
 
 def _lr_factor(step: int, cfg: LMTrainConfig) -> float:

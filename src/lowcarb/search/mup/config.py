@@ -74,13 +74,14 @@ class MupModelConfig:
                 raise ValueError(
                     "give exactly one of n_heads (head size grows) or d_head (heads grow)"
                 )
+            name, per = ("n_heads", self.n_heads) if self.n_heads else ("d_head", self.d_head or 0)
+            if per < 1:
+                raise ValueError(f"{name} must be positive")
             for w in (self.width, self.base_width):
-                per = self.n_heads if self.n_heads is not None else self.d_head
-                assert per is not None
                 if w % per:
                     raise ValueError(
-                        f"width {w} is not divisible by {'n_heads' if self.n_heads else 'd_head'}"
-                        f"={per}; pick widths that are multiples of it"
+                        f"width {w} is not divisible by {name}={per}; "
+                        "pick widths that are multiples of it"
                     )
 
     @property

@@ -57,6 +57,14 @@ class SelfAttention(nn.Module):
         q = self.q(x).view(b, t, self.n_heads, self.d_head).transpose(1, 2)  # (b, h, t, dh)
         k = self.k(x).view(b, t, self.n_heads, self.d_head).transpose(1, 2)
         v = self.v(x).view(b, t, self.n_heads, self.d_head).transpose(1, 2)
+        if not self.logits._forward_hooks:
+            # Nobody reads the logits: the fused kernel computes the same thing with less time
+            # spent on the (b, h, t, t) mask and softmax, whose size does not grow with width.
+            keep = None if pad_mask is None else pad_mask[:, None, None, :]
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=keep, is_causal=self.causal, scale=self.scale
+            )
+            return self.o(y.transpose(1, 2).reshape(b, t, c))
         att = self.logits((q @ k.transpose(-2, -1)) * self.scale)  # (b, h, t, t)
         if self.causal:
             future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)

@@ -1,0 +1,137 @@
+"""Training-free architecture scores, computed at initialisation on a few batches.
+
+- `naswot`: Mellor et al. 2021 ("Neural Architecture Search without Training"): the binary
+  activation pattern c_i of each example (which ReLU/GELU inputs are > 0), the kernel
+  K = C C^T + (1 - C)(1 - C)^T (the number of units on which two examples agree), score log|K|.
+  Networks that separate inputs into distinct linear regions at init score higher.
+- `synflow`: Tanaka et al. 2020: with |weights| and an all-ones input (token ids for text),
+  R = sum of outputs, score = sum |theta * dR/dtheta| (log10 of it, float64, BN in eval mode).
+- `gradnorm`: Abdelfattah et al. 2021: sum over parameters of ||d CE / d theta||_2 on a batch.
+
+Every score is a pure function of the model and the batches: build the model under a fixed seed
+and the score is deterministic.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from lowcarb.train import forward
+
+Batch = dict[str, torch.Tensor]
+
+
+@torch.no_grad()
+def naswot(model: nn.Module, batches: Sequence[Batch]) -> float:
+    codes: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
+        codes.append((inputs[0] > 0).flatten(1).to(torch.float64))  # (B, units)
+
+    model = copy.deepcopy(model).train()  # a copy: train-mode BN would move the running statistics
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.GELU))]
+    try:
+        total = 0.0
+        for batch in batches:
+            codes.clear()
+            forward(model, batch)
+            n = int(batch["labels"].shape[0])
+            if not codes:  # no activation at all: every example looks the same
+                total += _logdet(torch.full((n, n), 0.0, dtype=torch.float64))
+                continue
+            c = torch.cat(codes, dim=1)  # (B, all units)
+            k = c @ c.T + (1 - c) @ (1 - c).T
+            total += _logdet(k)
+        return total / len(batches)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _logdet(k: torch.Tensor) -> float:
+    sign, logabs = torch.linalg.slogdet(k)
+    # A singular kernel (two examples with identical patterns) is the worst case; keep it finite
+    # so that scores can be ranked and averaged: log|K + I| is within log 2 per example of log|K|
+    # for a well-separated kernel and finite for a singular one.
+    if sign <= 0 or not math.isfinite(float(logabs)):
+        sign, logabs = torch.linalg.slogdet(k + torch.eye(k.shape[0], dtype=k.dtype))
+    return float(logabs)
+
+
+def synflow(model: nn.Module, batches: Sequence[Batch]) -> float:
+    m = copy.deepcopy(model).double().eval()  # a copy: the weights are replaced by |weights|
+    with torch.no_grad():
+        for p in m.parameters():
+            p.abs_()
+    m.zero_grad(set_to_none=True)
+    batch = batches[0]
+    inputs: Batch = {}
+    for k, v in batch.items():
+        if k == "labels":
+            continue
+        if v.is_floating_point():
+            inputs[k] = torch.ones_like(v[:1], dtype=torch.float64)  # the all-ones input
+        else:
+            inputs[k] = v[:1]  # token ids and masks stay as they are
+    out = m(**inputs)
+    out = out if isinstance(out, torch.Tensor) else out.logits
+    out.sum().backward()
+    total = 0.0
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.grad is not None:
+                total += float((p * p.grad).abs().sum())
+    return math.log10(total) if total > 0 else -300.0  # log scale: raw values span many decades
+
+
+def gradnorm(model: nn.Module, batches: Sequence[Batch]) -> float:
+    m = copy.deepcopy(model).train()  # gradients and BN statistics stay off the caller's model
+    total = 0.0
+    for batch in batches:
+        m.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(forward(m, batch), batch["labels"])
+        loss.backward()
+        total += sum(float(p.grad.norm()) for p in m.parameters() if p.grad is not None)
+    return total / len(batches)
+
+
+SCORES: dict[str, Callable[[nn.Module, Sequence[Batch]], float]] = {
+    "naswot": naswot,
+    "synflow": synflow,
+    "gradnorm": gradnorm,
+}
+
+
+def score_fn(name: str) -> Callable[[nn.Module, Sequence[Batch]], float]:
+    try:
+        return SCORES[name]
+    except KeyError:
+        raise ValueError(f"unknown training-free score {name!r}; choose one of {sorted(SCORES)}") from None
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b (ties in either ranking handled); nan when either side is constant."""
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"kendall_tau needs two equal-length sequences of >= 2 values, got {len(x)} and {len(y)}")
+    concordant = discordant = ties_x = ties_y = 0
+    n = len(x)
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denom = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denom if denom else float("nan")

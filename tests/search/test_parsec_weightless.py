@@ -1,0 +1,104 @@
+"""Weightless PARSEC: training-free scores, Kendall tau, rank weights, the search without training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from _parsec_tiny import TINY_RETRAIN, digits, image_batch, text_batch, tiny_cnn, tiny_text
+
+from lowcarb.search.parsec import WeightlessConfig, compare_scores, weightless
+from lowcarb.search.parsec.scores import SCORES, gradnorm, kendall_tau, naswot, synflow
+from lowcarb.search.parsec.weightless import best_score, rank_weights, score_architecture
+
+
+def _archs(space, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [space.uniform_sample(g) for _ in range(n)]
+
+
+@pytest.mark.parametrize("score", sorted(SCORES))
+@pytest.mark.parametrize("make, batch", [(tiny_cnn, image_batch), (tiny_text, text_batch)])
+def test_scores_are_deterministic_under_a_seed(score, make, batch):
+    space = make()
+    b = [batch()]
+    for arch in _archs(space, 3):
+        first = score_architecture(space, arch, b, score, seed=3)
+        again = score_architecture(space, arch, b, score, seed=3)
+        assert first == again and math.isfinite(first)
+
+
+def test_scores_leave_the_model_untouched():
+    space = tiny_cnn()
+    model = space.build(_archs(space, 1)[0]).model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for fn in (naswot, synflow, gradnorm):
+        fn(model, [image_batch()])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_naswot_separates_distinct_patterns_better_than_identical_ones():
+    space = tiny_cnn()
+    model = space.build({d.name: d.choices[0] for d in space.decisions}).model
+    varied = image_batch(8)
+    same = {"pixel_values": varied["pixel_values"][:1].repeat(8, 1, 1, 1), "labels": varied["labels"]}
+    assert naswot(model, [varied]) > naswot(model, [same])
+
+
+def test_kendall_tau_known_values():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # tau-b with one tie in x: 5 concordant pairs, 0 discordant, 1 tie in x.
+    assert kendall_tau([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / math.sqrt(5 * 6))
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError, match="equal-length"):
+        kendall_tau([1], [1])
+
+
+def test_rank_weights_follow_the_scores():
+    w = rank_weights([3.0, -1.0, 10.0, 3.0], sharpness=4.0)
+    assert sum(w) == pytest.approx(1.0)
+    assert w[0] == pytest.approx(w[3])
+    assert w[2] > w[0] > w[1]
+    assert rank_weights([5.0], 4.0) == [1.0]
+
+
+def test_compare_scores_and_best_score():
+    space = tiny_cnn()
+    archs = _archs(space, 4)
+    comparison = compare_scores(space, [image_batch()], archs, [0.1, 0.5, 0.3, 0.9], scores=("naswot", "synflow"))
+    assert set(comparison) == {"naswot", "synflow"}
+    assert all(len(c["scores"]) == 4 for c in comparison.values())
+    assert best_score({"a": {"kendall_tau": 0.1}, "b": {"kendall_tau": 0.4}, "c": {"kendall_tau": float("nan")}}) == "b"
+    with pytest.raises(ValueError, match=">= 3 architectures"):
+        compare_scores(space, [image_batch()], archs[:2], [0.1, 0.2])
+
+
+def test_weightless_search_trains_only_the_final_architectures(monkeypatch):
+    import lowcarb.search.parsec.retrain as retrain
+
+    calls = []
+    real_fit = retrain.fit
+
+    def counting_fit(*args, **kwargs):
+        calls.append(1)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(retrain, "fit", counting_fit)
+    config = WeightlessConfig(iterations=3, samples=4, batch_size=16, top=2, retrain=TINY_RETRAIN, score="synflow")
+    result = weightless.search(tiny_cnn(), digits(), config)
+    assert len(calls) == len(result.candidates) <= 2  # no training during the search
+    assert result.method == "weightless" and result.extra["score"] == "synflow"
+    assert 1 <= result.evaluated <= 12
+    assert result.search_footprint.name == "weightless:search"
+    assert result.candidates[0].arch == result.prior.most_probable()
+
+
+def test_weightless_config_errors():
+    with pytest.raises(ValueError, match="unknown training-free score 'zen'"):
+        WeightlessConfig(score="zen")
+    with pytest.raises(ValueError, match="iterations"):
+        WeightlessConfig(iterations=0)
