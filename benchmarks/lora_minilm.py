@@ -21,15 +21,18 @@ Needs:  benchmarks/.cache/minilm-sst2/ from benchmarks/baseline_minilm_sst2.py (
         whose dev accuracy is the reference: same subset, epochs, seed, batch size and threads;
         the script checks the cached training settings match its own and says so in the results).
 
-Each arm runs in its own subprocess (`--arm full|lora|peft`), so peak RSS is per arm; timing arms
-alternate full, lora, peft for --rounds rounds and the medians are compared. Training uses
---threads torch threads (default: the baseline's, read from its metrics.json); latency uses
-1 thread.
+Step time: the three arms (full, lora, peft) are built in one process and trained step by step
+interleaved (full, lora, peft, full, ...) on the same batches, so the load of other work on this
+shared machine falls on all alike; median wall times per step are compared (CPU times reported
+too). Peak RSS: each arm trains a few steps in a subprocess of its own (`--arm full|lora|peft`).
+Accuracy, merged latency and adapter size: one LoRA training run (`--arm lora-accuracy`). Training
+uses --threads torch threads (default: the baseline's, from its metrics.json); latency 1 thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -87,11 +90,31 @@ def prepare(model: torch.nn.Module, arm: str) -> tuple[torch.nn.Module, int]:
 
 
 def peak_rss_mb() -> float:
+    """Peak RSS since the last reset_peak_rss() (Linux VmHWM), else over the process lifetime."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def run_timing_arm(args: argparse.Namespace) -> dict[str, Any]:
-    """`--steps` training steps (after `--warmup`), each timed; peak RSS of the process."""
+def reset_peak_rss() -> bool:
+    """Start the peak over (Linux: writing 5 to clear_refs resets VmHWM), so that the peak read
+    after training is the peak while training, not the peak of loading the model and data."""
+    import gc
+
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def run_memory_arm(args: argparse.Namespace) -> dict[str, Any]:
+    """A few training steps of one arm in a process of its own: its peak RSS while training."""
     from _sst2 import train_loader
 
     from lowcarb.train import TrainConfig, fit
@@ -99,24 +122,55 @@ def run_timing_arm(args: argparse.Namespace) -> dict[str, Any]:
     model, tok, _ = build(args)
     model, trainable = prepare(model, args.arm)
     rss_loaded = peak_rss_mb()
-    times: list[float] = []
-    last = [time.perf_counter()]
-
-    def on_step(step: int, _m: torch.nn.Module) -> bool:
-        now = time.perf_counter()
-        if step > args.warmup:
-            times.append(now - last[0])
-        last[0] = now
-        return step >= args.warmup + args.steps
-
-    loader = train_loader(tok, args.batch_size, args.n, args.seed)
+    reset = reset_peak_rss()
     config = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          quiet=True)
-    last[0] = time.perf_counter()
-    fit(model, loader, None, config, on_step=on_step)
-    return {"arm": args.arm, "trainable_params": trainable, "step_times_s": times,
-            "median_step_s": median(times), "peak_rss_mb": peak_rss_mb(),
-            "rss_after_load_mb": rss_loaded, "threads": torch.get_num_threads()}
+    fit(model, train_loader(tok, args.batch_size, args.n, args.seed), None, config,
+        on_step=lambda step, _m: step >= args.memory_steps)
+    return {"arm": args.arm, "trainable_params": trainable, "peak_rss_mb": peak_rss_mb(),
+            "peak_is_training_only": reset, "peak_rss_load_mb": rss_loaded,
+            "threads": torch.get_num_threads()}
+
+
+def run_timing(args: argparse.Namespace, arms: list[str]) -> dict[str, Any]:
+    """Step time of every arm, interleaved step by step in one process (full, lora, peft, full,
+    ...), so that the load other work puts on this shared machine falls on all arms alike.
+
+    A step is what fit() does: forward, cross-entropy, backward, gradient clipping, AdamW step.
+    Wall time and CPU time (time.process_time, one torch thread) are both recorded per step.
+    """
+    import torch.nn.functional as F
+    from _sst2 import train_loader
+
+    from lowcarb.train.batches import forward
+
+    models, opts, params, trainable = {}, {}, {}, {}
+    tok = None
+    for arm in arms:
+        model, tok, _ = build(args)
+        model, trainable[arm] = prepare(model, arm)
+        model.train()
+        params[arm] = [p for p in model.parameters() if p.requires_grad]
+        opts[arm] = torch.optim.AdamW(params[arm], lr=args.lr, weight_decay=0.01)
+        models[arm] = model
+    batches = list(itertools.islice(train_loader(tok, args.batch_size, args.n, args.seed),
+                                    args.warmup + args.steps))
+    wall: dict[str, list[float]] = {a: [] for a in arms}
+    cpu: dict[str, list[float]] = {a: [] for a in arms}
+    for i, batch in enumerate(batches):
+        for arm in arms:
+            w0, c0 = time.perf_counter(), time.process_time()
+            loss = F.cross_entropy(forward(models[arm], batch).float(), batch["labels"])
+            opts[arm].zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params[arm], 1.0)
+            opts[arm].step()
+            if i >= args.warmup:
+                wall[arm].append(time.perf_counter() - w0)
+                cpu[arm].append(time.process_time() - c0)
+    return {"trainable_params": trainable, "wall_s": wall, "cpu_s": cpu,
+            "median_wall_s": {a: median(v) for a, v in wall.items()},
+            "median_cpu_s": {a: median(v) for a, v in cpu.items()}}
 
 
 def run_accuracy_arm(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,6 +185,7 @@ def run_accuracy_arm(args: argparse.Namespace) -> dict[str, Any]:
     plain, _, _ = build(args)  # the same architecture, never adapted: the latency reference
     plain.eval()
     model, trainable = prepare(model, "lora")
+    reset_peak_rss()
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lora_lr,
                          warmup_ratio=0.1, weight_decay=0.01, grad_clip_norm=1.0, seed=args.seed,
                          quiet=True)
@@ -161,12 +216,22 @@ def run_accuracy_arm(args: argparse.Namespace) -> dict[str, Any]:
     out["dev_merged"] = evaluate(merged, dev_loader(tok, 64), quiet=True)
     out["merged_is_plain"] = not any("lora" in k for k in merged.state_dict())
     _, b32 = example_batches(tok)
-    plain_ms, merged_ms = [], []
-    for _ in range(args.latency_rounds):  # alternated, medians of p50s
-        plain_ms.append(benchmark_latency(plain, b32, threads=1, repeats=5)["p50_ms"])
-        merged_ms.append(benchmark_latency(merged, b32, threads=1, repeats=5)["p50_ms"])
-    out["latency_b32_plain_ms"] = plain_ms
-    out["latency_b32_merged_ms"] = merged_ms
+    # Warm both up with lowcarb's latency helper, then alternate single passes (plain, merged,
+    # plain, ...) so the load of other work falls on both alike; medians are compared.
+    out["latency_b32_helper_p50_ms"] = {
+        "plain": benchmark_latency(plain, b32, threads=1, repeats=3)["p50_ms"],
+        "merged": benchmark_latency(merged, b32, threads=1, repeats=3)["p50_ms"]}
+    inputs = {k: v for k, v in b32.items() if k != "labels"}
+    times: dict[str, list[float]] = {"plain": [], "merged": []}
+    torch.set_num_threads(1)
+    with torch.inference_mode():
+        for _ in range(args.latency_repeats):
+            for name, m in (("plain", plain), ("merged", merged)):
+                t0 = time.perf_counter()
+                m(**inputs)
+                times[name].append((time.perf_counter() - t0) * 1000)
+    out["latency_b32_plain_ms"] = times["plain"]
+    out["latency_b32_merged_ms"] = times["merged"]
     return out
 
 
@@ -201,7 +266,8 @@ def peft_interop(model: torch.nn.Module, folder: str, args: argparse.Namespace) 
 
 def spawn(args: argparse.Namespace, arm: str, extra: list[str]) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--arm", arm, "--n", str(args.n), "--seed", str(args.seed),
-           "--threads", str(args.threads), "--batch-size", str(args.batch_size), *extra]
+           "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+           "--lr", str(args.lr), *extra]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"arm {arm} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -226,7 +292,8 @@ def baseline_reference(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arm", choices=["full", "lora", "peft", "lora-accuracy"])
+    parser.add_argument("--arm", choices=["full", "lora", "peft", "lora-accuracy"],
+                        help="internal: run one arm in this process and print its result")
     parser.add_argument("--n", type=int, default=8000, help="training subset (as the baseline)")
     parser.add_argument("--epochs", type=int, default=2, help="as the baseline")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -235,11 +302,11 @@ def main() -> int:
                         help="torch threads for training (default: the baseline's)")
     parser.add_argument("--lr", type=float, default=1e-4, help="lr of the timing arms")
     parser.add_argument("--lora-lr", type=float, default=1e-3, help="lr of the LoRA training run")
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per timing arm")
+    parser.add_argument("--steps", type=int, default=15, help="timed steps per arm")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
-    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of timing arms")
-    parser.add_argument("--latency-rounds", type=int, default=5)
-    parser.add_argument("--skip-accuracy", action="store_true", help="timing arms only")
+    parser.add_argument("--memory-steps", type=int, default=5, help="steps of each memory arm")
+    parser.add_argument("--latency-repeats", type=int, default=20)
+    parser.add_argument("--skip-accuracy", action="store_true", help="timing and memory only")
     args = parser.parse_args()
     if args.threads is None:
         from _sst2 import baseline_metrics
@@ -248,7 +315,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     if args.arm is not None:
-        result = run_accuracy_arm(args) if args.arm == "lora-accuracy" else run_timing_arm(args)
+        result = run_accuracy_arm(args) if args.arm == "lora-accuracy" else run_memory_arm(args)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
 
@@ -260,36 +327,37 @@ def main() -> int:
         print("peft is not installed here: run from benchmarks/.venv-peft (see the docstring); "
               "lora.vs_peft_step_time_ratio will be unmeasured", file=sys.stderr)
         arms = ["full", "lora"]
-    timing: dict[str, list[dict[str, Any]]] = {a: [] for a in arms}
-    for r in range(args.rounds):
-        for arm in arms:
-            res = spawn(args, arm, ["--steps", str(args.steps), "--warmup", str(args.warmup),
-                                    "--lr", str(args.lr)])
-            timing[arm].append(res)
-            print(f"round {r + 1} {arm}: {res['median_step_s'] * 1000:.0f} ms/step, "
-                  f"peak {res['peak_rss_mb']:.0f} MB", flush=True)
-    med = {a: median([x["median_step_s"] for x in timing[a]]) for a in arms}
-    rss = {a: median([x["peak_rss_mb"] for x in timing[a]]) for a in arms}
-    trainable = {a: timing[a][0]["trainable_params"] for a in arms}
+    timing = run_timing(args, arms)
+    med = timing["median_wall_s"]
+    print("median step wall s", med, "cpu s", timing["median_cpu_s"], flush=True)
+    memory = {a: spawn(args, a, ["--memory-steps", str(args.memory_steps)]) for a in arms}
+    rss = {a: memory[a]["peak_rss_mb"] for a in arms}
+    trainable = timing["trainable_params"]
     figures: dict[str, Any] = {
         "note": "2-core shared machine; other engineers' work ran concurrently (absolute times "
-                "are noisy, claims are ratios of alternated runs)",
+                "are noisy; claims are ratios of step-by-step interleaved runs)",
         "config": {"r": R, "alpha": ALPHA, "dropout": DROPOUT, "target_modules": list(TARGETS),
                    "modules_to_save": list(SAVED), "threads_training": args.threads,
                    "threads_latency": 1, "batch_size": args.batch_size, "n": args.n,
                    "timed_steps_per_arm": args.steps, "warmup_steps": args.warmup,
-                   "rounds": args.rounds},
-        "median_step_s": med,
-        "per_round_median_step_s": {a: [x["median_step_s"] for x in timing[a]] for a in arms},
+                   "memory_steps": args.memory_steps},
+        "median_step_wall_s": med,
+        "median_step_cpu_s": timing["median_cpu_s"],
+        "step_wall_s": timing["wall_s"],
+        "step_cpu_s": timing["cpu_s"],
+        "cpu_time_ratios": {"lora_vs_full": timing["median_cpu_s"]["lora"]
+                            / timing["median_cpu_s"]["full"]},
         "peak_rss_mb": rss,
-        "per_round_peak_rss_mb": {a: [x["peak_rss_mb"] for x in timing[a]] for a in arms},
+        "memory_arms": memory,
         "trainable_params": trainable,
     }
     step_ratio = med["lora"] / med["full"]
     claims = [claim("lora.step_time_ratio", round(step_ratio, 4), "<=", 0.75)]
     if "peft" in arms:
-        same_count = trainable["lora"] == trainable["peft"]
+        same_count = trainable["lora"] == trainable["peft"] == memory["peft"]["trainable_params"]
         figures["trainable_counts_identical"] = same_count
+        figures["cpu_time_ratios"]["lora_vs_peft"] = (timing["median_cpu_s"]["lora"]
+                                                      / timing["median_cpu_s"]["peft"])
         vs_peft = round(med["lora"] / med["peft"], 4) if same_count else None
         claims.append(claim("lora.vs_peft_step_time_ratio", vs_peft, "<=", 1.05))
     else:
@@ -301,7 +369,7 @@ def main() -> int:
         figures["full_fine_tune_reference"] = ref
         acc = spawn(args, "lora-accuracy", ["--epochs", str(args.epochs),
                                             "--lora-lr", str(args.lora_lr),
-                                            "--latency-rounds", str(args.latency_rounds)])
+                                            "--latency-repeats", str(args.latency_repeats)])
         figures["lora_training"] = acc
         lora_acc = acc["dev_merged"]["accuracy"]
         drop = (ref["dev_accuracy"] - lora_acc) * 100

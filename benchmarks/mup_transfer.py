@@ -258,7 +258,7 @@ def main() -> None:
         "trials_provenance": (
             "each trial is measured once and kept in benchmarks/.cache/mup_transfer_trials.json; "
             "an invocation reuses trials from earlier invocations with identical settings (this "
-            "file's grid ran 05:42-06:07 UTC, the ablation 06:15-06:25 UTC); delete the cache "
+            "file's grid ran 05:42-06:09 UTC, the ablation 06:14-06:19 UTC); delete the cache "
             "to repeat them"
         ),
         "ablation_scaled_readout": {

@@ -41,7 +41,9 @@ def test_sampling_respects_pi():
 def test_log_prob_is_the_sum_over_decisions():
     space = _space()
     prior = Prior(space, {"op": torch.log(torch.tensor([0.5, 0.25, 0.25]))})
-    assert math.isclose(prior.log_prob({"op": "bad", "width": 16}), math.log(0.25) + math.log(0.5), rel_tol=1e-9)
+    assert math.isclose(
+        prior.log_prob({"op": "bad", "width": 16}), math.log(0.25) + math.log(0.5), rel_tol=1e-9
+    )
 
 
 def test_update_on_scripted_likelihood_moves_toward_the_better_choice():
@@ -79,7 +81,9 @@ def test_save_and_warm_start_into_a_larger_space(tmp_path):
 
 def test_warm_start_errors(tmp_path):
     path = Prior(_space()).save(tmp_path / "prior.json")
-    other = make_space({"op": ("good", "bad")}, lambda a: Built(torch.nn.Identity(), {}), name="toy")
+    other = make_space(
+        {"op": ("good", "bad")}, lambda a: Built(torch.nn.Identity(), {}), name="toy"
+    )
     with pytest.raises(ValueError, match="same choices"):
         Prior.load(path, other)
     with pytest.raises(ValueError, match="not 'cnn'"):

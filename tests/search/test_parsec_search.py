@@ -16,7 +16,15 @@ from lowcarb.search.parsec.space import Built
 
 
 def _tiny_config(**kw) -> ParsecConfig:
-    base = dict(iterations=3, samples=2, batch_size=16, val_batch_size=16, warmup_iterations=0, top=2, retrain=TINY_RETRAIN)
+    base = dict(
+        iterations=3,
+        samples=2,
+        batch_size=16,
+        val_batch_size=16,
+        warmup_iterations=0,
+        top=2,
+        retrain=TINY_RETRAIN,
+    )
     return ParsecConfig(**{**base, **kw})
 
 
@@ -80,7 +88,10 @@ def test_search_end_to_end_saves_a_prior_that_warm_starts(tmp_path):
     assert result.candidates[0].arch == result.prior.most_probable()
     assert 0.0 <= result.best.dev_accuracy <= 1.0 and result.best.test_accuracy is not None
     # Search and retraining are separate ledger windows.
-    assert result.search_footprint.name == "parsec:search" and result.retrain_footprint.name == "parsec:retrain"
+    assert (
+        result.search_footprint.name == "parsec:search"
+        and result.retrain_footprint.name == "parsec:retrain"
+    )
     assert result.search_footprint.energy_j > 0 and result.retrain_footprint.energy_j > 0
     # The prior moved away from uniform (warm-up 0, three updates).
     assert result.prior.entropy_nats() < Prior(space).entropy_nats()

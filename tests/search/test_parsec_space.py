@@ -50,7 +50,9 @@ def test_text_depth_decides_which_layers_exist():
     one = space.build({**arch, "layers": 1})
     two = space.build({**arch, "layers": 2})
     assert len(one.model.blocks) == 1 and len(two.model.blocks) == 2
-    assert sum(p.numel() for p in two.model.parameters()) > sum(p.numel() for p in one.model.parameters())
+    assert sum(p.numel() for p in two.model.parameters()) > sum(
+        p.numel() for p in one.model.parameters()
+    )
     assert all(k.startswith("width=8/") for k in one.parts)
 
 
@@ -124,4 +126,12 @@ def test_space_configs_reject_bad_settings():
         TextSpaceConfig(widths=(10,))
     with pytest.raises(ValueError, match="unknown mixers"):
         TextSpaceConfig(mixers=("lstm",))
-    assert set(CNN_OPS) == {"conv3x3", "conv5x5", "sepconv3x3", "maxpool3x3", "avgpool3x3", "identity", "zero"}
+    assert set(CNN_OPS) == {
+        "conv3x3",
+        "conv5x5",
+        "sepconv3x3",
+        "maxpool3x3",
+        "avgpool3x3",
+        "identity",
+        "zero",
+    }

@@ -44,7 +44,10 @@ def test_naswot_separates_distinct_patterns_better_than_identical_ones():
     space = tiny_cnn()
     model = space.build({d.name: d.choices[0] for d in space.decisions}).model
     varied = image_batch(8)
-    same = {"pixel_values": varied["pixel_values"][:1].repeat(8, 1, 1, 1), "labels": varied["labels"]}
+    same = {
+        "pixel_values": varied["pixel_values"][:1].repeat(8, 1, 1, 1),
+        "labels": varied["labels"],
+    }
     assert naswot(model, [varied]) > naswot(model, [same])
 
 
@@ -69,10 +72,21 @@ def test_rank_weights_follow_the_scores():
 def test_compare_scores_and_best_score():
     space = tiny_cnn()
     archs = _archs(space, 4)
-    comparison = compare_scores(space, [image_batch()], archs, [0.1, 0.5, 0.3, 0.9], scores=("naswot", "synflow"))
+    comparison = compare_scores(
+        space, [image_batch()], archs, [0.1, 0.5, 0.3, 0.9], scores=("naswot", "synflow")
+    )
     assert set(comparison) == {"naswot", "synflow"}
     assert all(len(c["scores"]) == 4 for c in comparison.values())
-    assert best_score({"a": {"kendall_tau": 0.1}, "b": {"kendall_tau": 0.4}, "c": {"kendall_tau": float("nan")}}) == "b"
+    assert (
+        best_score(
+            {
+                "a": {"kendall_tau": 0.1},
+                "b": {"kendall_tau": 0.4},
+                "c": {"kendall_tau": float("nan")},
+            }
+        )
+        == "b"
+    )
     with pytest.raises(ValueError, match=">= 3 architectures"):
         compare_scores(space, [image_batch()], archs[:2], [0.1, 0.2])
 
@@ -88,7 +102,9 @@ def test_weightless_search_trains_only_the_final_architectures(monkeypatch):
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(retrain, "fit", counting_fit)
-    config = WeightlessConfig(iterations=3, samples=4, batch_size=16, top=2, retrain=TINY_RETRAIN, score="synflow")
+    config = WeightlessConfig(
+        iterations=3, samples=4, batch_size=16, top=2, retrain=TINY_RETRAIN, score="synflow"
+    )
     result = weightless.search(tiny_cnn(), digits(), config)
     assert len(calls) == len(result.candidates) <= 2  # no training during the search
     assert result.method == "weightless" and result.extra["score"] == "synflow"

@@ -52,7 +52,9 @@ class ParsecConfig:
     likelihood_scale: float = 10.0
     warmup_iterations: int = 10  # shared weights train with pi frozen: early likelihoods are noise
     top: int = 3  # architectures retrained from scratch at the end
-    retrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=64, lr=3e-3, quiet=True))
+    retrain: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=10, batch_size=64, lr=3e-3, quiet=True)
+    )
     seed: int = 0
     warm_start: str | None = None  # a saved prior.json
 
@@ -129,7 +131,13 @@ def parsec_step(
     loss = nn.functional.cross_entropy(forward(model, train_batch), train_batch["labels"])
     model.zero_grad(set_to_none=True)
     loss.backward()
-    store.sgd_step(built.parts, config.weight_lr, config.weight_momentum, config.weight_decay, config.grad_clip_norm)
+    store.sgd_step(
+        built.parts,
+        config.weight_lr,
+        config.weight_momentum,
+        config.weight_decay,
+        config.grad_clip_norm,
+    )
     store.save_from(built.parts)
     # Batch statistics (train mode) at validation: the shared BN running statistics mix many
     # architectures and are not this one's.
@@ -162,10 +170,14 @@ def retrain_top(
     candidates: list[Candidate] = []
     with track(f"{method}:retrain", unit="architecture", units=len(picks)) as fp:
         for arch in picks.values():
-            cand, _ = train_architecture(space, arch, data, retrain, tokenizer, prior.log_prob(arch))
+            cand, _ = train_architecture(
+                space, arch, data, retrain, tokenizer, prior.log_prob(arch)
+            )
             candidates.append(cand)
             if progress:
-                progress(f"retrained: dev {cand.dev_accuracy:.4f} test {cand.test_accuracy}  {arch_key(arch)}")
+                progress(
+                    f"retrained: dev {cand.dev_accuracy:.4f} test {cand.test_accuracy}  {arch_key(arch)}"
+                )
     return candidates, fp
 
 
@@ -189,13 +201,19 @@ def search(
     history: list[dict[str, Any]] = []
     seen: dict[str, Architecture] = {}
     start = time.perf_counter()
-    with track("parsec:search", unit="architecture", units=config.iterations * config.samples) as search_fp:
+    with track(
+        "parsec:search", unit="architecture", units=config.iterations * config.samples
+    ) as search_fp:
         for it in range(config.iterations):
-            val_batch = next(val_batches)  # one validation batch per iteration: samples compared alike
+            val_batch = next(
+                val_batches
+            )  # one validation batch per iteration: samples compared alike
             archs, logliks = [], []
             for _ in range(config.samples):
                 arch = prior.sample(gen)
-                loglik, model = parsec_step(space, arch, store, next(train_batches), val_batch, config)
+                loglik, model = parsec_step(
+                    space, arch, store, next(train_batches), val_batch, config
+                )
                 del model  # only one architecture's modules alive at a time
                 archs.append(arch)
                 logliks.append(loglik)

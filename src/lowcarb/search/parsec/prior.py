@@ -59,7 +59,9 @@ class Prior:
         return total
 
     def most_probable(self) -> Architecture:
-        return {d.name: d.choices[int(torch.argmax(self.logits[d.name]))] for d in self.space.decisions}
+        return {
+            d.name: d.choices[int(torch.argmax(self.logits[d.name]))] for d in self.space.decisions
+        }
 
     def entropy_nats(self) -> float:
         total = 0.0
@@ -68,10 +70,14 @@ class Prior:
             total -= float((p * torch.log(p.clamp_min(1e-300))).sum())
         return total
 
-    def update(self, archs: Sequence[Mapping[str, Choice]], weights: Sequence[float], lr: float) -> None:
+    def update(
+        self, archs: Sequence[Mapping[str, Choice]], weights: Sequence[float], lr: float
+    ) -> None:
         """One score-function step: theta_d += lr * (sum_k w_k onehot(alpha_k,d) - pi_d)."""
         if len(archs) != len(weights) or not archs:
-            raise ValueError(f"update needs one weight per architecture, got {len(archs)} and {len(weights)}")
+            raise ValueError(
+                f"update needs one weight per architecture, got {len(archs)} and {len(weights)}"
+            )
         w = torch.as_tensor(list(weights), dtype=torch.float64)
         if torch.any(w < 0) or not math.isclose(float(w.sum()), 1.0, rel_tol=1e-6):
             raise ValueError(f"importance weights must be >= 0 and sum to 1, got {w.tolist()}")
@@ -111,13 +117,19 @@ class Prior:
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ValueError(f"no saved prior at {path}; run a PARSEC search first (it writes prior.json)") from None
+            raise ValueError(
+                f"no saved prior at {path}; run a PARSEC search first (it writes prior.json)"
+            ) from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} is not a saved prior (invalid JSON: {exc})") from None
         if not isinstance(raw, dict) or raw.get("format") != PRIOR_FORMAT:
-            raise ValueError(f"{path} is not a lowcarb PARSEC prior (expected format {PRIOR_FORMAT!r})")
+            raise ValueError(
+                f"{path} is not a lowcarb PARSEC prior (expected format {PRIOR_FORMAT!r})"
+            )
         if raw.get("space") != space.name:
-            raise ValueError(f"{path} holds a prior for space {raw.get('space')!r}, not {space.name!r}")
+            raise ValueError(
+                f"{path} holds a prior for space {raw.get('space')!r}, not {space.name!r}"
+            )
         logits: dict[str, torch.Tensor] = {}
         for name, entry in raw["decisions"].items():
             if name not in space.names:

@@ -36,14 +36,20 @@ def check_data(space: Space, data: DataBundle, tokenizer: Any) -> None:
             f"use --space {'text' if data.kind == 'text' else 'cnn'} (or a matching data set)"
         )
     if data.kind == "text" and tokenizer is None:
-        raise ValueError("text data needs a tokenizer (lowcarb.models.byte_tokenizer.ByteTokenizer)")
+        raise ValueError(
+            "text data needs a tokenizer (lowcarb.models.byte_tokenizer.ByteTokenizer)"
+        )
 
 
-def cycle(data: DataBundle, split: str, batch_size: int, tokenizer: Any, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+def cycle(
+    data: DataBundle, split: str, batch_size: int, tokenizer: Any, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of a split forever (reshuffled every pass for train)."""
     epoch = 0
     while True:
-        loader = data.loader(split, batch_size, shuffle=True, tokenizer=tokenizer, seed=seed + epoch)  # type: ignore[arg-type]
+        loader = data.loader(
+            split, batch_size, shuffle=True, tokenizer=tokenizer, seed=seed + epoch
+        )  # type: ignore[arg-type]
         yield from loader
         epoch += 1
 
@@ -59,11 +65,20 @@ def train_architecture(
     """Build `arch` with fresh weights (seeded), train it with `fit`, evaluate dev and test."""
     set_seed(config.seed)
     model = space.build(arch).model
-    train_loader = data.loader("train", config.batch_size, shuffle=True, tokenizer=tokenizer, seed=config.seed)
+    train_loader = data.loader(
+        "train", config.batch_size, shuffle=True, tokenizer=tokenizer, seed=config.seed
+    )
     result = fit(model, train_loader, None, config)
     dev = evaluate(model, data.loader("dev", 256, tokenizer=tokenizer))["accuracy"]
     test = None
     if data.test is not None:
         test = evaluate(model, data.loader("test", 256, tokenizer=tokenizer))["accuracy"]
-    cand = Candidate(dict(arch), log_prob, float(dev), None if test is None else float(test), count_parameters(model), result.steps)
+    cand = Candidate(
+        dict(arch),
+        log_prob,
+        float(dev),
+        None if test is None else float(test),
+        count_parameters(model),
+        result.steps,
+    )
     return cand, model

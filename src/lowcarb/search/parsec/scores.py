@@ -31,10 +31,17 @@ def naswot(model: nn.Module, batches: Sequence[Batch]) -> float:
     codes: list[torch.Tensor] = []
 
     def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
-        codes.append((inputs[0] > 0).flatten(1).to(torch.float64))  # (B, units)
+        # float32 holds the agreement counts exactly (< 2^24 units) at half float64's cost.
+        codes.append((inputs[0] > 0).flatten(1).to(torch.float32))  # (B, units)
 
-    model = copy.deepcopy(model).train()  # a copy: train-mode BN would move the running statistics
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.GELU))]
+    # Train-mode BN (batch statistics, as the network is at init) would move the running
+    # statistics: keep a copy of the buffers and put them back, cheaper than copying the model.
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.GELU))
+    ]
     try:
         total = 0.0
         for batch in batches:
@@ -42,15 +49,19 @@ def naswot(model: nn.Module, batches: Sequence[Batch]) -> float:
             forward(model, batch)
             n = int(batch["labels"].shape[0])
             if not codes:  # no activation at all: every example looks the same
-                total += _logdet(torch.full((n, n), 0.0, dtype=torch.float64))
+                total += _logdet(torch.zeros((n, n), dtype=torch.float64))
                 continue
             c = torch.cat(codes, dim=1)  # (B, all units)
-            k = c @ c.T + (1 - c) @ (1 - c).T
-            total += _logdet(k)
+            k = c @ c.T + (1 - c) @ (1 - c).T  # units on which two examples agree
+            total += _logdet(k.to(torch.float64))
         return total / len(batches)
     finally:
         for h in handles:
             h.remove()
+        model.train(was_training)
+        named = dict(model.named_buffers())
+        for k, v in buffers.items():
+            named[k].copy_(v)
 
 
 def _logdet(k: torch.Tensor) -> float:
@@ -111,13 +122,17 @@ def score_fn(name: str) -> Callable[[nn.Module, Sequence[Batch]], float]:
     try:
         return SCORES[name]
     except KeyError:
-        raise ValueError(f"unknown training-free score {name!r}; choose one of {sorted(SCORES)}") from None
+        raise ValueError(
+            f"unknown training-free score {name!r}; choose one of {sorted(SCORES)}"
+        ) from None
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     """Kendall's tau-b (ties in either ranking handled); nan when either side is constant."""
     if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"kendall_tau needs two equal-length sequences of >= 2 values, got {len(x)} and {len(y)}")
+        raise ValueError(
+            f"kendall_tau needs two equal-length sequences of >= 2 values, got {len(x)} and {len(y)}"
+        )
     concordant = discordant = ties_x = ties_y = 0
     n = len(x)
     for i in range(n):

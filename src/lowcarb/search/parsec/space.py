@@ -85,7 +85,9 @@ class Space:
         if dupes:
             raise ValueError(f"space {self.name!r} names a decision twice: {dupes}")
         if self.input_kind not in ("image", "text"):
-            raise ValueError(f"space {self.name!r}: input_kind must be 'image' or 'text', got {self.input_kind!r}")
+            raise ValueError(
+                f"space {self.name!r}: input_kind must be 'image' or 'text', got {self.input_kind!r}"
+            )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -115,7 +117,9 @@ class Space:
         return self.build_fn(self.validate(arch))
 
     def uniform_sample(self, generator: torch.Generator) -> Architecture:
-        idx = [int(torch.randint(len(d.choices), (1,), generator=generator)) for d in self.decisions]
+        idx = [
+            int(torch.randint(len(d.choices), (1,), generator=generator)) for d in self.decisions
+        ]
         return {d.name: d.choices[i] for d, i in zip(self.decisions, idx, strict=True)}
 
     def size(self) -> int:
@@ -134,7 +138,15 @@ def arch_key(arch: Mapping[str, Choice]) -> str:
 # The cell CNN space (DARTS/ENAS-style micro cell, small enough for 8x8 digits on a CPU)
 # ---------------------------------------------------------------------------------------------
 
-CNN_OPS: tuple[str, ...] = ("conv3x3", "conv5x5", "sepconv3x3", "maxpool3x3", "avgpool3x3", "identity", "zero")
+CNN_OPS: tuple[str, ...] = (
+    "conv3x3",
+    "conv5x5",
+    "sepconv3x3",
+    "maxpool3x3",
+    "avgpool3x3",
+    "identity",
+    "zero",
+)
 
 
 class Zero(nn.Module):
@@ -150,7 +162,9 @@ def cnn_op(name: str, channels: int) -> nn.Module:
     if name in ("conv3x3", "conv5x5"):
         k = 3 if name == "conv3x3" else 5
         # ReLU-conv-BN (DARTS order): the cell sums edges, so each edge ends normalised.
-        return nn.Sequential(nn.ReLU(), nn.Conv2d(c, c, k, padding=k // 2, bias=False), nn.BatchNorm2d(c))
+        return nn.Sequential(
+            nn.ReLU(), nn.Conv2d(c, c, k, padding=k // 2, bias=False), nn.BatchNorm2d(c)
+        )
     if name == "sepconv3x3":
         return nn.Sequential(
             nn.ReLU(),
@@ -207,7 +221,9 @@ class CellNet(nn.Module):
         self.stem = stem
         # ModuleDict keys may not contain '.', so edges are named node{i}_{j}.
         self.cells = nn.ModuleList(nn.ModuleDict(c) for c in cells)
-        self.wiring = wiring  # per node: (input state of edge 0, edge 0 name, input of edge 1, edge 1 name)
+        self.wiring = (
+            wiring  # per node: (input state of edge 0, edge 0 name, input of edge 1, edge 1 name)
+        )
         self.head = head
         self.pool = nn.MaxPool2d(2) if pool_between else nn.Identity()
 
@@ -243,7 +259,9 @@ def cnn_space(cfg: CnnSpaceConfig | None = None) -> Space:
 
     def build(arch: Architecture) -> Built:
         parts: dict[str, nn.Module] = {}
-        stem = nn.Sequential(nn.Conv2d(c_in, cfg.channels, 3, padding=1, bias=False), nn.BatchNorm2d(cfg.channels))
+        stem = nn.Sequential(
+            nn.Conv2d(c_in, cfg.channels, 3, padding=1, bias=False), nn.BatchNorm2d(cfg.channels)
+        )
         parts["stem"] = stem
         cells: list[dict[str, nn.Module]] = []
         wiring: list[tuple[int, str, int, str]] = []
@@ -259,8 +277,15 @@ def cnn_space(cfg: CnnSpaceConfig | None = None) -> Space:
                     parts[f"cell{p}/node{i}.op{j}={op}"] = module
             cells.append(cell)
         for i in range(cfg.nodes):
-            wiring.append((int(arch[f"node{i}.in0"]), f"node{i}_0", int(arch[f"node{i}.in1"]), f"node{i}_1"))
-        head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cfg.channels, cfg.num_labels))
+            wiring.append(
+                (int(arch[f"node{i}.in0"]), f"node{i}_0", int(arch[f"node{i}.in1"]), f"node{i}_1")
+            )
+        head = nn.Sequential(
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(cfg.channels, cfg.num_labels),
+        )
         parts["head"] = head
         return Built(CellNet(stem, cells, wiring, head, pool_between), parts)
 
@@ -291,12 +316,18 @@ class TextSpaceConfig:
 
     def __post_init__(self) -> None:
         if self.vocab_size < 2 or self.num_labels < 2 or self.max_length < 1:
-            raise ValueError(f"TextSpaceConfig needs vocab_size >= 2, num_labels >= 2, max_length >= 1, got {self}")
+            raise ValueError(
+                f"TextSpaceConfig needs vocab_size >= 2, num_labels >= 2, max_length >= 1, got {self}"
+            )
         if not self.widths or any(w < 4 or w % 4 for w in self.widths):
-            raise ValueError(f"TextSpaceConfig.widths must be multiples of 4 (attention heads), got {self.widths}")
+            raise ValueError(
+                f"TextSpaceConfig.widths must be multiples of 4 (attention heads), got {self.widths}"
+            )
         if not self.layers or any(n < 1 for n in self.layers):
             raise ValueError(f"TextSpaceConfig.layers must be >= 1, got {self.layers}")
-        bad = [m for m in self.mixers if m not in TEXT_MIXERS] + [p for p in self.poolings if p not in TEXT_POOLINGS]
+        bad = [m for m in self.mixers if m not in TEXT_MIXERS] + [
+            p for p in self.poolings if p not in TEXT_POOLINGS
+        ]
         if bad or not self.mixers or not self.poolings:
             raise ValueError(
                 f"TextSpaceConfig: unknown mixers/poolings {bad}; choose from {list(TEXT_MIXERS)} / {list(TEXT_POOLINGS)}"
@@ -314,9 +345,13 @@ class TextBlock(nn.Module):
             k = int(mixer[4:])
             self.mixer: nn.Module = nn.Conv1d(width, width, k, padding=k // 2)
         else:
-            self.mixer = nn.MultiheadAttention(width, int(mixer[len("attention"):]), batch_first=True)
+            self.mixer = nn.MultiheadAttention(
+                width, int(mixer[len("attention") :]), batch_first=True
+            )
         self.norm2 = nn.LayerNorm(width)
-        self.ffn = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+        self.ffn = nn.Sequential(
+            nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width)
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x) * mask.unsqueeze(-1)  # (B, T, D), padding zeroed
@@ -329,17 +364,32 @@ class TextBlock(nn.Module):
 
 
 class TextNet(nn.Module):
-    def __init__(self, embed: nn.Embedding, position: nn.Embedding, blocks: list[nn.Module], pooling: str, head: nn.Module) -> None:
+    def __init__(
+        self,
+        embed: nn.Embedding,
+        position: nn.Embedding,
+        blocks: list[nn.Module],
+        pooling: str,
+        head: nn.Module,
+    ) -> None:
         super().__init__()
         self.embed, self.position = embed, position
         self.blocks = nn.ModuleList(blocks)
         self.pooling = pooling
         self.head = head
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
-        mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any
+    ) -> torch.Tensor:
+        mask = (
+            torch.ones_like(input_ids, dtype=torch.bool)
+            if attention_mask is None
+            else attention_mask.bool()
+        )
         t = input_ids.shape[1]
-        x = self.embed(input_ids) + self.position(torch.arange(t, device=input_ids.device))  # (B, T, D)
+        x = self.embed(input_ids) + self.position(
+            torch.arange(t, device=input_ids.device)
+        )  # (B, T, D)
         for block in self.blocks:
             x = block(x, mask)
         m = mask.unsqueeze(-1).to(x.dtype)
@@ -405,6 +455,8 @@ def make_space(
             raise ValueError(f"a space decision is (name, choices), got {item!r}")
         dname, choices = item
         if isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence):
-            raise ValueError(f"decision {dname!r}: choices must be a list or tuple, got {choices!r}")
+            raise ValueError(
+                f"decision {dname!r}: choices must be a list or tuple, got {choices!r}"
+            )
         parsed.append(Decision(dname, tuple(choices)))
     return Space(name, tuple(parsed), build_fn, input_kind=input_kind)

@@ -45,7 +45,9 @@ class WeightlessConfig:
     prior_lr: float = 0.5
     sharpness: float = 4.0
     top: int = 3
-    retrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=64, lr=3e-3, quiet=True))
+    retrain: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=10, batch_size=64, lr=3e-3, quiet=True)
+    )
     seed: int = 0
     warm_start: str | None = None
 
@@ -58,7 +60,9 @@ class WeightlessConfig:
             raise ValueError("WeightlessConfig.prior_lr and sharpness must be > 0")
 
 
-def score_architecture(space: Space, arch: Architecture, batches: Sequence[Batch], score: str, seed: int) -> float:
+def score_architecture(
+    space: Space, arch: Architecture, batches: Sequence[Batch], score: str, seed: int
+) -> float:
     """The architecture's training-free score at its seeded initialisation."""
     set_seed(seed)
     model = space.build(arch).model
@@ -80,7 +84,9 @@ def rank_weights(scores: Sequence[float], sharpness: float) -> list[float]:
     return torch.softmax(sharpness * utility, dim=0).tolist()
 
 
-def score_batches(data: DataBundle, n: int, batch_size: int, tokenizer: Any, seed: int) -> list[Batch]:
+def score_batches(
+    data: DataBundle, n: int, batch_size: int, tokenizer: Any, seed: int
+) -> list[Batch]:
     loader = data.loader("train", batch_size, shuffle=True, tokenizer=tokenizer, seed=seed)  # type: ignore[arg-type]
     out: list[Batch] = []
     for batch in loader:
@@ -100,7 +106,9 @@ def compare_scores(
 ) -> dict[str, dict[str, Any]]:
     """Kendall tau of each score against trained accuracy over `archs` (with the raw scores)."""
     if len(archs) != len(accuracies) or len(archs) < 3:
-        raise ValueError(f"compare_scores needs >= 3 architectures with one accuracy each, got {len(archs)}/{len(accuracies)}")
+        raise ValueError(
+            f"compare_scores needs >= 3 architectures with one accuracy each, got {len(archs)}/{len(accuracies)}"
+        )
     out: dict[str, dict[str, Any]] = {}
     for name in scores:
         values = [score_architecture(space, a, batches, name, seed) for a in archs]
@@ -110,9 +118,11 @@ def compare_scores(
 
 def best_score(comparison: dict[str, dict[str, Any]]) -> str:
     """The score with the highest Kendall tau (nan ranks last)."""
+
     def key(name: str) -> float:
         tau = comparison[name]["kendall_tau"]
         return -2.0 if tau != tau else tau
+
     return max(comparison, key=key)
 
 
@@ -133,7 +143,9 @@ def search(
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
     with track("weightless:search", unit="architecture") as search_fp:
-        batches = score_batches(data, config.score_batches, config.batch_size, tokenizer, config.seed)
+        batches = score_batches(
+            data, config.score_batches, config.batch_size, tokenizer, config.seed
+        )
         for it in range(config.iterations):
             archs = [prior.sample(gen) for _ in range(config.samples)]
             values = []
@@ -146,7 +158,11 @@ def search(
             weights = rank_weights(values, config.sharpness)
             prior.update(archs, weights, config.prior_lr)
             history.append(
-                {"iteration": it, "mean_score": sum(values) / len(values), "entropy_nats": prior.entropy_nats()}
+                {
+                    "iteration": it,
+                    "mean_score": sum(values) / len(values),
+                    "entropy_nats": prior.entropy_nats(),
+                }
             )
             if progress and (it + 1) % max(1, config.iterations // 5) == 0:
                 progress(

@@ -1,0 +1,135 @@
+"""The `autodistil` stage: search a student under a FLOPs budget with weight-sharing supernets,
+extract it, fine-tune it on the task; it replaces the model.
+
+The teacher is the model so far (typically fine-tuned by an earlier `train` stage) or a checkpoint
+folder (`teacher:`). Supernets learn from the training split's texts without labels; the last
+`score_batches * batch_size` training texts are held out from that and score the students.
+`flops_budget` is FLOPs per example at `seq_len` tokens (default: the data's max_length); a value
+in (0, 1] is a fraction of the teacher's. The searched students (FLOPs against held-out relation
+loss, the chosen one marked) go to the stage's notes and to `autodistil/candidates.png` and
+`autodistil/candidates.md` in the run's artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import Field
+
+from lowcarb.compress.distill import HardLabels, LogitKD, distill
+from lowcarb.data import TextSplit, make_loader
+from lowcarb.measure import track
+from lowcarb.pipeline.context import RunContext
+from lowcarb.pipeline.registry import StageConfig, register_stage
+from lowcarb.search.autodistil import (
+    AutoDistilConfig,
+    autodistil,
+    candidates_markdown,
+    plot_candidates,
+)
+
+
+class AutoDistilStageConfig(StageConfig):
+    flops_budget: float = Field(default=0.5, gt=0)
+    seq_len: int | None = Field(default=None, gt=0)
+    teacher: str | None = None
+    subspaces: int = Field(default=3, ge=1)
+    choices_per_subspace: int = Field(default=2, ge=1)
+    relation_heads: int | None = Field(default=None, gt=0)
+    steps_per_subspace: int = Field(default=300, gt=0)
+    supernet_lr: float = Field(default=1e-4, gt=0)
+    score_batches: int = Field(default=4, gt=0)
+    max_candidates: int | None = Field(default=None, gt=0)
+    # Fine-tuning of the extracted student: logit KD from the teacher, labels only, or none.
+    finetune: Literal["kd", "hard", "none"] = "kd"
+    temperature: float = Field(default=2.0, gt=0)
+    alpha: float = Field(default=0.5, ge=0, le=1)
+    # Unset values come from the recipe's `train:` section.
+    epochs: int | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    lr: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+
+
+def _teacher(ctx: RunContext, folder: str | None) -> Any:
+    if folder is None:
+        return ctx.model
+    from lowcarb.pipeline.stages.distill import _load_teacher
+
+    return _load_teacher(ctx, folder)
+
+
+@register_stage("autodistil", AutoDistilStageConfig)
+def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
+    """Train supernets on the teacher's attention relations, search under the FLOPs budget,
+    extract and fine-tune the best student."""
+    if ctx.data.kind != "text" or not isinstance(ctx.data.train, TextSplit):
+        raise ValueError("autodistil: needs text data and a BERT-style model (for example model: minilm)")
+    teacher = _teacher(ctx, cfg.teacher)
+    train = ctx.train_config(epochs=cfg.epochs, max_steps=cfg.max_steps, lr=cfg.lr, batch_size=cfg.batch_size)
+    texts = ctx.data.train
+    held = cfg.score_batches * train.batch_size
+    if len(texts) < 2 * held:
+        raise ValueError(
+            f"autodistil: {len(texts)} training texts are too few to hold out {held} for scoring "
+            f"(score_batches={cfg.score_batches} x batch_size={train.batch_size}); lower score_batches"
+        )
+    loader_args = {"tokenizer": ctx.tokenizer, "max_length": ctx.data.max_length}
+    unlabelled = make_loader(texts.subset(range(len(texts) - held)), train.batch_size, shuffle=True,
+                             seed=train.seed, **loader_args)
+    held_out = make_loader(texts.subset(range(len(texts) - held, len(texts))), train.batch_size,
+                           **loader_args)
+    config = AutoDistilConfig(
+        flops_budget=cfg.flops_budget,
+        seq_len=cfg.seq_len or ctx.data.max_length,
+        subspaces=cfg.subspaces,
+        choices_per_subspace=cfg.choices_per_subspace,
+        relation_heads=cfg.relation_heads,
+        steps_per_subspace=cfg.steps_per_subspace,
+        lr=cfg.supernet_lr,
+        seed=train.seed,
+        max_candidates=cfg.max_candidates,
+        score_batches=cfg.score_batches,
+    )
+    result = autodistil(teacher, unlabelled, held_out, config, carbon=ctx.carbon)
+    student = result.extract()
+    summary = result.to_dict()
+
+    folder = ctx.artifacts_dir / "autodistil"
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_candidates(summary, folder / "candidates.png")
+    (folder / "candidates.md").write_text(candidates_markdown(summary), encoding="utf-8")
+    (folder / "search.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+
+    finetuned: dict[str, Any] = {"finetune": cfg.finetune}
+    if cfg.finetune != "none":
+        method = LogitKD(cfg.temperature, cfg.alpha) if cfg.finetune == "kd" else HardLabels()
+        with track("autodistil fine-tune", config=ctx.carbon) as fp:
+            result_ft = distill(
+                student, teacher,
+                ctx.loader("train", train.batch_size, shuffle=True, seed=train.seed),
+                ctx.loader("dev", train.batch_size), method, train,
+            )
+        finetuned.update(steps=result_ft.steps, energy_j=fp.energy_j, dev=result_ft.dev)
+    ctx.model = student
+    chosen = summary["chosen"]
+    ctx.note(
+        params_before=sum(p.numel() for p in teacher.parameters()),
+        params_after=sum(p.numel() for p in student.parameters()),
+        modules_changed=["all"],
+        student=chosen["student"],
+        student_flops=chosen["flops"],
+        student_score=chosen["score"],
+        budget_flops=summary["budget_flops"],
+        teacher_flops=summary["teacher_flops"],
+        seq_len=summary["seq_len"],
+        supernets=summary["supernets"],
+        skipped_subspaces=summary["skipped_subspaces"],
+        search_energy_j=summary["search_footprint"]["energy_j"],
+        candidates=summary["candidates"],
+        artifacts=[str(folder / "candidates.png"), str(folder / "candidates.md"),
+                   str(folder / "search.json")],
+        **finetuned,
+    )
+    return ctx

@@ -1,0 +1,90 @@
+"""The `autodistil` stage in a real (tiny) recipe run: tiny BERT teacher, small text table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from lowcarb.models import load_minilm_tokenizer
+from lowcarb.pipeline import recipe_from_dict, run_recipe
+from lowcarb.search.autodistil import SubnetConfig, subnet_flops
+from lowcarb.store.runstore import RunStore
+
+WORDS = ["good", "great", "fine", "bad", "awful", "poor", "movie", "plot", "the", "a"]
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("autodistil-stage")
+    g = torch.Generator().manual_seed(0)
+    rows = ["text\tlabel"]
+    for _ in range(64):
+        words = [WORDS[i] for i in torch.randint(0, len(WORDS), (5,), generator=g).tolist()]
+        label = int(sum(w in ("good", "great", "fine") for w in words)
+                    >= sum(w in ("bad", "awful", "poor") for w in words))
+        rows.append(f"{' '.join(words)}\t{label}")
+    (root / "train.tsv").write_text("\n".join(rows) + "\n")
+    (root / "dev.tsv").write_text("\n".join(rows[:17]) + "\n")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    BertForSequenceClassification(config).save_pretrained(root / "tiny-bert")
+    load_minilm_tokenizer().save_pretrained(root / "tiny-bert")
+    return root
+
+
+def _recipe(root, stages):
+    return recipe_from_dict({
+        "name": "tiny-autodistil",
+        "model": {"name": str(root / "tiny-bert")},
+        "data": {"train": str(root / "train.tsv"), "dev": str(root / "dev.tsv"), "test_fraction": 0.0,
+                 "max_length": 16},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3, "seed": 0, "quiet": True},
+        "evaluation": {"threads": 1, "latency_batch_sizes": [1], "inferences": 10},
+        "report": "none",
+        "stages": stages,
+    })
+
+
+def test_autodistil_stage_replaces_the_model_with_a_searched_student(tiny_setup, tmp_path):
+    stages = [{"autodistil": {"flops_budget": 0.5, "steps_per_subspace": 2, "score_batches": 1}}]
+    result = run_recipe(_recipe(tiny_setup, stages), out_dir=tmp_path, quiet=True,
+                        store=RunStore(tmp_path / "runs.db"))
+    assert result.status == "completed", result.error
+    record = next(s for s in result.run["stages"] if s["name"] == "autodistil" and not s.get("auto"))
+    notes = record["summary"]
+    assert notes["student_flops"] <= notes["budget_flops"] == pytest.approx(0.5 * notes["teacher_flops"])
+    assert all(c["flops"] <= notes["budget_flops"] for c in notes["candidates"])
+    assert sum(c["chosen"] for c in notes["candidates"]) == 1
+    assert notes["params_after"] < notes["params_before"]
+    assert notes["steps"] == 4  # fine-tuned on the whole training split: 64 texts / 16
+    assert record["footprint"]["energy_j"] > 0
+    # The evaluated model is the extracted student, and its FLOPs are the configuration's.
+    chosen = next(c for c in notes["candidates"] if c["chosen"])
+    config = SubnetConfig(chosen["num_layers"], chosen["hidden_size"], chosen["num_heads"],
+                          chosen["intermediate_size"])
+    assert notes["student_flops"] == subnet_flops(config, 16)
+    folder = result.artifacts_dir / "autodistil"
+    assert (folder / "candidates.png").stat().st_size > 0
+    assert json.loads((folder / "search.json").read_text())["chosen"]["student"] == notes["student"]
+    assert notes["student"] in (folder / "candidates.md").read_text()
+
+
+def test_autodistil_stage_rejects_image_data(tmp_path):
+    recipe = recipe_from_dict({"model": {"name": "cnn"}, "data": {}, "report": "none",
+                               "train": {"epochs": 1, "quiet": True},
+                               "stages": [{"autodistil": {"flops_budget": 0.5}}]})
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=RunStore(tmp_path / "runs.db"))
+    assert result.status == "failed" and "needs text data" in result.error
+
+
+def test_autodistil_stage_settings_are_checked():
+    with pytest.raises(ValueError, match="flops_budget"):
+        recipe_from_dict({"model": {"name": "cnn"}, "data": {},
+                          "stages": [{"autodistil": {"flops_budget": -1}}]})
+    with pytest.raises(ValueError, match="finetune"):
+        recipe_from_dict({"model": {"name": "cnn"}, "data": {},
+                          "stages": [{"autodistil": {"finetune": "maybe"}}]})
