@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from lowcarb.data import DataConfig, load_data
@@ -21,6 +23,7 @@ def tiny_text():
     return text_space(TINY_TEXT)
 
 
+@functools.cache  # read-only in the tests: load once
 def digits():
     return load_data(DataConfig(seed=0))
 

@@ -74,6 +74,7 @@ def _noop_build(arch):
     [
         ([], "no decisions"),
         ([Decision("a", (1, 2)), Decision("a", (3,))], "names a decision twice"),
+        ([("a", (1, 2))], "must be Decision"),
     ],
 )
 def test_malformed_space_errors(decisions, match):

@@ -67,6 +67,8 @@ def test_autodistil_stage_replaces_the_model_with_a_searched_student(tiny_setup,
     config = SubnetConfig(chosen["num_layers"], chosen["hidden_size"], chosen["num_heads"],
                           chosen["intermediate_size"])
     assert notes["student_flops"] == subnet_flops(config, 16)
+    # The extracted student is a plain Hugging Face BERT: the runner's save reloads it.
+    assert result.run["model"]["reloads"], result.run["model"]["reload_error"]
     folder = result.artifacts_dir / "autodistil"
     assert (folder / "candidates.png").stat().st_size > 0
     assert json.loads((folder / "search.json").read_text())["chosen"]["student"] == notes["student"]

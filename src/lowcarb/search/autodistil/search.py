@@ -283,7 +283,10 @@ def autodistil(
             f"no student of the space fits {budget:.3g} FLOPs per example at {config.seq_len} tokens "
             f"(the smallest needs {smallest:.3g}); raise the FLOPs budget"
         )
-    batches = len(unlabelled_loader)  # type: ignore[arg-type]
+    try:
+        batches = len(unlabelled_loader)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError("the unlabelled loader must be sized (a DataLoader or a list of batches)") from None
     train = TrainConfig(
         epochs=max(1, math.ceil(config.steps_per_subspace / max(1, batches))),
         max_steps=config.steps_per_subspace, lr=config.lr,

@@ -80,6 +80,11 @@ class Space:
     def __post_init__(self) -> None:
         if not self.decisions:
             raise ValueError(f"space {self.name!r} has no decisions; give at least one Decision")
+        for d in self.decisions:
+            if not isinstance(d, Decision):
+                raise ValueError(
+                    f"space {self.name!r}: decisions must be Decision(name, choices), got {d!r}"
+                )
         names = [d.name for d in self.decisions]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
