@@ -116,6 +116,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8000, help="SST-2 subset size")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--supernet-lr", type=float, default=2e-4)
+    parser.add_argument("--subspaces", type=int, default=3,
+                        help="sub-spaces (default 3; another value writes autodistil_minilm_k<K>.json "
+                        "with claim ids autodistil.k<K>.*)")
     parser.add_argument("--score-batches", type=int, default=4, help="held-out batches of 32 for the search")
     parser.add_argument("--skip-init-eval", action="store_true",
                         help="do not evaluate the students before fine-tuning (saves time)")
@@ -162,7 +165,9 @@ def main() -> None:
 
     # AutoDistil: supernets + search under the hand-made student's FLOPs.
     config = AutoDistilConfig(flops_budget=budget, seq_len=MAX_LENGTH, steps_per_subspace=args.supernet_steps,
-                              lr=args.supernet_lr, seed=0)
+                              lr=args.supernet_lr, seed=0, subspaces=args.subspaces)
+    name = NAME if args.subspaces == 3 else f"{NAME}_k{args.subspaces}"
+    prefix = "autodistil" if args.subspaces == 3 else f"autodistil.k{args.subspaces}"
     with track("autodistil", unit="student") as ad_fp:
         result = autodistil(teacher, train, held_out, config, progress=log)
     summary = result.to_dict()
@@ -170,8 +175,8 @@ def main() -> None:
     student = result.extract()
     student_counted = counted_flops(student, probe)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot_candidates(summary, RESULTS / f"{NAME}_candidates.png")
-    (RESULTS / f"{NAME}_candidates.md").write_text(candidates_markdown(summary))
+    plot_candidates(summary, RESULTS / f"{name}_candidates.png")
+    (RESULTS / f"{name}_candidates.md").write_text(candidates_markdown(summary))
     log(f"chosen {chosen.config.key}: {chosen.flops:.4g} FLOPs (counter {student_counted:.4g}), "
         f"score {chosen.score:.4f}")
 
@@ -228,7 +233,7 @@ def main() -> None:
         "budget_flops": budget,
         "candidates": summary["candidates"],
         "chosen": summary["chosen"],
-        "plot": f"benchmarks/results/{NAME}_candidates.png",
+        "plot": f"benchmarks/results/{name}_candidates.png",
     }
     figures["students"] = trained
     figures["separate"] = {
@@ -241,12 +246,12 @@ def main() -> None:
     }
     diff_pt = round((trained["autodistil"]["dev_accuracy"] - trained["handmade"]["dev_accuracy"]) * 100, 2)
     claims = [
-        claim("autodistil.accuracy_vs_handmade_pt", diff_pt, ">=", 0.0),
-        claim("autodistil.search_energy_vs_separate_ratio", round(ratio, 4), "<=", 0.3),
-        reported("autodistil.flops_ratio_vs_handmade", round(chosen.flops / budget, 4)),
-        reported("autodistil.candidates", len(result.candidates)),
+        claim(f"{prefix}.accuracy_vs_handmade_pt", diff_pt, ">=", 0.0),
+        claim(f"{prefix}.search_energy_vs_separate_ratio", round(ratio, 4), "<=", 0.3),
+        reported(f"{prefix}.flops_ratio_vs_handmade", round(chosen.flops / budget, 4)),
+        reported(f"{prefix}.candidates", len(result.candidates)),
     ]
-    path = write_results(NAME, figures, claims)
+    path = write_results(name, figures, claims)
     log(f"wrote {path}")
     for c in claims:
         log(f"{c['id']}: {c['value']} (target {c['target']}, met {c['met']})")

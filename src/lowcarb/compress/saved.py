@@ -1,16 +1,16 @@
-"""Save and reload a model after low-rank and/or int8 transforms, as a lowcarb model folder.
+"""Save and reload a model after pruning, low-rank and/or int8 transforms (a lowcarb model folder).
 
 A transformed model no longer matches its architecture's constructor, so the folder holds:
 - what ``lowcarb.models.save_model`` writes for the base model (``lowcarb_model.json``, the
   Hugging Face ``config.json`` and tokenizer files), but not its fp32 weights;
-- ``compressed.json``: the low-rank ranks, the quantization config and backend, and how to
-  rebuild every state entry (int8 tensors, scales, packed tuples);
+- ``compressed.json``: the early-bird pruned widths, the low-rank ranks, the quantization config
+  and backend, and how to rebuild every state entry (int8 tensors, scales, packed tuples);
 - ``compressed.safetensors``: every tensor. No pickles anywhere.
 
 ``load_compressed(folder)`` rebuilds the base model from the description, re-applies the structure
-(factorized layers of the saved ranks, then the same quantization) and loads the tensors. The
-base weights file is deliberately absent, so loading the folder as a plain model fails loudly
-instead of silently giving a randomly initialised network.
+(pruned heads / neurons / channels, factorized layers of the saved ranks, then the same
+quantization) and loads the tensors. The base weights file is deliberately absent, so loading
+the folder as a plain model fails loudly instead of silently giving a randomly initialised network.
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ def save_compressed(
         "format": 1,
         # A vocabulary-pruned embedding (lowcarb.compress.distill.vocab), rebuilt before loading.
         "vocab": _vocab_description(handle.model),
+        # Early-bird pruned widths (lowcarb.prune.earlybird), rebuilt before loading.
+        "pruned": _pruned_description(handle.model, base),
         "lowrank_ranks": ranks,
         "quantize": quantize_config,
         "backend": backend,
@@ -116,6 +118,25 @@ def _vocab_description(model: nn.Module) -> dict[str, Any] | None:
     if any(isinstance(m, CompactEmbedding) for m in model.modules()):
         return describe(model)
     return None
+
+
+def _pruned_description(model: nn.Module, base: nn.Module) -> dict[str, Any] | None:
+    """The pruned structure when `model` is narrower than its freshly built base, else None."""
+    from lowcarb.prune import earlybird
+
+    try:
+        pruned, full = earlybird.describe_structure(model), earlybird.describe_structure(base)
+    except ValueError:
+        return None  # neither a BERT-like encoder nor a CNN with BN: nothing was pruned
+    if pruned == full:
+        return None
+    if pruned["kind"] != full["kind"] or (
+        pruned["kind"] == "bn_channels" and set(pruned["channels"]) != set(full["channels"])
+    ) or (pruned["kind"] == "bert" and len(pruned["heads"]) != len(full["heads"])):
+        # e.g. a static-int8 trace that fused the BatchNorms away: the widths cannot be read
+        # (a pruned model saved that way does not reload, and the runner's check says so).
+        return None
+    return pruned
 
 
 def is_compressed(folder: str | Path) -> bool:
@@ -160,6 +181,10 @@ def load_compressed(folder: str | Path) -> ModelHandle:
         nn.Identity(), tokenizer, kind, family, config, int(desc["num_labels"]), names, shape
     )
     model = _fresh_base(handle, hf_config)
+    if meta.get("pruned"):
+        from lowcarb.prune import earlybird
+
+        earlybird.restore_structure(model, meta["pruned"])
     if meta.get("vocab"):
         from lowcarb.compress.distill import vocab
 

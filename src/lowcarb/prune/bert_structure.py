@@ -208,3 +208,48 @@ def prune(model: nn.Module, mask: dict[str, torch.Tensor]) -> list[str]:
             layer.output.dense = _slice_linear(layer.output.dense, kept, 1)
         changed.append(names[id(layer)])
     return changed
+
+
+def describe(model: nn.Module) -> dict[str, list[int]]:
+    """Per-layer head counts and FFN sizes: what `restore` needs to rebuild a pruned model's shapes.
+
+    Reads `out_features`, so it also works after low-rank factorization of the pruned layers.
+    """
+    layers = find_layers(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no BERT-like layers to describe")
+    heads, ffn = [], []
+    for layer in layers:
+        att = layer.attention.self
+        out = getattr(att.query, "out_features", None)
+        heads.append(int(out) // _head_size(layer) if out is not None
+                     else int(att.num_attention_heads))
+        ffn.append(int(layer.intermediate.dense.out_features))
+    return {"heads": heads, "ffn": ffn}
+
+
+def restore(model: nn.Module, description: dict[str, list[int]]) -> list[str]:
+    """Give a freshly built (unpruned) model the shapes `describe` recorded, before loading weights.
+
+    Only the shapes matter (the weights are overwritten by the saved state dict), so the first
+    heads / neurons of every layer are kept.
+    """
+    try:
+        heads = [int(h) for h in description["heads"]]
+        ffn = [int(f) for f in description["ffn"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a pruned-BERT description ({exc}); it comes from "
+                         "bert_structure.describe") from exc
+    layers = find_layers(model)
+    if len(heads) != len(layers) or len(ffn) != len(layers):
+        raise ValueError(f"the description has {len(heads)} layers, the model {len(layers)}; was it "
+                         "built like the pruned one?")
+    n_heads, n_ffn = _num_heads(layers[0]), layers[0].intermediate.dense.out_features
+    if not all(0 < h <= n_heads for h in heads) or not all(0 < f <= n_ffn for f in ffn):
+        raise ValueError(f"described widths (heads {heads}, ffn {ffn}) do not fit a model with "
+                         f"{n_heads} heads and {n_ffn} FFN neurons per layer")
+    mask = {
+        "heads": torch.arange(n_heads)[None, :] < torch.tensor(heads)[:, None],
+        "ffn": torch.arange(n_ffn)[None, :] < torch.tensor(ffn)[:, None],
+    }
+    return prune(model, mask)

@@ -230,3 +230,32 @@ def prune(model: nn.Module, mask: dict[str, torch.Tensor]) -> list[str]:
         _set(model, g.bn, bn)
         changed.append(g.bn)
     return changed
+
+
+def describe(model: nn.Module) -> dict[str, dict[str, int]]:
+    """{"channels": {bn name: channel count}}: what `restore` needs to rebuild a pruned CNN."""
+    layers = bn_layers(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no BatchNorm2d layers to describe")
+    return {"channels": {name: int(bn.num_features) for name, bn in layers.items()}}
+
+
+def restore(model: nn.Module, description: dict[str, dict[str, int]]) -> list[str]:
+    """Give a freshly built (unpruned) CNN the channel counts `describe` recorded (shapes only: the
+    first channels of every layer are kept; the saved weights overwrite them)."""
+    try:
+        counts = {str(k): int(v) for k, v in description["channels"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"not a pruned-CNN description ({exc}); it comes from "
+                         "bn_channels.describe") from exc
+    layers = bn_layers(model)
+    if set(counts) != set(layers):
+        raise ValueError(f"described BatchNorm layers {sorted(counts)} differ from the model's "
+                         f"{sorted(layers)}; was it built like the pruned one?")
+    parts = []
+    for name, bn in layers.items():
+        if not 0 < counts[name] <= bn.num_features:
+            raise ValueError(f"{name}: {counts[name]} channels described, the model has "
+                             f"{bn.num_features}")
+        parts.append(torch.arange(bn.num_features) < counts[name])
+    return prune(model, {"channels": torch.cat(parts)})

@@ -273,3 +273,24 @@ def apply(model: nn.Module, ticket: EarlyBirdTicket) -> PruneSummary:
         kept=ticket.kept(),
         total={k: int(v.numel()) for k, v in ticket.masks.items()},
     )
+
+
+def describe_structure(model: nn.Module) -> dict[str, Any]:
+    """The pruned widths of `model` as JSON (per-layer head counts and FFN sizes for BERT-like
+    encoders, per-BN channel counts for CNNs), for `restore_structure` on a fresh model."""
+    if bert_structure.is_bert_like(model):
+        return {"kind": "bert", **bert_structure.describe(model)}
+    if bn_channels.has_bn_channels(model):
+        return {"kind": "bn_channels", **bn_channels.describe(model)}
+    raise ValueError(f"{type(model).__name__} has neither BERT-like layers nor BatchNorm2d channels")
+
+
+def restore_structure(model: nn.Module, description: dict[str, Any]) -> list[str]:
+    """Remove from a freshly built model what `describe_structure` says was pruned (shapes only;
+    load the saved weights afterwards)."""
+    kind = description.get("kind")
+    if kind == "bert":
+        return bert_structure.restore(model, description)
+    if kind == "bn_channels":
+        return bn_channels.restore(model, description)
+    raise ValueError(f"unknown pruned-structure kind {kind!r} (expected 'bert' or 'bn_channels')")

@@ -9,6 +9,7 @@ from pydantic import Field
 from lowcarb.measure import track
 from lowcarb.pipeline.context import RunContext
 from lowcarb.pipeline.registry import StageConfig, register_stage
+from lowcarb.pipeline.stages._compressed import remember
 from lowcarb.prune import earlybird
 from lowcarb.prune.earlybird import EarlyBirdConfig
 from lowcarb.train.loop import fit
@@ -59,6 +60,9 @@ def earlybird_stage(ctx: RunContext, cfg: EarlyBirdStageConfig) -> RunContext:
         ticket = earlybird.search(ctx.model, loader, config, search_train)
     # The search trained a copy: the pruned network keeps the weights the stage started with.
     summary = earlybird.apply(ctx.model, ticket)
+    # Layers of different widths: save through compressed.json, which records the pruned widths
+    # (lowcarb.compress.saved) so the final model reloads.
+    remember(ctx)
     fit_summary = {}
     if cfg.train:
         with track("earlybird-train", config=ctx.carbon) as train_fp:
