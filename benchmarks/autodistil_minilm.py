@@ -185,8 +185,11 @@ def main() -> None:
     trained: dict[str, Any] = {}
     for key, model in students.items():
         init_acc = None if args.skip_init_eval else accuracy(model, dev)
+        # A fresh loader per student: both see the same batches in the same order (the shared
+        # loader's shuffle advances every time it is iterated, e.g. by supernet training).
+        loader = train_loader(tokenizer, batch_size=32, n=args.n)
         with track(f"finetune {key}", unit="sample", units=args.finetune_steps * 32) as fp:
-            distill(model, teacher, train, None, kd, finetune)
+            distill(model, teacher, loader, None, kd, finetune)
         trained[key] = {"init_dev_accuracy": init_acc, "dev_accuracy": accuracy(model, dev),
                         "params": count_parameters(model), "finetune": fp_figures(fp)}
         log(f"{key}: dev accuracy {init_acc} -> {trained[key]['dev_accuracy']}")

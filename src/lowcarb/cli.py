@@ -772,6 +772,11 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
         f"exported {summary.path} ({summary.size_bytes / 1e6:.2f} MB"
         + (f", fp32 {summary.fp32_size_bytes / 1e6:.2f} MB" if summary.int8 else "")
         + f"); max |onnxruntime - torch| = {summary.max_abs_diff:.2e}"
+        + (
+            f" (int8 file: {summary.int8_max_abs_diff:.2e}, quantization error)"
+            if summary.int8_max_abs_diff is not None
+            else ""
+        )
     )
     print(
         f"onnxruntime latency at batch {args.batch_size}, {args.threads} thread(s): "

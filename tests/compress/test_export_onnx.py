@@ -66,6 +66,10 @@ def test_int8_export_is_smaller_and_close(tmp_path):
     summary = export(model, x, tmp_path / "mlp.onnx", OnnxExportConfig(int8=True))
     assert summary.path.endswith(".int8.onnx") and summary.int8
     assert summary.size_bytes < summary.fp32_size_bytes / 3
+    assert summary.max_abs_diff < 1e-4  # the fp32 file is exact
+    assert (
+        summary.int8_max_abs_diff is not None and summary.int8_max_abs_diff > summary.max_abs_diff
+    )
     with torch.no_grad():
         ref = model(x)
     got = torch.from_numpy(run_onnx(summary.path, x))

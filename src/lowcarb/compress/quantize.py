@@ -10,15 +10,19 @@ benchmarks/compress_minilm.py and benchmarks/RESULTS.md for the current figures)
 
 - dynamic (int8 weights, activations quantized per call): ``torch.ao.quantization.quantize_dynamic``
   with per-channel weight scales. torch.ao is deprecated in favour of torchao, but torchao's eager
-  ``Int8DynamicActivationInt8WeightConfig`` ran at 1.2x over fp32 (it is written for
-  torch.compile), while torch.ao ran at 1.7x on the x86/fbgemm engine and 2.8x on the oneDNN
-  engine, which uses the AMX int8 tiles. So ``backend="auto"`` picks ``onednn`` where the CPU has
-  AMX int8 and ``x86`` elsewhere. Per-channel rather than per-tensor scales: per-tensor scales
-  cost 1.7 accuracy points on a fine-tuned MiniLM (SST-2 dev), per-channel 0.1, at the same speed.
+  ``Int8DynamicActivationInt8WeightConfig`` ran at 1.2x over fp32 in a probe here (it is written
+  for torch.compile), while torch.ao ran at 1.7-1.8x on the x86/fbgemm engine and 2.1-2.9x on the
+  oneDNN engine, which uses the AMX int8 tiles (benchmark run 2026-11-28 on the loaded machine:
+  2.10x oneDNN vs 1.81x x86, dev accuracy 0.8647 vs fp32 0.8761). So ``backend="auto"`` picks
+  ``onednn`` where the CPU has AMX int8 and ``x86`` elsewhere. Per-channel scales are the default:
+  they bound each output row's error by that row's own range (tests show +3 dB and more on layers
+  with uneven rows); on the fine-tuned MiniLM the two were within two dev sentences of each other
+  (per-channel -1.15 points, per-tensor -0.92).
 - weight_only (int8 weights, fp32 compute; for memory-bound serving where RAM or download size is
   the constraint): our own ``Int8WeightOnlyLinear`` that stores int8 weights with per-channel
-  scales and dequantizes in the forward pass. PyTorch's CPU ``_weight_int8pack_mm`` kernel was
-  80x slower than fp32 matmul for fp32 inputs here, and torchao's ``Int8WeightOnlyConfig`` was no
+  scales and dequantizes in the forward pass (0.92x fp32 speed, dev accuracy -0.11 points,
+  3.97x smaller Linear weights). PyTorch's CPU ``_weight_int8pack_mm`` kernel was 80x slower than
+  fp32 matmul for fp32 inputs here, and torchao's ``Int8WeightOnlyConfig`` was no
   faster than fp32 in eager mode (1.02x) while adding a dependency. Weight-only int8 saves memory,
   not time, on this CPU.
 - static (int8 weights and activations, scales calibrated on data; for CNNs such as the digits
