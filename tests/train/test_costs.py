@@ -63,3 +63,26 @@ def test_model_costs_has_every_figure():
         assert key in costs, key
     assert costs["params"] == 15 and costs["latency_b32_batch_size"] == 32
     assert costs["inference_footprint"]["units"] == 64
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(4, 6)
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x)))
+
+
+def test_int8_dynamic_model_keeps_its_parameter_count_and_flops():
+    # torch.ao keeps int8 weights out of parameters() and its kernels out of FlopCounterMode:
+    # the counts must still match the fp32 model's.
+    model = _Net()
+    fp32_params, fp32_flops = count_parameters(model), flops_per_example(model, batch(5))
+    int8 = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    assert fp32_params == 4 * 6 + 6 + 6 * 3 + 3
+    assert count_parameters(int8) == fp32_params
+    assert count_parameters(int8, trainable_only=True) == 0
+    assert fp32_flops == pytest.approx(2 * (4 * 6 + 6 * 3))
+    assert flops_per_example(int8, batch(5)) == pytest.approx(fp32_flops)

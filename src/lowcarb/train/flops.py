@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lowcarb.train.batches import Batch, batch_size_of, model_device, model_inputs, to_device
+from lowcarb.train.size import quantized_weights
 
 
 @torch.inference_mode()
@@ -19,9 +20,24 @@ def flops_per_example(model: nn.Module, example_batch: Batch) -> float:
     was_training = model.training
     model.eval()
     inputs = model_inputs(to_device(example_batch, model_device(model)))
+    # FlopCounterMode does not see torch.ao's quantized kernels: count those from their shapes.
+    quantized_flops = [0]
+
+    def count_quantized(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        weight = module.weight()
+        if weight.dim() == 2:  # Linear: 2 * in * out per row of the input
+            rows = output.numel() // weight.shape[0]
+            quantized_flops[0] += 2 * weight.shape[0] * weight.shape[1] * rows
+        else:  # ConvNd: 2 * (in/groups * kernel) per output element
+            quantized_flops[0] += 2 * output.numel() * (weight.numel() // weight.shape[0])
+
+    handles = [m.register_forward_hook(count_quantized) for m, _ in quantized_weights(model)]
     try:
         with FlopCounterMode(display=False) as counter:
             model(**inputs)
     finally:
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
-    return counter.get_total_flops() / batch_size_of(example_batch)
+    total = counter.get_total_flops() + quantized_flops[0]
+    return total / batch_size_of(example_batch)

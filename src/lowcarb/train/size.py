@@ -11,9 +11,20 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+# Where torch.ao's int8 modules live (plain, and fused such as ConvReLU2d / LinearReLU).
+_QUANTIZED_MODULES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")
+
+
+def quantized_weights(model: nn.Module) -> Iterator[tuple[nn.Module, torch.Tensor]]:
+    """(module, int8 weight) for every quantized module (torch.ao keeps these out of parameters())."""
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if callable(weight) and type(module).__module__.startswith(_QUANTIZED_MODULES):
+            yield module, weight()
+
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Distinct parameters (tied weights counted once)."""
+    """Distinct parameters (tied weights counted once), int8 weights of quantized modules included."""
     seen: set[int] = set()
     total = 0
     for p in model.parameters():
@@ -21,6 +32,10 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
             continue
         seen.add(id(p))
         total += p.numel()
+    if not trainable_only:  # quantized weights are frozen by construction
+        for module, weight in quantized_weights(model):
+            bias = module.bias() if callable(getattr(module, "bias", None)) else None
+            total += weight.numel() + (bias.numel() if bias is not None else 0)
     return total
 
 
