@@ -75,7 +75,7 @@ def test_real_cpu_work_is_measured(config):
     assert fp.cpu_time_s >= 0.25
     assert fp.components["cpu"].energy_j >= 0.25 * 4.0
     assert fp.components["ram"].energy_j > 0
-    assert fp.duration_s >= 0.3
+    assert fp.duration_s >= 0.25  # wall and CPU clocks tick apart: same slack as cpu_time_s
 
 
 def test_bad_window_arguments():

@@ -86,3 +86,15 @@ def test_int8_dynamic_model_keeps_its_parameter_count_and_flops():
     assert count_parameters(int8, trainable_only=True) == 0
     assert fp32_flops == pytest.approx(2 * (4 * 6 + 6 * 3))
     assert flops_per_example(int8, batch(5)) == pytest.approx(fp32_flops)
+
+
+class _Attention(nn.Module):
+    def forward(self, x):
+        return nn.functional.scaled_dot_product_attention(x, x, x)
+
+
+def test_fused_attention_flops_are_counted():
+    # (batch 2, heads 4, tokens 16, head size 8)
+    flops = flops_per_example(_Attention(), {"x": torch.randn(2, 4, 16, 8), "labels": torch.zeros(2)})
+    # per example: 2 products (QK^T, AV) x 2 FLOPs per multiply-add x 4 heads x 16 x 16 x 8
+    assert flops == pytest.approx(2 * 2 * 4 * 16 * 16 * 8)

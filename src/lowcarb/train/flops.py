@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from lowcarb.train.batches import Batch, batch_size_of, model_device, model_inputs, to_device
@@ -33,7 +34,9 @@ def flops_per_example(model: nn.Module, example_batch: Batch) -> float:
 
     handles = [m.register_forward_hook(count_quantized) for m, _ in quantized_weights(model)]
     try:
-        with FlopCounterMode(display=False) as counter:
+        # The fused CPU attention kernel is invisible to FlopCounterMode; the math backend does the
+        # same products as visible matmuls, so attention's 4*T^2*d term is counted.
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             model(**inputs)
     finally:
         for handle in handles:
