@@ -136,7 +136,8 @@ class _Channels:
         bn_channels.channel_groups(model)  # fail before training if the model cannot be pruned
 
     def detach(self, model: nn.Module) -> None:
-        pass
+        # Nothing was added: the BatchNorm scales are the model's own parameters.
+        return None
 
     def l1(self, model: nn.Module) -> torch.Tensor:
         return bn_channels.l1(model)
