@@ -12,16 +12,17 @@ The same L3 student is also trained four ways (hard labels, logit KD, MiniLM rel
 XtremeDistil); the accuracy and training energy of each are figures (no target).
 
 The compress-all model is built in this process with the library calls the recipe's stages make
-(recipes/compress-all.yaml): the KD student above -> lowrank.apply (encoder Linears, half their
-parameters, spectral init) -> recovery (KD from the cached teacher logits + Frobenius decay; the
-recipe's lowrank stage recovers with cross-entropy) -> vocab.apply (word embeddings cut to the
-tokens of SST-2's 67k training phrases, text only, stored int8 per row) -> quantize.apply
-(dynamic int8 Linear). Every step is a ledger window; the payback sums them all, plus the
-teacher-logit pass the KD student used.
+(recipes/compress-all.yaml): the KD student above -> lowrank.apply (encoder Linears,
+--combined-param-ratio of their parameters, default 0.5, spectral init) -> recovery (--recover-steps
+of KD from the cached teacher logits + Frobenius decay; the recipe's lowrank stage recovers with
+cross-entropy) -> vocab.apply (word embeddings cut to the tokens of SST-2's 67k training phrases,
+text only, stored int8 per row) -> quantize.apply (dynamic int8 Linear, SmoothQuant strength chosen
+on training batches by quantize.choose_smooth_alpha). Every step is a ledger window; the payback
+sums them all, plus the teacher-logit pass the KD student used.
 
-Run:  .venv/bin/python benchmarks/distill_minilm.py [--max-steps N] [--recover-steps N]
+Run:  .venv/bin/python benchmarks/distill_minilm.py [--recover-steps N] [--combined-param-ratio R]
       needs benchmarks/.cache/minilm-sst2 (benchmarks/baseline_minilm_sst2.py).
-Training uses --threads torch threads (default 2); latency and inference footprints use 1 thread,
+Training uses --threads torch threads (default 1); latency and inference footprints use 1 thread,
 teacher and students alternated over --rounds rounds, medians reported.
 """
 
@@ -95,11 +96,19 @@ def accuracy(model: torch.nn.Module, dev: Any) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="epochs of the subset per student (default 2, as the teacher's fine-tune)")
     parser.add_argument("--max-steps", type=int, default=None,
-                        help="cap on each student's optimiser steps (default: 1 epoch of the subset)")
-    parser.add_argument("--recover-steps", type=int, default=60)
+                        help="cap on each student's optimiser steps (default: --epochs of the subset)")
+    parser.add_argument("--recover-steps", type=int, default=250,
+                        help="KD recovery steps after factorizing (default 250: one epoch)")
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--recover-lr", type=float, default=None,
+                        help="learning rate of the KD recovery after factorizing (default: --lr)")
+    parser.add_argument("--combined-param-ratio", type=float, default=0.5,
+                        help="fraction of the student's encoder Linear parameters kept by lowrank")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for training (1: steadier on a shared 2-core machine)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--methods", default="hard,kd,minilm,xtremedistil")
     parser.add_argument("--combined-layers", default="1,3,5",
@@ -115,8 +124,8 @@ def main() -> None:
     if args.dev_limit is not None:
         dev = list(dev)[: max(1, args.dev_limit // 64)]
     b1, b32 = example_batches(tokenizer)
-    steps = args.max_steps or len(train)
-    config = TrainConfig(epochs=1, max_steps=steps, batch_size=32, lr=args.lr, warmup_ratio=0.1,
+    steps = min(args.max_steps or args.epochs * len(train), args.epochs * len(train))
+    config = TrainConfig(epochs=args.epochs, max_steps=steps, batch_size=32, lr=args.lr, warmup_ratio=0.1,
                          seed=0, quiet=True)
     figures: dict[str, Any] = {
         "subset": subset_description(),
@@ -186,12 +195,14 @@ def main() -> None:
         combined["after_distil_accuracy"] = accuracy(final, dev)
         log(f"combined student {combined_layers}: dev accuracy {combined['after_distil_accuracy']}")
     with track("factorize", unit="model", units=1) as fp:
-        lr_summary = lowrank.apply(final, lowrank.LowRankConfig(param_ratio=0.5, targets=("*encoder*",)))
+        lr_summary = lowrank.apply(final, lowrank.LowRankConfig(param_ratio=args.combined_param_ratio,
+                                                                 targets=("*encoder*",)))
     combined["windows"]["factorize"] = fp_figures(fp)
     combined["factorize"] = {"params_before": lr_summary.params_before, "params_after": lr_summary.params_after,
                              "target_ratio": round(lr_summary.target_ratio, 4)}
     combined["after_factorize_accuracy"] = accuracy(final, dev)
-    recover = TrainConfig(epochs=1, max_steps=args.recover_steps, batch_size=32, lr=args.lr,
+    recover = TrainConfig(epochs=-(-args.recover_steps // len(train)), max_steps=args.recover_steps,
+                          batch_size=32, lr=args.recover_lr or args.lr,
                           warmup_ratio=0.1, seed=1, quiet=True)
     with track("recover", unit="sample", units=args.recover_steps * 32) as fp:
         distill(final, teacher, train, None, LogitKD(temperature=2.0, alpha=0.5), recover,
@@ -208,7 +219,13 @@ def main() -> None:
     combined["vocab"] = {**v_summary.to_dict(), "text": "SST-2 train.tsv, 67,349 phrases (text only)"}
     combined["after_vocab_accuracy"] = accuracy(final, dev)
     with track("int8", unit="model", units=1) as fp:
-        q_summary = quantize.apply(final, quantize.QuantizeConfig(mode="dynamic"))
+        # As compress_minilm.py: SmoothQuant strength chosen on training batches (never dev).
+        batches = [b for _, b in zip(range(24), train, strict=False)]
+        alpha, alpha_errors = quantize.choose_smooth_alpha(final, quantize.QuantizeConfig(),
+                                                           batches[:16], batches[16:])
+        q_summary = quantize.apply(final, quantize.QuantizeConfig(mode="dynamic", smooth_alpha=alpha),
+                                   calibration=batches[:16] if alpha is not None else None)
+    combined["int8_smooth_alpha"] = {"chosen": alpha, "logit_mse": alpha_errors}
     final = q_summary.model
     combined["windows"]["int8"] = fp_figures(fp)
     final_acc = accuracy(final, dev)

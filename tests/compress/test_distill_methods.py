@@ -265,3 +265,32 @@ def test_extra_loss_and_param_groups_reach_the_training_loop():
     assert torch.equal(student.bert.encoder.layer[0].output.dense.weight, body)
     with pytest.raises(ValueError, match="XtremeDistil manages"):
         distill(student, teacher, batches(n=1), None, XtremeDistil(), QUICK, extra_loss=extra)
+
+
+def test_hidden_state_matching_works_on_a_factorized_student():
+    """A factorized model has no plain q/k/v Linears: attention matching cannot trace it, but
+    hidden-state matching (attention_weight=0) can, and pulls its hidden states to the teacher's."""
+    from lowcarb.compress import lowrank
+    from lowcarb.compress.distill.capture import trace as trace_states
+
+    teacher = tiny_bert(seed=0)
+    student = copy.deepcopy(teacher)
+    lowrank.apply(student, lowrank.LowRankConfig(param_ratio=0.3, targets=("*encoder*",)))
+    data = batches()
+
+    def hidden_gap() -> float:
+        student.eval()
+        with torch.no_grad(), trace_states(student, qkv=False) as ts, trace_states(teacher, qkv=False) as tt:
+            total = 0.0
+            for b in data:
+                inputs = {k: b[k] for k in ("input_ids", "attention_mask")}
+                student(**inputs)
+                teacher(**inputs)
+                total += sum(float((s - t).pow(2).mean()) for s, t in zip(ts.hidden, tt.hidden, strict=True))
+        return total
+
+    with pytest.raises(ValueError, match="no separate query/key/value"):
+        distill(student, teacher, data[:1], None, Intermediate(), QUICK)
+    before = hidden_gap()
+    distill(student, teacher, data, None, Intermediate(attention_weight=0.0), QUICK)
+    assert hidden_gap() < before

@@ -214,3 +214,91 @@ def test_sqnr():
     x = torch.ones(10)
     assert sqnr_db(x, x) == float("inf")
     assert sqnr_db(x, x * 1.1) == pytest.approx(20.0)
+
+
+# --------------------------------------------------------------------------- smoothing (SmoothQuant)
+
+
+def _outlier_mlp_and_batches(seed: int = 0) -> tuple[nn.Module, list[torch.Tensor]]:
+    """An MLP whose input has two channels 50x larger than the rest, as BERT's LayerNorm outputs
+    have: per-tensor activation scales then leave the other channels a few int8 levels."""
+    model = _mlp(seed)
+    g = torch.Generator().manual_seed(seed)
+    gain = torch.ones(64)
+    gain[[3, 17]] = 50.0
+    batches = [torch.randn(32, 64, generator=g) * gain for _ in range(6)]
+    return model, batches
+
+
+def test_smoothing_alone_keeps_the_function():
+    model, batches = _outlier_mlp_and_batches()
+    ref = copy.deepcopy(model)
+    names = quantize._smooth(model, ["0", "2"], 0.5, batches, 4)
+    assert names == ["0.linear", "2.linear"]
+    assert isinstance(model[0], quantize.SmoothedLinear)
+    assert not torch.allclose(model[0].input_scale, torch.ones(64))
+    x = batches[-1]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_smoothing_scales_follow_the_formula():
+    amax = torch.tensor([4.0, 1.0, 0.0])
+    weight = torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.25, -1.0]])  # column maxima 1, 2, 3
+    s = quantize.smoothing_scales(amax, weight, alpha=0.5)
+    torch.testing.assert_close(s, torch.tensor([2.0, (1.0 / 2.0) ** 0.5, 1.0]))
+
+
+def test_smoothing_lowers_the_int8_error_on_outlier_channels():
+    model, batches = _outlier_mlp_and_batches()
+    x = batches[-1]
+    with torch.no_grad():
+        ref = model(x)
+    plain = quantize.apply(copy.deepcopy(model), QuantizeConfig()).model
+    smooth = quantize.apply(
+        copy.deepcopy(model), QuantizeConfig(smooth_alpha=0.5), calibration=batches[:4]
+    ).model
+    with torch.no_grad():
+        plain_db, smooth_db = sqnr_db(ref, plain(x)), sqnr_db(ref, smooth(x))
+    assert smooth_db > plain_db + 3.0
+
+
+def test_smoothed_save_and_reload_gives_identical_outputs(tmp_path):
+    model, batches = _outlier_mlp_and_batches()
+    summary = quantize.apply(model, QuantizeConfig(smooth_alpha=0.6), calibration=batches[:2])
+    quantize.save(summary, tmp_path / "sq")
+    fresh = quantize.load(_mlp(seed=9), tmp_path / "sq")
+    with torch.inference_mode():
+        assert torch.equal(summary.model(batches[-1]), fresh(batches[-1]))
+
+
+def test_choose_smooth_alpha_picks_the_smallest_error_and_leaves_the_model():
+    model, batches = _outlier_mlp_and_batches()
+    before = copy.deepcopy(model.state_dict())
+    alpha, errors = quantize.choose_smooth_alpha(
+        model, QuantizeConfig(), batches[:4], batches[4:], alphas=(None, 0.5, 0.8)
+    )
+    assert set(errors) == {"None", "0.5", "0.8"}
+    assert errors[str(alpha)] == min(errors.values())
+    assert alpha is not None  # outlier channels: some smoothing beats none
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "static", "smooth_alpha": 0.5}, "mode='dynamic' only"),
+        ({"smooth_alpha": 1.5}, r"smooth_alpha must be in \[0, 1\]"),
+    ],
+)
+def test_bad_smoothing_configs(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        QuantizeConfig(**kwargs)
+
+
+def test_smoothing_without_calibration_is_refused():
+    with pytest.raises(ValueError, match="smooth_alpha needs calibration"):
+        quantize.apply(_mlp(), QuantizeConfig(smooth_alpha=0.5))
+    with pytest.raises(ValueError, match="only used by mode='static' and by smoothing"):
+        quantize.apply(_mlp(), QuantizeConfig(), calibration=[torch.randn(4, 64)])

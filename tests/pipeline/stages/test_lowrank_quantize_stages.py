@@ -67,6 +67,28 @@ def test_dynamic_and_weight_only_stages(tmp_path):
     assert result.run["model"]["reloads"] is True
 
 
+@pytest.mark.parametrize("alpha", ["auto", 0.5])
+def test_dynamic_stage_with_smoothing_reloads(tmp_path, alpha):
+    result = run(
+        tmp_path,
+        ["train", {"quantize": {"mode": "dynamic", "smooth_alpha": alpha, "calibration_batches": 2}}],
+    )
+    q = stage(result, "quantize")["summary"]
+    if alpha == "auto":
+        chosen = q["smooth_alpha"]["chosen"]
+        assert set(q["smooth_alpha"]["logit_mse"]) == {"None", "0.3", "0.5", "0.7", "0.85"}
+        assert q["config"]["smooth_alpha"] == chosen
+    else:
+        assert q["smooth_alpha"] == 0.5 and q["config"]["smooth_alpha"] == 0.5
+        assert q["modules_changed"] == ["classifier.1.linear", "classifier.4.linear"]
+    assert result.run["model"]["reloads"] is True, result.run["model"]
+
+
+def test_smoothing_is_refused_outside_dynamic_mode():
+    with pytest.raises(ValueError, match="dynamic"):
+        recipe_from_dict({**BASE, "stages": [{"quantize": {"mode": "static", "smooth_alpha": 0.5}}]})
+
+
 def test_lowrank_stage_with_weight_decay_and_no_recovery(tmp_path):
     result = run(tmp_path, ["train", {"lowrank": {"rank": 2, "recover": False}}])
     summary = stage(result, "lowrank")["summary"]

@@ -135,6 +135,9 @@ def distill(
         result = fit(student, train_loader, dev_loader, train, loss_fn=objective, **fit_kwargs)
     elif isinstance(method, (MiniLM, Intermediate)):
         teacher_heads = num_heads_of(teacher)
+        # Queries/keys/values are traced only when a loss reads them: hidden-state matching alone
+        # also works for models whose attention has no separate q/k/v Linears (factorized ones).
+        qkv = True
         if isinstance(method, MiniLM):
             relation = minilm_relation(
                 version=method.version,
@@ -164,6 +167,7 @@ def distill(
             )
             extra_params = list(matcher.parameters())
             relation, weight, kd = intermediate_relation(matcher), 1.0, method.kd
+            qkv = method.attention_weight > 0
         if extra_params:
             groups = list(param_groups or default_param_groups(student, train.weight_decay))
             groups.append({"params": extra_params, "weight_decay": 0.0})
@@ -173,6 +177,7 @@ def distill(
             weight=weight,
             kd_temperature=kd.temperature if kd else None,
             kd_alpha=kd.alpha if kd else 1.0,
+            qkv=qkv,
             counter=cache,
         ) as objective:
             result = fit(student, train_loader, dev_loader, train, loss_fn=objective, **fit_kwargs)
