@@ -13,10 +13,11 @@ XtremeDistil); the accuracy and training energy of each are figures (no target).
 
 The compress-all model is built in this process with the library calls the recipe's stages make
 (recipes/compress-all.yaml): the KD student above -> lowrank.apply (encoder Linears,
---combined-param-ratio of their parameters, default 0.5, spectral init) -> recovery (--recover-steps
+--combined-param-ratio of their parameters, default 0.75, spectral init) -> recovery (--recover-steps
 of KD from the cached teacher logits + Frobenius decay; the recipe's lowrank stage recovers with
 cross-entropy) -> vocab.apply (word embeddings cut to the tokens of SST-2's 67k training phrases,
-text only, stored int8 per row) -> quantize.apply (dynamic int8 Linear, SmoothQuant strength chosen
+text only, plus the first --vocab-keep-first ids of the WordPiece vocabulary, its most frequent
+pieces; stored int8 per row) -> quantize.apply (dynamic int8 Linear, SmoothQuant strength chosen
 on training batches by quantize.choose_smooth_alpha). Every step is a ledger window; the payback
 sums them all, plus the teacher-logit pass the KD student used.
 
@@ -100,12 +101,14 @@ def main() -> None:
                         help="epochs of the subset per student (default 2, as the teacher's fine-tune)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="cap on each student's optimiser steps (default: --epochs of the subset)")
-    parser.add_argument("--recover-steps", type=int, default=250,
-                        help="KD recovery steps after factorizing (default 250: one epoch)")
+    parser.add_argument("--recover-steps", type=int, default=500,
+                        help="KD recovery steps after factorizing (default 500: two epochs)")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--recover-lr", type=float, default=None,
                         help="learning rate of the KD recovery after factorizing (default: --lr)")
-    parser.add_argument("--combined-param-ratio", type=float, default=0.5,
+    parser.add_argument("--vocab-keep-first", type=int, default=20000,
+                        help="the compress-all vocabulary also keeps ids below this (frequent pieces)")
+    parser.add_argument("--combined-param-ratio", type=float, default=0.75,
                         help="fraction of the student's encoder Linear parameters kept by lowrank")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for training (1: steadier on a shared 2-core machine)")
@@ -214,9 +217,11 @@ def main() -> None:
 
     corpus = [line.split("\t")[0] for line in (SST2_DIR / "train.tsv").read_text().splitlines()[1:]]
     with track("vocab", unit="model", units=1) as fp:
-        v_summary = vocab.apply(final, vocab.keep_for_texts(corpus, tokenizer, int8=True))
+        v_summary = vocab.apply(final, vocab.keep_for_texts(corpus, tokenizer, int8=True,
+                                                             keep_first=args.vocab_keep_first))
     combined["windows"]["vocab"] = fp_figures(fp)
-    combined["vocab"] = {**v_summary.to_dict(), "text": "SST-2 train.tsv, 67,349 phrases (text only)"}
+    combined["vocab"] = {**v_summary.to_dict(), "text": "SST-2 train.tsv, 67,349 phrases (text only)",
+                         "keep_first": args.vocab_keep_first}
     combined["after_vocab_accuracy"] = accuracy(final, dev)
     with track("int8", unit="model", units=1) as fp:
         # As compress_minilm.py: SmoothQuant strength chosen on training batches (never dev).

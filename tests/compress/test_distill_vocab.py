@@ -60,6 +60,22 @@ def test_token_ids_in_collects_the_texts_tokens_and_specials():
     assert len(ids) < 15
 
 
+def test_keep_first_adds_the_leading_vocabulary_ids():
+    from lowcarb.models import load_minilm_tokenizer
+
+    tok = load_minilm_tokenizer()
+    texts = ["a thyroid movie"]
+    plain = vocab.keep_for_texts(texts, tok)
+    wide = vocab.keep_for_texts(texts, tok, keep_first=2100)
+    assert set(range(2100)) <= set(wide.keep) and set(plain.keep) <= set(wide.keep)
+    assert tok.convert_tokens_to_ids("thyroid") in wide.keep  # the text's own tokens stay
+    assert list(wide.keep) == sorted(set(wide.keep))
+    capped = vocab.keep_for_texts(texts, tok, keep_first=10**6)
+    assert len(capped.keep) == tok.vocab_size
+    with pytest.raises(ValueError, match="keep_first"):
+        vocab.keep_for_texts(texts, tok, keep_first=-1)
+
+
 def test_vocab_errors_are_clear():
     with pytest.raises(ValueError, match="empty"):
         VocabConfig(keep=())

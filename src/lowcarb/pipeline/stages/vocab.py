@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from lowcarb.compress.distill import vocab
 from lowcarb.data import TextSplit
 from lowcarb.pipeline.context import RunContext
@@ -25,6 +27,9 @@ class VocabStageConfig(StageConfig):
     # Optional extra text (a .txt file, one text per line) whose tokens are kept too, e.g. the
     # full unlabelled corpus when training used a subset.
     extra_text: str | None = None
+    # Also keep the first N ids of the vocabulary (WordPiece lists frequent pieces first): common
+    # words the training text lacks keep their own embedding (see vocab.keep_for_texts).
+    keep_first: int = Field(default=0, ge=0)
 
 
 @register_stage("vocab", VocabStageConfig)
@@ -39,7 +44,7 @@ def vocab_stage(ctx: RunContext, cfg: VocabStageConfig) -> RunContext:
         if not path.is_file():
             raise ValueError(f"vocab.extra_text: {cfg.extra_text} is not a file (one text per line)")
         texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    config = vocab.keep_for_texts(texts, ctx.tokenizer, int8=cfg.int8)
+    config = vocab.keep_for_texts(texts, ctx.tokenizer, int8=cfg.int8, keep_first=cfg.keep_first)
     if cfg.unknown == "unk":
         config = vocab.VocabConfig(
             keep=config.keep, unk_id=config.unk_id, always=config.always, unknown="unk", int8=cfg.int8
