@@ -88,6 +88,23 @@ def test_int8_dynamic_model_keeps_its_parameter_count_and_flops():
     assert flops_per_example(int8, batch(5)) == pytest.approx(fp32_flops)
 
 
+def test_lowcarb_int8_buffers_count_as_parameters():
+    # Weight-only int8 Linears and int8 embedding rows hold their weights in buffers.
+    from lowcarb.compress import quantize
+    from lowcarb.compress.distill import vocab
+    from tests.compress.test_distill_losses import tiny_bert
+
+    model = _Net()
+    before = count_parameters(model)
+    quantize.apply(model, quantize.QuantizeConfig(mode="weight_only"))
+    assert count_parameters(model) == before
+    text = tiny_bert()
+    vocab.apply(text, vocab.VocabConfig(keep=(0, 1, 2, 3), int8=True))
+    emb = text.bert.embeddings.word_embeddings
+    others = sum(p.numel() for n, p in text.named_parameters() if "word_embeddings" not in n)
+    assert count_parameters(text) == others + 4 * emb.rows_int8.shape[1]
+
+
 class _Attention(nn.Module):
     def forward(self, x):
         return nn.functional.scaled_dot_product_attention(x, x, x)

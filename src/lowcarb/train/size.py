@@ -23,6 +23,11 @@ def quantized_weights(model: nn.Module) -> Iterator[tuple[nn.Module, torch.Tenso
             yield module, weight()
 
 
+# lowcarb's own int8 modules keep their int8 values in buffers: Int8WeightOnlyLinear.weight_int8
+# (compress.quantize) and CompactEmbedding.rows_int8 (compress.distill.vocab).
+_INT8_BUFFERS = ("weight_int8", "rows_int8")
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Distinct parameters (tied weights counted once), int8 weights of quantized modules included."""
     seen: set[int] = set()
@@ -36,6 +41,11 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
         for module, weight in quantized_weights(model):
             bias = module.bias() if callable(getattr(module, "bias", None)) else None
             total += weight.numel() + (bias.numel() if bias is not None else 0)
+        for module in model.modules():
+            for name in _INT8_BUFFERS:
+                buffer = module._buffers.get(name)
+                if buffer is not None:
+                    total += buffer.numel()
     return total
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowcarb.compress.distill.capture import embedding_module
+from lowcarb.train.size import count_parameters
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def apply(model: nn.Module, config: VocabConfig) -> VocabSummary:
             old_to_new[dropped] = _nearest_kept(table, kept, dropped)
         else:
             old_to_new[dropped] = int(old_to_new[config.unk_id])
-    params_before = sum(p.numel() for p in model.parameters())
+    params_before = count_parameters(model)
     bytes_before = table.numel() * table_module.weight.element_size()
     compact = CompactEmbedding(old_to_new, table[kept], config.int8)
     setattr(owner, attr, compact)
@@ -176,7 +177,7 @@ def apply(model: nn.Module, config: VocabConfig) -> VocabSummary:
     name = next(n for n, m in model.named_modules() if m is compact)
     return VocabSummary(
         params_before=params_before,
-        params_after=sum(p.numel() for p in model.parameters()),
+        params_after=count_parameters(model),
         vocab_before=vocab,
         vocab_after=len(kept),
         int8=config.int8,
