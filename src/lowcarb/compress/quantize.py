@@ -12,9 +12,9 @@ benchmarks/compress_minilm.py and benchmarks/RESULTS.md for the current figures)
   with per-channel weight scales. torch.ao is deprecated in favour of torchao, but torchao's eager
   ``Int8DynamicActivationInt8WeightConfig`` ran at 1.2x over fp32 in a probe here (it is written
   for torch.compile), while torch.ao ran at 1.7-1.8x on the x86/fbgemm engine and 2.1-2.9x on the
-  oneDNN engine, which uses the AMX int8 tiles (benchmark run 2026-11-28 on the loaded machine:
-  2.10x oneDNN vs 1.81x x86, dev accuracy 0.8647 vs fp32 0.8761). So ``backend="auto"`` picks
-  ``onednn`` where the CPU has AMX int8 and ``x86`` elsewhere. Per-channel scales are the default:
+  oneDNN engine, which uses the AMX int8 tiles (benchmark run 2026-11-28 08:04 UTC: 2.31x oneDNN
+  vs 1.73x x86, dev accuracy 0.8647 vs fp32 0.8761; with smoothing 2.36x and 0.8773). So
+  ``backend="auto"`` picks ``onednn`` where the CPU has AMX int8 and ``x86`` elsewhere. Per-channel scales are the default:
   they bound each output row's error by that row's own range (tests show +3 dB and more on layers
   with uneven rows); on the fine-tuned MiniLM the two were within two dev sentences of each other
   (per-channel -1.15 points, per-tensor -0.92).
