@@ -246,6 +246,8 @@ def test_method_errors_say_what_to_do():
         LogitKD(alpha=2.0)
     with pytest.raises(ValueError, match="layer_map"):
         distill(student, teacher, batches(n=1), None, Intermediate(layer_map=(1, 2, 3)), QUICK)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        Intermediate(attention_weight=-1.0)
 
 
 def test_extra_loss_and_param_groups_reach_the_training_loop():

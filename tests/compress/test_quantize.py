@@ -297,6 +297,21 @@ def test_bad_smoothing_configs(kwargs, message):
         QuantizeConfig(**kwargs)
 
 
+def test_smoothing_a_linear_that_never_runs_is_refused():
+    class WithSpare(nn.Module):
+        def __init__(self, body: nn.Module) -> None:
+            super().__init__()
+            self.body, self.unused = body, nn.Linear(64, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    body, batches = _outlier_mlp_and_batches()
+    model = WithSpare(body)
+    with pytest.raises(ValueError, match=r"\['unused'\] never ran"):
+        quantize.apply(model, QuantizeConfig(smooth_alpha=0.5), calibration=batches[:2])
+
+
 def test_smoothing_without_calibration_is_refused():
     with pytest.raises(ValueError, match="smooth_alpha needs calibration"):
         quantize.apply(_mlp(), QuantizeConfig(smooth_alpha=0.5))

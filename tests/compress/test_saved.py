@@ -74,6 +74,28 @@ def test_factorized_dynamic_int8_hugging_face_round_trip(tmp_path):
     assert torch.equal(a, b)
 
 
+def test_smoothed_dynamic_int8_hugging_face_round_trip(tmp_path):
+    # SmoothedLinear wraps BERT's Linears: the saver reads their shapes (bert_structure.describe).
+    handle = _tiny_bert_handle()
+    g = torch.Generator().manual_seed(0)
+    calib = [
+        {"input_ids": torch.randint(0, 60, (4, 9), generator=g), "attention_mask": torch.ones(4, 9, dtype=torch.long)}
+        for _ in range(3)
+    ]
+    summary_q = quantize.apply(
+        handle.model, quantize.QuantizeConfig(smooth_alpha=0.5), calibration=calib
+    )
+    folder = save_compressed(
+        handle, tmp_path / "m", quantize_config=summary_q.config, backend=summary_q.backend
+    )
+    reloaded = load_compressed(folder)
+    ids, mask = calib[0]["input_ids"], calib[0]["attention_mask"]
+    with torch.inference_mode():
+        a = handle.model(input_ids=ids, attention_mask=mask).logits
+        b = reloaded.model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(a, b)
+
+
 def test_load_compressed_needs_the_metadata(tmp_path):
     with pytest.raises(FileNotFoundError, match="save_compressed"):
         load_compressed(tmp_path)

@@ -252,10 +252,13 @@ class SmoothedLinear(nn.Module):
     ``input_scale``: the dense layer's function, with its input's outlier channels scaled down
     before the (dynamic int8) ``linear`` quantizes them."""
 
-    def __init__(self, linear: nn.Module, in_features: int) -> None:
+    def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.linear = linear
-        self.register_buffer("input_scale", torch.ones(in_features))
+        # Shape readers (bert_structure.describe, size and FLOPs accounting) see a Linear's shape.
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.register_buffer("input_scale", torch.ones(linear.in_features))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x / self.input_scale.to(x.dtype))
@@ -303,14 +306,23 @@ def _smooth(
 ) -> list[str]:
     """Wrap each named Linear in a SmoothedLinear; returns the names of the inner Linears."""
     amax = activation_absmax(model, names, calibration, batches)
+    silent = [n for n in names if n not in amax]
+    if silent:
+        raise ValueError(
+            f"Linear modules {silent} never ran on the calibration batches, so they have no "
+            "activation statistics; exclude them (QuantizeConfig.exclude) or check the batches"
+        )
     inner = []
     with torch.no_grad():
         for name in names:
             linear = model.get_submodule(name)
             assert isinstance(linear, nn.Linear)
             scale = smoothing_scales(amax[name], linear.weight, alpha)
-            linear.weight.mul_(scale.to(linear.weight.dtype))
-            wrapped = SmoothedLinear(linear, linear.in_features)
+            # A new Parameter, not an in-place multiply: a weight tied elsewhere stays as it was.
+            linear.weight = nn.Parameter(
+                linear.weight * scale.to(linear.weight.dtype), requires_grad=False
+            )
+            wrapped = SmoothedLinear(linear)
             wrapped.input_scale.copy_(scale)
             _set_module(model, name, wrapped)
             inner.append(f"{name}.linear")
@@ -322,7 +334,7 @@ def _smoothed_structure(model: nn.Module, names: list[str]) -> list[str]:
     for name in names:
         linear = model.get_submodule(name)
         assert isinstance(linear, nn.Linear)
-        _set_module(model, name, SmoothedLinear(linear, linear.in_features))
+        _set_module(model, name, SmoothedLinear(linear))
     return [f"{n}.linear" for n in names]
 
 
@@ -443,18 +455,9 @@ def linear_weight_bytes(model: nn.Module) -> int:
 
 def _count(model: nn.Module) -> int:
     """Parameters, counting int8 weights held in packed form or buffers as parameters too."""
-    from torch.ao.nn.quantized import Conv2d as QConv2d
-    from torch.ao.nn.quantized import Linear as QLinear
-    from torch.ao.nn.quantized.dynamic import Linear as DQLinear
+    from lowcarb.train.size import count_parameters
 
-    total = sum(p.numel() for p in model.parameters())
-    for mod in model.modules():
-        if isinstance(mod, (DQLinear, QLinear, QConv2d)):
-            w, b = mod.weight(), mod.bias()
-            total += w.numel() + (b.numel() if b is not None else 0)
-        elif isinstance(mod, Int8WeightOnlyLinear):
-            total += mod.weight_int8.numel()
-    return total
+    return count_parameters(model)
 
 
 # ---------------------------------------------------------------------------------------------

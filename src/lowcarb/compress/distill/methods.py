@@ -83,6 +83,13 @@ class Intermediate:
     attention_weight: float = 1.0
     kd: LogitKD | None = field(default_factory=LogitKD)
 
+    def __post_init__(self) -> None:
+        if self.hidden_weight < 0 or self.attention_weight < 0:
+            raise ValueError(
+                f"Intermediate weights must be >= 0 (0 turns a term off), got hidden_weight="
+                f"{self.hidden_weight}, attention_weight={self.attention_weight}"
+            )
+
 
 Method = HardLabels | LogitKD | MiniLM | Intermediate | XtremeDistil
 

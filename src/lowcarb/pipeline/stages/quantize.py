@@ -81,9 +81,11 @@ def _smoothing(
     calibration = batches[: cfg.calibration_batches]
     if cfg.smooth_alpha != "auto":
         return calibration, config, cfg.smooth_alpha
-    held = batches[cfg.calibration_batches :] or calibration
-    alpha, errors = quantize.choose_smooth_alpha(ctx.model, config, calibration, held)
-    note = {"chosen": alpha, "logit_mse": errors}
+    held = batches[cfg.calibration_batches :]
+    # A train split too short for held-out batches: judge on the calibration batches, and say so.
+    judged_on = "held-out training batches" if held else "the calibration batches (train split too short)"
+    alpha, errors = quantize.choose_smooth_alpha(ctx.model, config, calibration, held or calibration)
+    note = {"chosen": alpha, "logit_mse": errors, "judged_on": judged_on}
     config = dataclasses.replace(config, smooth_alpha=alpha)
     return (calibration if alpha is not None else None), config, note
 
