@@ -257,7 +257,7 @@ class _WarmUpContext:
     params = {"model.width": 4, "model.depth": 1, "train.lr": 1e-3, "quantize": True}
 
     def report(self, step: int, quality: float) -> None:
-        pass
+        pass  # the warm-up run is not a trial: nothing to report or prune
 
 
 def warm_up(data, epochs: int, storage: str | None = None) -> None:

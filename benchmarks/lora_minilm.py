@@ -96,7 +96,7 @@ def peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024.0  # kB
     except OSError:
-        pass
+        pass  # no /proc/self/status: fall back to getrusage's lifetime peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 

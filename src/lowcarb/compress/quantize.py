@@ -167,7 +167,7 @@ def _cpu_flags() -> set[str]:
                 if line.startswith("flags"):
                     return set(line.split(":", 1)[1].split())
     except OSError:
-        pass
+        pass  # no /proc/cpuinfo (not Linux): no flags known, default_backend picks x86
     return set()
 
 

@@ -126,7 +126,7 @@ def machine_info() -> dict[str, Any]:
                 cpu_model = line.split(":", 1)[1].strip()
                 break
     except OSError:
-        pass
+        pass  # no /proc/cpuinfo (not Linux): the CPU model stays unknown
     return {
         "os": platform.platform(),
         "python_version": platform.python_version(),
