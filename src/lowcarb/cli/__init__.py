@@ -1,0 +1,68 @@
+"""The `lowcarb` command line: the only place that parses command-line strings.
+
+One module per verb family. Each has an `add_<verb>(subparsers)` that declares its arguments and a
+`_cmd_<verb>(args)` that turns them into typed configs and calls the library. Shared flags and
+formatting live in `lowcarb.cli.common`. Errors the user can fix are raised as `UserError` (or
+ValueError from config validation) and printed as one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lowcarb.cli.autodistil import add_autodistil
+from lowcarb.cli.common import AddVerb, Handler, UserError
+from lowcarb.cli.compress import add_export_onnx
+from lowcarb.cli.ledger import LEDGER_VERBS
+from lowcarb.cli.mup import add_mup, add_mutransfer
+from lowcarb.cli.parsec import add_parsec
+from lowcarb.cli.run import add_compare, add_report, add_run
+from lowcarb.cli.search import add_search
+
+__all__ = ["VERBS", "UserError", "build_parser", "main"]
+
+# The order of `lowcarb --help`. A new verb family: a module with its add_<verb>, listed here.
+VERBS: list[AddVerb] = [
+    *LEDGER_VERBS,
+    add_run,
+    add_report,
+    add_compare,
+    add_mup,
+    add_mutransfer,
+    add_search,
+    add_export_onnx,
+    add_parsec,
+    add_autodistil,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lowcarb",
+        description=(
+            "Make AI models cheaper to build and to run, and prove it in joules and grams of CO2e."
+        ),
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for add in VERBS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return handler(args)
+    except (UserError, ValueError, FileNotFoundError, PermissionError) as exc:
+        print(f"lowcarb {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lowcarb {args.verb}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,90 @@
+"""`autodistil RECIPE --flops-budget F`: AutoDistil student search (lowcarb.search.autodistil)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lowcarb.cli.common import (
+    Subparsers,
+    UserError,
+    add_overrides_flag,
+    add_run_out_flag,
+    add_store_flag,
+    command_line,
+    open_store,
+    require_at_least_one,
+)
+
+
+def add_autodistil(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "autodistil",
+        help="search a student of a BERT teacher under a FLOPs budget (AutoDistil) and fine-tune it",
+        description=(
+            "Run a recipe whose autodistil stage (appended when the recipe has none) trains one "
+            "weight-sharing supernet per sub-space on the teacher's self-attention relations "
+            "(unlabelled training text), searches the students under the FLOPs budget by "
+            "held-out relation loss, extracts the best as a Hugging Face BERT and fine-tunes it. "
+            "The teacher is the model the recipe's earlier stages produce (for example train)."
+        ),
+    )
+    p.add_argument("recipe", help="recipe YAML (a text task and a BERT-style model, e.g. minilm)")
+    p.add_argument("--flops-budget", type=float, required=True, metavar="F",
+                   help="forward FLOPs per example at --seq-len tokens; a value in (0, 1] is a "
+                   "fraction of the teacher's FLOPs (0.5: half)")
+    p.add_argument("--seq-len", type=int, help="tokens per example for FLOPs (default: data.max_length)")
+    p.add_argument("--steps", type=int, help="supernet training steps per sub-space (default 300)")
+    p.add_argument("--subspaces", type=int, help="number of sub-spaces (default 3: tiny, small, base)")
+    add_overrides_flag(p, "override a recipe field (as in `lowcarb run`); repeatable")
+    add_run_out_flag(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
+    add_store_flag(p)
+    p.set_defaults(handler=_cmd_autodistil)
+
+
+def _cmd_autodistil(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+    from rich.console import Console
+
+    from lowcarb.pipeline import load_recipe, recipe_from_dict, run_recipe
+    from lowcarb.report.terminal import final_table
+
+    if not args.flops_budget > 0:
+        raise UserError(f"--flops-budget must be > 0, got {args.flops_budget:g}")
+    require_at_least_one(args, ("seq_len", "steps", "subspaces"))
+    load_recipe(args.recipe, [])  # the usual one-line errors for a missing or broken file
+    raw = yaml.safe_load(Path(args.recipe).read_text(encoding="utf-8")) or {}
+    stages = list(raw.get("stages") or ["train", "evaluate"])
+    names = [next(iter(s)) if isinstance(s, dict) else s for s in stages]
+    if "autodistil" not in names:
+        stages.append("autodistil")
+    raw["stages"] = stages
+    settings = {"flops_budget": args.flops_budget, "seq_len": args.seq_len,
+                "steps_per_subspace": args.steps, "subspaces": args.subspaces}
+    overrides = [*args.overrides] + [
+        f"stages.autodistil.{key}={value}" for key, value in settings.items() if value is not None
+    ]
+    recipe = recipe_from_dict(raw, source=args.recipe, overrides=overrides)
+    console = Console(stderr=False)
+    result = run_recipe(recipe, out_dir=args.out, quiet=args.quiet, store=open_store(args),
+                        command=command_line())
+    if result.status != "completed":
+        print(f"lowcarb autodistil: error: {result.error} (run {result.run_id} marked "
+              f"{result.status}; details in {result.artifacts_dir / 'error.txt'})", file=sys.stderr)
+        return 130 if result.status == "interrupted" else 1
+    console.print(final_table(result.run))
+    record = next(s for s in result.run["stages"] if s["name"] == "autodistil" and not s.get("auto"))
+    notes = record["summary"]
+    console.print(
+        f"chosen student {notes['student']}: {notes['student_flops'] / 1e6:.1f} MFLOPs per example "
+        f"(budget {notes['budget_flops'] / 1e6:.1f}, teacher {notes['teacher_flops'] / 1e6:.1f}), "
+        f"{len(notes['candidates'])} students searched"
+    )
+    console.print(f"searched students: {result.artifacts_dir / 'autodistil' / 'candidates.md'}")
+    report = result.reports.get("html") or result.reports.get("md")
+    if report is not None:
+        console.print(f"report: {report}")
+    return 0

@@ -1,0 +1,146 @@
+"""Argument helpers every verb family shares: store flag, recipe flags, output formatting.
+
+Each helper is written once here so that a flag means the same on every verb that has it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily at run time: `lowcarb --help` stays fast
+    from rich.console import Console
+    from rich.table import Table
+
+    from lowcarb.measure import CarbonConfig
+    from lowcarb.store import RunStore
+
+Handler = Callable[[argparse.Namespace], int]
+Subparsers = argparse._SubParsersAction  # argparse names its subparsers type privately
+AddVerb = Callable[[Subparsers], None]
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line with exit status 2."""
+
+
+def fmt_j(energy_j: float) -> str:
+    for scale, unit in ((1e6, "MJ"), (1e3, "kJ")):
+        if abs(energy_j) >= scale:
+            return f"{energy_j / scale:.4g} {unit}"
+    return f"{energy_j:.4g} J"
+
+
+def fmt_g(co2_g: float | None) -> str:
+    if co2_g is None:
+        return "-"
+    if abs(co2_g) >= 1e3:
+        return f"{co2_g / 1e3:.4g} kg"
+    return f"{co2_g:.4g} g"
+
+
+def add_store_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store",
+        metavar="PATH",
+        help="run store file (default: $LOWCARB_HOME/runs.db, else ~/.lowcarb/runs.db)",
+    )
+
+
+def open_store(args: argparse.Namespace) -> RunStore:
+    """The run store named by --store, else the default one (verbs without --store too)."""
+    from lowcarb.store import RunStore
+
+    path = getattr(args, "store", None)
+    return RunStore(path) if path else RunStore.default()
+
+
+def add_overrides_flag(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE", help=help
+    )
+
+
+def add_run_out_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out", metavar="DIR", help="parent folder of the run's artifacts (default ./lowcarb-runs)"
+    )
+
+
+def command_line() -> str:
+    """The command as the user typed it, recorded with the run."""
+    return " ".join(["lowcarb", *sys.argv[1:]])
+
+
+def require_at_least_one(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Integer options that count something (epochs, steps, ...) must be >= 1 when given."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def make_console() -> Console:
+    from rich.console import Console
+
+    # Pipes get rich's 80 columns by default, too narrow for the run tables.
+    return Console(highlight=False, width=max(120, shutil.get_terminal_size().columns))
+
+
+def footprint_table(fp: dict, title: str) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("component")
+    table.add_column("energy", justify="right")
+    table.add_column("method")
+    for comp, c in fp["components"].items():
+        table.add_row(comp, fmt_j(c["energy_j"]), c["method"])
+    table.add_row("total", fmt_j(fp["energy_j"]), "", end_section=True)
+    table.add_row(
+        "operational",
+        fmt_g(fp["operational_g"]),
+        f"x {fp['intensity_g_per_kwh']:g} gCO2e/kWh x PUE {fp['pue']:g}",
+    )
+    table.add_row("embodied", fmt_g(fp["embodied_g"]), "SCI: " + fp.get("embodied_detail", ""))
+    table.add_row("total CO2e", fmt_g(fp["total_g"]), "")
+    if fp.get("units"):
+        table.add_row(
+            f"per {fp.get('unit') or 'unit'}",
+            fmt_g(fp["g_per_unit"]),
+            f"{fp['units']:g} {fp.get('unit') or 'units'}, {fmt_j(fp['j_per_unit'])} each",
+        )
+    return table
+
+
+def add_carbon_flags(p: argparse.ArgumentParser) -> None:
+    """The carbon accounting settings (flags > environment > lowcarb.toml > defaults)."""
+    p.add_argument("--region", help="country (FR, FRA, France) or cloud region (gcp:europe-west1)")
+    p.add_argument("--intensity", type=float, metavar="G_PER_KWH", help="grid intensity, gCO2e/kWh")
+    p.add_argument("--pue", type=float, help="power usage effectiveness, >= 1.0 (default 1.58)")
+    p.add_argument("--embodied-kg", type=float, help="hardware manufacturing footprint, kgCO2e")
+    p.add_argument("--lifetime-years", type=float, help="hardware lifetime, years")
+    p.add_argument("--resource-share", type=float, help="share of the machine reserved, (0, 1]")
+    p.add_argument("--hardware-profile", help="server, desktop, laptop or workstation")
+    p.add_argument("--cpu-power-w", type=float, help="processor power at full load, W")
+    p.add_argument("--sample-interval", type=float, metavar="S", help="sampling period, s")
+
+
+def carbon_config(args: argparse.Namespace) -> CarbonConfig:
+    """The CarbonConfig the carbon flags name, resolved against environment and lowcarb.toml."""
+    from lowcarb.measure import load_carbon_config
+
+    return load_carbon_config(
+        region=args.region,
+        intensity_g_per_kwh=args.intensity,
+        pue=args.pue,
+        embodied_kg=args.embodied_kg,
+        lifetime_years=args.lifetime_years,
+        resource_share=args.resource_share,
+        hardware_profile=args.hardware_profile,
+        cpu_power_w=args.cpu_power_w,
+        sample_interval_s=args.sample_interval,
+    )

@@ -1,0 +1,79 @@
+"""Compression verbs: `export-onnx MODEL OUT.onnx` (lowcarb.compress.export_onnx)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lowcarb.cli.common import Subparsers, UserError
+
+
+def add_export_onnx(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "export-onnx",
+        help="export a saved model to ONNX (optionally onnxruntime int8) and time it in onnxruntime",
+        description=(
+            "Export a model folder (a run's model/, or a Hugging Face folder) to ONNX with dynamic "
+            "batch and sequence axes, check onnxruntime agrees with PyTorch, and measure its "
+            "latency through onnxruntime. Needs the onnx extra: pip install 'lowcarb[onnx]'."
+        ),
+    )
+    p.add_argument("model", help="model folder (saved by lowcarb, or a Hugging Face folder)")
+    p.add_argument("out", help="output file, ending in .onnx")
+    p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx (onnxruntime dynamic int8) and time that")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size of the example and the timing (default 32)")
+    p.add_argument("--seq-len", type=int, default=64, help="text models: tokens per example (default 64)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the timing (default 1)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.set_defaults(handler=_cmd_export_onnx)
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    import torch
+
+    from lowcarb.compress.export_onnx import OnnxExportConfig, export, onnx_latency
+    from lowcarb.compress.saved import is_compressed, load_compressed
+    from lowcarb.models import load_model
+
+    if args.batch_size < 1 or args.seq_len < 1:
+        raise UserError("--batch-size and --seq-len must be >= 1")
+    handle = load_compressed(args.model) if is_compressed(args.model) else load_model(args.model)
+    if handle.kind == "text":
+        if handle.tokenizer is None:
+            raise UserError(f"{args.model}: a text model without a tokenizer cannot be exported")
+        # A fixed-length example; the exported graph keeps batch and sequence axes free.
+        words = " ".join(["token"] * args.seq_len)
+        batch = dict(
+            handle.tokenizer(
+                [words] * args.batch_size,
+                padding=True,
+                truncation=True,
+                max_length=args.seq_len,
+                return_tensors="pt",
+            )
+        )
+    else:
+        if handle.input_shape is None:
+            raise UserError(f"{args.model}: the model description has no input shape")
+        batch = {"pixel_values": torch.rand(args.batch_size, *handle.input_shape)}
+    try:
+        summary = export(
+            handle.model, batch, args.out, OnnxExportConfig(opset=args.opset, int8=args.int8)
+        )
+        latency = onnx_latency(summary.path, batch, threads=args.threads)
+    except ImportError as exc:  # the optional onnx extra is missing: say what to install
+        raise UserError(str(exc)) from None
+    print(
+        f"exported {summary.path} ({summary.size_bytes / 1e6:.2f} MB"
+        + (f", fp32 {summary.fp32_size_bytes / 1e6:.2f} MB" if summary.int8 else "")
+        + f"); max |onnxruntime - torch| = {summary.max_abs_diff:.2e}"
+        + (
+            f" (int8 file: {summary.int8_max_abs_diff:.2e}, quantization error)"
+            if summary.int8_max_abs_diff is not None
+            else ""
+        )
+    )
+    print(
+        f"onnxruntime latency at batch {args.batch_size}, {args.threads} thread(s): "
+        f"p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms"
+    )
+    return 0

@@ -1,0 +1,135 @@
+"""muP verbs: the coordinate check (`mup coord-check`) and muTransfer (`mutransfer`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lowcarb.cli.common import Subparsers, UserError
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"expected comma-separated integers like 32,64,128, got {text!r}") from None
+
+
+def add_mup(sub: Subparsers) -> None:
+    p = sub.add_parser("mup", help="muP tools: the coordinate check")
+    verbs = p.add_subparsers(dest="mup_verb", metavar="MUP_VERB", required=True)
+    c = verbs.add_parser(
+        "coord-check",
+        help="train a few steps at several widths; pass if activations stay flat in width (muP)",
+        description=(
+            "Train MODEL (mlp, lm or encoder; synthetic data) a few steps at each width under muP "
+            "and the standard parametrization, record every layer's mean |activation| per step, "
+            "plot both side by side, and pass when every muP log-log slope against width is "
+            "within the tolerance. Exit status 0 pass, 1 fail."
+        ),
+    )
+    c.add_argument("model", choices=["mlp", "lm", "encoder"])
+    c.add_argument("--widths", default="32,64,128,256",
+                   help="comma-separated, increasing (default 32,64,128,256)")
+    c.add_argument("--base-width", type=int, help="default: the smallest width")
+    c.add_argument("--steps", type=int, default=4, help="training steps per width (default 4)")
+    c.add_argument("--lr", type=float, default=1e-2, help="base learning rate (default 0.01)")
+    c.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw")
+    c.add_argument("--seeds", default="0,1", help="averaged (default 0,1)")
+    c.add_argument("--tolerance", type=float, default=0.4, help="largest |slope| (default 0.4)")
+    c.add_argument("--out", default="coord-check", metavar="DIR",
+                   help="folder for coord_check.png and coord_check.json (default ./coord-check)")
+    c.set_defaults(handler=_cmd_mup_coord_check)
+
+
+def _cmd_mup_coord_check(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from lowcarb.search.mup import MupModelConfig
+    from lowcarb.search.mup.coord_check import CoordCheckConfig, coord_check, plot
+
+    widths, seeds = _int_list(args.widths), _int_list(args.seeds)
+    base = args.base_width or widths[0]
+    check = CoordCheckConfig(widths=widths, steps=args.steps, lr=args.lr,
+                             optimizer=args.optimizer, seeds=seeds, tolerance=args.tolerance)
+    result = coord_check(MupModelConfig(kind=args.model, width=base, base_width=base), check)
+    out = Path(args.out)
+    png = plot(result, out / "coord_check.png")
+    (out / "coord_check.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    for p in ("mup", "sp"):
+        layer, step, slope = result.worst(p)
+        verdict = "pass" if result.passes(p) else "fail"
+        print(f"{'muP' if p == 'mup' else 'SP ':<3}  {verdict}  worst slope {slope:+.2f} "
+              f"({layer}, step {step}), tolerance {check.tolerance:g}")
+    print(f"plot: {png}")
+    return 0 if result.passed else 1
+
+
+def add_mutransfer(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "mutransfer",
+        help="tune a narrow proxy, train the wide model with its values, verify, account",
+        description=(
+            "Sweep the learning rate (and output multiplier, init scale) of a character-level LM "
+            "at the proxy width, train the target width with the best values, verify a few "
+            "learning rates around them, and compare the proxy sweep's energy with a direct "
+            "sweep at the target width (measured with direct_sweep: true, else extrapolated). "
+            "RECIPE is a YAML file: text (a .txt, or .tsv/.csv with `column`), optional "
+            "val_text, limit, model {base_width, depth, n_heads, ...}, proxy_width, "
+            "target_width, log2_lrs, output_mults, init_stds, train {steps, batch_size, "
+            "seq_len, ...}, seeds, verify_octaves, direct_sweep."
+        ),
+    )
+    p.add_argument("recipe", help="mutransfer recipe YAML")
+    p.add_argument("--out", default="mutransfer.json", metavar="FILE",
+                   help="result JSON (default ./mutransfer.json)")
+    p.set_defaults(handler=_cmd_mutransfer)
+
+
+def _cmd_mutransfer(args: argparse.Namespace) -> int:
+    import json
+    import random
+    from pathlib import Path
+
+    import yaml
+
+    from lowcarb.search.mup.charlm import build_corpus, read_texts
+    from lowcarb.search.mup.mutransfer import MutransferConfig, mutransfer
+
+    path = Path(args.recipe)
+    if not path.exists():
+        raise UserError(f"no recipe at {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict) or "text" not in raw:
+        raise UserError(f"{path}: a mutransfer recipe needs 'text' (the training text file)")
+    data_keys = ("text", "val_text", "column", "limit")
+    data = {k: raw.pop(k) for k in data_keys if k in raw}
+    column, limit = data.get("column", "text"), data.get("limit")
+    train_texts = read_texts(path.parent / data["text"], column, limit)
+    if "val_text" in data:
+        val_texts = read_texts(path.parent / data["val_text"], column)
+    else:  # hold out a fixed tenth of the lines
+        random.Random(0).shuffle(train_texts)
+        cut = max(1, len(train_texts) // 10)
+        val_texts, train_texts = train_texts[:cut], train_texts[cut:]
+    config = MutransferConfig.from_dict(raw)
+    corpus = build_corpus(train_texts, val_texts)
+
+    def progress(t) -> None:
+        loss = "diverged" if t.val_loss is None else f"{t.val_loss:.4f}"
+        cost = f"reused from {t.reused_from}" if t.reused_from else f"{t.energy_j:.1f} J"
+        print(f"{t.stage:<8} width {t.width:<5} lr 2^{t.hp.log2_lr:g}  val loss {loss}  {cost}")
+
+    result = mutransfer(corpus, config, progress=progress)
+    out = Path(args.out)
+    out.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    gap = result.loss_gap_pct
+    print(f"transferred lr 2^{result.transferred.log2_lr:g}: target val loss "
+          f"{result.transfer_loss}, best target {result.best_target.val_loss} "
+          f"(lr 2^{result.best_target.hp.log2_lr:g}); loss gap "
+          f"{'n/a' if gap is None else f'{gap:.2f} %'}")
+    print(f"tuning energy: proxy sweep {result.proxy_energy_j:.1f} J vs direct sweep "
+          f"{result.direct_energy_j:.1f} J ({result.direct_energy_basis}); ratio "
+          f"{result.tuning_energy_ratio:.3f}")
+    print(f"result: {out}")
+    return 0

@@ -1,0 +1,155 @@
+"""Pipeline verbs: run a recipe, render a stored run's report, compare two runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lowcarb.cli.common import (
+    Subparsers,
+    add_overrides_flag,
+    add_run_out_flag,
+    add_store_flag,
+    command_line,
+    open_store,
+)
+
+
+def add_run(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a recipe (default: train and evaluate the baseline CNN on digits) and report",
+        description=(
+            "Run a recipe: load the data and model, run every stage inside the carbon ledger, "
+            "evaluate each model it produces, save the run and write report.html / report.md."
+        ),
+    )
+    p.add_argument("recipe", nargs="?", help="recipe YAML file (default: the packaged digits recipe)")
+    add_overrides_flag(
+        p,
+        "override a recipe field, e.g. --set train.epochs=2 --set data.train=my.csv "
+        "(stage settings: --set stages.lowrank.param_ratio=0.5); repeatable",
+    )
+    add_run_out_flag(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines (CI)")
+    add_store_flag(p)
+    p.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from lowcarb.pipeline import load_recipe, run_recipe
+    from lowcarb.report.summary import fmt_g, fmt_j
+    from lowcarb.report.terminal import final_table, payback_lines
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    console = Console(stderr=False)
+
+    def on_stage(record) -> None:  # one line per finished ledger window
+        fp = record.footprint or {}
+        console.print(
+            f"[green]done[/green] {record.label:<22} {fp.get('duration_s', 0.0):7.1f} s  "
+            f"{fmt_j(fp.get('energy_j')):>9}  {fmt_g(fp.get('total_g')):>9} CO2e"
+        )
+
+    result = run_recipe(
+        recipe,
+        out_dir=args.out,
+        quiet=args.quiet,
+        store=open_store(args),
+        on_stage=None if args.quiet else on_stage,
+        command=command_line(),
+    )
+    console.print(final_table(result.run))
+    for line in payback_lines(result.run):
+        console.print(f"payback: {line}")
+    report = result.reports.get("html") or result.reports.get("md")
+    if report is not None:
+        console.print(f"report: {report}")
+    if result.status == "interrupted":
+        print(f"lowcarb run: interrupted; run {result.run_id} keeps its finished stages", file=sys.stderr)
+        return 130
+    if result.status != "completed":
+        print(
+            f"lowcarb run: error: {result.error} (run {result.run_id} marked {result.status}; "
+            f"details in {result.artifacts_dir / 'error.txt'})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def add_report(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write the report of a stored run (HTML or markdown)",
+        description="Render a stored recipe run as one self-contained HTML file or markdown.",
+    )
+    p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix (see `lowcarb runs`)")
+    p.add_argument("--format", choices=("html", "md"), default="html", help="default: html")
+    p.add_argument("--out", metavar="FILE", help="where to write it (default: the run's folder)")
+    add_store_flag(p)
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lowcarb.report import render_html, render_markdown
+    from lowcarb.report.stored import load_run
+
+    run = load_run(open_store(args), args.run_id)
+    text = render_html(run) if args.format == "html" else render_markdown(run)
+    if args.out:
+        path = Path(args.out)
+    else:
+        folder = Path(run["artifacts_dir"] or Path.cwd())
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"report.{args.format}"
+    path.write_text(text, encoding="utf-8")
+    if args.format == "md":
+        print(text)
+    print(f"report: {path}")
+    return 0
+
+
+def add_compare(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="two recipe runs side by side (accuracy, latency, size, CO2e)",
+        description="Print two stored runs side by side and write the comparison as HTML and markdown.",
+    )
+    p.add_argument("run_a", metavar="RUN_A")
+    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument(
+        "--out", metavar="DIR", help="folder for compare-A-B.html/.md (default ./lowcarb-runs)"
+    )
+    add_store_flag(p)
+    p.set_defaults(handler=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from lowcarb.report import compare_rows, md_table, render_compare_html
+    from lowcarb.report.stored import load_run
+    from lowcarb.report.terminal import table_from_rows
+
+    store = open_store(args)
+    a, b = load_run(store, args.run_a), load_run(store, args.run_b)
+    headers, body = compare_rows(a, b)
+    Console().print(table_from_rows(f"compare {a['id']} vs {b['id']}", headers, body))
+    folder = Path(args.out or "lowcarb-runs")
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"compare-{a['id']}-{b['id']}"
+    html_path, md_path = stem.with_suffix(".html"), stem.with_suffix(".md")
+    html_path.write_text(render_compare_html(a, b, (headers, body)), encoding="utf-8")
+    md_path.write_text(
+        f"# lowcarb compare: {a['id']} vs {b['id']}\n\n" + md_table(headers, body) + "\n",
+        encoding="utf-8",
+    )
+    print(f"comparison: {html_path} and {md_path}")
+    return 0
