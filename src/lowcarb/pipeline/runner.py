@@ -11,7 +11,6 @@ the run is marked failed or interrupted, and a report of the finished part is st
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from lowcarb import files
 from lowcarb.data import load_data
 from lowcarb.measure import track
 from lowcarb.measure.config import load_carbon_config
@@ -150,7 +150,7 @@ def run_recipe(
         status, error = "interrupted", "interrupted by the user (Ctrl-C)"
     except Exception as exc:  # a crash keeps the finished stages; the traceback goes to a file
         status, error = "failed", f"{type(exc).__name__}: {exc}"
-        (artifacts / "error.txt").write_text(traceback.format_exc())
+        files.write_text(artifacts / "error.txt", traceback.format_exc())
     finally:
         torch.set_num_threads(threads_before)
 
@@ -170,7 +170,7 @@ def run_recipe(
             run["model"] = _save_final_model(ctx, artifacts)
         except Exception as exc:
             status, error = "failed", f"saving the model failed: {type(exc).__name__}: {exc}"
-            (artifacts / "error.txt").write_text(traceback.format_exc())
+            files.write_text(artifacts / "error.txt", traceback.format_exc())
 
     run["status"], run["error"], run["finished_at"] = status, error, _now()
     _write_json(artifacts / "metrics.json", run)
@@ -287,16 +287,14 @@ def write_reports(run: dict[str, Any], folder: Path, which: str = "both") -> dic
 
     out: dict[str, Path] = {}
     if which in ("html", "both"):
-        out["html"] = folder / "report.html"
-        out["html"].write_text(render_html(run), encoding="utf-8")
+        out["html"] = files.write_text(folder / "report.html", render_html(run))
     if which in ("md", "both"):
-        out["md"] = folder / "report.md"
-        out["md"].write_text(render_markdown(run), encoding="utf-8")
+        out["md"] = files.write_text(folder / "report.md", render_markdown(run))
     return out
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    # Write then rename: a crash mid-write must not leave a truncated metrics.json.
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    # Written to a temporary name and renamed: a crash or a full disk mid-write must not leave a
+    # truncated metrics.json. A non-finite metric (a ratio over zero) is written as null: JSON
+    # has no Infinity, and other readers of the file would reject it.
+    files.write_json(path, payload, non_finite="null")
