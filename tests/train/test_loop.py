@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -177,3 +179,104 @@ def test_progress_bar_shows_unless_quiet(tiny, batches, capsys):
     fit(tiny, batches, None, TrainConfig(epochs=1, quiet=False))
     shown = capsys.readouterr().out
     assert "train" in shown and "8/8" in shown and "loss" in shown
+
+
+# ---------------------------------------------------------------------------------------------
+# device and precision
+# ---------------------------------------------------------------------------------------------
+
+
+def _host_reads_allowed_on_meta(monkeypatch):
+    """Meta tensors have no values: where a loop copies a value to the host (to_host), give
+    zeros of the right shape, so the rest of the loop runs on the meta device unchanged."""
+    # importlib: the package's `evaluate` attribute is the function, not the module.
+    evaluate_module = importlib.import_module("lowcarb.train.evaluate")
+    loop_module = importlib.import_module("lowcarb.train.loop")
+
+    reads = []
+
+    def to_host(t):
+        reads.append(t.device)
+        return torch.zeros(t.shape, dtype=t.dtype) if t.is_meta else t.detach().cpu()
+
+    monkeypatch.setattr(loop_module, "to_host", to_host)
+    monkeypatch.setattr(evaluate_module, "to_host", to_host)
+    return reads
+
+
+def test_fit_and_evaluate_run_where_the_model_is(monkeypatch):
+    """A model on `meta` (the one non-CPU device this machine has): every tensor the loops make
+    must follow the model's device, or an op mixing meta and CPU tensors raises."""
+    reads = _host_reads_allowed_on_meta(monkeypatch)
+    model = TinyNet().to("meta")
+    train, dev = make_batches(4), make_batches(2, seed=1)  # CPU batches, as a loader gives them
+    seen = []
+    real_forward = model.forward
+
+    def spy(x):
+        seen.append(x.device)
+        return real_forward(x)
+
+    monkeypatch.setattr(model, "forward", spy)
+    result = fit(model, train, dev, TrainConfig(epochs=2, **QUIET), extra_loss=lambda m: m.linear.weight.pow(2).sum())
+    assert result.steps == 8 and len(result.history) == 2
+    assert set(seen) == {torch.device("meta")}  # every batch was moved to the model's device
+    assert all(p.device.type == "meta" for p in model.parameters())
+    assert {d.type for d in reads} == {"meta"}  # only reads of values computed on the device
+    metrics = evaluate(model, dev)
+    assert metrics["examples"] == 32
+
+
+def test_fit_reads_the_loss_every_few_steps_not_every_step(monkeypatch, tiny):
+    reads = _host_reads_allowed_on_meta(monkeypatch)
+    fit(tiny, make_batches(40), None, TrainConfig(epochs=1, **QUIET))
+    assert len(reads) <= 4  # 40 steps: reads at 16, 32, the epoch end, the end of training
+
+
+def test_evaluate_reads_the_device_once_per_call(monkeypatch, tiny):
+    reads = _host_reads_allowed_on_meta(monkeypatch)
+    evaluate(tiny, make_batches(10))
+    assert len(reads) == 3  # predictions, labels and the loss sum, once each
+
+
+def test_a_non_finite_loss_names_its_step_though_read_later(tiny):
+    calls = {"n": 0}
+
+    def blows_up_at_step_5(model):
+        calls["n"] += 1
+        return torch.tensor(float("nan") if calls["n"] == 5 else 0.0)
+
+    with pytest.raises(ValueError, match=r"became nan at step 5; lower train.lr"):
+        fit(tiny, make_batches(20), None, TrainConfig(epochs=1, **QUIET), extra_loss=blows_up_at_step_5)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_under_autocast(precision, batches):
+    torch.manual_seed(0)
+    model = TinyNet()
+    dtypes = []
+    model.linear.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    dev = make_batches(4, seed=1)
+    result = fit(model, batches, dev, TrainConfig(epochs=5, lr=0.05, precision=precision, **QUIET))
+    expected = torch.bfloat16 if precision == "bf16" else torch.float16
+    assert set(dtypes) == {expected}  # training and dev evaluation forward passes alike
+    assert model.linear.weight.dtype == torch.float32  # master weights stay fp32
+    assert result.best_dev["accuracy"] > 0.8
+
+
+def test_fp16_steps_through_a_gradient_scaler(monkeypatch, batches):
+    loop_module = importlib.import_module("lowcarb.train.loop")
+    scalers = []
+    real = loop_module.grad_scaler
+
+    def spy(device, precision):
+        scalers.append(real(device, precision))
+        return scalers[-1]
+
+    monkeypatch.setattr(loop_module, "grad_scaler", spy)
+    fit(TinyNet(), batches, None, TrainConfig(epochs=1, precision="fp16", **QUIET))
+    fit(TinyNet(), batches, None, TrainConfig(epochs=1, precision="bf16", **QUIET))
+    assert isinstance(scalers[0], torch.amp.GradScaler) and scalers[0]._scale is not None
+    assert scalers[1] is None
+    with pytest.raises(ValueError, match="fp32, bf16 or fp16"):
+        TrainConfig(precision="auto")  # resolved at the edge, never inside the loop

@@ -28,13 +28,28 @@ def logits_of(output: Any) -> torch.Tensor:
 
 
 def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for a model with neither.
+    Loops, latency and energy timing read the device here: the runner placed the model."""
     for p in model.parameters():
         return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+def to_device(batch: Batch, device: torch.device, *, non_blocking: bool = True) -> Batch:
+    """The batch's tensors on `device`. The copy is asynchronous when the loader pinned the
+    host memory (a GPU run); the next kernel on the device waits for it, so this is safe."""
+    return {
+        k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
+
+
+def to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """A detached copy in host memory, to read values from. On a GPU this waits for the work
+    that produces the tensor, so loops call it rarely (once per evaluation, every few steps)."""
+    return tensor.detach().cpu()
 
 
 def model_inputs(batch: Batch) -> Batch:

@@ -15,6 +15,10 @@ class TrainConfig:
     `early_stopping_min_delta`; with early stopping on, the best weights are restored at the end
     (`restore_best`). Without it, dev is still evaluated (history, best_dev) but the final
     weights are kept.
+
+    `precision` is the autocast precision of the forward passes (fp32: none; bf16; fp16 with a
+    gradient scaler). A recipe sets it at the top level (`precision:`), resolved with the device
+    at the edge (lowcarb.train.device); the run's training settings carry the resolved value.
     """
 
     epochs: int = 1
@@ -30,8 +34,11 @@ class TrainConfig:
     eval_every_steps: int | None = None
     restore_best: bool = True
     quiet: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"train precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.epochs < 1:
             raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:

@@ -1,4 +1,8 @@
-"""`evaluate(model, loader) -> {"accuracy", "macro_f1", "loss", "examples"}`."""
+"""`evaluate(model, loader) -> {"accuracy", "macro_f1", "loss", "examples"}`.
+
+Runs where the model is; predictions, labels and the loss sum stay on the device and are read
+once at the end (every read waits for a GPU).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowcarb.train.batches import Batch, forward, model_device, to_device
+from lowcarb.train.batches import Batch, forward, model_device, to_device, to_host
+from lowcarb.train.device import autocast
 from lowcarb.train.progress import progress_bar
 
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]]
@@ -40,14 +45,17 @@ def evaluate(
     loss_fn: LossFn | None = None,
     quiet: bool = True,
     description: str = "evaluate",
+    precision: str = "fp32",
 ) -> dict[str, float]:
-    """Accuracy, macro-F1 and mean cross-entropy (or `loss_fn`'s loss) over every example."""
+    """Accuracy, macro-F1 and mean cross-entropy (or `loss_fn`'s loss) over every example,
+    with forward passes under `precision`'s autocast."""
     was_training = model.training
     model.eval()
     device = model_device(model)
     preds: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
-    loss_sum, n = 0.0, 0
+    losses: list[torch.Tensor] = []  # per batch: mean loss x batch size, on the device
+    n = 0
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
     try:
         with progress_bar(quiet) as bar:
@@ -55,22 +63,24 @@ def evaluate(
             for batch in loader:
                 batch = to_device(batch, device)
                 labels = batch["labels"]
-                if loss_fn is not None:
-                    loss, logits = loss_fn(model, batch)
-                else:
-                    logits = forward(model, batch)
-                    loss = F.cross_entropy(logits.float(), labels)
+                with autocast(device, precision):
+                    if loss_fn is not None:
+                        loss, logits = loss_fn(model, batch)
+                    else:
+                        logits = forward(model, batch)
+                        loss = F.cross_entropy(logits.float(), labels)
                 size = int(labels.shape[0])
-                loss_sum += float(loss) * size
+                losses.append(loss.detach().float() * size)
                 n += size
-                preds.append(logits.argmax(-1).cpu())
-                targets.append(labels.cpu())
+                preds.append(logits.argmax(-1))
+                targets.append(labels)
                 bar.update(task, advance=1)
     finally:
         model.train(was_training)
     if n == 0:
         raise ValueError("evaluate() got an empty loader; check the split is not empty")
-    y_pred, y_true = torch.cat(preds), torch.cat(targets)
+    y_pred, y_true = to_host(torch.cat(preds)), to_host(torch.cat(targets))
+    loss_sum = float(to_host(torch.stack(losses)).double().sum())
     return {
         "accuracy": int((y_pred == y_true).sum()) / n,
         "macro_f1": macro_f1(y_true, y_pred),

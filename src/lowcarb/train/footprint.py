@@ -1,4 +1,8 @@
-"""The measured footprint of serving: 1,000 inferences inside a ledger window."""
+"""The measured footprint of serving: 1,000 inferences inside a ledger window.
+
+The device is synchronized before the window opens (work queued earlier is not charged to it)
+and before it closes (the window's clock and energy reads see every inference done).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 from torch import nn
 
 from lowcarb.train.batches import Batch, batch_size_of, model_device, model_inputs, to_device
+from lowcarb.train.device import autocast, synchronize
 from lowcarb.train.latency import torch_threads
 
 
@@ -22,12 +27,14 @@ def inference_footprint(
     name: str = "inference",
     carbon_config: Any | None = None,
     on_close: Callable[[Any], None] | None = None,
+    precision: str = "fp32",
 ) -> Any:
     """Run forward passes on `example_batch` until `n_inferences` examples are served, inside
     `lowcarb.measure.track(name, unit="inference")`; returns the window's `Footprint`.
 
     The batch size of `example_batch` is the serving batch size (1 for latency-bound serving,
     32 for throughput); whole batches run, so `fp.units` may exceed `n_inferences` slightly.
+    The inferences run where the model is, under `precision`'s autocast.
     """
     from lowcarb.measure import track  # imported here: train must not need the ledger to load
 
@@ -35,7 +42,8 @@ def inference_footprint(
         raise ValueError(f"n_inferences must be >= 1, got {n_inferences}")
     size = batch_size_of(example_batch)
     n_batches = math.ceil(n_inferences / size)
-    inputs = model_inputs(to_device(example_batch, model_device(model)))
+    device = model_device(model)
+    inputs = model_inputs(to_device(example_batch, device))
     kwargs: dict[str, Any] = {"unit": "inference", "units": n_batches * size}
     if carbon_config is not None:
         kwargs["config"] = carbon_config
@@ -44,9 +52,12 @@ def inference_footprint(
     was_training = model.training
     model.eval()
     try:
-        with torch_threads(threads), torch.inference_mode(), track(name, **kwargs) as fp:
-            for _ in range(n_batches):
-                model(**inputs)
+        with torch_threads(threads), torch.inference_mode(), autocast(device, precision):
+            synchronize(device)
+            with track(name, **kwargs) as fp:
+                for _ in range(n_batches):
+                    model(**inputs)
+                synchronize(device)
     finally:
         model.train(was_training)
     return fp
