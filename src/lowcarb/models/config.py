@@ -44,7 +44,3 @@ class ModelConfig:
             raise ValueError(f"model.num_hidden_layers must be >= 0, got {self.num_hidden_layers}")
         if self.tokenizer not in ("bytes", "minilm"):
             raise ValueError(f"model.tokenizer must be 'bytes' or 'minilm', got {self.tokenizer!r}")
-
-    @property
-    def is_builtin(self) -> bool:
-        return isinstance(self.name, str) and self.name in BUILTIN_MODELS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 ModelKind = Literal["mlp", "lm", "encoder"]
@@ -99,9 +99,6 @@ class MupModelConfig:
             return self.n_heads, w // self.n_heads
         assert self.d_head is not None
         return w // self.d_head, self.d_head
-
-    def with_width(self, width: int) -> MupModelConfig:
-        return replace(self, width=width)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -155,10 +155,6 @@ def get_base_shapes(model: nn.Module) -> BaseShapes:
     return shapes
 
 
-def has_base_shapes(model: nn.Module) -> bool:
-    return getattr(model, _ATTR, None) is not None
-
-
 def param_scale(p: torch.Tensor, shape: BaseShape) -> ParamScale:
     """Width multipliers of a parameter against its base shape (fan_in is the last dimension)."""
     dims = shape.dims
