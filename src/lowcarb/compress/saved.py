@@ -147,7 +147,7 @@ def load_compressed(folder: str | Path) -> ModelHandle:
     """Rebuild a model saved by ``save_compressed``."""
     from safetensors.torch import load_file
 
-    from lowcarb.models.serialize import DESCRIPTION_FILE, _config_from_json
+    from lowcarb.models.serialize import DESCRIPTION_FILE, config_from_json
 
     src = Path(folder)
     if not is_compressed(src):
@@ -157,7 +157,7 @@ def load_compressed(folder: str | Path) -> ModelHandle:
     meta = json.loads((src / COMPRESSED_FILE).read_text())
     desc = json.loads((src / DESCRIPTION_FILE).read_text())
     family = desc["family"]
-    config = _config_from_json(desc["config"])
+    config = config_from_json(desc["config"])
     names = tuple(desc.get("label_names") or ())
     shape = tuple(desc["input_shape"]) if desc.get("input_shape") else None
     tokenizer: Any | None = None

@@ -35,7 +35,8 @@ def _config_to_json(config: ModelConfig) -> dict[str, Any]:
     return out
 
 
-def _config_from_json(payload: dict[str, Any]) -> ModelConfig:
+def config_from_json(payload: dict[str, Any]) -> ModelConfig:
+    """The ModelConfig of a saved description (unknown keys from other versions are dropped)."""
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     values = {k: v for k, v in payload.items() if k in known}
     if "channels" in values:
@@ -90,7 +91,7 @@ def load_model(folder: str | Path) -> ModelHandle:
     try:
         payload = json.loads(described.read_text())
         family = payload["family"]
-        config = _config_from_json(payload["config"])
+        config = config_from_json(payload["config"])
         num_labels = int(payload["num_labels"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{described}: not a valid lowcarb model description ({exc})") from exc

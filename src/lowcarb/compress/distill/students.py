@@ -166,7 +166,7 @@ def build_student(teacher: nn.Module, config: StudentConfig) -> tuple[nn.Module,
     torch.manual_seed(config.seed)
     student = type(teacher)(student_config)
     if config.init == "truncated":
-        _truncate_into(student, teacher, chosen)
+        truncate_into(student, teacher, chosen)
     student.train(teacher.training)
     summary = StudentSummary(
         params_before=count_params(teacher),
@@ -225,7 +225,7 @@ def _build_text_transformer_student(
         pad_token_id=teacher.embed.padding_idx if teacher.embed.padding_idx is not None else 0,
     )
     if config.init == "truncated":
-        _truncate_into(student, teacher, chosen)
+        truncate_into(student, teacher, chosen)
     student.train(teacher.training)
     summary = StudentSummary(
         params_before=count_params(teacher),
@@ -250,7 +250,7 @@ def _leading_slice(tensor: torch.Tensor, shape: torch.Size, name: str) -> torch.
     return tensor[tuple(slice(0, n) for n in shape)]
 
 
-def _truncate_into(student: nn.Module, teacher: nn.Module, chosen: tuple[int, ...]) -> None:
+def truncate_into(student: nn.Module, teacher: nn.Module, chosen: tuple[int, ...]) -> None:
     """Copy the leading slice of every teacher tensor into the student tensor of the same name,
     student block i reading teacher block chosen[i]."""
     source = teacher.state_dict()

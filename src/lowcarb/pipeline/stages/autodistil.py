@@ -55,9 +55,9 @@ class AutoDistilStageConfig(StageConfig):
 def _teacher(ctx: RunContext, folder: str | None) -> Any:
     if folder is None:
         return ctx.model
-    from lowcarb.pipeline.stages.distill import _load_teacher
+    from lowcarb.pipeline.stages.distill import load_teacher
 
-    return _load_teacher(ctx, folder)
+    return load_teacher(ctx, folder)
 
 
 @register_stage("autodistil", AutoDistilStageConfig)

@@ -91,7 +91,8 @@ def _method(cfg: DistillStageConfig) -> Method:
     return XtremeDistil()
 
 
-def _load_teacher(ctx: RunContext, folder: str) -> Any:
+def load_teacher(ctx: RunContext, folder: str) -> Any:
+    """A teacher model saved in `folder` (shared with the autodistil stage)."""
     from lowcarb.models import load_model
 
     path = Path(folder)
@@ -144,7 +145,7 @@ def _read_unlabelled(path_text: str, ctx: RunContext) -> tuple[str, ...]:
 @register_stage("distill", DistillStageConfig)
 def distill_stage(ctx: RunContext, cfg: DistillStageConfig) -> RunContext:
     """Distil the model (or a checkpoint teacher) into a smaller student, which replaces it."""
-    teacher = _load_teacher(ctx, cfg.teacher) if cfg.teacher else ctx.model
+    teacher = load_teacher(ctx, cfg.teacher) if cfg.teacher else ctx.model
     base = teacher if cfg.student_from == "teacher" else ctx.model
     sized = any(v is not None for v in (cfg.hidden_size, cfg.num_heads, cfg.intermediate_size))
     layers = tuple(cfg.layers) if cfg.layers is not None else None

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowcarb.compress.distill.losses import uniform_layer_map
-from lowcarb.compress.distill.students import _truncate_into
+from lowcarb.compress.distill.students import truncate_into
 from lowcarb.search.autodistil.space import SubnetConfig, TeacherShape
 
 
@@ -208,7 +208,7 @@ class Supernet(nn.Module):
                 "sub-space must fit under the teacher"
             )
         supernet = cls(largest, teacher.config)
-        _truncate_into(supernet, teacher, uniform_layer_map(largest.num_layers, shape.num_layers))
+        truncate_into(supernet, teacher, uniform_layer_map(largest.num_layers, shape.num_layers))
         return supernet
 
     def set_active(self, config: SubnetConfig) -> None:
@@ -265,6 +265,6 @@ def extract(supernet: Supernet, config: SubnetConfig | None = None) -> nn.Module
     if hasattr(hf_config, "_attn_implementation"):
         hf_config._attn_implementation = "sdpa"
     student = BertForSequenceClassification(hf_config)
-    _truncate_into(student, supernet, tuple(range(config.num_layers)))
+    truncate_into(student, supernet, tuple(range(config.num_layers)))
     student.train(supernet.training)
     return student
