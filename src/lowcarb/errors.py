@@ -15,8 +15,10 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DataError",
+    "DependencyError",
     "DeviceError",
     "LowcarbError",
+    "MissingPathError",
     "ModelError",
     "PathError",
 ]
@@ -42,5 +44,13 @@ class DeviceError(LowcarbError, ValueError):
     """A device or precision that this machine does not have."""
 
 
+class DependencyError(LowcarbError, ImportError):
+    """An optional package a feature needs is not installed (the message says what to install)."""
+
+
 class PathError(LowcarbError, OSError):
     """A file or folder that cannot be read or written (names the path and the reason)."""
+
+
+class MissingPathError(PathError, FileNotFoundError):
+    """A file or folder that does not exist (names the path and what to give instead)."""

@@ -2,26 +2,31 @@
 
 One module per verb family. Each has an `add_<verb>(subparsers)` that declares its arguments and a
 `_cmd_<verb>(args)` that turns them into typed configs and calls the library. Shared flags and
-formatting live in `lowcarb.cli.common`. Errors the user can fix are raised as `UserError` (or
-ValueError from config validation) and printed as one line, never a traceback.
+formatting live in `lowcarb.cli.common`.
+
+Errors the user can fix are `lowcarb.errors.LowcarbError`s, raised by the library or here: printed
+as one line, exit status 2. Any other exception is a bug in lowcarb: it keeps its traceback, a
+line says so, exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from lowcarb.cli.autodistil import add_autodistil
-from lowcarb.cli.common import AddVerb, Handler, UserError
+from lowcarb.cli.common import AddVerb, Handler
 from lowcarb.cli.compress import add_export_onnx
 from lowcarb.cli.ledger import LEDGER_VERBS
 from lowcarb.cli.mup import add_mup, add_mutransfer
 from lowcarb.cli.parsec import add_parsec
 from lowcarb.cli.run import add_compare, add_report, add_run
 from lowcarb.cli.search import add_search
+from lowcarb.errors import LowcarbError
 
-__all__ = ["VERBS", "UserError", "build_parser", "main"]
+__all__ = ["VERBS", "build_parser", "main"]
 
 # The order of `lowcarb --help`. A new verb family: a module with its add_<verb>, listed here.
 VERBS: list[AddVerb] = [
@@ -60,9 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
-    except (UserError, ValueError, FileNotFoundError, PermissionError) as exc:
+    except LowcarbError as exc:
         print(f"lowcarb {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lowcarb {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        traceback.print_exc()
+        print(
+            f"lowcarb {args.verb}: this is a bug in lowcarb, not in what you typed; please report "
+            "it with the traceback above",
+            file=sys.stderr,
+        )
+        return 1

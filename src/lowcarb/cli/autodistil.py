@@ -5,19 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lowcarb.cli.common import (
-    Subparsers,
-    UserError,
-    add_overrides_flag,
-    add_run_out_flag,
-    add_store_flag,
-    command_line,
-    open_store,
-    require_at_least_one,
-)
+from lowcarb.cli import common
+from lowcarb.errors import ConfigError
 
 
-def add_autodistil(sub: Subparsers) -> None:
+def add_autodistil(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "autodistil",
         help="search a student of a BERT teacher under a FLOPs budget (AutoDistil) and fine-tune it",
@@ -36,10 +28,10 @@ def add_autodistil(sub: Subparsers) -> None:
     p.add_argument("--seq-len", type=int, help="tokens per example for FLOPs (default: data.max_length)")
     p.add_argument("--steps", type=int, help="supernet training steps per sub-space (default 300)")
     p.add_argument("--subspaces", type=int, help="number of sub-spaces (default 3: tiny, small, base)")
-    add_overrides_flag(p, "override a recipe field (as in `lowcarb run`); repeatable")
-    add_run_out_flag(p)
+    common.add_overrides_flag(p, "override a recipe field (as in `lowcarb run`); repeatable")
+    common.add_run_out_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
-    add_store_flag(p)
+    common.add_store_flag(p)
     p.set_defaults(handler=_cmd_autodistil)
 
 
@@ -53,8 +45,8 @@ def _cmd_autodistil(args: argparse.Namespace) -> int:
     from lowcarb.report.terminal import final_table
 
     if not args.flops_budget > 0:
-        raise UserError(f"--flops-budget must be > 0, got {args.flops_budget:g}")
-    require_at_least_one(args, ("seq_len", "steps", "subspaces"))
+        raise ConfigError(f"--flops-budget must be > 0, got {args.flops_budget:g}")
+    common.require_at_least_one(args, ("seq_len", "steps", "subspaces"))
     load_recipe(args.recipe, [])  # the usual one-line errors for a missing or broken file
     raw = yaml.safe_load(Path(args.recipe).read_text(encoding="utf-8")) or {}
     stages = list(raw.get("stages") or ["train", "evaluate"])
@@ -69,8 +61,8 @@ def _cmd_autodistil(args: argparse.Namespace) -> int:
     ]
     recipe = recipe_from_dict(raw, source=args.recipe, overrides=overrides)
     console = Console(stderr=False)
-    result = run_recipe(recipe, out_dir=args.out, quiet=args.quiet, store=open_store(args),
-                        command=command_line())
+    result = run_recipe(recipe, out_dir=args.out, quiet=args.quiet, store=common.open_store(args),
+                        command=common.command_line())
     if result.status != "completed":
         print(f"lowcarb autodistil: error: {result.error} (run {result.run_id} marked "
               f"{result.status}; details in {result.artifacts_dir / 'error.txt'})", file=sys.stderr)

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from lowcarb.errors import ConfigError
+
 if TYPE_CHECKING:  # imported lazily at run time: `lowcarb --help` stays fast
     from rich.console import Console
     from rich.table import Table
@@ -21,10 +23,6 @@ if TYPE_CHECKING:  # imported lazily at run time: `lowcarb --help` stays fast
 Handler = Callable[[argparse.Namespace], int]
 Subparsers = argparse._SubParsersAction  # argparse names its subparsers type privately
 AddVerb = Callable[[Subparsers], None]
-
-
-class UserError(Exception):
-    """An error the user can fix; printed as one line with exit status 2."""
 
 
 def fmt_j(energy_j: float) -> str:
@@ -80,7 +78,7 @@ def require_at_least_one(args: argparse.Namespace, names: tuple[str, ...]) -> No
     for name in names:
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
 def make_console() -> Console:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from lowcarb.cli.common import Subparsers, UserError
+from lowcarb.cli import common
+from lowcarb.errors import ConfigError
 
 
-def add_export_onnx(sub: Subparsers) -> None:
+def add_export_onnx(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "export-onnx",
         help="export a saved model to ONNX (optionally onnxruntime int8) and time it in onnxruntime",
@@ -35,11 +36,11 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from lowcarb.models import load_model
 
     if args.batch_size < 1 or args.seq_len < 1:
-        raise UserError("--batch-size and --seq-len must be >= 1")
+        raise ConfigError("--batch-size and --seq-len must be >= 1")
     handle = load_compressed(args.model) if is_compressed(args.model) else load_model(args.model)
     if handle.kind == "text":
         if handle.tokenizer is None:
-            raise UserError(f"{args.model}: a text model without a tokenizer cannot be exported")
+            raise ConfigError(f"{args.model}: a text model without a tokenizer cannot be exported")
         # A fixed-length example; the exported graph keeps batch and sequence axes free.
         words = " ".join(["token"] * args.seq_len)
         batch = dict(
@@ -53,15 +54,11 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
         )
     else:
         if handle.input_shape is None:
-            raise UserError(f"{args.model}: the model description has no input shape")
+            raise ConfigError(f"{args.model}: the model description has no input shape")
         batch = {"pixel_values": torch.rand(args.batch_size, *handle.input_shape)}
-    try:
-        summary = export(
-            handle.model, batch, args.out, OnnxExportConfig(opset=args.opset, int8=args.int8)
-        )
-        latency = onnx_latency(summary.path, batch, threads=args.threads)
-    except ImportError as exc:  # the optional onnx extra is missing: say what to install
-        raise UserError(str(exc)) from None
+    # A missing onnx extra is a DependencyError that says what to install.
+    summary = export(handle.model, batch, args.out, OnnxExportConfig(opset=args.opset, int8=args.int8))
+    latency = onnx_latency(summary.path, batch, threads=args.threads)
     print(
         f"exported {summary.path} ({summary.size_bytes / 1e6:.2f} MB"
         + (f", fp32 {summary.fp32_size_bytes / 1e6:.2f} MB" if summary.int8 else "")

@@ -5,21 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lowcarb.cli.common import (
-    Subparsers,
-    UserError,
-    add_carbon_flags,
-    add_store_flag,
-    carbon_config,
-    fmt_g,
-    fmt_j,
-    footprint_table,
-    make_console,
-    open_store,
-)
+from lowcarb.cli import common
+from lowcarb.errors import ConfigError, PathError
 
 
-def add_measure(sub: Subparsers) -> None:
+def add_measure(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "measure",
         help="run a command and measure its energy and CO2e",
@@ -30,12 +20,12 @@ def add_measure(sub: Subparsers) -> None:
         ),
         usage="lowcarb measure [options] -- CMD [ARGS...]",
     )
-    add_carbon_flags(p)
+    common.add_carbon_flags(p)
     p.add_argument("--unit", help="functional unit name (sample, inference, token, ...)")
     p.add_argument("--units", type=float, help="how many units the command processes")
     p.add_argument("--name", help="run name (default: the command's name)")
     p.add_argument("--json", action="store_true", help="print the footprint as JSON (last line)")
-    add_store_flag(p)
+    common.add_store_flag(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(handler=_cmd_measure)
 
@@ -51,12 +41,12 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     if argv and argv[0] == "--":
         argv = argv[1:]
     if args.units is not None and args.units <= 0:
-        raise UserError(f"--units must be > 0, got {args.units:g}")
+        raise ConfigError(f"--units must be > 0, got {args.units:g}")
     if args.units is not None and not args.unit:
-        raise UserError("--units needs --unit NAME (for example --unit sample --units 60000)")
-    config = carbon_config(args)
+        raise ConfigError("--units needs --unit NAME (for example --unit sample --units 60000)")
+    config = common.carbon_config(args)
     check_command(argv)
-    store = open_store(args)
+    store = common.open_store(args)
     name = args.name or argv[0].rsplit("/", 1)[-1]
     run_id = store.create_run(
         "measure",
@@ -89,20 +79,20 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"run_id": run_id, "exit_code": exit_code, "footprint": d}))
     else:
-        console = make_console()
-        console.print(footprint_table(d, f"lowcarb: {name} ({d['duration_s']:.1f} s), run {run_id}"))
+        console = common.make_console()
+        console.print(common.footprint_table(d, f"lowcarb: {name} ({d['duration_s']:.1f} s), run {run_id}"))
         console.print(f"intensity: {d['intensity_source']}")
         console.print(f"saved as run {run_id} in {store.path} (lowcarb show {run_id})")
     return exit_code
 
 
-def add_runs(sub: Subparsers) -> None:
+def add_runs(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "runs", help="list stored runs", description="List the runs in the run store, newest first."
     )
     p.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    add_store_flag(p)
+    common.add_store_flag(p)
     p.set_defaults(handler=_cmd_runs)
 
 
@@ -112,8 +102,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     if args.limit < 1:
-        raise UserError(f"--limit must be >= 1, got {args.limit}")
-    store = open_store(args)
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    store = common.open_store(args)
     runs = store.list_runs(limit=args.limit)
     rows = [(r, store.run_totals(r.run_id)) for r in runs]
     if args.json:
@@ -135,14 +125,14 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             + (" (process gone)" if store.writer_gone(r.run_id) else ""),
             r.started_at[:19].replace("T", " "),
             f"{t['duration_s']:.1f} s",
-            fmt_j(t["energy_j"]),
-            fmt_g(t["total_g"]),
+            common.fmt_j(t["energy_j"]),
+            common.fmt_g(t["total_g"]),
         )
-    make_console().print(table)
+    common.make_console().print(table)
     return 0
 
 
-def add_show(sub: Subparsers) -> None:
+def add_show(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "show",
         help="show one run",
@@ -150,19 +140,19 @@ def add_show(sub: Subparsers) -> None:
     )
     p.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix of one")
     p.add_argument("--json", action="store_true", help="print JSON")
-    add_store_flag(p)
+    common.add_store_flag(p)
     p.set_defaults(handler=_cmd_show)
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = common.open_store(args)
     run_id = store.resolve_id(args.run_id)
     if args.json:
         print(store.export_json([run_id]), end="")
         return 0
     run = store.get_run(run_id)
     totals = store.run_totals(run_id)
-    console = make_console()
+    console = common.make_console()
     gone = " (its process is gone: killed before it finished)" if store.writer_gone(run_id) else ""
     console.print(f"run {run.run_id}: {run.kind} {run.name!r}, {run.status}{gone}")
     console.print(f"started {run.started_at}, ended {run.ended_at or '-'}")
@@ -171,19 +161,19 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if run.artifacts_dir:
         console.print(f"artifacts: {run.artifacts_dir}")
     console.print(
-        f"total: {fmt_j(totals['energy_j'])}, {fmt_g(totals['total_g'])} CO2e "
-        f"(operational {fmt_g(totals['operational_g'])}, embodied {fmt_g(totals['embodied_g'])})"
+        f"total: {common.fmt_j(totals['energy_j'])}, {common.fmt_g(totals['total_g'])} CO2e "
+        f"(operational {common.fmt_g(totals['operational_g'])}, embodied {common.fmt_g(totals['embodied_g'])})"
     )
     for fp in store.footprints(run_id):
         parent = f", inside {fp['parent']}" if fp.get("parent") else ""
         title = f"window {fp['name']!r} {fp['id']}{parent} ({fp['duration_s']:.1f} s)"
-        console.print(footprint_table(fp, title))
+        console.print(common.footprint_table(fp, title))
     for stage in store.stage_results(run_id):
         console.print(f"stage {stage['index']} {stage['stage']}: {stage['metrics']}")
     return 0
 
 
-def add_export(sub: Subparsers) -> None:
+def add_export(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "export",
         help="export runs as JSON or CodeCarbon-style CSV",
@@ -195,31 +185,31 @@ def add_export(sub: Subparsers) -> None:
     p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs to export (default: all)")
     p.add_argument("--format", choices=("json", "csv"), default="json", help="default json")
     p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
-    add_store_flag(p)
+    common.add_store_flag(p)
     p.set_defaults(handler=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    store = open_store(args)
+    store = common.open_store(args)
     ids = args.run_ids or None
     text = store.export_csv(ids) if args.format == "csv" else store.export_json(ids)
     if args.out:
         out = Path(args.out)
         if out.is_dir():
-            raise UserError(f"--out {out} is a folder; give a file name")
+            raise PathError(f"--out {out} is a folder; give a file name")
         try:
             out.write_text(text)
         except OSError as exc:
-            raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+            raise PathError(f"cannot write {out}: {exc.strerror or exc}") from None
         print(f"wrote {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
 
 
-def add_regions(sub: Subparsers) -> None:
+def add_regions(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "regions",
         help="list grid regions and their carbon intensity",
@@ -251,7 +241,7 @@ def _cmd_regions(args: argparse.Namespace) -> int:
         table.add_row(
             g.key, g.iso3, g.name, f"{g.intensity_g_per_kwh:g}", str(g.year or ""), g.source[:80]
         )
-    make_console().print(table)
+    common.make_console().print(table)
     return 0
 
 

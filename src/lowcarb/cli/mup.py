@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from lowcarb.cli.common import Subparsers, UserError
+from lowcarb.cli import common
+from lowcarb.errors import ConfigError
 
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise UserError(f"expected comma-separated integers like 32,64,128, got {text!r}") from None
+        raise ConfigError(f"expected comma-separated integers like 32,64,128, got {text!r}") from None
 
 
-def add_mup(sub: Subparsers) -> None:
+def add_mup(sub: common.Subparsers) -> None:
     p = sub.add_parser("mup", help="muP tools: the coordinate check")
     verbs = p.add_subparsers(dest="mup_verb", metavar="MUP_VERB", required=True)
     c = verbs.add_parser(
@@ -65,7 +66,7 @@ def _cmd_mup_coord_check(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
-def add_mutransfer(sub: Subparsers) -> None:
+def add_mutransfer(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "mutransfer",
         help="tune a narrow proxy, train the wide model with its values, verify, account",
@@ -98,10 +99,10 @@ def _cmd_mutransfer(args: argparse.Namespace) -> int:
 
     path = Path(args.recipe)
     if not path.exists():
-        raise UserError(f"no recipe at {path}")
+        raise ConfigError(f"no recipe at {path}")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict) or "text" not in raw:
-        raise UserError(f"{path}: a mutransfer recipe needs 'text' (the training text file)")
+        raise ConfigError(f"{path}: a mutransfer recipe needs 'text' (the training text file)")
     data_keys = ("text", "val_text", "column", "limit")
     data = {k: raw.pop(k) for k in data_keys if k in raw}
     column, limit = data.get("column", "text"), data.get("limit")

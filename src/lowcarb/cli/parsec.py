@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from lowcarb.cli.common import (
-    Subparsers,
-    UserError,
-    add_store_flag,
-    command_line,
-    fmt_j,
-    open_store,
-    require_at_least_one,
-)
+from lowcarb.cli import common
+from lowcarb.errors import ConfigError
 
 
-def add_parsec(sub: Subparsers) -> None:
+def add_parsec(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "parsec",
         help="probabilistic architecture search (PARSEC, or training-free Weightless PARSEC)",
@@ -41,7 +34,7 @@ def add_parsec(sub: Subparsers) -> None:
     p.add_argument("--warm-start", metavar="PRIOR.json", help="start from a saved prior")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="parsec-out", metavar="DIR", help="folder for result.json and prior.json")
-    add_store_flag(p)
+    common.add_store_flag(p)
     p.set_defaults(handler=_cmd_parsec)
 
 
@@ -64,7 +57,7 @@ def _cmd_parsec(args: argparse.Namespace) -> int:
     from lowcarb.store.tracked import store_disabled
     from lowcarb.train import TrainConfig
 
-    require_at_least_one(args, ("iterations", "samples", "top", "epochs"))
+    common.require_at_least_one(args, ("iterations", "samples", "top", "epochs"))
     if args.recipe:
         from lowcarb.pipeline import load_recipe
 
@@ -75,29 +68,29 @@ def _cmd_parsec(args: argparse.Namespace) -> int:
     tokenizer = None
     if args.space == "cnn":
         if data.kind != "image":
-            raise UserError("--space cnn needs image data (the default digits); use --space text for text data")
+            raise ConfigError("--space cnn needs image data (the default digits); use --space text for text data")
         space = cnn_space(CnnSpaceConfig(input_shape=tuple(data.feature_shape), num_labels=data.num_labels))
     else:
         if data.kind != "text":
-            raise UserError("--space text needs text data: give a recipe whose data: names a .tsv/.csv/.jsonl")
+            raise ConfigError("--space text needs text data: give a recipe whose data: names a .tsv/.csv/.jsonl")
         from lowcarb.models.byte_tokenizer import VOCAB_SIZE, ByteTokenizer
 
         tokenizer = ByteTokenizer()
         space = text_space(TextSpaceConfig(vocab_size=VOCAB_SIZE, num_labels=data.num_labels,
                                            max_length=data_config.max_length))
     retrain = TrainConfig(epochs=args.epochs, batch_size=64, lr=3e-3, seed=args.seed, quiet=True)
-    common = {"top": args.top, "retrain": retrain, "seed": args.seed, "warm_start": args.warm_start}
+    settings = {"top": args.top, "retrain": retrain, "seed": args.seed, "warm_start": args.warm_start}
     if args.iterations is not None:
-        common["iterations"] = args.iterations
+        settings["iterations"] = args.iterations
     if args.samples is not None:
-        common["samples"] = args.samples
+        settings["samples"] = args.samples
     if args.method == "parsec":
         # The warm-up (pi frozen while shared weights train) stays a fifth of the search at most.
-        warmup = min(ParsecConfig.warmup_iterations, common.get("iterations", ParsecConfig.iterations) // 5)
-        config = ParsecConfig(**common, warmup_iterations=warmup)
+        warmup = min(ParsecConfig.warmup_iterations, settings.get("iterations", ParsecConfig.iterations) // 5)
+        config = ParsecConfig(**settings, warmup_iterations=warmup)
         result = parsec.search(space, data, config, tokenizer=tokenizer, progress=print)
     else:
-        result = weightless.search(space, data, WeightlessConfig(score=args.score, **common),
+        result = weightless.search(space, data, WeightlessConfig(score=args.score, **settings),
                                    tokenizer=tokenizer, progress=print)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,8 +98,8 @@ def _cmd_parsec(args: argparse.Namespace) -> int:
     summary = result.to_dict()
     (out / "result.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     if not store_disabled():
-        store = open_store(args)
-        run_id = store.create_run("search", f"{args.method}:{space.name}", command=command_line(),
+        store = common.open_store(args)
+        run_id = store.create_run("search", f"{args.method}:{space.name}", command=common.command_line(),
                                   settings={"space": space.name, "method": args.method}, artifacts_dir=out)
         store.add_footprint(run_id, result.search_footprint)
         store.add_footprint(run_id, result.retrain_footprint)
@@ -119,7 +112,7 @@ def _cmd_parsec(args: argparse.Namespace) -> int:
     best = result.best
     test = "n/a" if best.test_accuracy is None else f"{best.test_accuracy:.4f}"
     print(f"best: dev {best.dev_accuracy:.4f} test {test}, {best.params} parameters: {arch_key(best.arch)}")
-    print(f"search {fmt_j(result.search_footprint.energy_j)} ({result.evaluated} architectures), "
-          f"retraining {fmt_j(result.retrain_footprint.energy_j)} ({len(result.candidates)} architectures)")
+    print(f"search {common.fmt_j(result.search_footprint.energy_j)} ({result.evaluated} architectures), "
+          f"retraining {common.fmt_j(result.retrain_footprint.energy_j)} ({len(result.candidates)} architectures)")
     print(f"result: {out / 'result.json'}  prior: {out / 'prior.json'}")
     return 0

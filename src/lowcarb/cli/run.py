@@ -5,17 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lowcarb.cli.common import (
-    Subparsers,
-    add_overrides_flag,
-    add_run_out_flag,
-    add_store_flag,
-    command_line,
-    open_store,
-)
+from lowcarb.cli import common
 
 
-def add_run(sub: Subparsers) -> None:
+def add_run(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "run",
         help="run a recipe (default: train and evaluate the baseline CNN on digits) and report",
@@ -25,14 +18,14 @@ def add_run(sub: Subparsers) -> None:
         ),
     )
     p.add_argument("recipe", nargs="?", help="recipe YAML file (default: the packaged digits recipe)")
-    add_overrides_flag(
+    common.add_overrides_flag(
         p,
         "override a recipe field, e.g. --set train.epochs=2 --set data.train=my.csv "
         "(stage settings: --set stages.lowrank.param_ratio=0.5); repeatable",
     )
-    add_run_out_flag(p)
+    common.add_run_out_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines (CI)")
-    add_store_flag(p)
+    common.add_store_flag(p)
     p.set_defaults(handler=_cmd_run)
 
 
@@ -57,9 +50,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         recipe,
         out_dir=args.out,
         quiet=args.quiet,
-        store=open_store(args),
+        store=common.open_store(args),
         on_stage=None if args.quiet else on_stage,
-        command=command_line(),
+        command=common.command_line(),
     )
     console.print(final_table(result.run))
     for line in payback_lines(result.run):
@@ -80,7 +73,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_report(sub: Subparsers) -> None:
+def add_report(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "report",
         help="write the report of a stored run (HTML or markdown)",
@@ -89,7 +82,7 @@ def add_report(sub: Subparsers) -> None:
     p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix (see `lowcarb runs`)")
     p.add_argument("--format", choices=("html", "md"), default="html", help="default: html")
     p.add_argument("--out", metavar="FILE", help="where to write it (default: the run's folder)")
-    add_store_flag(p)
+    common.add_store_flag(p)
     p.set_defaults(handler=_cmd_report)
 
 
@@ -99,7 +92,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from lowcarb.report import render_html, render_markdown
     from lowcarb.report.stored import load_run
 
-    run = load_run(open_store(args), args.run_id)
+    run = load_run(common.open_store(args), args.run_id)
     text = render_html(run) if args.format == "html" else render_markdown(run)
     if args.out:
         path = Path(args.out)
@@ -114,7 +107,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_compare(sub: Subparsers) -> None:
+def add_compare(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "compare",
         help="two recipe runs side by side (accuracy, latency, size, CO2e)",
@@ -125,7 +118,7 @@ def add_compare(sub: Subparsers) -> None:
     p.add_argument(
         "--out", metavar="DIR", help="folder for compare-A-B.html/.md (default ./lowcarb-runs)"
     )
-    add_store_flag(p)
+    common.add_store_flag(p)
     p.set_defaults(handler=_cmd_compare)
 
 
@@ -138,7 +131,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from lowcarb.report.stored import load_run
     from lowcarb.report.terminal import table_from_rows
 
-    store = open_store(args)
+    store = common.open_store(args)
     a, b = load_run(store, args.run_a), load_run(store, args.run_b)
     headers, body = compare_rows(a, b)
     Console().print(table_from_rows(f"compare {a['id']} vs {b['id']}", headers, body))

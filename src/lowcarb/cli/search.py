@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from lowcarb.cli.common import (
-    Subparsers,
-    UserError,
-    add_overrides_flag,
-    add_run_out_flag,
-    command_line,
-    open_store,
-)
+from lowcarb.cli import common
+from lowcarb.errors import ConfigError
 
 
-def add_search(sub: Subparsers) -> None:
+def add_search(sub: common.Subparsers) -> None:
     p = sub.add_parser(
         "search",
         help="search a recipe's settings for quality against measured CO2e (Optuna)",
@@ -28,7 +22,7 @@ def add_search(sub: Subparsers) -> None:
         ),
     )
     p.add_argument("recipe", help="recipe YAML file with a search: section")
-    add_overrides_flag(p, "override a recipe field, e.g. --set search.n_trials=10; repeatable")
+    common.add_overrides_flag(p, "override a recipe field, e.g. --set search.n_trials=10; repeatable")
     p.add_argument(
         "--storage",
         metavar="URL",
@@ -37,7 +31,7 @@ def add_search(sub: Subparsers) -> None:
     )
     p.add_argument("--study", metavar="NAME", help="study name to create or join (default: recipe name)")
     p.add_argument("--n-trials", type=int, metavar="N", help="finished trials the study needs")
-    add_run_out_flag(p)
+    common.add_run_out_flag(p)
     p.add_argument("--quiet", action="store_true", help="no per-trial lines")
     p.set_defaults(handler=_cmd_search)
 
@@ -48,7 +42,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from lowcarb.report.search import search_lines
 
     if args.n_trials is not None and args.n_trials < 1:
-        raise UserError(f"--n-trials must be >= 1, got {args.n_trials}")
+        raise ConfigError(f"--n-trials must be >= 1, got {args.n_trials}")
     recipe = load_recipe(args.recipe, args.overrides)
     import optuna
 
@@ -64,8 +58,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         study=args.study,
         n_trials=args.n_trials,
         out_dir=args.out,
-        store=open_store(args),
-        command=command_line(),
+        store=common.open_store(args),
+        command=common.command_line(),
         on_trial=None if args.quiet else on_trial,
     )
     for line in search_lines(done.result):

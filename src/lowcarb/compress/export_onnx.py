@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lowcarb.errors import ConfigError, DependencyError, MissingPathError, ModelError
+
 __all__ = [
     "OnnxExportConfig",
     "OnnxExportSummary",
@@ -44,7 +46,7 @@ def _require(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(
+        raise DependencyError(
             f"ONNX export needs the optional package {module!r}: pip install 'lowcarb[onnx]' "
             "(onnx, onnxscript, onnxruntime)"
         ) from exc
@@ -65,7 +67,7 @@ class OnnxExportConfig:
 
     def __post_init__(self) -> None:
         if not 13 <= self.opset <= 23:
-            raise ValueError(f"opset must be between 13 and 23, got {self.opset}")
+            raise ConfigError(f"opset must be between 13 and 23, got {self.opset}")
 
 
 @dataclass
@@ -122,13 +124,13 @@ def export(
     _require("onnxruntime")
     for mod in model.modules():
         if type(mod).__module__.startswith("torch.ao.nn.quantized"):
-            raise ValueError(
+            raise ModelError(
                 "this model holds torch int8 modules, which have no ONNX form; export the fp32 "
                 "model and set OnnxExportConfig(int8=True) for onnxruntime int8"
             )
     out = Path(path)
     if out.suffix != ".onnx":
-        raise ValueError(f"the output path should end in .onnx, got {out}")
+        raise ConfigError(f"the output path should end in .onnx, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     inputs = _inputs(example_batch)
     positional = not isinstance(example_batch, Mapping)
@@ -200,11 +202,11 @@ def export(
 def _session(path: str | Path, threads: int | None) -> Any:
     ort = _require("onnxruntime")
     if not Path(path).is_file():
-        raise FileNotFoundError(f"ONNX file {path} not found")
+        raise MissingPathError(f"ONNX file {path} not found")
     options = ort.SessionOptions()
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise ConfigError(f"threads must be >= 1, got {threads}")
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from lowcarb.compress import lowrank, quantize
+from lowcarb.errors import MissingPathError
 from lowcarb.models import ModelHandle, build_reference_model, save_model
 
 __all__ = ["COMPRESSED_FILE", "is_compressed", "load_compressed", "save_compressed"]
@@ -151,7 +152,7 @@ def load_compressed(folder: str | Path) -> ModelHandle:
 
     src = Path(folder)
     if not is_compressed(src):
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{src / COMPRESSED_FILE} not found: not a folder written by save_compressed"
         )
     meta = json.loads((src / COMPRESSED_FILE).read_text())

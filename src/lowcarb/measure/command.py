@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 
+from lowcarb.errors import ConfigError
 from lowcarb.measure.config import CarbonConfig
 from lowcarb.measure.footprint import Footprint
 from lowcarb.measure.probes import SystemProbes
@@ -16,15 +17,15 @@ from lowcarb.measure.tracker import Window
 def check_command(argv: Sequence[str]) -> None:
     """Raise ValueError when `argv` is empty or names a program that cannot be run."""
     if not argv:
-        raise ValueError("no command given: write it after --, e.g. lowcarb measure -- python train.py")
+        raise ConfigError("no command given: write it after --, e.g. lowcarb measure -- python train.py")
     prog = argv[0]
     if os.sep in prog:
         if not os.path.isfile(prog):
-            raise ValueError(f"command not found: {prog!r} does not exist")
+            raise ConfigError(f"command not found: {prog!r} does not exist")
         if not os.access(prog, os.X_OK):
-            raise ValueError(f"command {prog!r} is not executable (chmod +x it, or name its interpreter)")
+            raise ConfigError(f"command {prog!r} is not executable (chmod +x it, or name its interpreter)")
     elif shutil.which(prog) is None:
-        raise ValueError(f"command not found: {prog!r} is not on PATH; check the name or give a path")
+        raise ConfigError(f"command not found: {prog!r} is not on PATH; check the name or give a path")
 
 
 def exit_code_of(status: int) -> int:
@@ -52,7 +53,7 @@ def measure_command(
     try:
         proc = subprocess.Popen(list(argv))
     except OSError as exc:
-        raise ValueError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
     probes = SystemProbes(proc.pid, from_birth=True)
     window = Window(
         name or os.path.basename(argv[0]),

@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lowcarb.errors import ConfigError
+
 try:  # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
@@ -74,7 +76,7 @@ def hardware_profiles() -> dict[str, dict[str, Any]]:
 
 def _check_finite(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -99,13 +101,13 @@ class HardwareProfile:
         _check_finite("embodied_kg", self.embodied_kg)
         _check_finite("lifetime_years", self.lifetime_years)
         if self.embodied_kg < 0:
-            raise ValueError(f"embodied_kg must be >= 0 kgCO2e, got {self.embodied_kg}")
+            raise ConfigError(f"embodied_kg must be >= 0 kgCO2e, got {self.embodied_kg}")
         if self.lifetime_years <= 0:
-            raise ValueError(f"lifetime_years must be > 0, got {self.lifetime_years}")
+            raise ConfigError(f"lifetime_years must be > 0, got {self.lifetime_years}")
         if self.resource_share is not None:
             _check_finite("resource_share", self.resource_share)
             if not 0 < self.resource_share <= 1:
-                raise ValueError(
+                raise ConfigError(
                     f"resource_share must be in (0, 1] (e.g. 0.25 for 4 of 16 cores), "
                     f"got {self.resource_share}"
                 )
@@ -114,7 +116,7 @@ class HardwareProfile:
     def from_profile(cls, name: str, resource_share: float | None = None) -> HardwareProfile:
         profiles = hardware_profiles()
         if name not in profiles:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown hardware profile {name!r}; choose one of {', '.join(profiles)} "
                 "or set embodied_kg and lifetime_years"
             )
@@ -137,26 +139,26 @@ class CarbonConfig:
     def __post_init__(self) -> None:
         _check_finite("pue", self.pue)
         if self.pue < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"PUE must be >= 1.0 (total facility power / IT power), got {self.pue}; "
                 "use 1.0 for a machine outside a data centre"
             )
         if self.intensity_g_per_kwh is not None:
             _check_finite("intensity_g_per_kwh", self.intensity_g_per_kwh)
             if self.intensity_g_per_kwh < 0:
-                raise ValueError(
+                raise ConfigError(
                     f"grid intensity must be >= 0 gCO2e/kWh, got {self.intensity_g_per_kwh}"
                 )
         if self.cpu_power_w is not None:
             _check_finite("cpu_power_w", self.cpu_power_w)
             if self.cpu_power_w <= 0:
-                raise ValueError(
+                raise ConfigError(
                     f"CPU power must be > 0 W (the processor's power at full load), "
                     f"got {self.cpu_power_w}"
                 )
         _check_finite("sample_interval_s", self.sample_interval_s)
         if self.sample_interval_s <= 0:
-            raise ValueError(f"sample_interval_s must be > 0, got {self.sample_interval_s}")
+            raise ConfigError(f"sample_interval_s must be > 0, got {self.sample_interval_s}")
         if self.region is not None and self.intensity_g_per_kwh is None:
             from lowcarb.measure.grid import lookup_region
 
@@ -194,13 +196,13 @@ def _read_file_settings(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}; fix or remove the file") from exc
+        raise ConfigError(f"cannot read {path}: {exc}; fix or remove the file") from exc
     section = data.get("carbon", {})
     if not isinstance(section, dict):
-        raise ValueError(f"{path}: [carbon] must be a table")
+        raise ConfigError(f"{path}: [carbon] must be a table")
     unknown = set(section) - set(ENV_VARS)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{path}: unknown key(s) {', '.join(sorted(unknown))} in [carbon]; "
             f"known keys: {', '.join(ENV_VARS)}"
         )
@@ -217,7 +219,7 @@ def _read_env_settings() -> dict[str, Any]:
             try:
                 out[key] = float(raw)
             except ValueError:
-                raise ValueError(f"{var}={raw!r} is not a number") from None
+                raise ConfigError(f"{var}={raw!r} is not a number") from None
         else:
             out[key] = raw.strip()
     return out
@@ -252,7 +254,7 @@ def load_carbon_config(**overrides: Any) -> CarbonConfig:
         if key in _FLOAT_KEYS:
             settings[key] = _as_float(key, value)
         elif not isinstance(value, str):
-            raise ValueError(f"{key} must be a string, got {value!r}")
+            raise ConfigError(f"{key} must be a string, got {value!r}")
     profile = HardwareProfile.from_profile(settings.pop("hardware_profile", DEFAULT_PROFILE))
     hardware = HardwareProfile(
         embodied_kg=settings.pop("embodied_kg", profile.embodied_kg),
@@ -265,8 +267,8 @@ def load_carbon_config(**overrides: Any) -> CarbonConfig:
 
 def _as_float(key: str, value: Any) -> float:
     if isinstance(value, bool):
-        raise ValueError(f"{key} must be a number, got {value!r}")
+        raise ConfigError(f"{key} must be a number, got {value!r}")
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{key} must be a number, got {value!r}") from None
+        raise ConfigError(f"{key} must be a number, got {value!r}") from None

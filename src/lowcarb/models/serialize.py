@@ -17,6 +17,7 @@ from typing import Any
 from safetensors.torch import load_file
 from safetensors.torch import save_model as save_safetensors_model
 
+from lowcarb.errors import MissingPathError, ModelError
 from lowcarb.models.build import build_reference_model
 from lowcarb.models.byte_tokenizer import ByteTokenizer
 from lowcarb.models.config import ModelConfig
@@ -78,7 +79,7 @@ def load_model(folder: str | Path) -> ModelHandle:
     """Rebuild a model saved by `save_model`, or load a plain Hugging Face classifier folder."""
     folder = Path(folder)
     if not folder.exists():
-        raise FileNotFoundError(f"model folder not found: {folder}")
+        raise MissingPathError(f"model folder not found: {folder}")
     described = folder / DESCRIPTION_FILE
     if not described.exists():
         # A plain Hugging Face folder: keep its own head and labels.
@@ -94,7 +95,7 @@ def load_model(folder: str | Path) -> ModelHandle:
         config = config_from_json(payload["config"])
         num_labels = int(payload["num_labels"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{described}: not a valid lowcarb model description ({exc})") from exc
+        raise ModelError(f"{described}: not a valid lowcarb model description ({exc})") from exc
     names = tuple(payload.get("label_names") or ())
     if family == "hf":
         model, tokenizer = load_hf_classifier(folder)
@@ -111,17 +112,17 @@ def load_model(folder: str | Path) -> ModelHandle:
     model = build_reference_model(config, num_labels, shape, tokenizer)
     weights = folder / WEIGHTS_FILE
     if not weights.exists():
-        raise FileNotFoundError(f"{folder}: no {WEIGHTS_FILE} next to {DESCRIPTION_FILE}")
+        raise MissingPathError(f"{folder}: no {WEIGHTS_FILE} next to {DESCRIPTION_FILE}")
     state = load_file(str(weights))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
-        raise ValueError(
+        raise ModelError(
             f"{weights} does not match the model described in {described} (was the model changed "
             f"by a transform after building, or the JSON edited?): {exc}"
         ) from exc
     if missing or unexpected:
-        raise ValueError(
+        raise ModelError(
             f"{weights} does not match the model described in {described}: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]} (was the model changed by a transform after building?)"
         )

@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from lowcarb.data import DataConfig
+from lowcarb.errors import ConfigError
 from lowcarb.models import ModelConfig
 from lowcarb.pipeline.registry import get_stage
 from lowcarb.search.section import SearchSection
@@ -154,9 +155,9 @@ def load_recipe(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     """Read, override and validate a recipe file. `path=None` is the packaged default recipe."""
     source = Path(path) if path is not None else default_recipe_path()
     if not source.exists():
-        raise ValueError(f"{source}: recipe file not found; give the path to a .yaml recipe")
+        raise ConfigError(f"{source}: recipe file not found; give the path to a .yaml recipe")
     if source.is_dir():
-        raise ValueError(f"{source}: is a folder; give the path to a .yaml recipe file")
+        raise ConfigError(f"{source}: is a folder; give the path to a .yaml recipe file")
     try:
         raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -165,9 +166,9 @@ def load_recipe(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if mark is not None:
             where = f" (line {mark.line + 1}, column {mark.column + 1})"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ValueError(f"{source}: not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{source}: not a text file; a recipe is UTF-8 YAML") from None
+        raise ConfigError(f"{source}: not a text file; a recipe is UTF-8 YAML") from None
     if raw is None:
         raw = {}
     label = "<packaged default>" if path is None else str(source)
@@ -179,7 +180,7 @@ def recipe_from_dict(
 ) -> Recipe:
     """Validate a recipe given as plain data (what YAML gives), after applying `overrides`."""
     if not isinstance(raw, Mapping):
-        raise ValueError(
+        raise ConfigError(
             f"{source}: a recipe is a mapping (keys like model:, data:, train:, stages:), "
             f"got {type(raw).__name__}"
         )
@@ -196,11 +197,11 @@ def recipe_from_dict(
     try:
         base = _RecipeFile.model_validate(data)
     except ValidationError as exc:
-        raise ValueError(_format_errors(exc, source, _RecipeFile, set_paths)) from None
+        raise ConfigError(_format_errors(exc, source, _RecipeFile, set_paths)) from None
 
     text_model = str(base.model.name) not in ("cnn", "mlp")
     if text_model and base.data.train is None:
-        raise ValueError(
+        raise ConfigError(
             f"{source}: data.train: model {str(base.model.name)!r} reads text, and no text table "
             "was given; add --set data.train=path/to/train.csv (or .tsv, .jsonl)"
         )
@@ -212,11 +213,11 @@ def recipe_from_dict(
         try:
             spec = get_stage(name)
         except ValueError as exc:
-            raise ValueError(f"{source}: stages[{index}]: {exc}") from None
+            raise ConfigError(f"{source}: stages[{index}]: {exc}") from None
         try:
             cfg = spec.config_model.model_validate(settings or {})
         except ValidationError as exc:
-            raise ValueError(
+            raise ConfigError(
                 _format_errors(
                     exc, source, spec.config_model, set_paths, prefix=f"stages[{index}].{name}"
                 )
@@ -225,7 +226,7 @@ def recipe_from_dict(
         label_ = name if counts[name] == 1 else f"{name}-{counts[name]}"
         steps.append(StageStep(name=name, label=label_, config=cfg))
     if not steps:
-        raise ValueError(f"{source}: stages: the list is empty; name at least one stage (train)")
+        raise ConfigError(f"{source}: stages: the list is empty; name at least one stage (train)")
 
     return Recipe(
         name=base.name,
@@ -249,7 +250,7 @@ def _normalise_stages(stages: Any, source: str) -> list[dict[str, Any]]:
     if stages is None:
         return []
     if not isinstance(stages, list):
-        raise ValueError(
+        raise ConfigError(
             f"{source}: stages: expected a list of stage names (for example [train, evaluate]), "
             f"got {type(stages).__name__}"
         )
@@ -265,13 +266,13 @@ def _normalise_stages(stages: Any, source: str) -> list[dict[str, Any]]:
             if settings is None:
                 settings = {}
             if not isinstance(settings, Mapping):
-                raise ValueError(
+                raise ConfigError(
                     f"{source}: stages[{index}].{name}: settings must be a mapping "
                     f"(key: value), got {settings!r}"
                 )
             out.append({str(name): dict(settings)})
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"{source}: stages[{index}]: write a stage as a name (- train) or a name with "
                 f"settings (- lowrank: {{param_ratio: 0.5}}), got {item!r}"
             )
@@ -288,14 +289,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value_text = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ValueError(f"--set expects key.path=value (for example train.epochs=2), got {text!r}")
+        raise ConfigError(f"--set expects key.path=value (for example train.epochs=2), got {text!r}")
     keys = key.split(".")
     if any(not k for k in keys):
-        raise ValueError(f"--set {text!r}: empty part in the key path {key!r}")
+        raise ConfigError(f"--set {text!r}: empty part in the key path {key!r}")
     try:
         value = yaml.safe_load(value_text) if value_text.strip() else None
     except yaml.YAMLError:
-        raise ValueError(
+        raise ConfigError(
             f"--set {text!r}: the value is not valid YAML; quote it (key='value')"
         ) from None
     # YAML 1.1 reads 3e-4 (no dot) as a string; pydantic turns it into a float where a float
@@ -312,7 +313,7 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any, *, source:
     shown = ".".join(keys)
     if keys[0] == "stages" and len(keys) > 1:
         if len(keys) == 2:
-            raise ValueError(
+            raise ConfigError(
                 f"--set {shown}: name a setting of the stage, for example stages.{keys[1]}.epochs=2"
             )
         name, settings = _find_stage(data.get("stages", []), keys[1], shown, source)
@@ -330,7 +331,7 @@ def _set_path(where: dict[str, Any], keys: list[str], value: Any, shown: str) ->
         if nxt is None:
             nxt = where[key] = {}
         if not isinstance(nxt, dict):
-            raise ValueError(
+            raise ConfigError(
                 f"--set {shown}: {'.'.join(keys[: depth + 1])} is a value ({nxt!r}), not a mapping"
             )
         where = nxt
@@ -343,7 +344,7 @@ def _find_stage(
     if key.lstrip("-").isdigit():
         index = int(key)
         if not -len(stages) <= index < len(stages):
-            raise ValueError(
+            raise ConfigError(
                 f"--set {shown}: {source} has {len(stages)} stages; index {index} is out of range"
             )
         item = stages[index]
@@ -351,7 +352,7 @@ def _find_stage(
         matches = [s for s in stages if key in s]
         if not matches:
             names = [next(iter(s)) for s in stages]
-            raise ValueError(
+            raise ConfigError(
                 f"--set {shown}: no stage named {key!r} in {source} "
                 f"(stages: {', '.join(names) or 'none'})"
             )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lowcarb.errors import ConfigError
 from lowcarb.measure.config import load_carbon_config
 from lowcarb.pipeline.recipe import Recipe, apply_override, recipe_from_dict
 from lowcarb.pipeline.runner import DEFAULT_OUT_DIR, run_recipe
@@ -62,7 +63,7 @@ def search_recipe(
     on_trial(number, status, params) is called after each trial this process ran (progress).
     """
     if recipe.search is None:
-        raise ValueError(
+        raise ConfigError(
             f"{recipe.source}: the recipe has no search: section; add one naming params and "
             f"objectives (see `lowcarb search --help`)"
         )
@@ -175,7 +176,7 @@ def check_param_paths(base: Mapping[str, Any], config: SearchConfig, source: str
             try:
                 recipe_for_trial(base, {name: value}, source)
             except ValueError as exc:
-                raise ValueError(f"search.params.{name} = {value!r} does not fit: {exc}") from None
+                raise ConfigError(f"search.params.{name} = {value!r} does not fit: {exc}") from None
 
 
 def trial_metrics(run: Mapping[str, Any]) -> dict[str, float]:
@@ -184,7 +185,7 @@ def trial_metrics(run: Mapping[str, Any]) -> dict[str, float]:
 
     rows = model_rows(run)
     if not rows:
-        raise ValueError(
+        raise ConfigError(
             "the trial's recipe evaluates no model; end its stages with evaluate (or a stage "
             "that changes the model)"
         )
@@ -207,7 +208,7 @@ def _pruning_key(config: SearchConfig, source: str) -> str:
     for prefix in _SPLITS:
         if metric.startswith(prefix):
             return metric[len(prefix) :]
-    raise ValueError(
+    raise ConfigError(
         f"{source}: search.pruning reads the dev split after every epoch, so the first objective "
         f"must be a dev_ or test_ metric (dev_accuracy, dev_macro_f1, dev_loss), got {metric!r}; "
         f"or set pruning: false"

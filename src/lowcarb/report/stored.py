@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lowcarb.errors import ConfigError
 from lowcarb.store.runstore import RunStore
 
 
@@ -11,7 +12,7 @@ def load_run(store: RunStore, run_id_or_prefix: str) -> dict[str, Any]:
     """The run as the runner wrote it: id, name, status, recipe, stage records, error."""
     record = store.get_run(run_id_or_prefix)
     if record.kind != "recipe":
-        raise ValueError(
+        raise ConfigError(
             f"run {record.run_id} is a {record.kind!r} run, not a recipe run; reports are for "
             f"`lowcarb run` runs (use `lowcarb show {record.run_id}` for this one)"
         )

@@ -31,6 +31,7 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
+from lowcarb.errors import ConfigError
 from lowcarb.search.pruning import (
     INTERMEDIATE_ATTR,
     MultiObjectiveMedianPruner,
@@ -69,7 +70,7 @@ class Objective:
 
     def __post_init__(self) -> None:
         if self.direction not in ("maximize", "minimize"):
-            raise ValueError(
+            raise ConfigError(
                 f"objective {self.metric!r}: direction must be maximize or minimize, "
                 f"got {self.direction!r}"
             )
@@ -114,25 +115,25 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         if not self.objectives:
-            raise ValueError("a search needs at least one objective (for example accuracy)")
+            raise ConfigError("a search needs at least one objective (for example accuracy)")
         metrics = [o.metric for o in self.objectives]
         if len(set(metrics)) != len(metrics):
-            raise ValueError(f"objectives name a metric twice: {metrics}")
+            raise ConfigError(f"objectives name a metric twice: {metrics}")
         if self.n_trials < 1:
-            raise ValueError(f"n_trials must be >= 1, got {self.n_trials}")
+            raise ConfigError(f"n_trials must be >= 1, got {self.n_trials}")
         if self.sampler not in ("tpe", "nsga2", "random"):
-            raise ValueError(f"sampler must be tpe, nsga2 or random, got {self.sampler!r}")
+            raise ConfigError(f"sampler must be tpe, nsga2 or random, got {self.sampler!r}")
         if self.startup_trials < 1:
-            raise ValueError(f"startup_trials must be >= 1, got {self.startup_trials}")
+            raise ConfigError(f"startup_trials must be >= 1, got {self.startup_trials}")
         if self.choose_within < 0:
-            raise ValueError(f"choose_within must be >= 0, got {self.choose_within}")
+            raise ConfigError(f"choose_within must be >= 0, got {self.choose_within}")
         if self.heartbeat_s < 1 or self.grace_s <= self.heartbeat_s:
-            raise ValueError(
+            raise ConfigError(
                 f"need heartbeat_s >= 1 and grace_s > heartbeat_s, got {self.heartbeat_s}, "
                 f"{self.grace_s}"
             )
         if self.max_retry < 0 or self.max_failed_trials < 1:
-            raise ValueError("max_retry must be >= 0 and max_failed_trials >= 1")
+            raise ConfigError("max_retry must be >= 0 and max_failed_trials >= 1")
 
     @property
     def quality(self) -> Objective:
@@ -338,12 +339,12 @@ def open_study(
         stored = study.user_attrs.get(CONFIG_ATTR)
         ours = [asdict(o) for o in config.objectives]
         if stored is not None and stored.get("objectives") != ours:
-            raise ValueError(
+            raise ConfigError(
                 f"study {name!r} exists with objectives {stored.get('objectives')}, not {ours}; "
                 f"give another --study name or the same objectives"
             ) from None
         if stored is None and [d.name.lower() for d in study.directions] != directions:
-            raise ValueError(
+            raise ConfigError(
                 f"study {name!r} exists with other directions; give another --study name"
             ) from None
         return study
@@ -434,9 +435,9 @@ class _Worker:
                 continue
             self.study.optimize(self._objective, n_trials=1, catch=(Exception,))
             if self.abort is not None:
-                raise ValueError(self.abort)
+                raise ConfigError(self.abort)
             if len(self.failures) >= self.config.max_failed_trials:
-                raise ValueError(
+                raise ConfigError(
                     f"{len(self.failures)} trials failed; the last: {self.failures[-1]}"
                 )
 
@@ -485,7 +486,7 @@ class _Worker:
                 f"the trials return no metric {', '.join(repr(m) for m in missing)}; "
                 f"they return: {', '.join(sorted(metrics))}"
             )
-            raise ValueError(self.abort)
+            raise ConfigError(self.abort)
         for c in self.config.constraints:
             # Optuna's samplers read these: <= 0 is feasible.
             trial.set_constraint(c.metric, metrics[c.metric] - c.max_value)

@@ -21,6 +21,8 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
+from lowcarb.errors import ConfigError
+
 # The user attribute holding {str(step): quality}; JSON keys are strings.
 INTERMEDIATE_ATTR = "lowcarb.intermediate"
 
@@ -38,9 +40,9 @@ class PruningConfig:
 
     def __post_init__(self) -> None:
         if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.min_trials < 1:
-            raise ValueError(f"min_trials must be >= 1, got {self.min_trials}")
+            raise ConfigError(f"min_trials must be >= 1, got {self.min_trials}")
 
 
 def intermediate_values(trial: FrozenTrial) -> dict[int, float]:
@@ -63,7 +65,7 @@ class MultiObjectiveMedianPruner(BasePruner):
         direction: Literal["maximize", "minimize"] = "maximize",
     ) -> None:
         if direction not in ("maximize", "minimize"):
-            raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+            raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
         self.config = config
         self.direction = direction
 

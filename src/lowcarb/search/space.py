@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lowcarb.errors import ConfigError
+
 if TYPE_CHECKING:
     import optuna
 
@@ -30,15 +32,15 @@ class FloatParam:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
-            raise ValueError(
+            raise ConfigError(
                 f"float range needs finite low < high, got low={self.low}, high={self.high}"
             )
         if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, got low={self.low}; use log: false")
+            raise ConfigError(f"a log range needs low > 0, got low={self.low}; use log: false")
         if self.log and self.step is not None:
-            raise ValueError("a float range takes either log: true or a step, not both")
+            raise ConfigError("a float range takes either log: true or a step, not both")
         if self.step is not None and self.step <= 0:
-            raise ValueError(f"step must be > 0, got {self.step}")
+            raise ConfigError(f"step must be > 0, got {self.step}")
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,11 @@ class IntParam:
 
     def __post_init__(self) -> None:
         if self.low >= self.high:
-            raise ValueError(f"int range needs low < high, got low={self.low}, high={self.high}")
+            raise ConfigError(f"int range needs low < high, got low={self.low}, high={self.high}")
         if self.step < 1:
-            raise ValueError(f"step must be >= 1, got {self.step}")
+            raise ConfigError(f"step must be >= 1, got {self.step}")
         if self.log and (self.low < 1 or self.step != 1):
-            raise ValueError("a log int range needs low >= 1 and step 1")
+            raise ConfigError("a log int range needs low >= 1 and step 1")
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,12 @@ class CategoricalParam:
 
     def __post_init__(self) -> None:
         if len(self.choices) < 1:
-            raise ValueError("a categorical parameter needs at least one choice")
+            raise ConfigError("a categorical parameter needs at least one choice")
         if len(set(map(repr, self.choices))) != len(self.choices):
-            raise ValueError(f"categorical choices repeat a value: {list(self.choices)}")
+            raise ConfigError(f"categorical choices repeat a value: {list(self.choices)}")
         for c in self.choices:
             if not isinstance(c, bool | int | float | str):
-                raise ValueError(
+                raise ConfigError(
                     f"categorical choices are plain values (number, text, true/false), got {c!r}"
                 )
 
@@ -88,14 +90,14 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         if not self.params:
-            raise ValueError("the search space is empty; give at least one parameter to search")
+            raise ConfigError("the search space is empty; give at least one parameter to search")
         names = [name for name, _ in self.params]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"search parameters named twice: {', '.join(dupes)}")
+            raise ConfigError(f"search parameters named twice: {', '.join(dupes)}")
         for name in names:
             if not name or any(not part for part in name.split(".")):
-                raise ValueError(f"search parameter {name!r}: give a dotted path like train.lr")
+                raise ConfigError(f"search parameter {name!r}: give a dotted path like train.lr")
 
     @classmethod
     def of(cls, params: Mapping[str, Param]) -> SearchSpace:

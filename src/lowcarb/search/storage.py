@@ -18,6 +18,8 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from lowcarb.errors import ConfigError
+
 DEFAULT_DB_NAME = "search.db"
 
 # A server that does not answer within this many seconds is reported as unreachable.
@@ -57,13 +59,13 @@ def open_storage(
     try:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
-        raise ValueError(
+        raise ConfigError(
             f"storage {url!r} is not a database URL; give sqlite:///path/search.db or "
             f"postgresql://user:password@host:5432/dbname"
         ) from None
     backend = parsed.get_backend_name()
     if backend == "postgres":
-        raise ValueError(f"storage {shown}: write postgresql://, not postgres://")
+        raise ConfigError(f"storage {shown}: write postgresql://, not postgres://")
     engine_kwargs: dict = {"pool_pre_ping": True}
     if backend == "postgresql" and parsed.drivername == "postgresql":
         # A bare postgresql:// means whichever driver is installed (SQLAlchemy's default differs
@@ -79,7 +81,7 @@ def open_storage(
         if parsed.database:
             folder = Path(parsed.database).parent
             if not folder.is_dir():
-                raise ValueError(
+                raise ConfigError(
                     f"storage {shown}: folder {folder} does not exist; create it or give another path"
                 )
 
@@ -107,25 +109,25 @@ def open_storage(
             last_exc = exc
             time.sleep(0.5 * (attempt + 1))
         except sqlalchemy.exc.NoSuchModuleError:
-            raise ValueError(
+            raise ConfigError(
                 f"storage {shown}: unknown database kind {parsed.drivername!r}; "
                 f"use sqlite:///path or postgresql://host/db"
             ) from None
         except ImportError:
-            raise ValueError(
+            raise ConfigError(
                 f"storage {shown}: the database driver for {parsed.drivername} is not "
                 f"installed; install it with: pip install 'lowcarb[postgres]'"
             ) from None
         except sqlalchemy.exc.OperationalError as exc:
-            raise ValueError(
+            raise ConfigError(
                 f"cannot reach the search storage {shown}: {_first_line(exc)}; "
                 f"check that the server is running and the URL (host, port, user, database)"
             ) from None
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-            raise ValueError(
+            raise ConfigError(
                 f"cannot open the search storage {shown}: {_first_line(exc)}"
             ) from None
-    raise ValueError(f"cannot create the search tables in {shown}: {_first_line(last_exc)}")
+    raise ConfigError(f"cannot create the search tables in {shown}: {_first_line(last_exc)}")
 
 
 def _postgres_driver() -> str:
@@ -135,7 +137,7 @@ def _postgres_driver() -> str:
         except ImportError:
             continue
         return module
-    raise ValueError(
+    raise ConfigError(
         "no PostgreSQL driver is installed; install one with: pip install 'lowcarb[postgres]'"
     )
 

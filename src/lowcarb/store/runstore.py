@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lowcarb.errors import LowcarbError
 from lowcarb.measure.footprint import Footprint
 
 # "LOWC" as a big-endian int: marks a file as a lowcarb store (PRAGMA application_id).
@@ -65,7 +66,7 @@ CREATE TABLE IF NOT EXISTS stage_results (
 """
 
 
-class StoreError(ValueError):
+class StoreError(LowcarbError, ValueError):
     """The run store cannot be used; the message names the file and the fix."""
 
 

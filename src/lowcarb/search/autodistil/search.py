@@ -31,6 +31,7 @@ from lowcarb.compress.distill.capture import Trace, trace
 from lowcarb.compress.distill.losses import minilmv2_loss
 from lowcarb.compress.distill.objectives import traced_objective
 from lowcarb.compress.distill.teacher import TeacherLogits
+from lowcarb.errors import ConfigError, DataError
 from lowcarb.measure import track
 from lowcarb.measure.config import CarbonConfig
 from lowcarb.search.autodistil.space import (
@@ -66,16 +67,16 @@ class AutoDistilConfig:
 
     def __post_init__(self) -> None:
         if not self.flops_budget > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"flops_budget must be > 0 (FLOPs per example, or a fraction <= 1 of the "
                 f"teacher's), got {self.flops_budget}"
             )
         if self.seq_len < 1:
-            raise ValueError(f"seq_len must be >= 1 token, got {self.seq_len}")
+            raise ConfigError(f"seq_len must be >= 1 token, got {self.seq_len}")
         if self.steps_per_subspace < 1:
-            raise ValueError(f"steps_per_subspace must be >= 1, got {self.steps_per_subspace}")
+            raise ConfigError(f"steps_per_subspace must be >= 1, got {self.steps_per_subspace}")
         if self.max_candidates is not None and self.max_candidates < 1:
-            raise ValueError(f"max_candidates must be >= 1 or None, got {self.max_candidates}")
+            raise ConfigError(f"max_candidates must be >= 1 or None, got {self.max_candidates}")
 
 
 def budget_flops(budget: float, teacher: TeacherShape, seq_len: int) -> float:
@@ -235,7 +236,7 @@ def teacher_relations(teacher: nn.Module, loader: Iterable[Batch], limit: int | 
             last = Trace(query=[record.query[-1]], key=[record.key[-1]], value=[record.value[-1]])
             out.append(_HeldOut(inputs, batch.get("attention_mask"), last))
     if not out:
-        raise ValueError("the held-out loader gave no batches: give some held-out text to score students")
+        raise DataError("the held-out loader gave no batches: give some held-out text to score students")
     return out
 
 
@@ -279,7 +280,7 @@ def autodistil(
     fitting = {s.name: [c for c in s.configs if flops[c] <= budget] for s in subspaces}
     if not any(fitting.values()):
         smallest = min(flops.values())
-        raise ValueError(
+        raise ConfigError(
             f"no student of the space fits {budget:.3g} FLOPs per example at {config.seq_len} tokens "
             f"(the smallest needs {smallest:.3g}); raise the FLOPs budget"
         )

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from lowcarb.errors import ConfigError, ModelError
+
 
 @dataclass(frozen=True, order=True)
 class SubnetConfig:
@@ -31,9 +33,9 @@ class SubnetConfig:
     def __post_init__(self) -> None:
         for name in ("num_layers", "hidden_size", "num_heads", "intermediate_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"SubnetConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"SubnetConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads: "
                 "pick heads that divide the hidden size"
             )
@@ -70,7 +72,7 @@ class TeacherShape:
         needed = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
         missing = [n for n in needed if not hasattr(config, n)]
         if missing:
-            raise ValueError(
+            raise ModelError(
                 f"AutoDistil needs a Hugging Face BERT-style teacher (its config lacks {missing}); "
                 "load the teacher with lowcarb.models (\"minilm\" or a BERT folder)"
             )
@@ -102,7 +104,7 @@ class StudentSpace:
         for name in ("layers", "hidden_sizes", "num_heads", "intermediate_sizes"):
             values = getattr(self, name)
             if not values or any(v < 1 for v in values):
-                raise ValueError(f"StudentSpace.{name} must list positive sizes, got {values}")
+                raise ConfigError(f"StudentSpace.{name} must list positive sizes, got {values}")
 
     def configs(self) -> tuple[SubnetConfig, ...]:
         out = []
@@ -136,14 +138,14 @@ def student_space(
     """
     shape = teacher if isinstance(teacher, TeacherShape) else TeacherShape.of(teacher)
     if subspaces < 1 or choices_per_subspace < 1:
-        raise ValueError(f"subspaces and choices_per_subspace must be >= 1 (got {subspaces}, "
+        raise ConfigError(f"subspaces and choices_per_subspace must be >= 1 (got {subspaces}, "
                          f"{choices_per_subspace})")
     count = subspaces * choices_per_subspace
     relation = relation_heads or shape.num_heads
     heads = tuple(sorted({h for h in (shape.num_heads // 2, shape.num_heads) if h >= 1}))
     multiple = math.lcm(relation, *heads)
     if shape.hidden_size % multiple:
-        raise ValueError(
+        raise ModelError(
             f"teacher hidden size {shape.hidden_size} is not a multiple of {multiple} (the relation "
             f"heads {relation} and head counts {heads}); pick relation_heads dividing it"
         )
@@ -156,7 +158,7 @@ def student_space(
         max(1, shape.intermediate_size * (i + 1) // count) for i in range(count)
     }))
     if len(set(range(1, shape.num_layers + 1))) < subspaces:
-        raise ValueError(
+        raise ConfigError(
             f"a teacher with {shape.num_layers} layers cannot be split into {subspaces} sub-spaces "
             "by depth; use fewer sub-spaces"
         )
@@ -197,7 +199,7 @@ SUBSPACE_NAMES = {1: ("base",), 2: ("small", "base"), 3: ("tiny", "small", "base
 def _chunks(values: Sequence[int], k: int, what: str) -> list[tuple[int, ...]]:
     ordered = sorted(set(values))
     if len(ordered) < k:
-        raise ValueError(
+        raise ConfigError(
             f"cannot split {len(ordered)} {what} choices {ordered} into {k} sub-spaces; "
             f"give at least {k} {what} choices or use fewer sub-spaces"
         )
@@ -208,7 +210,7 @@ def split_space(space: StudentSpace, k: int = 3) -> tuple[SubSpace, ...]:
     """K sub-spaces, smallest first (named tiny, small, base for K = 3): sub-space i takes the
     i-th contiguous range of the layer, hidden and FFN choices, and every head count."""
     if k < 1:
-        raise ValueError(f"the number of sub-spaces must be >= 1, got {k}")
+        raise ConfigError(f"the number of sub-spaces must be >= 1, got {k}")
     layers = _chunks(space.layers, k, "layer")
     hidden = _chunks(space.hidden_sizes, k, "hidden size")
     ffn = _chunks(space.intermediate_sizes, k, "FFN size")
@@ -218,7 +220,7 @@ def split_space(space: StudentSpace, k: int = 3) -> tuple[SubSpace, ...]:
         box = StudentSpace(layers[i], hidden[i], space.num_heads, ffn[i], space.relation_heads)
         configs = box.configs()
         if not configs:
-            raise ValueError(
+            raise ConfigError(
                 f"sub-space {names[i]} holds no valid student (hidden {hidden[i]} vs heads "
                 f"{space.num_heads}, relation heads {space.relation_heads}); change the space"
             )
@@ -234,7 +236,7 @@ def subnet_flops(config: SubnetConfig, seq_len: int, num_labels: int = 2) -> flo
     FFN 4 T h f; then the pooler (2 h^2, first token only) and the classifier (2 h C).
     """
     if seq_len < 1:
-        raise ValueError(f"seq_len must be >= 1 token, got {seq_len}")
+        raise ConfigError(f"seq_len must be >= 1 token, got {seq_len}")
     t, h, f = seq_len, config.hidden_size, config.intermediate_size
     block = 8 * t * h * h + 4 * t * t * h + 4 * t * h * f
     return float(config.num_layers * block + 2 * h * h + 2 * h * num_labels)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from lowcarb.compress.distill.losses import uniform_layer_map
 from lowcarb.compress.distill.students import truncate_into
+from lowcarb.errors import DataError, ModelError
 from lowcarb.search.autodistil.space import SubnetConfig, TeacherShape
 
 
@@ -64,7 +65,7 @@ class _Embeddings(nn.Module):
         h = self.active_hidden
         length = input_ids.shape[1]
         if length > self.position_embeddings.num_embeddings:
-            raise ValueError(
+            raise DataError(
                 f"input of {length} tokens is longer than the {self.position_embeddings.num_embeddings} "
                 "positions the teacher knows; truncate the text (data.max_length)"
             )
@@ -169,12 +170,12 @@ class Supernet(nn.Module):
     def __init__(self, largest: SubnetConfig, hf_config: Any) -> None:
         super().__init__()
         if getattr(hf_config, "hidden_act", "gelu") != "gelu":
-            raise ValueError(
+            raise ModelError(
                 f"the supernet implements BERT with exact GELU; the teacher uses "
                 f"{hf_config.hidden_act!r}: use a BERT/MiniLM teacher with hidden_act='gelu'"
             )
         if getattr(hf_config, "position_embedding_type", "absolute") != "absolute":
-            raise ValueError("the supernet implements absolute position embeddings only")
+            raise ModelError("the supernet implements absolute position embeddings only")
         self.largest = largest
         self.hf_config = copy.deepcopy(hf_config)
         eps = float(getattr(hf_config, "layer_norm_eps", 1e-12))

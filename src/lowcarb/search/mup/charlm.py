@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lowcarb.errors import ConfigError, DataError, MissingPathError
 from lowcarb.search.mup.optim import optimizer
 
 UNK = "\x00"  # id 0: characters of the validation text never seen in training
@@ -40,14 +41,14 @@ def read_texts(
     `limit` rows when given)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no text file at {path}")
+        raise MissingPathError(f"no text file at {path}")
     if path.suffix in (".tsv", ".csv"):
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(
                 f, delimiter="\t" if path.suffix == ".tsv" else ",", quoting=csv.QUOTE_NONE
             )
             if reader.fieldnames is None or column not in reader.fieldnames:
-                raise ValueError(
+                raise DataError(
                     f"{path} has no column {column!r} (columns: {reader.fieldnames}); "
                     "name the text column"
                 )
@@ -56,7 +57,7 @@ def read_texts(
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     texts = [t for t in texts if t]
     if not texts:
-        raise ValueError(f"{path} holds no text")
+        raise DataError(f"{path} holds no text")
     if limit is not None and limit < len(texts):
         texts = random.Random(seed).sample(texts, limit)
     return texts
@@ -92,9 +93,9 @@ class LMTrainConfig:
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.steps < 1 or self.batch_size < 1 or self.seq_len < 2:
-            raise ValueError("lr, steps, batch_size must be positive and seq_len at least 2")
+            raise ConfigError("lr, steps, batch_size must be positive and seq_len at least 2")
         if not 0 <= self.warmup_frac < 1:
-            raise ValueError("warmup_frac must be in [0, 1)")
+            raise ConfigError("warmup_frac must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def evaluate_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig) -> flo
     """Mean next-character cross-entropy on fixed, evenly spaced validation windows."""
     n = len(corpus.val) - cfg.seq_len - 1
     if n <= 0:
-        raise ValueError(f"validation text shorter than seq_len={cfg.seq_len}")
+        raise DataError(f"validation text shorter than seq_len={cfg.seq_len}")
     starts = torch.linspace(0, n, steps=min(cfg.eval_windows, n + 1)).long()
     model.eval()
     total, count = 0.0, 0
@@ -147,7 +148,7 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig) -> LMOutc
     base_lrs = [g["lr"] for g in opt.param_groups]
     n = len(corpus.train) - cfg.seq_len - 1
     if n <= 0:
-        raise ValueError(f"training text shorter than seq_len={cfg.seq_len}")
+        raise DataError(f"training text shorter than seq_len={cfg.seq_len}")
     gen = torch.Generator().manual_seed(cfg.data_seed)
     tail: list[float] = []
     model.train()

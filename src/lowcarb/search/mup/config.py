@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from lowcarb.errors import ConfigError
+
 ModelKind = Literal["mlp", "lm", "encoder"]
 Parametrization = Literal["mup", "sp"]
 DepthScaling = Literal["none", "completep"]
@@ -46,40 +48,40 @@ class MupModelConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
-            raise ValueError(f"unknown model kind {self.kind!r}; use one of {MODEL_KINDS}")
+            raise ConfigError(f"unknown model kind {self.kind!r}; use one of {MODEL_KINDS}")
         if self.parametrization not in ("mup", "sp"):
-            raise ValueError(f"parametrization must be 'mup' or 'sp', not {self.parametrization!r}")
+            raise ConfigError(f"parametrization must be 'mup' or 'sp', not {self.parametrization!r}")
         if self.depth_scaling not in ("none", "completep"):
-            raise ValueError(
+            raise ConfigError(
                 f"depth_scaling must be 'none' or 'completep', not {self.depth_scaling!r}"
             )
         if self.base_width < 1 or self.depth < 1:
-            raise ValueError("base_width and depth must be positive")
+            raise ConfigError("base_width and depth must be positive")
         if self.width < self.base_width:
-            raise ValueError(
+            raise ConfigError(
                 f"width {self.width} is smaller than the base width {self.base_width}; muP scales "
                 "up from the base, so pick a base width no larger than the smallest model"
             )
         if self.base_depth is not None and self.base_depth < 1:
-            raise ValueError("base_depth must be positive")
+            raise ConfigError("base_depth must be positive")
         if self.init_std <= 0 or self.output_mult <= 0:
-            raise ValueError("init_std and output_mult must be positive")
+            raise ConfigError("init_std and output_mult must be positive")
         if self.kind == "mlp" and self.depth_scaling != "none":
-            raise ValueError(
+            raise ConfigError(
                 "depth_scaling='completep' scales residual branches; the MLP has none "
                 "(use kind='lm' or 'encoder')"
             )
         if self.kind != "mlp":
             if (self.n_heads is None) == (self.d_head is None):
-                raise ValueError(
+                raise ConfigError(
                     "give exactly one of n_heads (head size grows) or d_head (heads grow)"
                 )
             name, per = ("n_heads", self.n_heads) if self.n_heads else ("d_head", self.d_head or 0)
             if per < 1:
-                raise ValueError(f"{name} must be positive")
+                raise ConfigError(f"{name} must be positive")
             for w in (self.width, self.base_width):
                 if w % per:
-                    raise ValueError(
+                    raise ConfigError(
                         f"width {w} is not divisible by {name}={per}; "
                         "pick widths that are multiples of it"
                     )
@@ -108,5 +110,5 @@ class MupModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise ValueError(f"unknown model setting(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown model setting(s) {unknown}; known: {sorted(known)}")
         return cls(**raw)

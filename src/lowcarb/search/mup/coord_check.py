@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lowcarb.errors import ConfigError
 from lowcarb.search.mup.config import MupModelConfig
 from lowcarb.search.mup.layers import FeedForward, MuReadout, Probe, SelfAttention
 from lowcarb.search.mup.models import build_model
@@ -47,15 +48,15 @@ class CoordCheckConfig:
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2:
-            raise ValueError("the coordinate check needs at least two widths to fit a slope")
+            raise ConfigError("the coordinate check needs at least two widths to fit a slope")
         if sorted(self.widths) != list(self.widths) or len(set(self.widths)) != len(self.widths):
-            raise ValueError(f"widths must be strictly increasing, got {self.widths}")
+            raise ConfigError(f"widths must be strictly increasing, got {self.widths}")
         if self.steps < 1:
-            raise ValueError("steps must be at least 1")
+            raise ConfigError("steps must be at least 1")
         if not self.seeds:
-            raise ValueError("give at least one seed")
+            raise ConfigError("give at least one seed")
         if self.tolerance <= 0:
-            raise ValueError("tolerance must be positive")
+            raise ConfigError("tolerance must be positive")
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ def coord_check(
     """Run the check for `model` (its `width` is ignored; `base_width` is kept) at each width."""
     check = config or CoordCheckConfig()
     if check.widths[0] < model.base_width:
-        raise ValueError(
+        raise ConfigError(
             f"the smallest width {check.widths[0]} is below the base width {model.base_width}"
         )
     make = batches or default_batches

@@ -18,6 +18,7 @@ import math
 import torch
 from torch import nn
 
+from lowcarb.errors import ModelError
 from lowcarb.search.mup.config import MupModelConfig
 from lowcarb.search.mup.layers import MuReadout, SelfAttention
 
@@ -26,7 +27,7 @@ from lowcarb.search.mup.layers import MuReadout, SelfAttention
 def init_weights(model: nn.Module, cfg: MupModelConfig | None = None) -> None:
     cfg = cfg or getattr(model, "config", None)
     if not isinstance(cfg, MupModelConfig):
-        raise ValueError("init_weights needs a MupModelConfig (model.config or the cfg argument)")
+        raise ModelError("init_weights needs a MupModelConfig (model.config or the cfg argument)")
     mup = cfg.parametrization == "mup"
     for module in model.modules():
         if isinstance(module, nn.Linear):

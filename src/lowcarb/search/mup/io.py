@@ -8,6 +8,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lowcarb.errors import MissingPathError, ModelError
 from lowcarb.search.mup.config import MupModelConfig
 from lowcarb.search.mup.models import construct
 from lowcarb.search.mup.shapes import (
@@ -25,7 +26,7 @@ def save(model: nn.Module, folder: str | Path) -> Path:
     """Write the weights, the model config and the base shapes into `folder`."""
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, MupModelConfig):
-        raise ValueError("save() needs a model built by lowcarb.search.mup.build_model")
+        raise ModelError("save() needs a model built by lowcarb.search.mup.build_model")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -43,7 +44,7 @@ def load(folder: str | Path) -> nn.Module:
     """Rebuild a saved model; its base shapes come from the file, not from a rebuilt base model."""
     folder = Path(folder)
     if not (folder / META).exists() or not (folder / WEIGHTS).exists():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{folder} is not a saved muP model (expected {META} and {WEIGHTS}); "
             "write one with lowcarb.search.mup.save(model, folder)"
         )

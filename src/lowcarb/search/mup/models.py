@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lowcarb.errors import ConfigError
 from lowcarb.search.mup.config import MupModelConfig
 from lowcarb.search.mup.init import init_weights
 from lowcarb.search.mup.layers import Block, MuReadout, Probe
@@ -45,7 +46,7 @@ class _Transformer(nn.Module):
     def _trunk(self, input_ids: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         t = input_ids.shape[1]
         if t > self.config.max_len:
-            raise ValueError(f"sequence length {t} exceeds max_len={self.config.max_len}")
+            raise ConfigError(f"sequence length {t} exceeds max_len={self.config.max_len}")
         pos = torch.arange(t, device=input_ids.device)
         x = self.embed(self.tok(input_ids) + self.pos(pos))
         for block in self.blocks:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from lowcarb.errors import ConfigError
 from lowcarb.measure import Footprint, track
 from lowcarb.search.mup.charlm import CharCorpus, LMTrainConfig, train_lm
 from lowcarb.search.mup.config import MupModelConfig
@@ -55,20 +56,20 @@ class MutransferConfig:
 
     def __post_init__(self) -> None:
         if self.model.kind != "lm":
-            raise ValueError(
+            raise ConfigError(
                 f"mutransfer trains the character-level LM (model kind 'lm'), not {self.model.kind!r}"
             )
         if self.proxy_width < self.model.base_width:
-            raise ValueError(
+            raise ConfigError(
                 f"proxy width {self.proxy_width} is below the base width {self.model.base_width}"
             )
         if self.target_width <= self.proxy_width:
-            raise ValueError(
+            raise ConfigError(
                 f"target width {self.target_width} must be larger than the proxy width "
                 f"{self.proxy_width}: muTransfer tunes the small model for the large one"
             )
         if not self.log2_lrs or not self.output_mults or not self.init_stds or not self.seeds:
-            raise ValueError("the sweep grid and the seeds must each have at least one value")
+            raise ConfigError("the sweep grid and the seeds must each have at least one value")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> MutransferConfig:
@@ -76,15 +77,15 @@ class MutransferConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise ValueError(f"unknown mutransfer setting(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown mutransfer setting(s) {unknown}; known: {sorted(known)}")
         if "model" not in raw or not isinstance(raw["model"], dict):
-            raise ValueError("a mutransfer recipe needs a 'model' mapping (base_width, depth, ...)")
+            raise ConfigError("a mutransfer recipe needs a 'model' mapping (base_width, depth, ...)")
         kw: dict[str, Any] = dict(raw)
         kw["model"] = MupModelConfig.from_dict({"kind": "lm", **raw["model"]})
         train = raw.get("train", {})
         train_known = {f.name for f in fields(LMTrainConfig)} - {"lr"}
         if not isinstance(train, dict) or set(train) - train_known:
-            raise ValueError(f"'train' takes only {sorted(train_known)} (lr is what is swept)")
+            raise ConfigError(f"'train' takes only {sorted(train_known)} (lr is what is swept)")
         kw["train"] = LMTrainConfig(**train)
         for key in ("log2_lrs", "output_mults", "init_stds", "verify_octaves"):
             if key in kw:
@@ -230,7 +231,7 @@ def mutransfer(
     proxy = [run("proxy", config.proxy_width, hp) for hp in grid]
     best_proxy = min(proxy, key=_loss_key)
     if best_proxy.val_loss is None:
-        raise ValueError("every proxy trial diverged; lower the learning-rate grid")
+        raise ConfigError("every proxy trial diverged; lower the learning-rate grid")
     chosen = best_proxy.hp
     target = [run("transfer", config.target_width, chosen)]
     for octave in config.verify_octaves:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from lowcarb.errors import ConfigError
 from lowcarb.search.mup.shapes import get_base_shapes, param_scale
 
 OptimizerName = Literal["adam", "adamw", "sgd"]
@@ -33,7 +34,7 @@ _NAMES = ("adam", "adamw", "sgd")
 def _parametrization_of(model: nn.Module, given: str | None) -> str:
     if given is not None:
         if given not in ("mup", "sp"):
-            raise ValueError(f"parametrization must be 'mup' or 'sp', not {given!r}")
+            raise ConfigError(f"parametrization must be 'mup' or 'sp', not {given!r}")
         return given
     cfg = getattr(model, "config", None)
     return getattr(cfg, "parametrization", "mup")
@@ -67,11 +68,11 @@ def param_groups(
     `parametrization` defaults to `model.config.parametrization` (muP when the model has none).
     """
     if name not in _NAMES:
-        raise ValueError(f"unknown optimizer {name!r}; use one of {_NAMES}")
+        raise ConfigError(f"unknown optimizer {name!r}; use one of {_NAMES}")
     if lr <= 0:
-        raise ValueError(f"learning rate must be positive, got {lr}")
+        raise ConfigError(f"learning rate must be positive, got {lr}")
     if weight_decay < 0:
-        raise ValueError(f"weight_decay must be non-negative, got {weight_decay}")
+        raise ConfigError(f"weight_decay must be non-negative, got {weight_decay}")
     mup = _parametrization_of(model, parametrization) == "mup"
     shapes = get_base_shapes(model)
     groups: dict[tuple[str, float, bool], dict[str, Any]] = {}
@@ -121,6 +122,6 @@ def optimizer(
         # torch.optim.Adam adds weight decay to the gradient (L2), which Adam then rescales per
         # coordinate; that is not decoupled decay, so refuse rather than silently mis-scale it.
         if weight_decay > 0:
-            raise ValueError("Adam's weight decay is L2 on the gradient; use 'adamw' for decay")
+            raise ConfigError("Adam's weight decay is L2 on the gradient; use 'adamw' for decay")
         return torch.optim.Adam(groups, lr=lr, **kwargs)
     return torch.optim.AdamW(groups, lr=lr, **kwargs)

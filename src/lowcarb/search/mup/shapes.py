@@ -25,6 +25,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lowcarb.errors import MissingPathError, ModelError
+
 ParamKind = Literal["matrix", "vector", "scalar"]
 
 # The attribute under which a model carries its base shapes (a plain dict, not a parameter).
@@ -91,7 +93,7 @@ def infer_base_shapes(base: nn.Module, delta: nn.Module) -> BaseShapes:
     delta_params = dict(delta.named_parameters())
     if base_params.keys() != delta_params.keys():
         missing = sorted(base_params.keys() ^ delta_params.keys())[:5]
-        raise ValueError(
+        raise ModelError(
             "the base and delta models have different parameters "
             f"(for example {missing}); build both from the same model class, changing only width"
         )
@@ -99,14 +101,14 @@ def infer_base_shapes(base: nn.Module, delta: nn.Module) -> BaseShapes:
     for name, p in base_params.items():
         q = delta_params[name]
         if p.dim() != q.dim():
-            raise ValueError(
+            raise ModelError(
                 f"parameter {name!r} has rank {p.dim()} in base and {q.dim()} in delta"
             )
         shapes[name] = BaseShape(
             tuple(Dim(a, a != b) for a, b in zip(p.shape, q.shape, strict=True))
         )
     if not any(s.n_infinite for s in shapes.values()):
-        raise ValueError(
+        raise ModelError(
             "no parameter dimension changed between the base and delta models: the model has no "
             "width-dependent dimension, so muP has nothing to scale (build the delta model at a "
             "different width)"
@@ -119,24 +121,24 @@ def set_base_shapes(model: nn.Module, shapes: Mapping[str, BaseShape]) -> nn.Mod
     params = dict(model.named_parameters())
     if params.keys() != shapes.keys():
         missing = sorted(params.keys() ^ shapes.keys())[:5]
-        raise ValueError(
+        raise ModelError(
             f"base shapes do not match the model's parameters (for example {missing}); "
             "infer them from the same model class"
         )
     for name, p in params.items():
         s = shapes[name]
         if len(s.dims) != p.dim():
-            raise ValueError(
+            raise ModelError(
                 f"base shape of {name!r} has rank {len(s.dims)}, parameter has {p.dim()}"
             )
         for size, d in zip(p.shape, s.dims, strict=True):
             if not d.infinite and size != d.base:
-                raise ValueError(
+                raise ModelError(
                     f"parameter {name!r} has size {size} on a dimension that is fixed at "
                     f"{d.base} in the base shapes; is this the same model?"
                 )
             if d.infinite and size < d.base:
-                raise ValueError(
+                raise ModelError(
                     f"parameter {name!r} has size {size} on a width dimension whose base is "
                     f"{d.base}: the width is smaller than the base width; use a base width "
                     "no larger than the model's width"
@@ -148,7 +150,7 @@ def set_base_shapes(model: nn.Module, shapes: Mapping[str, BaseShape]) -> nn.Mod
 def get_base_shapes(model: nn.Module) -> BaseShapes:
     shapes = getattr(model, _ATTR, None)
     if shapes is None:
-        raise ValueError(
+        raise ModelError(
             "this model has no muP base shapes; build it with lowcarb.search.mup.build_model(...) "
             "or call lowcarb.search.mup.set_base_shapes(model, infer_base_shapes(base, delta))"
         )
@@ -182,5 +184,5 @@ def shapes_from_json(raw: Mapping[str, list[list[int | bool]]]) -> BaseShapes:
 def load_base_shapes(path: str | Path) -> BaseShapes:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no base shapes file at {path}")
+        raise MissingPathError(f"no base shapes file at {path}")
     return shapes_from_json(json.loads(path.read_text()))

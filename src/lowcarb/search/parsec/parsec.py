@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from lowcarb.data import DataBundle
+from lowcarb.errors import ConfigError
 from lowcarb.measure import Footprint, track
 from lowcarb.search.parsec.prior import Prior
 from lowcarb.search.parsec.retrain import Candidate, check_data, cycle, train_architecture
@@ -61,13 +62,13 @@ class ParsecConfig:
     def __post_init__(self) -> None:
         for name in ("iterations", "samples", "batch_size", "val_batch_size", "top"):
             if getattr(self, name) < 1:
-                raise ValueError(f"ParsecConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"ParsecConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_iterations < 0 or self.warmup_iterations >= self.iterations:
-            raise ValueError(
+            raise ConfigError(
                 f"ParsecConfig.warmup_iterations must be in [0, iterations), got {self.warmup_iterations}"
             )
         if self.weight_lr <= 0 or self.prior_lr <= 0 or self.likelihood_scale <= 0:
-            raise ValueError("ParsecConfig.weight_lr, prior_lr and likelihood_scale must be > 0")
+            raise ConfigError("ParsecConfig.weight_lr, prior_lr and likelihood_scale must be > 0")
 
 
 @dataclass

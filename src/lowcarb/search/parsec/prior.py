@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from lowcarb.errors import ConfigError
 from lowcarb.search.parsec.space import Architecture, Choice, Space
 
 PRIOR_FORMAT = "lowcarb.parsec.prior/1"
@@ -117,17 +118,17 @@ class Prior:
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ValueError(
+            raise ConfigError(
                 f"no saved prior at {path}; run a PARSEC search first (it writes prior.json)"
             ) from None
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not a saved prior (invalid JSON: {exc})") from None
+            raise ConfigError(f"{path} is not a saved prior (invalid JSON: {exc})") from None
         if not isinstance(raw, dict) or raw.get("format") != PRIOR_FORMAT:
-            raise ValueError(
+            raise ConfigError(
                 f"{path} is not a lowcarb PARSEC prior (expected format {PRIOR_FORMAT!r})"
             )
         if raw.get("space") != space.name:
-            raise ValueError(
+            raise ConfigError(
                 f"{path} holds a prior for space {raw.get('space')!r}, not {space.name!r}"
             )
         logits: dict[str, torch.Tensor] = {}
@@ -136,7 +137,7 @@ class Prior:
                 continue  # a decision of the proxy space that the larger space dropped
             d = space.decision(name)
             if list(d.choices) != list(entry["choices"]):
-                raise ValueError(
+                raise ConfigError(
                     f"{path}: decision {name!r} has choices {entry['choices']} in the file but "
                     f"{list(d.choices)} in the space; warm-start needs the same choices"
                 )

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lowcarb.data import DataBundle
+from lowcarb.errors import DataError
 from lowcarb.search.parsec.space import Architecture, Space, arch_key
 from lowcarb.train import TrainConfig, count_parameters, evaluate, fit, set_seed
 
@@ -31,12 +32,12 @@ class Candidate:
 
 def check_data(space: Space, data: DataBundle, tokenizer: Any) -> None:
     if data.kind != space.input_kind:
-        raise ValueError(
+        raise DataError(
             f"space {space.name!r} reads {space.input_kind} data but the data is {data.kind}; "
             f"use --space {'text' if data.kind == 'text' else 'cnn'} (or a matching data set)"
         )
     if data.kind == "text" and tokenizer is None:
-        raise ValueError(
+        raise DataError(
             "text data needs a tokenizer (lowcarb.models.byte_tokenizer.ByteTokenizer)"
         )
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from lowcarb.errors import ConfigError
 from lowcarb.train import forward
 
 Batch = dict[str, torch.Tensor]
@@ -122,7 +123,7 @@ def score_fn(name: str) -> Callable[[nn.Module, Sequence[Batch]], float]:
     try:
         return SCORES[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown training-free score {name!r}; choose one of {sorted(SCORES)}"
         ) from None
 
@@ -130,7 +131,7 @@ def score_fn(name: str) -> Callable[[nn.Module, Sequence[Batch]], float]:
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     """Kendall's tau-b (ties in either ranking handled); nan when either side is constant."""
     if len(x) != len(y) or len(x) < 2:
-        raise ValueError(
+        raise ConfigError(
             f"kendall_tau needs two equal-length sequences of >= 2 values, got {len(x)} and {len(y)}"
         )
     concordant = discordant = ties_x = ties_y = 0

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lowcarb.errors import ConfigError
+
 Choice = str | int
 Architecture = dict[str, Choice]
 
@@ -32,25 +34,25 @@ class Decision:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise ValueError(f"a decision needs a non-empty string name, got {self.name!r}")
+            raise ConfigError(f"a decision needs a non-empty string name, got {self.name!r}")
         if not isinstance(self.choices, tuple) or len(self.choices) < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"decision {self.name!r} needs a non-empty tuple of choices, got {self.choices!r}"
             )
         for c in self.choices:
             if isinstance(c, bool) or not isinstance(c, (str, int)):
-                raise ValueError(
+                raise ConfigError(
                     f"decision {self.name!r}: choices must be strings or integers, got {c!r} "
                     f"({type(c).__name__})"
                 )
         if len(set(self.choices)) != len(self.choices):
-            raise ValueError(f"decision {self.name!r} lists a choice twice: {self.choices!r}")
+            raise ConfigError(f"decision {self.name!r} lists a choice twice: {self.choices!r}")
 
     def index(self, choice: Choice) -> int:
         try:
             return self.choices.index(choice)
         except ValueError:
-            raise ValueError(
+            raise ConfigError(
                 f"{choice!r} is not a choice of decision {self.name!r}; choose one of {list(self.choices)}"
             ) from None
 
@@ -79,18 +81,18 @@ class Space:
 
     def __post_init__(self) -> None:
         if not self.decisions:
-            raise ValueError(f"space {self.name!r} has no decisions; give at least one Decision")
+            raise ConfigError(f"space {self.name!r} has no decisions; give at least one Decision")
         for d in self.decisions:
             if not isinstance(d, Decision):
-                raise ValueError(
+                raise ConfigError(
                     f"space {self.name!r}: decisions must be Decision(name, choices), got {d!r}"
                 )
         names = [d.name for d in self.decisions]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"space {self.name!r} names a decision twice: {dupes}")
+            raise ConfigError(f"space {self.name!r} names a decision twice: {dupes}")
         if self.input_kind not in ("image", "text"):
-            raise ValueError(
+            raise ConfigError(
                 f"space {self.name!r}: input_kind must be 'image' or 'text', got {self.input_kind!r}"
             )
 
@@ -102,14 +104,14 @@ class Space:
         for d in self.decisions:
             if d.name == name:
                 return d
-        raise ValueError(f"space {self.name!r} has no decision {name!r}; it has {list(self.names)}")
+        raise ConfigError(f"space {self.name!r} has no decision {name!r}; it has {list(self.names)}")
 
     def validate(self, arch: Mapping[str, Choice]) -> Architecture:
         """The architecture as a plain dict in decision order; errors name what is missing or wrong."""
         missing = [n for n in self.names if n not in arch]
         extra = sorted(set(arch) - set(self.names))
         if missing or extra:
-            raise ValueError(
+            raise ConfigError(
                 f"architecture does not match space {self.name!r}: missing {missing}, unknown {extra}"
             )
         out: Architecture = {}
@@ -185,7 +187,7 @@ def cnn_op(name: str, channels: int) -> nn.Module:
         return nn.Identity()
     if name == "zero":
         return Zero()
-    raise ValueError(f"unknown CNN operation {name!r}; choose one of {list(CNN_OPS)}")
+    raise ConfigError(f"unknown CNN operation {name!r}; choose one of {list(CNN_OPS)}")
 
 
 @dataclass(frozen=True)
@@ -203,12 +205,12 @@ class CnnSpaceConfig:
 
     def __post_init__(self) -> None:
         if self.channels < 1 or self.nodes < 1 or self.cells < 1 or self.num_labels < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"CnnSpaceConfig needs channels, nodes, cells >= 1 and num_labels >= 2, got {self}"
             )
         unknown = [o for o in self.ops if o not in CNN_OPS]
         if unknown or not self.ops:
-            raise ValueError(f"CnnSpaceConfig.ops: unknown {unknown}; choose from {list(CNN_OPS)}")
+            raise ConfigError(f"CnnSpaceConfig.ops: unknown {unknown}; choose from {list(CNN_OPS)}")
 
 
 class CellNet(nn.Module):
@@ -321,20 +323,20 @@ class TextSpaceConfig:
 
     def __post_init__(self) -> None:
         if self.vocab_size < 2 or self.num_labels < 2 or self.max_length < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"TextSpaceConfig needs vocab_size >= 2, num_labels >= 2, max_length >= 1, got {self}"
             )
         if not self.widths or any(w < 4 or w % 4 for w in self.widths):
-            raise ValueError(
+            raise ConfigError(
                 f"TextSpaceConfig.widths must be multiples of 4 (attention heads), got {self.widths}"
             )
         if not self.layers or any(n < 1 for n in self.layers):
-            raise ValueError(f"TextSpaceConfig.layers must be >= 1, got {self.layers}")
+            raise ConfigError(f"TextSpaceConfig.layers must be >= 1, got {self.layers}")
         bad = [m for m in self.mixers if m not in TEXT_MIXERS] + [
             p for p in self.poolings if p not in TEXT_POOLINGS
         ]
         if bad or not self.mixers or not self.poolings:
-            raise ValueError(
+            raise ConfigError(
                 f"TextSpaceConfig: unknown mixers/poolings {bad}; choose from {list(TEXT_MIXERS)} / {list(TEXT_POOLINGS)}"
             )
 
@@ -457,10 +459,10 @@ def make_space(
     parsed: list[Decision] = []
     for item in items:
         if not (isinstance(item, tuple) and len(item) == 2):
-            raise ValueError(f"a space decision is (name, choices), got {item!r}")
+            raise ConfigError(f"a space decision is (name, choices), got {item!r}")
         dname, choices = item
         if isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence):
-            raise ValueError(
+            raise ConfigError(
                 f"decision {dname!r}: choices must be a list or tuple, got {choices!r}"
             )
         parsed.append(Decision(dname, tuple(choices)))

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from lowcarb.data import DataBundle
+from lowcarb.errors import ConfigError
 from lowcarb.measure import track
 from lowcarb.search.parsec.parsec import ParsecResult, initial_prior, retrain_top
 from lowcarb.search.parsec.retrain import check_data
@@ -55,9 +56,9 @@ class WeightlessConfig:
         score_fn(self.score)  # unknown names fail here, with the list of scores
         for name in ("iterations", "samples", "score_batches", "batch_size", "top"):
             if getattr(self, name) < 1:
-                raise ValueError(f"WeightlessConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"WeightlessConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.prior_lr <= 0 or self.sharpness <= 0:
-            raise ValueError("WeightlessConfig.prior_lr and sharpness must be > 0")
+            raise ConfigError("WeightlessConfig.prior_lr and sharpness must be > 0")
 
 
 def score_architecture(
@@ -106,7 +107,7 @@ def compare_scores(
 ) -> dict[str, dict[str, Any]]:
     """Kendall tau of each score against trained accuracy over `archs` (with the raw scores)."""
     if len(archs) != len(accuracies) or len(archs) < 3:
-        raise ValueError(
+        raise ConfigError(
             f"compare_scores needs >= 3 architectures with one accuracy each, got {len(archs)}/{len(accuracies)}"
         )
     out: dict[str, dict[str, Any]] = {}
