@@ -1,6 +1,7 @@
 """The dependency direction of ../shared/DESIGN.md and PROTOCOL.md, read from every module's imports.
 
-- `lowcarb.errors` imports nothing of lowcarb; `measure` only `errors`; `store` only `measure`;
+- `lowcarb.errors` imports nothing of lowcarb, `lowcarb.files` only `errors`; `measure` only those
+  two; `store` only `measure`;
   `data`, `models`, `train` build on `measure` (models reads data bundles, train runs models);
 - techniques (`adapt`, `prune`, `compress`, `search`) never import `pipeline` or `cli`;
 - `report` reads stored results and trains nothing: no `train.loop`, no `fit`, no technique, no
@@ -26,13 +27,16 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 TECHNIQUES = {"adapt", "prune", "compress", "search"}
 # Packages each lower layer may import (besides itself). Packages not listed are unrestricted
 # here; the rules below cover them.
+# `errors` and `files` (atomic writes, PathError) import nothing else: everyone may use them.
+GROUND = {"errors", "files"}
 ALLOWED = {
     "errors": set(),
-    "measure": {"errors"},
-    "store": {"errors", "measure"},
-    "data": {"errors", "measure"},
-    "models": {"errors", "measure", "data"},
-    "train": {"errors", "measure", "data", "models"},
+    "files": {"errors"},
+    "measure": GROUND,
+    "store": GROUND | {"measure"},
+    "data": GROUND | {"measure"},
+    "models": GROUND | {"measure", "data"},
+    "train": GROUND | {"measure", "data", "models"},
 }
 # Modules report must not import: they train, or run something that does.
 REPORT_FORBIDDEN_MODULES = ("lowcarb.train.loop", "lowcarb.pipeline.runner", "lowcarb.pipeline.search_run")
