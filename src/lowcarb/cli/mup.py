@@ -16,7 +16,15 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def add_mup(sub: common.Subparsers) -> None:
-    p = sub.add_parser("mup", help="muP tools: the coordinate check")
+    p = sub.add_parser(
+        "mup",
+        help="muP tools: the coordinate check",
+        description=(
+            "Tools for the maximal-update parametrization (muP). coord-check trains a model a few "
+            "steps at several widths and passes when activations stay flat in width. To tune a "
+            "small proxy and transfer its values, see `lowcarb mutransfer`."
+        ),
+    )
     verbs = p.add_subparsers(dest="mup_verb", metavar="MUP_VERB", required=True)
     c = verbs.add_parser(
         "coord-check",
