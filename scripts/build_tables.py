@@ -12,7 +12,8 @@ Inputs:
 - embodied/boavizta-data-us.csv: manufacturers' product carbon footprints (Boavizta, ODbL 1.0).
 - the Debian iso-codes ISO 3166-1 table, only to add alpha-2 codes next to the alpha-3 codes.
 
-Outputs: grid_countries.csv, grid_cloud.csv, grid_default.csv, hardware.csv, ATTRIBUTION.md.
+Outputs: grid_countries.csv, grid_cloud.csv, grid_default.csv, hardware.csv, gpu.csv,
+ATTRIBUTION.md.
 """
 
 from __future__ import annotations
@@ -135,6 +136,31 @@ def build_hardware(data: Path) -> list[list[object]]:
     return rows
 
 
+# Embodied footprint of one GPU card: Boavizta's figure for an NVIDIA A100 80GB (kgCO2e: extraction,
+# manufacturing, transport), computed by Boavizta for GenAI Impact's EcoLogits methodology
+# (https://ecologits.ai/latest/methodology/llm_inference/, CC BY-SA 4.0). boavizta-data-us.csv
+# lists servers and workplace devices but no GPU card, so no median can be taken from it.
+GPU_EMBODIED_KG = 143.0
+# Boavizta's default GPU lifetime (its GPU component archetype: 26,280 hours, 3 years).
+GPU_LIFETIME_YEARS = 3.0
+GPU_SOURCE = (
+    "Boavizta's embodied footprint of an NVIDIA A100 80GB card, as published in GenAI Impact's "
+    "EcoLogits methodology (CC BY-SA 4.0); 3-year lifetime, Boavizta's GPU default"
+)
+
+
+def build_gpu(data: Path) -> list[object]:
+    """gpu.csv: the default embodied footprint and lifetime of one GPU card."""
+    path = data / "embodied" / "boavizta-data-us.csv"
+    with path.open(encoding="utf-8-sig") as f:
+        cards = [r for r in csv.DictReader(f) if "gpu" in r["subcategory"].lower()]
+    if cards:  # the constant above was chosen because the file had none: look again
+        raise SystemExit(f"build_tables: {path} now lists {len(cards)} GPU card(s); derive gpu.csv from them")
+    row: list[object] = ["default", GPU_EMBODIED_KG, GPU_LIFETIME_YEARS, GPU_SOURCE]
+    _write_csv(OUT / "gpu.csv", ["gpu", "embodied_kg", "lifetime_years", "source"], [row])
+    return row
+
+
 ATTRIBUTION = """# Attribution of the packaged tables
 
 Built by `scripts/build_tables.py`; lowcarb reads only these files at run time.
@@ -151,6 +177,10 @@ Built by `scripts/build_tables.py`; lowcarb reads only these files at run time.
   Boavizta's `boavizta-data-us.csv`, licensed ODbL 1.0 (https://github.com/Boavizta/environmental-footprint-data).
   Lifetimes are the medians of the manufacturers' stated lifetimes (Boavizta's default: 4 years
   for servers).
+- `gpu.csv`: embodied footprint of one GPU card, 143 kgCO2e, Boavizta's figure for an NVIDIA A100
+  80GB as published in GenAI Impact's EcoLogits methodology (CC BY-SA 4.0,
+  https://ecologits.ai/latest/methodology/llm_inference/), over Boavizta's 3-year GPU lifetime.
+  Boavizta's product table lists no GPU card, so one figure serves every GPU model.
 """
 
 
@@ -168,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     n_cloud = build_cloud(args.data)
     world = build_default(args.data)
     hw = build_hardware(args.data)
+    gpu = build_gpu(args.data)
     (OUT / "ATTRIBUTION.md").write_text(ATTRIBUTION)
     print(f"{n_countries} countries, {n_cloud} cloud regions, world default {world} g/kWh")
     for row in hw:
         print(f"hardware {row[0]}: {row[2]} kg over {row[3]} years (n={row[1]})")
+    print(f"gpu {gpu[0]}: {gpu[1]} kg over {gpu[2]} years")
     return 0
 
 

@@ -47,6 +47,8 @@ ENV_VARS = {
     "sample_interval_s": "LOWCARB_SAMPLE_INTERVAL_S",
     "hardware_profile": "LOWCARB_HARDWARE_PROFILE",
     "powercap_root": "LOWCARB_POWERCAP_ROOT",
+    "gpu_embodied_kg": "LOWCARB_GPU_EMBODIED_KG",
+    "gpu_lifetime_years": "LOWCARB_GPU_LIFETIME_YEARS",
 }
 _FLOAT_KEYS = {
     "intensity_g_per_kwh",
@@ -56,6 +58,8 @@ _FLOAT_KEYS = {
     "resource_share",
     "cpu_power_w",
     "sample_interval_s",
+    "gpu_embodied_kg",
+    "gpu_lifetime_years",
 }
 
 
@@ -135,6 +139,9 @@ class CarbonConfig:
     cpu_power_w: float | None = None  # whole-processor power at full load; None: 4 W per busy core
     sample_interval_s: float = 1.0
     powercap_root: str = DEFAULT_POWERCAP_ROOT  # where RAPL counters live (tests script a tree)
+    # One GPU card's embodied kgCO2e and lifetime; None: the packaged default (gpu_embodied.py).
+    gpu_embodied_kg: float | None = None
+    gpu_lifetime_years: float | None = None
 
     def __post_init__(self) -> None:
         _check_finite("pue", self.pue)
@@ -156,6 +163,14 @@ class CarbonConfig:
                     f"CPU power must be > 0 W (the processor's power at full load), "
                     f"got {self.cpu_power_w}"
                 )
+        if self.gpu_embodied_kg is not None:
+            _check_finite("gpu_embodied_kg", self.gpu_embodied_kg)
+            if self.gpu_embodied_kg < 0:
+                raise ValueError(f"gpu_embodied_kg must be >= 0 kgCO2e, got {self.gpu_embodied_kg}")
+        if self.gpu_lifetime_years is not None:
+            _check_finite("gpu_lifetime_years", self.gpu_lifetime_years)
+            if self.gpu_lifetime_years <= 0:
+                raise ValueError(f"gpu_lifetime_years must be > 0, got {self.gpu_lifetime_years}")
         _check_finite("sample_interval_s", self.sample_interval_s)
         if self.sample_interval_s <= 0:
             raise ConfigError(f"sample_interval_s must be > 0, got {self.sample_interval_s}")
@@ -229,7 +244,8 @@ def load_carbon_config(**overrides: Any) -> CarbonConfig:
     """Resolve a CarbonConfig: overrides (None = not given) > environment > lowcarb.toml > defaults.
 
     Accepted keys: region, intensity_g_per_kwh, pue, embodied_kg, lifetime_years, resource_share,
-    cpu_power_w, sample_interval_s, hardware_profile, powercap_root.
+    cpu_power_w, sample_interval_s, hardware_profile, powercap_root, gpu_embodied_kg,
+    gpu_lifetime_years.
     """
     unknown = set(overrides) - set(ENV_VARS)
     if unknown:

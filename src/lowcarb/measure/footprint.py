@@ -13,19 +13,32 @@ class ComponentEnergy:
     """Energy of one component ("cpu", "gpu", "ram") and how it was obtained.
 
     method starts with "measured:" (a hardware counter) or "estimated:" (a model); detail says
-    why a fallback was taken (for example "rapl: permission denied on ...").
+    why a fallback was taken (for example "rapl: permission denied on ..."). incomplete, when not
+    empty, says which part of the window's energy could not be read and why (the figure is then a
+    lower bound).
     """
 
     energy_j: float
     method: str
     detail: str = ""
+    incomplete: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"energy_j": self.energy_j, "method": self.method, "detail": self.detail}
+        return {
+            "energy_j": self.energy_j,
+            "method": self.method,
+            "detail": self.detail,
+            "incomplete": self.incomplete,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ComponentEnergy:
-        return cls(float(d["energy_j"]), str(d["method"]), str(d.get("detail", "")))
+        return cls(
+            float(d["energy_j"]),
+            str(d["method"]),
+            str(d.get("detail", "")),
+            str(d.get("incomplete") or ""),
+        )
 
 
 @dataclass
@@ -34,6 +47,8 @@ class Footprint:
 
     operational_g = energy_j / 3.6e6 (kWh) x intensity_g_per_kwh x pue
     embodied_g    = TE x (duration / lifetime) x share       (ISO/IEC 21031 SCI, M term)
+                    summed over the server and the GPUs used; gpu_embodied_g is the GPUs' part
+                    (per GPU: its TE x the tree's GPU-seconds on it / its lifetime).
     """
 
     name: str
@@ -48,6 +63,8 @@ class Footprint:
     pue: float = 1.0
     embodied_g: float = 0.0
     embodied_detail: str = ""
+    gpu_embodied_g: float = 0.0  # the GPUs' part of embodied_g
+    gpu_embodied_detail: str = ""
     cpu_time_s: float = 0.0  # CPU time of the tracked process tree (what the estimate scales)
     unit: str | None = None
     units: float | None = None
@@ -65,6 +82,10 @@ class Footprint:
     @property
     def operational_g(self) -> float:
         return self.energy_kwh * self.intensity_g_per_kwh * self.pue
+
+    @property
+    def server_embodied_g(self) -> float:
+        return self.embodied_g - self.gpu_embodied_g
 
     @property
     def total_g(self) -> float:
@@ -102,6 +123,8 @@ class Footprint:
             "operational_g": self.operational_g,
             "embodied_g": self.embodied_g,
             "embodied_detail": self.embodied_detail,
+            "gpu_embodied_g": self.gpu_embodied_g,
+            "gpu_embodied_detail": self.gpu_embodied_detail,
             "total_g": self.total_g,
             "cpu_time_s": self.cpu_time_s,
             "unit": self.unit,
@@ -130,6 +153,8 @@ class Footprint:
             pue=float(d.get("pue", 1.0)),
             embodied_g=float(d.get("embodied_g", 0.0)),
             embodied_detail=d.get("embodied_detail", ""),
+            gpu_embodied_g=float(d.get("gpu_embodied_g") or 0.0),
+            gpu_embodied_detail=d.get("gpu_embodied_detail") or "",
             cpu_time_s=float(d.get("cpu_time_s", 0.0)),
             unit=d.get("unit"),
             units=d.get("units"),

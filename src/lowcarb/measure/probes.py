@@ -23,6 +23,7 @@ class Tick:
     tree_cpu_s: float  # cumulative CPU seconds of the tracked process tree
     machine_cpu_s: float  # cumulative busy CPU seconds of the whole machine, all CPUs
     rss_bytes: float  # resident memory of the tracked tree now
+    tree_pids: frozenset[int] = frozenset()  # the tree's members now (GPU attribution by pid)
 
 
 class Probes(Protocol):
@@ -86,6 +87,7 @@ class ProcessTree:
         self._last_cpu_s = 0.0
         self._final_cpu_s: float | None = None
         self._lock = threading.Lock()
+        self.last_pids: frozenset[int] = frozenset({self.pid})  # members at the last read()
 
     def _members(self) -> list[psutil.Process]:
         if self._root is None:
@@ -114,7 +116,9 @@ class ProcessTree:
         """(cumulative CPU seconds, resident bytes); CPU seconds never decrease."""
         cpu_s = 0.0
         rss = 0.0
-        for p in self._members():
+        members = self._members()
+        self.last_pids = frozenset(p.pid for p in members) | {self.pid}
+        for p in members:
             try:
                 with p.oneshot():
                     t = p.cpu_times()
@@ -157,4 +161,4 @@ class SystemProbes:
         if self._first and self._from_birth:
             cpu_s = 0.0
         self._first = False
-        return Tick(self._clock(), cpu_s, machine_busy_cpu_s(), rss)
+        return Tick(self._clock(), cpu_s, machine_busy_cpu_s(), rss, self.tree.last_pids)

@@ -16,9 +16,11 @@ from lowcarb.measure.config import DEFAULT_RAM_W_PER_GB, CarbonConfig, load_carb
 from lowcarb.measure.embodied import embodied_g
 from lowcarb.measure.estimate import CpuTimeEstimateMeter, RamEstimateMeter
 from lowcarb.measure.footprint import ComponentEnergy, Footprint
+from lowcarb.measure.gpu_embodied import add_gpu_embodied
+from lowcarb.measure.gpu_meter import NvmlMeter
 from lowcarb.measure.integrate import Sampler
 from lowcarb.measure.meter import Meter
-from lowcarb.measure.nvml import NvmlMeter, NvmlUnavailable, open_nvml
+from lowcarb.measure.nvml import NvmlUnavailable, open_nvml
 from lowcarb.measure.probes import Probes, SystemProbes, Tick
 from lowcarb.measure.rapl import RaplMeter, RaplUnavailable, discover
 
@@ -144,6 +146,8 @@ class Window:
             for comp, energy in m.stop(last).items():
                 components.setdefault(comp, energy)  # the first meter for a component wins
         self._fill(fp, self._first, last, components)
+        cfg = self._config
+        add_gpu_embodied(fp, self._active_meters, cfg.gpu_embodied_kg, cfg.gpu_lifetime_years)
         if exc is not None:
             fp.error = f"{type(exc).__name__}: {exc}"
         if self.on_close is not None:
