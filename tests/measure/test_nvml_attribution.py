@@ -196,3 +196,20 @@ def test_a_failed_first_reading_counts_from_the_next_good_one(fake_nvml):
     gpu_e = meter.stop(tick(3.0, pids={TREE}))["gpu"]
     assert gpu_e.energy_j == pytest.approx(400.0)  # 1-3 s
     assert "0.0 s to 1.0 s not counted (NVML: Timeout at 0.0 s)" in gpu_e.incomplete
+
+
+def test_pids_from_another_pid_namespace_are_pointed_out(fake_nvml):
+    # Above pid_max (2**22): no process here has it, as with a host pid seen from a container.
+    host_pid = 2**22 + 17
+    _, gpu_e = metered(fake_nvml, [gpu(0, processes={host_pid: 90})])
+    assert gpu_e.energy_j == 0.0
+    assert "1 of them not visible from this PID namespace" in gpu_e.detail
+    assert "--pid=host" in gpu_e.detail
+    _, mine = metered(fake_nvml, [gpu(0, processes={TREE: 90, host_pid: 90})])
+    assert "PID namespace" not in mine.detail  # the job was matched: nothing to explain
+
+
+def test_the_method_names_the_fallback_even_when_no_one_held_the_gpu(fake_nvml):
+    _, gpu_e = metered(fake_nvml, [gpu(0, utilization="none")])
+    assert gpu_e.energy_j == 0.0
+    assert gpu_e.method == "measured: nvml, share by compute processes"

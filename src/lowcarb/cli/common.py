@@ -95,15 +95,27 @@ def footprint_table(fp: dict, title: str) -> Table:
     table.add_column("component")
     table.add_column("energy", justify="right")
     table.add_column("method")
+    notes = []
     for comp, c in fp["components"].items():
-        table.add_row(comp, fmt_j(c["energy_j"]), c["method"])
+        incomplete = c.get("incomplete") or ""
+        table.add_row(comp, fmt_j(c["energy_j"]), c["method"] + (" (INCOMPLETE)" if incomplete else ""))
+        if comp == "gpu":  # how the GPUs were shared out: the share, or why nothing was charged
+            notes.append(f"gpu: {c.get('detail', '')}")
+        if incomplete:
+            notes.append(f"{comp} incomplete: {incomplete}")
     table.add_row("total", fmt_j(fp["energy_j"]), "", end_section=True)
     table.add_row(
         "operational",
         fmt_g(fp["operational_g"]),
         f"x {fp['intensity_g_per_kwh']:g} gCO2e/kWh x PUE {fp['pue']:g}",
     )
-    table.add_row("embodied", fmt_g(fp["embodied_g"]), "SCI: " + fp.get("embodied_detail", ""))
+    gpu_g = fp.get("gpu_embodied_g") or 0.0
+    server_how = "SCI: " + fp.get("embodied_detail", "")
+    if gpu_g or "gpu" in fp["components"]:
+        table.add_row("embodied (server)", fmt_g(fp["embodied_g"] - gpu_g), server_how)
+        table.add_row("embodied (GPU)", fmt_g(gpu_g), fp.get("gpu_embodied_detail") or "no GPU used")
+    else:
+        table.add_row("embodied", fmt_g(fp["embodied_g"]), server_how)
     table.add_row("total CO2e", fmt_g(fp["total_g"]), "")
     if fp.get("units"):
         table.add_row(
@@ -111,6 +123,9 @@ def footprint_table(fp: dict, title: str) -> Table:
             fmt_g(fp["g_per_unit"]),
             f"{fp['units']:g} {fp.get('unit') or 'units'}, {fmt_j(fp['j_per_unit'])} each",
         )
+    if notes:
+        table.caption = "\n".join(notes)
+        table.caption_justify = "left"
     return table
 
 
@@ -125,6 +140,11 @@ def add_carbon_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hardware-profile", help="server, desktop, laptop or workstation")
     p.add_argument("--cpu-power-w", type=float, help="processor power at full load, W")
     p.add_argument("--sample-interval", type=float, metavar="S", help="sampling period, s")
+    p.add_argument(
+        "--gpu-embodied-kg", type=float,
+        help="one GPU card's manufacturing footprint, kgCO2e (default 143, Boavizta's A100 card)",
+    )
+    p.add_argument("--gpu-lifetime-years", type=float, help="GPU lifetime, years (default 3)")
 
 
 def carbon_config(args: argparse.Namespace) -> CarbonConfig:
@@ -141,4 +161,6 @@ def carbon_config(args: argparse.Namespace) -> CarbonConfig:
         hardware_profile=args.hardware_profile,
         cpu_power_w=args.cpu_power_w,
         sample_interval_s=args.sample_interval,
+        gpu_embodied_kg=args.gpu_embodied_kg,
+        gpu_lifetime_years=args.gpu_lifetime_years,
     )

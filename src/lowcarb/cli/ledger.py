@@ -162,7 +162,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
         console.print(f"artifacts: {run.artifacts_dir}")
     console.print(
         f"total: {common.fmt_j(totals['energy_j'])}, {common.fmt_g(totals['total_g'])} CO2e "
-        f"(operational {common.fmt_g(totals['operational_g'])}, embodied {common.fmt_g(totals['embodied_g'])})"
+        f"(operational {common.fmt_g(totals['operational_g'])}, embodied {common.fmt_g(totals['embodied_g'])}"
+        + (
+            f", of which GPU {common.fmt_g(totals['gpu_embodied_g'])}"
+            if totals.get("gpu_embodied_g")
+            else ""
+        )
+        + ")"
     )
     for fp in store.footprints(run_id):
         parent = f", inside {fp['parent']}" if fp.get("parent") else ""

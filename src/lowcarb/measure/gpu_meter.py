@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import psutil
+
 from lowcarb.measure.footprint import ComponentEnergy
 from lowcarb.measure.gpu_share import IDLE, MIG, PROCESSES, SM, UNHELD, interval_share, mig_share
 from lowcarb.measure.gpu_visible import VisibleGpus, visible_gpus
@@ -54,6 +56,7 @@ class _Account:
     tree_gpu_s: float = 0.0
     how_s: dict[str, float] = field(default_factory=dict)
     others: set[int] = field(default_factory=set)  # pids of other processes seen on the GPU
+    foreign: set[int] = field(default_factory=set)  # of those, pids absent from this namespace
     errors: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
 
@@ -172,7 +175,9 @@ class NvmlMeter:
         acc.tree_j += share * e_j
         acc.tree_gpu_s += share * dt
         acc.how_s[how] = acc.how_s.get(how, 0.0) + dt
-        acc.others |= pids - self._tree
+        new = pids - self._tree - acc.others
+        acc.others |= new
+        acc.foreign |= {p for p in new if not psutil.pid_exists(p)}
         acc.last_t, acc.last_mj, acc.last_w, acc.since_us = tick.t_s, mj, w, newest
 
     # -- the figure's words --------------------------------------------------------------------
@@ -182,7 +187,9 @@ class NvmlMeter:
         kinds = ["SM utilisation"] if {SM, IDLE} & set(acc.how_s) else []
         if PROCESSES in acc.how_s:
             kinds.append("compute processes")
-        return kinds or ["SM utilisation"]
+        if not kinds:  # every interval unheld: name what the driver would have given
+            kinds = ["SM utilisation" if self.session.gives_sm_samples(acc.gpu) else "compute processes"]
+        return kinds
 
     def _method(self) -> str:
         kinds: list[str] = []
@@ -201,6 +208,12 @@ class NvmlMeter:
                 f"{acc.gpu.label}: 0 J of {acc.energy_j:.1f} J, the tracked processes ran "
                 f"nothing on it ({who})"
             )
+            if acc.foreign:  # NVML reports host pids: in a container they match nothing here
+                text += (
+                    f" [{len(acc.foreign)} of them not visible from this PID namespace: if this "
+                    "job runs in a container, NVML names it by host pid; run it with the host's "
+                    "PID namespace (docker --pid=host) to have it matched]"
+                )
         spans = ", ".join(f"{_HOW_WORDS[k]} {v:.1f} s" for k, v in sorted(acc.how_s.items()))
         text += f" by {source}" + (f"; intervals: {spans}" if spans else "")
         recovered = [e for e in acc.errors if acc.last_t is not None]

@@ -101,6 +101,10 @@ class NvmlSession:
             raise
         return {int(p.pid) for p in procs}
 
+    def gives_sm_samples(self, gpu: PhysicalGpu) -> bool:
+        """False once both per-process utilisation calls answered NotSupported for this GPU."""
+        return self._util_call.get(gpu.nvml_index, 0) < len(_UTIL_CALLS)
+
     def sm_samples(self, gpu: PhysicalGpu, since_us: int) -> tuple[dict[int, float] | None, int]:
         """SM utilisation per pid summed over the driver's samples newer than `since_us` (CPU
         timestamp, microseconds), and the newest timestamp seen; None when the driver keeps no

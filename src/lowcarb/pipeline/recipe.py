@@ -64,6 +64,8 @@ class CarbonSection(_Section):
     lifetime_years: float | None = Field(default=None, gt=0)
     resource_share: float | None = Field(default=None, gt=0, le=1)
     cpu_power_w: float | None = Field(default=None, gt=0)
+    gpu_embodied_kg: float | None = Field(default=None, ge=0)  # one GPU card, kgCO2e
+    gpu_lifetime_years: float | None = Field(default=None, gt=0)
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

@@ -56,6 +56,7 @@ CODECARBON_COLUMNS = [
 ]
 LOWCARB_COLUMNS = [
     "embodied_emissions",
+    "gpu_embodied_emissions",
     "total_emissions",
     "window_name",
     "window_id",
@@ -158,7 +159,8 @@ def _row(run: Any, machine: dict[str, Any], fp: dict[str, Any]) -> dict[str, Any
         "tracking_mode": "process",
         "on_cloud": "N",
         "pue": fp["pue"],
-        "embodied_emissions": fp["embodied_g"] / 1000.0,
+        "embodied_emissions": fp["embodied_g"] / 1000.0,  # server and GPUs
+        "gpu_embodied_emissions": (fp.get("gpu_embodied_g") or 0.0) / 1000.0,
         "total_emissions": fp["total_g"] / 1000.0,
         "window_name": fp["name"],
         "window_id": fp["id"],

@@ -454,6 +454,7 @@ class RunStore:
             "energy_j": sum(f["energy_j"] for f in top),
             "operational_g": sum(f["operational_g"] for f in top),
             "embodied_g": sum(f["embodied_g"] for f in top),
+            "gpu_embodied_g": sum(f.get("gpu_embodied_g") or 0.0 for f in top),
             "total_g": sum(f["total_g"] for f in top),
         }
 

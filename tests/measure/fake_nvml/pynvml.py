@@ -13,10 +13,13 @@ the product code runs its real paths against it. Only the GPUs' behaviour is scr
 A GPU spec (dict): uuid, name, bus_id, memory_mib, power_w (number, or callable of t for tests),
 energy_j (callable of t; default power_w x (t - t0)), counter (bool: has the total-energy
 counter), utilization ("info": both per-process calls, "legacy": only the older one, "none": no
-per-process samples), processes ({pid: SM %}) or processes_dir (files named by pid holding the SM
-%, for processes of other programs), migs ([{uuid, gi, memory_mib, processes}]).
-Samples: one per process with SM % > 0 when the clock moved past the caller's timestamp, as the
-driver does; no active process: NVMLError_NotFound.
+per-process samples), processes ({pid: SM %}, held for as long as they are listed) or
+processes_dir (files named by pid holding "SM START [END]" in unix seconds, written by processes of
+other programs; END when the process stopped using the GPU), migs ([{uuid, gi, memory_mib,
+processes}]).
+Samples: one per process active since the caller's timestamp, its SM % averaged over that span
+(a pid-file process that ran half the span counts half), as the driver's samples would give; no
+active process: NVMLError_NotFound.
 """
 
 from __future__ import annotations
@@ -197,17 +200,50 @@ def _spec(handle: _Handle) -> dict[str, Any]:
     return spec["migs"][handle.mig] if handle.mig is not None else spec
 
 
-def _processes(spec: dict[str, Any]) -> dict[int, float]:
-    """{pid: SM %}: scripted, or read from a folder of pid files (live processes only)."""
-    if "processes_dir" not in spec:
-        return {int(k): float(v) for k, v in spec.get("processes", {}).items()}
+def _pid_files(spec: dict[str, Any]) -> dict[int, tuple[float, float, float | None]]:
+    """{pid: (SM %, start, end or None)} from a folder of pid files "SM START [END]" (unix s)."""
     out = {}
     for f in Path(spec["processes_dir"]).glob("[0-9]*"):
         try:
-            os.kill(int(f.name), 0)
-            out[int(f.name)] = float(f.read_text().strip() or 0)
+            sm, start, *end = (float(x) for x in f.read_text().split())
         except (OSError, ValueError):
-            continue  # exited, or its file is being written
+            continue  # being replaced
+        out[int(f.name)] = (sm, start, end[0] if end else None)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _processes(spec: dict[str, Any]) -> dict[int, float]:
+    """{pid: SM %} of the processes holding a context now."""
+    if "processes_dir" not in spec:
+        return {int(k): float(v) for k, v in spec.get("processes", {}).items()}
+    return {
+        pid: sm for pid, (sm, _, end) in _pid_files(spec).items() if end is None and _alive(pid)
+    }
+
+
+def _activity(spec: dict[str, Any], since: float, now: float) -> dict[int, float]:
+    """{pid: mean SM %} over (since, now], as the driver's samples of that span would give.
+
+    Scripted processes hold their SM % over the whole span; pid-file processes count for the
+    part of the span they ran (a process that exited mid-span keeps its samples until then).
+    """
+    if "processes_dir" not in spec:
+        return {pid: sm for pid, sm in _processes(spec).items() if sm > 0}
+    out = {}
+    for pid, (sm, start, end) in _pid_files(spec).items():
+        if end is None and not _alive(pid):
+            continue  # killed without writing its end: no samples we can place
+        ran = min(now, end if end is not None else now) - max(since, start)
+        if sm > 0 and ran > 0 and now > since:
+            out[pid] = sm * ran / (now - since)
     return out
 
 
@@ -337,9 +373,12 @@ def _samples(handle, timeStamp, struct):
     spec = _spec(handle)
     if handle.mig is not None or "migs" in spec or spec.get("utilization", "info") == "none":
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
-    now_us = EPOCH_US + int(_now() * 1e6)
-    active = {pid: sm for pid, sm in _processes(spec).items() if sm > 0}
-    if now_us <= timeStamp or not active:
+    now = _now()
+    now_us = EPOCH_US + int(now * 1e6)
+    # timeStamp 0 asks for the driver's whole buffer: a few seconds of history
+    since = (timeStamp - EPOCH_US) / 1e6 if timeStamp > EPOCH_US else now - 5.0
+    active = _activity(spec, since, now) if now_us > timeStamp else {}
+    if not active:
         raise NVMLError(NVML_ERROR_NOT_FOUND)
     out = []
     for pid, sm in active.items():
