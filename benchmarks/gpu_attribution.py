@@ -139,7 +139,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each tracked command")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--interval", type=float, default=0.5, help="ledger sampling interval, s")
+    ap.add_argument("--interval", type=float, default=1.0, help="ledger sampling interval, s")
     args = ap.parse_args()
     runs: dict[str, list[dict]] = {"A": [], "B": [], "C": []}
     with tempfile.TemporaryDirectory(prefix="lowcarb-gpu-attr-") as d:

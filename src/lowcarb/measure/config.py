@@ -166,11 +166,11 @@ class CarbonConfig:
         if self.gpu_embodied_kg is not None:
             _check_finite("gpu_embodied_kg", self.gpu_embodied_kg)
             if self.gpu_embodied_kg < 0:
-                raise ValueError(f"gpu_embodied_kg must be >= 0 kgCO2e, got {self.gpu_embodied_kg}")
+                raise ConfigError(f"gpu_embodied_kg must be >= 0 kgCO2e, got {self.gpu_embodied_kg}")
         if self.gpu_lifetime_years is not None:
             _check_finite("gpu_lifetime_years", self.gpu_lifetime_years)
             if self.gpu_lifetime_years <= 0:
-                raise ValueError(f"gpu_lifetime_years must be > 0, got {self.gpu_lifetime_years}")
+                raise ConfigError(f"gpu_lifetime_years must be > 0, got {self.gpu_lifetime_years}")
         _check_finite("sample_interval_s", self.sample_interval_s)
         if self.sample_interval_s <= 0:
             raise ConfigError(f"sample_interval_s must be > 0, got {self.sample_interval_s}")
