@@ -68,6 +68,22 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "no run 'doesnotexist'" in capsys.readouterr().err
 
 
+def test_device_flags_fail_fast_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    out = tmp_path / "runs"
+    text = tmp_path / "r.yaml"
+    text.write_text("model: {name: minilm}\ndata: {train: t.csv}\n")
+    search = Path(__file__).resolve().parents[2] / "recipes" / "search-digits.yaml"
+    for verb in (["run"], ["search", str(search)], ["autodistil", str(text), "--flops-budget", "0.5"]):
+        assert main([*verb, "--device", "cuda", "--out", str(out)]) == 2, verb
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0, err
+        assert "asks for a CUDA GPU" in err and "use device cpu, or auto" in err
+    assert main(["run", "--precision", "fp8", "--out", str(out)]) == 2
+    assert "'fp8' is not a precision" in capsys.readouterr().err
+    assert RunStore.default().list_runs() == [] and not out.exists()
+
+
 def test_failed_run_exit_status_and_message(tmp_path, capsys):
     code = main(["run", "--set", "model.name=transformer", "--set",
                  f"data.train={tmp_path / 'missing.csv'}", "--out", str(tmp_path), "--quiet"])

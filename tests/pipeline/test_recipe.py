@@ -155,3 +155,22 @@ def test_round_trip_through_dict():
     recipe = load_recipe(None, ["train.epochs=2", "stages.train.max_steps=4"])
     again = recipe_from_dict(recipe.to_dict(), source="stored")
     assert again.to_dict() == recipe.to_dict()
+
+
+def test_device_and_precision_are_top_level_fields_checked_at_load(tmp_path):
+    recipe = recipe_from_dict({"device": " CUDA:1 ", "precision": "BF16"})
+    assert recipe.device == "cuda:1" and recipe.precision == "bf16"  # checked, not resolved
+    assert recipe_from_dict({}).device is None  # unset: the environment, else auto
+    again = recipe_from_dict(recipe.to_dict(), source="stored")
+    assert again.to_dict() == recipe.to_dict() and again.device == "cuda:1"
+    with pytest.raises(ValueError, match=r"device: 'gpu' is not a device; use auto, cpu, cuda or cuda:N"):
+        load_recipe(write(tmp_path, "device: gpu\n"))
+    with pytest.raises(ValueError, match=r"precision: 'fp8' is not a precision.*\[from --set\]"):
+        load_recipe(None, ["precision=fp8"])
+
+
+def test_precision_inside_train_points_to_the_top_level(tmp_path):
+    from lowcarb.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.precision: precision is set at the top level"):
+        load_recipe(write(tmp_path, "train:\n  precision: bf16\n"))

@@ -210,3 +210,45 @@ def test_text_table_with_string_labels_end_to_end(tmp_path, store):
     assert result.run["model"]["reloads"] is True
     labels = json.loads((model_dir / "label_map.json").read_text())
     assert "good" in json.dumps(labels) and "bad" in json.dumps(labels)
+
+
+@register_stage("test-where", changes_model=False)
+def where(ctx: RunContext, cfg: StageConfig) -> RunContext:
+    """Records what a stage sees of the run's placement."""
+    loader = ctx.loader("train", 8)
+    ctx.note(
+        ctx_device=str(ctx.device),
+        model_device=str(next(ctx.model.parameters()).device),
+        train_precision=ctx.train_config().precision,
+        pin_memory=loader.pin_memory,
+    )
+    return ctx
+
+
+def test_the_run_records_where_it_ran_and_how_latency_was_timed(tmp_path, store):
+    overrides = [*FAST, "device=cpu", "precision=bf16", "stages=[test-where, train, evaluate]"]
+    result = run_recipe(load_recipe(None, overrides), out_dir=tmp_path, quiet=True, store=store)
+    assert result.status == "completed", result.error
+    stored = json.loads((result.artifacts_dir / "metrics.json").read_text())
+    assert stored["placement"]["device"] == "cpu" and stored["placement"]["precision"] == "bf16"
+    assert stored["placement"]["device_requested"] == "cpu" and stored["placement"]["device_name"]
+    seen = result.run["stages"][1]["summary"]
+    assert seen == {"ctx_device": "cpu", "model_device": "cpu", "train_precision": "bf16",
+                    "pin_memory": False}
+    metrics = result.run["stages"][-1]["metrics"]
+    assert metrics["device"] == "cpu" and metrics["precision"] == "bf16"
+    for batch in ("b1", "b32"):
+        low, p50, high = (metrics[f"latency_{batch}_{k}"] for k in ("p50_low_ms", "p50_ms", "p50_high_ms"))
+        assert 0 < low <= p50 <= high
+        assert metrics[f"latency_{batch}_repeats"] >= 3
+    assert isinstance(metrics["latency_busy"], bool) and metrics["latency_cores"] >= 1
+    assert "Computed on cpu" in (result.artifacts_dir / "report.md").read_text()
+
+
+def test_a_gpu_that_is_not_there_stops_the_run_before_it_starts(tmp_path, store, monkeypatch):
+    from lowcarb.errors import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="use device cpu, or auto"):
+        run_recipe(load_recipe(None, [*FAST, "device=cuda"]), out_dir=tmp_path / "out", store=store)
+    assert store.list_runs() == [] and not (tmp_path / "out").exists()

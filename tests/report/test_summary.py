@@ -78,3 +78,33 @@ def test_formatting():
     assert fmt_g(None) == "-"
     assert fmt_count(None) == "never"
     assert fmt_count(2.5e6) == "2.5 million"
+
+
+def test_serving_figures_name_their_device_and_busy_timings_warn(two_model_run):
+    from lowcarb.report.summary import busy_warnings, fmt_interval, measurement_notes
+
+    import copy
+
+    assert busy_warnings(two_model_run) == [] and measurement_notes(two_model_run) == []
+    run = dict(copy.deepcopy(two_model_run), placement={"device": "cuda:0", "device_name": "NVIDIA H100",
+                                         "precision": "bf16"}, threads=4)
+    train_eval, shrink_eval = run["stages"][2]["metrics"], run["stages"][4]["metrics"]
+    train_eval.update(device="cuda:0", device_name="NVIDIA H100", precision="bf16", threads=1,
+                      latency_b1_p50_low_ms=1.9, latency_b1_p50_high_ms=2.1, latency_busy=False)
+    # The compressed model is served on the CPU (an int8 path with no GPU kernel), timed busy.
+    shrink_eval.update(device="cpu", device_name="AMD EPYC", precision="fp32", threads=1,
+                       latency_busy=True, latency_load_1m=9.5, latency_cores=2)
+    notes = measurement_notes(run)
+    assert notes[0] == "Computed on cuda:0 (NVIDIA H100) in bf16, 4 torch thread(s)."
+    assert "of train: measured on cuda:0 (NVIDIA H100) in bf16 at 1 thread(s)" in notes[1]
+    assert "of shrink: measured on cpu (AMD EPYC) in fp32" in notes[2]
+    (warning,) = busy_warnings(run)
+    assert warning.startswith("the machine was busy while shrink was timed (load average 9.5 on 2 core(s))")
+    assert fmt_interval(train_eval, "b1") == " ±5.0%" and fmt_interval(shrink_eval, "b1") == ""
+
+    from lowcarb.report import render_html, render_markdown
+
+    html, md = render_html(run), render_markdown(run)
+    assert 'class="status-failed busy-warning">warning: the machine was busy while shrink' in html
+    assert "Computed on cuda:0 (NVIDIA H100) in bf16" in html and "2 ±5.0% / 3 ms" in html
+    assert "**warning:** the machine was busy while shrink was timed" in md

@@ -29,6 +29,7 @@ def add_autodistil(sub: common.Subparsers) -> None:
     p.add_argument("--steps", type=int, help="supernet training steps per sub-space (default 300)")
     p.add_argument("--subspaces", type=int, help="number of sub-spaces (default 3: tiny, small, base)")
     common.add_overrides_flag(p, "override a recipe field (as in `lowcarb run`); repeatable")
+    common.add_device_flags(p)
     common.add_run_out_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
     common.add_store_flag(p)
@@ -56,7 +57,7 @@ def _cmd_autodistil(args: argparse.Namespace) -> int:
     raw["stages"] = stages
     settings = {"flops_budget": args.flops_budget, "seq_len": args.seq_len,
                 "steps_per_subspace": args.steps, "subspaces": args.subspaces}
-    overrides = [*args.overrides] + [
+    overrides = [*args.overrides, *common.device_overrides(args)] + [
         f"stages.autodistil.{key}={value}" for key, value in settings.items() if value is not None
     ]
     recipe = recipe_from_dict(raw, source=args.recipe, overrides=overrides)

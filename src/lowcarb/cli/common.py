@@ -62,6 +62,33 @@ def add_overrides_flag(p: argparse.ArgumentParser, help: str) -> None:
     )
 
 
+def add_device_flags(p: argparse.ArgumentParser) -> None:
+    """--device and --precision: where a verb that trains or evaluates computes."""
+    p.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="auto, cpu, cuda or cuda:N (default: the recipe's device:, else $LOWCARB_DEVICE, "
+        "else auto: the first GPU when torch sees one, else the CPU)",
+    )
+    p.add_argument(
+        "--precision",
+        metavar="P",
+        help="auto, fp32, bf16 or fp16 (autocast; fp16 with loss scaling). Default: the recipe's "
+        "precision:, else $LOWCARB_PRECISION, else auto: bf16 on GPUs that have it, else fp32",
+    )
+
+
+def device_overrides(args: argparse.Namespace) -> list[str]:
+    """--device / --precision as recipe overrides (the recipe checks the values; they win over
+    the recipe's own fields, which win over the environment)."""
+    out = []
+    for name in ("device", "precision"):
+        value = getattr(args, name, None)
+        if value is not None:
+            out.append(f"{name}={value}")
+    return out
+
+
 def add_run_out_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", metavar="DIR", help="parent folder of the run's artifacts (default ./lowcarb-runs)"

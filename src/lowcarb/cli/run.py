@@ -23,6 +23,7 @@ def add_run(sub: common.Subparsers) -> None:
         "override a recipe field, e.g. --set train.epochs=2 --set data.train=my.csv "
         "(stage settings: --set stages.lowrank.param_ratio=0.5); repeatable",
     )
+    common.add_device_flags(p)
     common.add_run_out_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines (CI)")
     common.add_store_flag(p)
@@ -34,9 +35,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from lowcarb.pipeline import load_recipe, run_recipe
     from lowcarb.report.summary import fmt_g, fmt_j
+    from lowcarb.report.summary import busy_warnings, measurement_notes
     from lowcarb.report.terminal import final_table, payback_lines
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, [*args.overrides, *common.device_overrides(args)])
     console = Console(stderr=False)
 
     def on_stage(record) -> None:  # one line per finished ledger window
@@ -55,8 +57,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         command=common.command_line(),
     )
     console.print(final_table(result.run))
+    for line in measurement_notes(result.run):
+        console.print(line, markup=False)
     for line in payback_lines(result.run):
         console.print(f"payback: {line}")
+    for line in busy_warnings(result.run):
+        print(f"lowcarb run: warning: {line}", file=sys.stderr)
     report = result.reports.get("html") or result.reports.get("md")
     if report is not None:
         console.print(f"report: {report}")

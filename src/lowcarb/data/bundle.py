@@ -143,11 +143,14 @@ def make_loader(
     max_length: int = 128,
     seed: int = 0,
     group_by_length: bool = False,
+    pin_memory: bool = False,
 ) -> DataLoader[Any]:
     """A DataLoader over one split (seeded shuffling, dynamic padding for text).
 
     `group_by_length` (text, with shuffle) batches texts of similar length together, which cuts
-    the padding the model computes on (see LengthGroupedBatchSampler).
+    the padding the model computes on (see LengthGroupedBatchSampler). `pin_memory` puts batches
+    in page-locked memory, so that copying them to a GPU can overlap the GPU's work (set it for
+    a GPU run: `Placement.pin_memory`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -164,13 +167,16 @@ def make_loader(
     if group_by_length and shuffle and isinstance(split, TextSplit):
         # Character length is a good proxy for token length and needs no tokenisation pass.
         sampler = LengthGroupedBatchSampler([len(t) for t in split.texts], batch_size, generator)  # type: ignore[arg-type]
-        return DataLoader(_IndexDataset(len(split)), batch_sampler=sampler, collate_fn=collate)
+        return DataLoader(
+            _IndexDataset(len(split)), batch_sampler=sampler, collate_fn=collate, pin_memory=pin_memory
+        )
     return DataLoader(
         _IndexDataset(len(split)),
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,
         collate_fn=collate,
+        pin_memory=pin_memory,
     )
 
 
@@ -229,6 +235,7 @@ class DataBundle:
         tokenizer: Tokenizer | None = None,
         seed: int = 0,
         group_by_length: bool = False,
+        pin_memory: bool = False,
     ) -> DataLoader[Any]:
         return make_loader(
             self.split(split),
@@ -238,6 +245,7 @@ class DataBundle:
             max_length=self.max_length,
             seed=seed,
             group_by_length=group_by_length,
+            pin_memory=pin_memory,
         )
 
     def save_label_map(self, path: str | Path) -> Path:

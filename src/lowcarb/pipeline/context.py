@@ -14,6 +14,7 @@ from lowcarb.measure.config import CarbonConfig
 from lowcarb.models import ModelHandle
 from lowcarb.pipeline.recipe import Recipe
 from lowcarb.train.config import TrainConfig
+from lowcarb.train.device import Placement, cpu_placement
 
 
 @dataclass
@@ -62,6 +63,13 @@ class RunContext:
     shared: dict[str, Any] = field(default_factory=dict)
     # The record of the stage now running (set by the runner).
     current: StageRecord | None = None
+    # Where the run computes and in which precision (resolved once by the runner, which placed
+    # the model there). A stage that builds a model moves it to `ctx.device`.
+    placement: Placement = field(default_factory=cpu_placement)
+
+    @property
+    def device(self) -> Any:
+        return self.placement.device
 
     @property
     def model(self) -> nn.Module:
@@ -77,7 +85,11 @@ class RunContext:
 
     def train_config(self, **changes: Any) -> TrainConfig:
         """The recipe's training settings, with `changes` (a stage's own overrides) applied."""
-        base = dataclasses.replace(self.recipe.train, quiet=self.quiet or self.recipe.train.quiet)
+        base = dataclasses.replace(
+            self.recipe.train,
+            quiet=self.quiet or self.recipe.train.quiet,
+            precision=self.placement.precision,
+        )
         given = {k: v for k, v in changes.items() if v is not None}
         return dataclasses.replace(base, **given) if given else base
 
@@ -91,6 +103,7 @@ class RunContext:
             shuffle=shuffle,
             tokenizer=self.handle.tokenizer,
             seed=seed,
+            pin_memory=self.placement.pin_memory,
         )
 
     def note(self, **values: Any) -> None:

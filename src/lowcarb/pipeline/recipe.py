@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from lowcarb.data import DataConfig
 from lowcarb.errors import ConfigError
@@ -36,6 +36,7 @@ from lowcarb.models import ModelConfig
 from lowcarb.pipeline.registry import get_stage
 from lowcarb.search.section import SearchSection
 from lowcarb.train.config import TrainConfig
+from lowcarb.train.device import check_device, check_precision
 
 DEFAULT_RECIPE = "default.yaml"
 
@@ -49,6 +50,10 @@ class EvaluationSection(_Section):
     threads: int = Field(default=1, gt=0)
     # Batch sizes at which latency p50/p95 are measured (the report shows 1 and 32).
     latency_batch_sizes: tuple[int, ...] = (1, 32)
+    # Latency repeats a forward pass until the median's 95 % interval is within +-latency_rel_ci
+    # of it, or latency_budget_s seconds are spent (per batch size); the report shows the interval.
+    latency_budget_s: float = Field(default=5.0, gt=0)
+    latency_rel_ci: float = Field(default=0.03, gt=0, lt=1)
     # The functional unit of the report: the footprint of this many single inferences.
     inferences: int = Field(default=1000, gt=0)
 
@@ -88,6 +93,21 @@ class _RecipeFile(_Section):
     threads: int | None = Field(default=None, gt=0)
     # What `lowcarb search` varies and optimises (lowcarb.search.section); `lowcarb run` ignores it.
     search: SearchSection | None = None
+    # Where the run computes: auto | cpu | cuda | cuda:N, and in which precision: auto | fp32 |
+    # bf16 | fp16. Unset: LOWCARB_DEVICE / LOWCARB_PRECISION, else auto (a GPU in bf16 when there
+    # is one, else the CPU in fp32). Checked here; resolved against the machine by the runner.
+    device: str | None = None
+    precision: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        return None if value is None else check_device(value, where="")
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, value: str | None) -> str | None:
+        return None if value is None else check_precision(value, where="")
 
 
 @dataclass(frozen=True)
@@ -119,20 +139,26 @@ class Recipe:
     threads: int | None = None
     overrides: tuple[str, ...] = ()
     search: SearchSection | None = None
+    device: str | None = None  # as written (None: not set); the runner resolves it
+    precision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings; `recipe_from_dict(r.to_dict())` gives the same recipe back."""
+        train = _dump(self.train)
+        train.pop("precision", None)  # the top-level `precision` sets it
         out = {
             "name": self.name,
             "description": self.description,
             "model": _dump(self.model),
             "data": _dump(self.data),
-            "train": _dump(self.train),
+            "train": train,
             "evaluation": self.evaluation.model_dump(mode="json"),
             "carbon": self.carbon.model_dump(mode="json"),
             "stages": [{s.name: s.settings()} for s in self.stages],
             "report": self.report,
             "threads": self.threads,
+            "device": self.device,
+            "precision": self.precision,
         }
         if self.search is not None:
             out["search"] = self.search.model_dump(mode="json", by_alias=True)
@@ -196,6 +222,12 @@ def recipe_from_dict(
         if keys and keys[0] == "stages":
             data["stages"] = _normalise_stages(data["stages"], source)
 
+    train_section = data.get("train")
+    if isinstance(train_section, Mapping) and "precision" in train_section:
+        raise ConfigError(
+            f"{source}: train.precision: precision is set at the top level of a recipe "
+            "(precision: bf16), or with --precision"
+        )
     try:
         base = _RecipeFile.model_validate(data)
     except ValidationError as exc:
@@ -244,6 +276,8 @@ def recipe_from_dict(
         source=source,
         overrides=tuple(overrides),
         search=base.search,
+        device=base.device,
+        precision=base.precision,
     )
 
 

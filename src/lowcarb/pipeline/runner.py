@@ -28,6 +28,8 @@ from lowcarb.pipeline.context import RunContext, StageRecord
 from lowcarb.pipeline.recipe import Recipe, StageStep
 from lowcarb.pipeline.registry import get_stage
 from lowcarb.store.runstore import RunStore
+from lowcarb.train.batches import logits_of, model_device, to_device, to_host
+from lowcarb.train.device import resolve_placement
 
 EVALUATE = "evaluate"
 # Artifacts go to ./lowcarb-runs/<run id>/ unless --out names another parent folder.
@@ -71,10 +73,14 @@ def run_recipe(
     """
     store = store if store is not None else RunStore.default()
     carbon = load_carbon_config(**recipe.carbon.overrides())
+    # The device and precision are resolved once, here, before any work: `device: cuda` on a
+    # machine without one stops the run before it is created.
+    placement = resolve_placement(recipe.device, recipe.precision)
     settings = {
         "recipe": recipe.to_dict(),
         "source": recipe.source,
         "overrides": list(recipe.overrides),
+        "placement": placement.to_dict(),
     }
     run_id = store.create_run("recipe", recipe.name, command=command, settings=settings)
     artifacts = (Path(out_dir) if out_dir is not None else Path(DEFAULT_OUT_DIR)) / run_id
@@ -91,6 +97,9 @@ def run_recipe(
         "source": recipe.source,
         "overrides": list(recipe.overrides),
         "recipe": recipe.to_dict(),
+        # Where it ran: device, its name, precision (the report shows them with the threads).
+        "placement": placement.to_dict(),
+        "threads": recipe.threads if recipe.threads is not None else torch.get_num_threads(),
         "stages": [],
         "model": None,
         "error": None,
@@ -120,11 +129,17 @@ def run_recipe(
             try:
                 data = load_data(recipe.data)
                 handle = build_model(recipe.model, data, seed=recipe.train.seed)
+                handle.model.to(placement.device)  # the one place a run's model is placed
             finally:
                 setup.footprint = fp
         setup.footprint = fp.to_dict()
         setup.status = "completed"
-        setup.summary = {"data": data.name, "sizes": data.sizes(), "model": str(recipe.model.name)}
+        setup.summary = {
+            "data": data.name,
+            "sizes": data.sizes(),
+            "model": str(recipe.model.name),
+            **placement.to_dict(),
+        }
         finish_record(setup)
         ctx = RunContext(
             recipe=recipe,
@@ -136,6 +151,7 @@ def run_recipe(
             quiet=quiet,
             records=records,
             shared=dict(shared or {}),
+            placement=placement,
         )
         steps = list(recipe.stages)
         for index, step in enumerate(steps):
@@ -252,13 +268,15 @@ def _save_final_model(ctx: RunContext, artifacts: Path) -> dict[str, Any]:
         reloaded = loader(folder)
         batch = next(iter(ctx.loader("dev", batch_size=4)))
         inputs = {k: v for k, v in batch.items() if k != "labels"}
+        # Compared where the run's model is (the folder loads onto the CPU), in fp32.
+        device = model_device(ctx.model)
+        reloaded.model.to(device)
+        inputs = to_device(inputs, device)
         ctx.model.eval()
         reloaded.model.eval()
         with torch.inference_mode():
-            from lowcarb.train.batches import logits_of
-
-            a = logits_of(ctx.model(**inputs))
-            b = logits_of(reloaded.model(**inputs))
+            a = to_host(logits_of(ctx.model(**inputs))).float()
+            b = to_host(logits_of(reloaded.model(**inputs))).float()
         info["reloads"] = bool(torch.allclose(a, b, atol=1e-4, rtol=1e-4))
         if not info["reloads"]:
             info["reload_error"] = "reloaded model gives different outputs"

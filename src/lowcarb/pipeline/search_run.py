@@ -33,6 +33,7 @@ from lowcarb.search.hpo import (
 from lowcarb.search.space import CategoricalParam, FloatParam, IntParam
 from lowcarb.search.storage import open_storage
 from lowcarb.store.runstore import RunStore
+from lowcarb.train.device import resolve_placement
 
 # Quality metrics the runner reports per split; the pruner reads the dev split each epoch.
 _SPLITS = ("dev_", "test_")
@@ -75,6 +76,7 @@ def search_recipe(
 
     if storage is not None:
         open_storage(storage, ".")  # a bad URL or a server that is down fails before any run
+    resolve_placement(recipe.device, recipe.precision)  # so does a device this machine lacks
     store = store if store is not None else RunStore.default()
     carbon = load_carbon_config(**recipe.carbon.overrides())
     study_name = study or recipe.name

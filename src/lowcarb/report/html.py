@@ -11,8 +11,10 @@ from lowcarb.report import plots
 from lowcarb.report.summary import (
     Run,
     accuracy_split,
+    busy_warnings,
     fmt_g,
     fmt_j,
+    measurement_notes,
     model_rows,
     model_sentence,
     model_table,
@@ -96,6 +98,10 @@ def render_html(run: Run) -> str:
             "cost of producing each model.</p>"
         )
         parts.append(_table(headers, body, "model-table"))
+        parts += [f'<p class="measured-on">{escape(n)}</p>' for n in measurement_notes(run)]
+        parts += [
+            f'<p class="status-failed busy-warning">warning: {escape(w)}</p>' for w in busy_warnings(run)
+        ]
     else:
         parts.append("<p>No model was evaluated in this run.</p>")
     parts.append("</section>")

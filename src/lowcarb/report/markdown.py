@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from lowcarb.report.summary import (
     Run,
     accuracy_split,
+    busy_warnings,
     fmt_g,
     fmt_j,
+    measurement_notes,
     model_rows,
     model_sentence,
     model_table,
@@ -59,6 +61,8 @@ def render_markdown(run: Run) -> str:
     if rows:
         headers, body = model_table(rows)
         out += [md_table(headers, body), ""]
+        out += [line for n in measurement_notes(run) for line in (n, "")]
+        out += [line for w in busy_warnings(run) for line in (f"**warning:** {w}", "")]
         points = [
             (r.per1k_total_g, r.accuracy)
             for r in rows

@@ -330,6 +330,59 @@ def fmt_ms(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g} ms"
 
 
+def fmt_interval(metrics: Mapping[str, Any], batch: str) -> str:
+    """" +-2.1%": half the median's 95 % interval, relative to it ("" when not recorded)."""
+    p50 = _num(metrics.get(f"latency_{batch}_p50_ms"))
+    low = _num(metrics.get(f"latency_{batch}_p50_low_ms"))
+    high = _num(metrics.get(f"latency_{batch}_p50_high_ms"))
+    if p50 is None or low is None or high is None or p50 <= 0:
+        return ""
+    return f" ±{(high - low) / 2 / p50 * 100:.1f}%"
+
+
+def measurement_notes(run: Run) -> list[str]:
+    """Where the run computed and where its serving figures were measured (device, its name,
+    precision, threads), one sentence per distinct setting."""
+    notes = []
+    placement = run.get("placement") or {}
+    if placement:
+        threads = run.get("threads")
+        notes.append(
+            f"Computed on {placement.get('device')} ({placement.get('device_name')}) in "
+            f"{placement.get('precision')}"
+            + (f", {threads} torch thread(s)." if threads else ".")
+        )
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for r in model_rows(run):
+        m = r.metrics
+        if m.get("device") is None:
+            continue
+        key = (m.get("device"), m.get("device_name"), m.get("precision"), m.get("threads"))
+        groups.setdefault(key, []).append(r.label)
+    for (device, name, precision, threads), labels in groups.items():
+        who = "every model" if len(groups) == 1 else ", ".join(labels)
+        notes.append(
+            f"Latency and serving energy of {who}: measured on {device} ({name}) in {precision} "
+            f"at {threads} thread(s); latency is the median of repeated forward passes with its "
+            "95 % interval."
+        )
+    return notes
+
+
+def busy_warnings(run: Run) -> list[str]:
+    """One warning per evaluated model whose latency was timed on a busy machine."""
+    out = []
+    for r in model_rows(run):
+        m = r.metrics
+        if m.get("latency_busy"):
+            out.append(
+                f"the machine was busy while {r.label} was timed (load average "
+                f"{m.get('latency_load_1m', 0):.1f} on {m.get('latency_cores')} core(s)): its "
+                "latency is inflated; rerun on a quiet machine before comparing it"
+            )
+    return out
+
+
 # The model table, shared by every form: (header, function of a ModelRow -> text).
 def model_table(rows: Sequence[ModelRow]) -> tuple[list[str], list[list[str]]]:
     split = accuracy_split(rows)
@@ -337,8 +390,8 @@ def model_table(rows: Sequence[ModelRow]) -> tuple[list[str], list[list[str]]]:
         "model (after stage)",
         f"{split} accuracy",
         f"{split} macro-F1",
-        "latency b=1 p50 / p95",
-        "latency b=32 p50 / p95",
+        "latency b=1 p50 (95% CI) / p95",
+        "latency b=32 p50 (95% CI) / p95",
         "params",
         "size",
         "FLOPs / example",
@@ -357,7 +410,7 @@ def model_table(rows: Sequence[ModelRow]) -> tuple[list[str], list[list[str]]]:
             p95 = _num(m.get(f"latency_{batch}_p95_ms"))
             if p50 is None:
                 return "-"
-            return f"{p50:.3g} / {fmt_ms(p95)}"
+            return f"{p50:.3g}{fmt_interval(m, batch)} / {fmt_ms(p95)}"
 
         body.append(
             [

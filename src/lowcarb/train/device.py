@@ -44,7 +44,8 @@ def check_device(text: Any, *, where: str = "device") -> str:
     it is none of them. Syntax only: whether the machine has that device is `resolve_device`'s."""
     value = str(text).strip().lower() if isinstance(text, str) else None
     if value is None or not _DEVICE_RE.match(value):
-        raise ConfigError(f"{where}: {text!r} is not a device; use {DEVICE_CHOICES}")
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}{text!r} is not a device; use {DEVICE_CHOICES}")
     return value
 
 
@@ -52,7 +53,8 @@ def check_precision(text: Any, *, where: str = "precision") -> str:
     """The normalised precision setting (`"auto"`, `"fp32"`, `"bf16"`, `"fp16"`)."""
     value = str(text).strip().lower() if isinstance(text, str) else None
     if value not in ("auto", *PRECISIONS):
-        raise ConfigError(f"{where}: {text!r} is not a precision; use auto, fp32, bf16 or fp16")
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}{text!r} is not a precision; use auto, fp32, bf16 or fp16")
     return value  # type: ignore[return-value]
 
 
@@ -167,6 +169,11 @@ class Placement:
             "device_requested": self.requested_device,
             "precision_requested": self.requested_precision,
         }
+
+
+def cpu_placement() -> Placement:
+    """The CPU in fp32: what a model built without a run around it computes on."""
+    return Placement(torch.device("cpu"), "fp32", cpu_name(), "cpu", "fp32")
 
 
 def resolve_placement(

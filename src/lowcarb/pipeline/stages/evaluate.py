@@ -16,7 +16,9 @@ class EvaluateConfig(StageConfig):
     splits: tuple[Literal["dev", "test"], ...] = ("dev", "test")
     threads: int | None = Field(default=None, gt=0)
     inferences: int | None = Field(default=None, gt=0)
-    latency_repeats: int = Field(default=20, gt=0)
+    # None: repeat until the median is steady (the recipe's evaluation.latency_budget_s and
+    # latency_rel_ci); a number times exactly that many passes.
+    latency_repeats: int | None = Field(default=None, gt=0)
 
 
 @register_stage("evaluate", EvaluateConfig, changes_model=False)
