@@ -81,9 +81,9 @@ def test_formatting():
 
 
 def test_serving_figures_name_their_device_and_busy_timings_warn(two_model_run):
-    from lowcarb.report.summary import busy_warnings, fmt_interval, measurement_notes
-
     import copy
+
+    from lowcarb.report.summary import busy_warnings, fmt_interval, measurement_notes
 
     assert busy_warnings(two_model_run) == [] and measurement_notes(two_model_run) == []
     run = dict(copy.deepcopy(two_model_run), placement={"device": "cuda:0", "device_name": "NVIDIA H100",

@@ -34,8 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from lowcarb.pipeline import load_recipe, run_recipe
-    from lowcarb.report.summary import fmt_g, fmt_j
-    from lowcarb.report.summary import busy_warnings, measurement_notes
+    from lowcarb.report.summary import busy_warnings, fmt_g, fmt_j, measurement_notes
     from lowcarb.report.terminal import final_table, payback_lines
 
     recipe = load_recipe(args.recipe, [*args.overrides, *common.device_overrides(args)])
