@@ -45,3 +45,44 @@ def test_table_is_complete_and_searchable():
     assert all(g.intensity_g_per_kwh >= 0 for g in regions)
     names = {g.name for g in search_regions("united")}
     assert {"United States", "United Kingdom"} <= names
+
+
+def test_every_cloud_aws_and_azure_by_country():
+    aws = lookup_region("aws:us-east-1")
+    assert (aws.kind, aws.provider, aws.iso3) == ("cloud", "aws", "USA")
+    assert aws.intensity_g_per_kwh == lookup_region("US").intensity_g_per_kwh
+    assert aws.year == lookup_region("US").year and "docs.aws.amazon.com" in aws.source
+    assert aws.display_name == "US East (N. Virginia)"
+    azure = lookup_region("azure:westeurope")
+    assert azure.iso3 == "NLD" and azure.intensity_g_per_kwh == lookup_region("NL").intensity_g_per_kwh
+    assert lookup_region("azure:West Europe") == azure  # the provider's display name works too
+    assert lookup_region("aws:ap-east-1").iso3 == "HKG"  # Hong Kong, not the US
+    assert lookup_region("aws:eu-west-3").name == "Paris, France"
+    providers = {g.provider for g in all_regions() if g.kind == "cloud"}
+    assert providers == {"gcp", "aws", "azure"}
+
+
+def test_gcp_typo_fixed_and_year_on_every_row():
+    g = lookup_region("gcp:me-central1")  # spelled me-cenrtal1 in the source file
+    assert g.iso3 == "QAT" and g.year == 2023
+    with pytest.raises(ValueError, match="gcp:me-central1"):
+        lookup_region("gcp:me-cenrtal1")
+    assert all(g.year for g in all_regions() if g.kind in ("country", "cloud"))
+    assert all(str(g.year) in g.source for g in all_regions() if g.kind == "cloud")
+
+
+def test_country_aliases():
+    gb = lookup_region("GB")
+    assert lookup_region("uk") == lookup_region("UK") == lookup_region("England") == gb
+    assert lookup_region("UA").name == "Ukraine"  # the ISO code keeps its meaning
+    assert lookup_region("holland").key == "NL" and lookup_region("korea").key == "KR"
+    assert lookup_region("Czech Republic").key == "CZ"
+    with pytest.raises(ValueError, match="unknown region"):
+        lookup_region("ukk")
+
+
+def test_unknown_region_is_a_config_error():
+    from lowcarb.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="close matches"):
+        lookup_region("aws:us-east-9")

@@ -1,8 +1,10 @@
 """Grid carbon intensity from the packaged offline tables (no network, no ../shared at run time).
 
-A region is a country (ISO 3166-1 alpha-2 or alpha-3 code, or its name) or a cloud region written
-`provider:region` (for example `gcp:europe-west1`). Unknown regions raise a ValueError that names
-the closest matches, so a typo is a one-line fix.
+A region is a country (ISO 3166-1 alpha-2 or alpha-3 code, its name, or a common alias such as
+`uk`) or a cloud region written `provider:region` (`gcp:europe-west1`, `aws:us-east-1`,
+`azure:westeurope`, or the provider's display name, `azure:West Europe`). Every row has a year and
+a source. Unknown regions raise a ConfigError that names the closest matches, so a typo is a
+one-line fix.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class GridRegion:
     year: int | None = None
     provider: str = ""
     cloud_region: str = ""
+    display_name: str = ""  # the provider's name for a cloud region ("US East (N. Virginia)")
 
 
 def _read_table(filename: str) -> list[dict[str, str]]:
@@ -45,6 +48,11 @@ def default_region() -> GridRegion:
         kind="default",
         name="World",
     )
+
+
+def _place_name(city: str, country: str) -> str:
+    # Providers give a city, a state or only the country ("Netherlands"): never say it twice.
+    return country if not city or city == country else f"{city}, {country}"
 
 
 @lru_cache(maxsize=1)
@@ -68,12 +76,14 @@ def all_regions() -> tuple[GridRegion, ...]:
         GridRegion(
             key=f"{r['provider']}:{r['region']}",
             intensity_g_per_kwh=float(r["intensity_g_per_kwh"]),
-            source=r["source"],
+            source=f"{r['source']}, {r['year']}",
             kind="cloud",
             iso3=r["iso3"],
-            name=f"{r['city']}, {iso3_names.get(r['iso3'], r['iso3'])}".strip(", "),
+            name=_place_name(r["city"], iso3_names.get(r["iso3"], r["iso3"])),
+            year=int(r["year"]),
             provider=r["provider"],
             cloud_region=r["region"],
+            display_name=r["display_name"],
         )
         for r in _read_table("grid_cloud.csv")
     ]
@@ -85,20 +95,34 @@ def _norm(text: str) -> str:
 
 
 @lru_cache(maxsize=1)
+def _alt_names() -> dict[str, str]:
+    """iso3 -> the other common name of the country (iso-codes' common_name), where it differs."""
+    return {r["iso3"]: r["alt_name"] for r in _read_table("grid_countries.csv") if r["alt_name"]}
+
+
+@lru_cache(maxsize=1)
 def _index() -> dict[str, GridRegion]:
     index: dict[str, GridRegion] = {}
+    alt = _alt_names()
     for g in all_regions():
         aliases = [g.key]
         if g.kind == "country":
-            aliases += [g.iso3, g.name]
+            aliases += [g.iso3, g.name, alt.get(g.iso3, "")]
+        elif g.kind == "cloud" and g.display_name:
+            aliases.append(f"{g.provider}:{g.display_name}")
         for alias in aliases:
             if alias:
                 index.setdefault(_norm(alias), g)
+    by_key = {g.key: g for g in all_regions()}
+    for r in _read_table("grid_aliases.csv"):
+        # An ISO code always wins over an alias ("uk" is no code, so it can mean GB).
+        index.setdefault(_norm(r["alias"]), by_key[r["key"]])
     return index
 
 
 def lookup_region(region: str) -> GridRegion:
-    """The packaged region named by `region` (code, name or provider:region), else a ValueError."""
+    """The packaged region named by `region` (code, name, alias or provider:region), else a
+    ConfigError (a ValueError) naming the close matches."""
     if not region or not region.strip():
         raise ConfigError("empty region: give a country code (FR, FRA), a name, or provider:region")
     found = _index().get(_norm(region))
@@ -116,12 +140,12 @@ def lookup_region(region: str) -> GridRegion:
 
 
 def search_regions(query: str | None = None) -> list[GridRegion]:
-    """Regions whose key, alpha-3 code or name contains `query` (all of them when None)."""
+    """Regions whose key, alpha-3 code, name or display name contains `query` (all when None)."""
     if not query:
         return list(all_regions())
     q = _norm(query)
     return [
         g
         for g in all_regions()
-        if q in _norm(g.key) or q in _norm(g.iso3) or q in _norm(g.name)
+        if any(q in _norm(text) for text in (g.key, g.iso3, g.name, g.display_name))
     ]
