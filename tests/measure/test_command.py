@@ -45,3 +45,16 @@ def test_missing_command(config):
         measure_command(["lowcarb-no-such-program"], config=config)
     with pytest.raises(ValueError, match="does not exist"):
         measure_command(["./no/such/file"], config=config)
+
+
+def test_idle_baseline_is_taken_before_the_command_starts(config, monkeypatch):
+    import subprocess
+
+    import lowcarb.measure.command as command
+
+    events: list[str] = []
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(command, "prepare_idle_baseline", lambda root, idle_w: events.append(f"idle {root}"))
+    monkeypatch.setattr(command.subprocess, "Popen", lambda argv: (events.append("start"), real_popen(argv))[1])
+    exit_code, _ = measure_command([sys.executable, "-c", "pass"], config=config)
+    assert exit_code == 0 and events == [f"idle {config.powercap_root}", "start"]

@@ -39,8 +39,12 @@ def test_window_embodied_with_configured_and_cpu_time_share(tmp_path):
     import os
 
     n = os.cpu_count() or 1
+    # a bare-metal machine (no hypervisor flag, no CPU quota): nothing is reserved
     config = CarbonConfig(
-        hardware=HardwareProfile(1000.0, 4.0, None), powercap_root=str(tmp_path), sample_interval_s=1e6
+        hardware=HardwareProfile(1000.0, 4.0, None),
+        powercap_root=str(tmp_path),
+        sample_interval_s=1e6,
+        system_root=str(tmp_path),
     )
     probes = ScriptedProbes(step_s=3600.0, tree_cpu_s=lambda t: t)
     with track("one core", config=config, probes=probes) as fp:

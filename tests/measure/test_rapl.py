@@ -6,8 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from lowcarb.measure import CarbonConfig, track
-from lowcarb.measure.rapl import RaplMeter, RaplUnavailable, discover
+from lowcarb.measure import CarbonConfig, HardwareProfile, track
+from lowcarb.measure.rapl import (
+    IdleBaseline,
+    RaplMeter,
+    RaplUnavailable,
+    discover,
+    idle_baseline,
+    measure_idle_baseline,
+)
+from lowcarb.measure.reservation import Reservation, SharePolicy
 from lowcarb.measure.tracker import select_meters
 
 from .scripted import ScriptedProbes, tick
@@ -129,3 +137,111 @@ def test_window_uses_rapl_when_readable(powercap):
     assert fp.components["cpu"].energy_j == pytest.approx(5.0)
     assert fp.components["cpu"].method == "measured: rapl"
     assert fp.components["ram"].method == "measured: rapl"
+
+
+# -- idle baseline -------------------------------------------------------------------------------
+
+IDLE_W = 30.0
+
+
+class PackageAt:
+    """A package counter drawing `idle_w` plus `dynamic_w` while the scripted clock advances."""
+
+    def __init__(self, pkg: Path, start_uj: int = 1_000_000) -> None:
+        self.pkg, self.uj, self.t = pkg, start_uj, 0.0
+
+    def advance(self, seconds: float, watts: float) -> None:
+        self.uj += int(seconds * watts * 1e6)
+        self.t += seconds
+        set_uj(self.pkg, self.uj)
+
+
+def _bare_metal(cpus: int = 8) -> SharePolicy:
+    return SharePolicy(HardwareProfile(), Reservation(cpus, float(cpus), float(cpus)))
+
+
+def test_idle_baseline_measured_by_a_quiet_probe(powercap):
+    pkg = PackageAt(powercap["pkg"])
+    busy = iter([100.0, 100.02])  # 0.02 CPU-s over 0.25 s on 8 CPUs: 1 % busy
+    baseline = measure_idle_baseline(
+        discover(powercap["root"]),
+        clock=lambda: pkg.t,
+        sleep=lambda s: pkg.advance(s, IDLE_W),
+        machine_cpu_s=lambda: next(busy),
+        cpu_count=8,
+    )
+    assert baseline.power_w == {"package-0": pytest.approx(IDLE_W)}
+    assert "measured at ledger start" in baseline.source and "1 % busy" in baseline.source
+    busy = iter([0.0, 1.0])  # 50 % busy: the figure may hold others' work, and says so
+    noisy = measure_idle_baseline(
+        discover(powercap["root"]), clock=lambda: pkg.t, sleep=lambda s: pkg.advance(s, IDLE_W),
+        machine_cpu_s=lambda: next(busy), cpu_count=8,
+    )
+    assert "set rapl_idle_w" in noisy.source
+    configured = idle_baseline(discover(powercap["root"]), idle_w=42.0)
+    assert configured.total_w == 42.0 and "rapl_idle_w" in configured.source
+
+
+def test_near_idle_job_on_an_idle_machine_gets_at_most_5_percent(powercap):
+    """The audit's case: 300 J of an idle package; the old attribution charged the job 250 J."""
+    domains = discover(powercap["root"])
+    pkg = PackageAt(powercap["pkg"])
+    baseline = measure_idle_baseline(
+        domains, clock=lambda: pkg.t, sleep=lambda s: pkg.advance(s, IDLE_W),
+        machine_cpu_s=lambda: 0.0, cpu_count=8,
+    )
+    new = RaplMeter(domains, idle=baseline, policy=_bare_metal(8))
+    old = RaplMeter(domains)
+    # 10 s: the job uses 5 ms of CPU per second, the whole machine 6 ms (an idle machine)
+    first = tick(0.0, tree=0.0, machine=0.0)
+    new.start(first)
+    old.start(first)
+    for s in range(1, 10):
+        pkg.advance(1.0, IDLE_W)
+        for meter in (new, old):
+            meter.sample(tick(float(s), tree=0.005 * s, machine=0.006 * s))
+    pkg.advance(1.0, IDLE_W)
+    last = tick(10.0, tree=0.05, machine=0.06)
+    charged_new = new.stop(last)["cpu"]
+    charged_old = old.stop(last)["cpu"].energy_j
+    assert charged_old == pytest.approx(250.0)  # 5/6 of 300 J
+    assert charged_new.energy_j <= 0.05 * 300.0
+    assert "idle 300.0 J" in charged_new.detail and "cpu-time" in charged_new.detail
+
+
+def test_busy_job_gets_the_dynamic_part_and_its_share_of_idle(powercap):
+    domains = discover(powercap["root"])
+    pkg = PackageAt(powercap["pkg"])
+    meter = RaplMeter(domains, idle=IdleBaseline({"package-0": IDLE_W}, "set"), policy=_bare_metal(8))
+    meter.start(tick(0.0))
+    pkg.advance(10.0, IDLE_W + 50.0)  # 10 s at 80 W; the job is 4 of 8 CPUs, all the busy time
+    out = meter.stop(tick(10.0, tree=40.0, machine=40.0))["cpu"]
+    assert out.energy_j == pytest.approx(500.0 + 300.0 * 0.5)  # dynamic + half the idle
+
+
+def test_two_jobs_never_claim_more_than_the_package(powercap):
+    domains = discover(powercap["root"])
+    pkg = PackageAt(powercap["pkg"])
+    idle = IdleBaseline({"package-0": IDLE_W}, "set")
+    a = RaplMeter(domains, idle=idle, policy=_bare_metal(8))
+    b = RaplMeter(domains, idle=idle, policy=_bare_metal(8))
+    a.start(tick(0.0))
+    b.start(tick(0.0))
+    pkg.advance(10.0, 90.0)  # 900 J: 300 J idle, 600 J dynamic
+    out_a = a.stop(tick(10.0, tree=60.0, machine=80.0))["cpu"].energy_j  # 6 of the 8 busy CPUs
+    out_b = b.stop(tick(10.0, tree=20.0, machine=80.0))["cpu"].energy_j  # 2 of them
+    assert out_a == pytest.approx(450.0 + 300.0 * 6 / 8)
+    assert out_b == pytest.approx(150.0 + 300.0 * 2 / 8)
+    assert out_a + out_b == pytest.approx(900.0)
+
+
+def test_window_uses_the_configured_idle_power(powercap):
+    config = CarbonConfig(
+        powercap_root=str(powercap["root"]), sample_interval_s=60, rapl_idle_w=IDLE_W,
+        system_root=str(powercap["root"]),  # no /proc/cpuinfo there: a bare-metal machine
+    )
+    probes = ScriptedProbes(step_s=10.0, tree_cpu_s=lambda t: 0.005 * t, machine_cpu_s=lambda t: 0.006 * t)
+    with track("nearly idle", config=config, probes=probes) as fp:
+        PackageAt(powercap["pkg"]).advance(10.0, IDLE_W)
+    assert fp.components["cpu"].energy_j <= 0.05 * 300.0
+    assert "rapl_idle_w 30 W (set)" in fp.components["cpu"].detail

@@ -107,3 +107,28 @@ def test_sampler_failure_warns_and_still_closes(config):
     ) as fp:
         time.sleep(0.1)
     assert fp.closed and fp.components["cpu"].energy_j == 1.0
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, float("nan"), float("inf"), True, "10"])
+def test_units_set_inside_the_window_are_validated(config, bad):
+    from lowcarb.errors import ConfigError
+
+    with track("w", unit="sample", config=config, probes=ScriptedProbes()) as fp:
+        with pytest.raises(ConfigError, match="units must"):
+            fp.units = bad
+        fp.units = 3  # a good value still works after a refused one
+    assert fp.units == 3.0 and fp.g_per_unit == pytest.approx(fp.total_g / 3)
+    with pytest.raises(ConfigError, match="units must"):
+        track("x", units=bad)
+    with pytest.raises(ConfigError, match="units must"):
+        Footprint.from_dict({**fp.to_dict(), "units": bad})
+
+
+def test_mean_resident_memory_is_recorded(config):
+    gib = 2**30
+    probes = ScriptedProbes(step_s=1.0, rss_bytes=lambda t: gib if t < 1 else 3 * gib)
+    with track("mem", config=config, probes=probes) as fp:
+        pass
+    # one interval, 1 GiB at its start and 3 GiB at its end: a mean of 2 GiB
+    assert fp.rss_gib_mean == pytest.approx(2.0)
+    assert Footprint.from_dict(fp.to_dict()).rss_gib_mean == pytest.approx(2.0)

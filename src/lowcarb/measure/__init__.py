@@ -14,6 +14,7 @@ from lowcarb.measure.config import (
 from lowcarb.measure.embodied import embodied_g
 from lowcarb.measure.footprint import ComponentEnergy, Footprint
 from lowcarb.measure.grid import GridRegion, lookup_region, search_regions
+from lowcarb.measure.reservation import Reservation, SharePolicy, detect_reservation
 from lowcarb.measure.tracker import Window, current_window_id, track
 
 __all__ = [
@@ -25,8 +26,11 @@ __all__ = [
     "Footprint",
     "GridRegion",
     "HardwareProfile",
+    "Reservation",
+    "SharePolicy",
     "Window",
     "current_window_id",
+    "detect_reservation",
     "embodied_g",
     "load_carbon_config",
     "lookup_region",

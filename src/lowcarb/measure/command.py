@@ -8,9 +8,10 @@ import subprocess
 from collections.abc import Callable, Sequence
 
 from lowcarb.errors import ConfigError
-from lowcarb.measure.config import CarbonConfig
+from lowcarb.measure.config import CarbonConfig, load_carbon_config
 from lowcarb.measure.footprint import Footprint
 from lowcarb.measure.probes import SystemProbes
+from lowcarb.measure.rapl import prepare_idle_baseline
 from lowcarb.measure.tracker import Window
 
 
@@ -50,6 +51,9 @@ def measure_command(
     Ctrl-C reaches the child (same process group); we wait for it, close the window, re-raise.
     """
     check_command(argv)
+    config = config if config is not None else load_carbon_config()
+    # The package's idle power is measured while the machine is still quiet: before the command.
+    prepare_idle_baseline(config.powercap_root, config.rapl_idle_w)
     try:
         proc = subprocess.Popen(list(argv))
     except OSError as exc:

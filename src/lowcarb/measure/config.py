@@ -34,6 +34,9 @@ DEFAULT_CPU_W_PER_CORE = 4.0
 DEFAULT_RAM_W_PER_GB = 0.392
 DEFAULT_PROFILE = "server"
 DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
+# Where the reservation is read from (/proc/cpuinfo, /proc/self/cgroup, /sys/fs/cgroup, DMI);
+# tests and containers that mount the host's files elsewhere point it at another tree.
+DEFAULT_SYSTEM_ROOT = "/"
 CONFIG_FILENAME = "lowcarb.toml"
 
 ENV_VARS = {
@@ -49,8 +52,15 @@ ENV_VARS = {
     "powercap_root": "LOWCARB_POWERCAP_ROOT",
     "gpu_embodied_kg": "LOWCARB_GPU_EMBODIED_KG",
     "gpu_lifetime_years": "LOWCARB_GPU_LIFETIME_YEARS",
+    "rapl_idle_w": "LOWCARB_RAPL_IDLE_W",
+    "host_logical_cpus": "LOWCARB_HOST_LOGICAL_CPUS",
+    "embodied_kg_per_vcpu": "LOWCARB_EMBODIED_KG_PER_VCPU",
+    "system_root": "LOWCARB_SYSTEM_ROOT",
 }
 _FLOAT_KEYS = {
+    "rapl_idle_w",
+    "host_logical_cpus",
+    "embodied_kg_per_vcpu",
     "intensity_g_per_kwh",
     "pue",
     "embodied_kg",
@@ -65,13 +75,15 @@ _FLOAT_KEYS = {
 
 @lru_cache(maxsize=1)
 def hardware_profiles() -> dict[str, dict[str, Any]]:
-    """Packaged hardware profiles (Boavizta medians): name -> embodied_kg, lifetime_years, source."""
+    """Packaged hardware profiles (Boavizta medians): name -> embodied_kg, lifetime_years,
+    host_logical_cpus (servers: the host size a VM's vCPUs are a share of, else None), source."""
     text = resources.files("lowcarb.measure").joinpath("tables", "hardware.csv").read_text("utf-8")
     return {
         r["profile"]: {
             "embodied_kg": float(r["embodied_kg"]),
             "lifetime_years": float(r["lifetime_years"]),
             "n_products": int(r["n_products"]),
+            "host_logical_cpus": float(r["host_logical_cpus"]) if r["host_logical_cpus"] else None,
             "source": r["source"],
         }
         for r in csv.DictReader(text.splitlines())
@@ -87,10 +99,18 @@ def _check_finite(name: str, value: float) -> None:
 class HardwareProfile:
     """The SCI embodied-emissions inputs: M = TE x (time / lifetime) x share.
 
-    embodied_kg: TE, the manufacturing footprint in kgCO2e (default: the median Boavizta server).
+    embodied_kg: TE, the host's manufacturing footprint in kgCO2e (default: the median Boavizta
+        server).
     lifetime_years: expected lifetime (default 4 years, Boavizta's server default).
-    resource_share: the share of the machine reserved (cores used / cores, GPUs used / GPUs);
-        None means "the tracked processes' CPU-time share of the machine over the window".
+    resource_share: the share of the host charged, when you know it (0.25 for 4 of 16 cores).
+        None: lowcarb works it out (`lowcarb.measure.reservation`): the logical CPUs reserved (a
+        VM's vCPUs, a container's CPU quota, an affinity mask) over the host's, or, when nothing
+        is reserved, the tracked processes' CPU-time share of the machine.
+    host_logical_cpus: logical CPUs of the physical host, used when lowcarb runs in a VM (which
+        cannot see them). Default for servers: 96 (see the hardware table); None for other
+        profiles, where the VM's own CPUs then stand for the host.
+    embodied_kg_per_vcpu: the footprint of one logical CPU of the host, when you know it better
+        than embodied_kg / host_logical_cpus (for example from your provider's figures).
     """
 
     embodied_kg: float = field(
@@ -100,6 +120,10 @@ class HardwareProfile:
         default_factory=lambda: hardware_profiles()[DEFAULT_PROFILE]["lifetime_years"]
     )
     resource_share: float | None = None
+    host_logical_cpus: float | None = field(
+        default_factory=lambda: hardware_profiles()[DEFAULT_PROFILE]["host_logical_cpus"]
+    )
+    embodied_kg_per_vcpu: float | None = None
 
     def __post_init__(self) -> None:
         _check_finite("embodied_kg", self.embodied_kg)
@@ -108,6 +132,19 @@ class HardwareProfile:
             raise ConfigError(f"embodied_kg must be >= 0 kgCO2e, got {self.embodied_kg}")
         if self.lifetime_years <= 0:
             raise ConfigError(f"lifetime_years must be > 0, got {self.lifetime_years}")
+        if self.host_logical_cpus is not None:
+            _check_finite("host_logical_cpus", self.host_logical_cpus)
+            if self.host_logical_cpus < 1:
+                raise ConfigError(
+                    f"host_logical_cpus must be >= 1 (the host's logical CPUs, e.g. 96), "
+                    f"got {self.host_logical_cpus}"
+                )
+        if self.embodied_kg_per_vcpu is not None:
+            _check_finite("embodied_kg_per_vcpu", self.embodied_kg_per_vcpu)
+            if self.embodied_kg_per_vcpu < 0:
+                raise ConfigError(
+                    f"embodied_kg_per_vcpu must be >= 0 kgCO2e, got {self.embodied_kg_per_vcpu}"
+                )
         if self.resource_share is not None:
             _check_finite("resource_share", self.resource_share)
             if not 0 < self.resource_share <= 1:
@@ -125,7 +162,7 @@ class HardwareProfile:
                 "or set embodied_kg and lifetime_years"
             )
         p = profiles[name]
-        return cls(p["embodied_kg"], p["lifetime_years"], resource_share)
+        return cls(p["embodied_kg"], p["lifetime_years"], resource_share, p["host_logical_cpus"])
 
 
 @dataclass(frozen=True)
@@ -142,6 +179,9 @@ class CarbonConfig:
     # One GPU card's embodied kgCO2e and lifetime; None: the packaged default (gpu_embodied.py).
     gpu_embodied_kg: float | None = None
     gpu_lifetime_years: float | None = None
+    # Package power of the idle machine, W; None: measured when the ledger starts (RAPL only).
+    rapl_idle_w: float | None = None
+    system_root: str = DEFAULT_SYSTEM_ROOT  # where the reservation is read (tests script a tree)
 
     def __post_init__(self) -> None:
         _check_finite("pue", self.pue)
@@ -174,6 +214,13 @@ class CarbonConfig:
         _check_finite("sample_interval_s", self.sample_interval_s)
         if self.sample_interval_s <= 0:
             raise ConfigError(f"sample_interval_s must be > 0, got {self.sample_interval_s}")
+        if self.rapl_idle_w is not None:
+            _check_finite("rapl_idle_w", self.rapl_idle_w)
+            if self.rapl_idle_w < 0:
+                raise ConfigError(
+                    f"rapl_idle_w must be >= 0 W (the CPU packages' power when the machine is "
+                    f"idle), got {self.rapl_idle_w}"
+                )
         if self.region is not None and self.intensity_g_per_kwh is None:
             from lowcarb.measure.grid import lookup_region
 
@@ -245,7 +292,7 @@ def load_carbon_config(**overrides: Any) -> CarbonConfig:
 
     Accepted keys: region, intensity_g_per_kwh, pue, embodied_kg, lifetime_years, resource_share,
     cpu_power_w, sample_interval_s, hardware_profile, powercap_root, gpu_embodied_kg,
-    gpu_lifetime_years.
+    gpu_lifetime_years, rapl_idle_w, host_logical_cpus, embodied_kg_per_vcpu, system_root.
     """
     unknown = set(overrides) - set(ENV_VARS)
     if unknown:
@@ -276,6 +323,8 @@ def load_carbon_config(**overrides: Any) -> CarbonConfig:
         embodied_kg=settings.pop("embodied_kg", profile.embodied_kg),
         lifetime_years=settings.pop("lifetime_years", profile.lifetime_years),
         resource_share=settings.pop("resource_share", None),
+        host_logical_cpus=settings.pop("host_logical_cpus", profile.host_logical_cpus),
+        embodied_kg_per_vcpu=settings.pop("embodied_kg_per_vcpu", None),
     )
     names = {f.name for f in fields(CarbonConfig)}
     return CarbonConfig(hardware=hardware, **{k: v for k, v in settings.items() if k in names})

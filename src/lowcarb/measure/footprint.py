@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from lowcarb.errors import ConfigError
+
 J_PER_KWH = 3.6e6
+
+
+def check_units(units: Any) -> float:
+    """A count of functional units: a finite number >= 0 (bools, NaN and infinity rejected)."""
+    if isinstance(units, bool) or not isinstance(units, (int, float)):
+        raise ConfigError(f"units must be a number (how many units the work processed), got {units!r}")
+    if not math.isfinite(units) or units < 0:
+        raise ConfigError(f"units must be >= 0 and finite (a count of units), got {units!r}")
+    return float(units)
 
 
 @dataclass(frozen=True)
@@ -66,10 +78,17 @@ class Footprint:
     gpu_embodied_g: float = 0.0  # the GPUs' part of embodied_g
     gpu_embodied_detail: str = ""
     cpu_time_s: float = 0.0  # CPU time of the tracked process tree (what the estimate scales)
+    rss_gib_mean: float | None = None  # resident memory of the tracked tree, mean over the window
     unit: str | None = None
     units: float | None = None
     closed: bool = False
     error: str | None = None  # the exception that ended the window, if any
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `fp.units = n` is set by user code inside the window: check it where it is set.
+        if name == "units" and value is not None:
+            value = check_units(value)
+        super().__setattr__(name, value)
 
     @property
     def energy_j(self) -> float:
@@ -127,6 +146,7 @@ class Footprint:
             "gpu_embodied_detail": self.gpu_embodied_detail,
             "total_g": self.total_g,
             "cpu_time_s": self.cpu_time_s,
+            "rss_gib_mean": self.rss_gib_mean,
             "unit": self.unit,
             "units": self.units,
             "g_per_unit": self.g_per_unit,
@@ -156,6 +176,7 @@ class Footprint:
             gpu_embodied_g=float(d.get("gpu_embodied_g") or 0.0),
             gpu_embodied_detail=d.get("gpu_embodied_detail") or "",
             cpu_time_s=float(d.get("cpu_time_s", 0.0)),
+            rss_gib_mean=d.get("rss_gib_mean"),
             unit=d.get("unit"),
             units=d.get("units"),
             closed=bool(d.get("closed", True)),

@@ -85,6 +85,7 @@ class ProcessTree:
             raise ValueError(f"no process with pid {self.pid} to track") from None
         self._cache: dict[int, psutil.Process] = {}
         self._last_cpu_s = 0.0
+        self._last_rss = 0.0
         self._final_cpu_s: float | None = None
         self._lock = threading.Lock()
         self.last_pids: frozenset[int] = frozenset({self.pid})  # members at the last read()
@@ -129,7 +130,11 @@ class ProcessTree:
         with self._lock:
             if self._final_cpu_s is not None:
                 cpu_s = self._final_cpu_s
-                rss = 0.0
+                # The tree was resident until it exited, just before this reading: its last
+                # measured size stands for the final interval (0 would count that interval half).
+                rss = self._last_rss
+            else:
+                self._last_rss = rss
             # A member that vanished without being waited for by the tree takes its time with it;
             # keep the running maximum so that a window never sees negative CPU time.
             self._last_cpu_s = max(self._last_cpu_s, cpu_s)

@@ -6,23 +6,22 @@ import contextlib
 import contextvars
 import datetime as dt
 import functools
-import os
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from lowcarb.measure.config import DEFAULT_RAM_W_PER_GB, CarbonConfig, load_carbon_config
-from lowcarb.measure.embodied import embodied_g
 from lowcarb.measure.estimate import CpuTimeEstimateMeter, RamEstimateMeter
-from lowcarb.measure.footprint import ComponentEnergy, Footprint
+from lowcarb.measure.footprint import ComponentEnergy, Footprint, check_units
 from lowcarb.measure.gpu_embodied import add_gpu_embodied
 from lowcarb.measure.gpu_meter import NvmlMeter
-from lowcarb.measure.integrate import Sampler
+from lowcarb.measure.integrate import PowerIntegrator, Sampler
 from lowcarb.measure.meter import Meter
 from lowcarb.measure.nvml import NvmlUnavailable, open_nvml
 from lowcarb.measure.probes import Probes, SystemProbes, Tick
-from lowcarb.measure.rapl import RaplMeter, RaplUnavailable, discover
+from lowcarb.measure.rapl import RaplMeter, RaplUnavailable, discover, idle_baseline
+from lowcarb.measure.reservation import SharePolicy, detect_reservation, job_processes_on_host
 
 # The id of the innermost open window in this context (thread / task): the parent of a new one.
 _current_window: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -35,12 +34,24 @@ def current_window_id() -> str | None:
     return _current_window.get()
 
 
-def select_meters(config: CarbonConfig, *, use_nvml: bool = True) -> list[Meter]:
+def share_policy(config: CarbonConfig, pid: int | None = None) -> SharePolicy:
+    """How this process's windows are charged their share of the host (reservation module)."""
+    return SharePolicy(config.hardware, detect_reservation(config, pid=pid), job_processes_on_host())
+
+
+def select_meters(
+    config: CarbonConfig, *, use_nvml: bool = True, policy: SharePolicy | None = None
+) -> list[Meter]:
     """Counters where readable, estimates where not; each fallback records why."""
     meters: list[Meter] = []
     provided: set[str] = set()
     try:
-        rapl = RaplMeter(discover(config.powercap_root))
+        domains = discover(config.powercap_root)
+        rapl = RaplMeter(
+            domains,
+            idle=idle_baseline(domains, config.rapl_idle_w),
+            policy=policy if policy is not None else share_policy(config),
+        )
         meters.append(rapl)
         provided.update(rapl.components)
         rapl_reason = ""
@@ -78,8 +89,8 @@ class Window:
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValueError("a ledger window needs a non-empty name, e.g. track('fine-tune')")
-        if units is not None and units < 0:
-            raise ValueError(f"units must be >= 0, got {units}")
+        if units is not None:
+            units = check_units(units)
         self.name = name
         self.unit = unit
         self.units = units
@@ -95,7 +106,9 @@ class Window:
         config = self.config if self.config is not None else load_carbon_config()
         self._config = config
         probes = self._probes if self._probes is not None else SystemProbes(self.pid)
-        meters = self._meters if self._meters is not None else select_meters(config)
+        policy = share_policy(config, self.pid)
+        self._policy = policy
+        meters = self._meters if self._meters is not None else select_meters(config, policy=policy)
         intensity, source = config.grid()
         fp = Footprint(
             name=self.name,
@@ -113,6 +126,8 @@ class Window:
         self._active_probes = probes
         self._active_meters = meters
         self._first = probes.tick()
+        self._rss = PowerIntegrator()  # resident GiB over time: its mean goes to the footprint
+        self._rss.add(self._first.t_s, self._first.rss_bytes / 2**30)
         for m in meters:
             m.start(self._first)
         self._sampler = Sampler(config.sample_interval_s, self._on_tick)
@@ -122,6 +137,7 @@ class Window:
 
     def _on_tick(self) -> None:
         tick = self._active_probes.tick()
+        self._rss.add(tick.t_s, tick.rss_bytes / 2**30)
         for m in self._active_meters:
             m.sample(tick)
 
@@ -141,6 +157,7 @@ class Window:
         finally:
             _current_window.reset(self._token)
         last = self._active_probes.tick()
+        self._rss.add(last.t_s, last.rss_bytes / 2**30)
         components: dict[str, ComponentEnergy] = {}
         for m in self._active_meters:
             for comp, energy in m.stop(last).items():
@@ -156,23 +173,13 @@ class Window:
     def _fill(
         self, fp: Footprint, first: Tick, last: Tick, components: dict[str, ComponentEnergy]
     ) -> None:
-        hw = self._config.hardware
         fp.duration_s = max(0.0, last.t_s - first.t_s)
         fp.cpu_time_s = max(0.0, last.tree_cpu_s - first.tree_cpu_s)
         fp.components = dict(sorted(components.items()))
-        if hw.resource_share is not None:
-            share = hw.resource_share
-            how = "configured share"
-        else:
-            # Share of the machine's CPU capacity the tree used over the window (SCI RR/ToR).
-            capacity_s = fp.duration_s * (os.cpu_count() or 1)
-            share = min(1.0, fp.cpu_time_s / capacity_s) if capacity_s > 0 else 0.0
-            how = f"CPU-time share of {os.cpu_count() or 1} logical CPUs"
-        fp.embodied_g = embodied_g(hw.embodied_kg, hw.lifetime_years, fp.duration_s, share)
-        fp.embodied_detail = (
-            f"{hw.embodied_kg:g} kg x {fp.duration_s:.1f} s / {hw.lifetime_years:g} y x "
-            f"{share:.3f} ({how})"
-        )
+        if fp.duration_s > 0:
+            fp.rss_gib_mean = self._rss.energy_j / fp.duration_s  # integral of GiB dt / duration
+        # SCI's M term, charged by the share of the host this window holds (reservation module).
+        fp.embodied_g, fp.embodied_detail = self._policy.embodied(fp.duration_s, fp.cpu_time_s)
         fp.closed = True
 
     # -- decorator -----------------------------------------------------------------------------
