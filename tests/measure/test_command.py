@@ -55,6 +55,27 @@ def test_idle_baseline_is_taken_before_the_command_starts(config, monkeypatch):
     events: list[str] = []
     real_popen = subprocess.Popen
     monkeypatch.setattr(command, "prepare_idle_baseline", lambda root, idle_w: events.append(f"idle {root}"))
-    monkeypatch.setattr(command.subprocess, "Popen", lambda argv: (events.append("start"), real_popen(argv))[1])
+    def popen(argv, **kwargs):
+        events.append("start")
+        return real_popen(argv, **kwargs)
+
+    monkeypatch.setattr(command.subprocess, "Popen", popen)
     exit_code, _ = measure_command([sys.executable, "-c", "pass"], config=config)
     assert exit_code == 0 and events == [f"idle {config.powercap_root}", "start"]
+
+
+def test_windows_of_the_command_are_nested_in_its_window(config, tmp_path):
+    """The command's own ledger windows name the measuring window as parent: never counted twice."""
+    import json
+
+    out = tmp_path / "out.json"
+    code = (
+        "import json, os\n"
+        "from lowcarb.measure import CarbonConfig, track\n"
+        f"config = CarbonConfig(powercap_root={str(tmp_path)!r})\n"
+        "with track('inside', config=config) as fp:\n"
+        "    pass\n"
+        f"open({str(out)!r}, 'w').write(json.dumps([fp.parent, os.environ['EXTRA']]))\n"
+    )
+    _, fp = measure_command([sys.executable, "-c", code], config=config, env={"EXTRA": "x"})
+    assert json.loads(out.read_text()) == [fp.id, "x"]

@@ -24,8 +24,9 @@ class ScriptedProbes:
         self.t += self.step_s
         return tick
 
-# The emissions.csv header written by CodeCarbon 2.x (timestamp ... pue).
-EXPECTED_CODECARBON = ["timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions", "emissions_rate", "cpu_power", "gpu_power", "ram_power", "cpu_energy", "gpu_energy", "ram_energy", "energy_consumed", "country_name", "country_iso_code", "region", "cloud_provider", "cloud_region", "os", "python_version", "codecarbon_version", "cpu_count", "cpu_model", "gpu_count", "gpu_model", "longitude", "latitude", "ram_total_size", "tracking_mode", "on_cloud", "pue"]
+# The emissions.csv header written by CodeCarbon 3.3.2 (38 columns, timestamp ... wue).
+CODECARBON_3_3_2_HEADER = "timestamp,project_name,run_id,experiment_id,duration,emissions,emissions_rate,cpu_power,gpu_power,ram_power,cpu_energy,gpu_energy,ram_energy,energy_consumed,water_consumed,country_name,country_iso_code,region,cloud_provider,cloud_region,os,python_version,codecarbon_version,cpu_count,cpu_model,gpu_count,gpu_model,longitude,latitude,ram_total_size,tracking_mode,cpu_utilization_percent,gpu_utilization_percent,ram_utilization_percent,ram_used_gb,on_cloud,pue,wue"
+EXPECTED_CODECARBON = CODECARBON_3_3_2_HEADER.split(",")
 
 
 @pytest.fixture
@@ -46,14 +47,26 @@ def store(tmp_path):
 def test_csv_columns_and_units(store):
     rows = list(csv.DictReader(io.StringIO(store.export_csv())))
     assert list(rows[0])[: len(EXPECTED_CODECARBON)] == EXPECTED_CODECARBON == CODECARBON_COLUMNS
+    assert len(EXPECTED_CODECARBON) == 38
+    assert store.export_csv().splitlines()[0].startswith(CODECARBON_3_3_2_HEADER + ",")
     row = rows[0]
     fp = store.fp
     assert row["run_id"] == store.run_id and row["project_name"] == "job"
     assert float(row["duration"]) == pytest.approx(100.0)
-    assert float(row["cpu_energy"]) == pytest.approx(400.0 / 3.6e6)
-    assert float(row["cpu_power"]) == pytest.approx(4.0)
-    assert float(row["energy_consumed"]) == pytest.approx(fp.energy_j / 3.6e6)
+    # CodeCarbon multiplies energy and power by the PUE (1.2 here)
+    assert float(row["cpu_energy"]) == pytest.approx(400.0 * 1.2 / 3.6e6)
+    assert float(row["cpu_power"]) == pytest.approx(4.0 * 1.2)
+    assert float(row["energy_consumed"]) == pytest.approx(fp.energy_j * 1.2 / 3.6e6)
+    assert float(row["it_energy_consumed"]) == pytest.approx(fp.energy_j / 3.6e6)
     assert float(row["emissions"]) == pytest.approx(fp.operational_g / 1000)
+    # emissions = energy_consumed (kWh, with PUE) x intensity, as CodeCarbon computes it
+    intensity_kg_per_kwh = fp.intensity_g_per_kwh / 1000
+    assert float(row["emissions"]) == pytest.approx(float(row["energy_consumed"]) * intensity_kg_per_kwh)
+    assert (row["water_consumed"], row["wue"], row["tracking_mode"]) == ("0.0", "0.0", "process")
+    import psutil
+
+    assert float(row["ram_total_size"]) == pytest.approx(psutil.virtual_memory().total / 2**30)
+    assert float(row["cpu_utilization_percent"]) == pytest.approx(100.0 / int(row["cpu_count"]))
     assert float(row["total_emissions"]) == pytest.approx(fp.total_g / 1000)
     assert (row["country_iso_code"], row["country_name"], row["region"]) == ("FRA", "France", "FR")
     assert float(row["pue"]) == 1.2 and row["cpu_method"].startswith("estimated")
@@ -67,3 +80,39 @@ def test_json_export(store):
     assert run["footprints"][0]["id"] == store.fp.id
     assert run["totals"]["total_g"] == pytest.approx(store.fp.total_g)
     assert json.loads(store.export_json([store.run_id[:4]]))["runs"][0]["run_id"] == store.run_id
+
+
+def test_default_rows_sum_to_the_run_total_and_all_windows_adds_nested(tmp_path):
+    store = RunStore(tmp_path / "runs.db")
+    run_id = store.create_run("track", "nested")
+    config = CarbonConfig(intensity_g_per_kwh=300.0, pue=1.5, powercap_root=str(tmp_path))
+
+    def save(f):
+        store.add_footprint(run_id, f)
+
+    probes = ScriptedProbes(step_s=10.0)
+    with track("outer", config=config, probes=probes, on_close=save):
+        with track("inner a", config=config, probes=probes, on_close=save):
+            pass
+        with track("inner b", config=config, probes=probes, on_close=save):
+            pass
+    with track("second", config=config, probes=probes, on_close=save):
+        pass
+    totals = store.run_totals(run_id)
+    rows = list(csv.DictReader(io.StringIO(store.export_csv())))
+    assert [r["window_name"] for r in rows] == ["outer", "second"]  # top-level windows only
+    assert sum(float(r["emissions"]) for r in rows) == pytest.approx(totals["operational_g"] / 1000)
+    assert sum(float(r["total_emissions"]) for r in rows) == pytest.approx(totals["total_g"] / 1000)
+    assert sum(float(r["duration"]) for r in rows) == pytest.approx(totals["duration_s"])
+    every = list(csv.DictReader(io.StringIO(store.export_csv(all_windows=True))))
+    assert [r["window_name"] for r in every] == ["inner a", "inner b", "outer", "second"]
+    outer_id = next(r["window_id"] for r in every if r["window_name"] == "outer")
+    assert [r["parent_window_id"] for r in every] == [outer_id, outer_id, "", ""]
+
+
+def test_runs_of_lowcarb_0_1_report_ram_in_gib(tmp_path):
+    from lowcarb.store.export import _ram_total_gib
+
+    assert _ram_total_gib({"ram_total_size_gb": 8.0}) == pytest.approx(8e9 / 2**30)
+    assert _ram_total_gib({"ram_total_bytes": 2**33, "ram_total_size_gb": 8.59}) == 8.0
+    assert _ram_total_gib({}) == ""

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from lowcarb.errors import ConfigError
 from lowcarb.measure.config import CarbonConfig, load_carbon_config
 from lowcarb.measure.footprint import Footprint
 from lowcarb.measure.probes import SystemProbes
 from lowcarb.measure.rapl import prepare_idle_baseline
-from lowcarb.measure.tracker import Window
+from lowcarb.measure.tracker import PARENT_WINDOW_ENV, Window, new_window_id
 
 
 def check_command(argv: Sequence[str]) -> None:
@@ -43,8 +43,12 @@ def measure_command(
     units: float | None = None,
     config: CarbonConfig | None = None,
     on_close: Callable[[Footprint], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[int, Footprint]:
     """Run `argv` inside a ledger window over its process tree; (exit code, footprint).
+
+    `env` adds variables to the command's environment. The command also gets
+    LOWCARB_PARENT_WINDOW, so windows it opens itself are nested in this one, not counted twice.
 
     The child's CPU time comes from its rusage when it is reaped (os.wait4), which includes every
     descendant it waited for, so short-lived children between samples are counted too.
@@ -54,8 +58,10 @@ def measure_command(
     config = config if config is not None else load_carbon_config()
     # The package's idle power is measured while the machine is still quiet: before the command.
     prepare_idle_baseline(config.powercap_root, config.rapl_idle_w)
+    window_id = new_window_id()
+    child_env = {**os.environ, **(env or {}), PARENT_WINDOW_ENV: window_id}
     try:
-        proc = subprocess.Popen(list(argv))
+        proc = subprocess.Popen(list(argv), env=child_env)
     except OSError as exc:
         raise ConfigError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
     probes = SystemProbes(proc.pid, from_birth=True)
@@ -67,6 +73,7 @@ def measure_command(
         pid=proc.pid,
         on_close=on_close,
         probes=probes,
+        window_id=window_id,
     )
     interrupted = False
     with window as fp:

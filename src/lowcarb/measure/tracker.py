@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import datetime as dt
 import functools
+import os
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,11 +28,19 @@ from lowcarb.measure.reservation import SharePolicy, detect_reservation, job_pro
 _current_window: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "lowcarb_current_window", default=None
 )
+# A window open in a parent process (`lowcarb measure`, or a stored window whose code starts
+# subprocesses) names itself here: the child's outermost windows are nested in it, since the
+# parent's process tree already counts the child's work.
+PARENT_WINDOW_ENV = "LOWCARB_PARENT_WINDOW"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def current_window_id() -> str | None:
     return _current_window.get()
+
+
+def new_window_id() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 def share_policy(config: CarbonConfig, pid: int | None = None) -> SharePolicy:
@@ -86,6 +95,7 @@ class Window:
         on_close: Callable[[Footprint], None] | None = None,
         probes: Probes | None = None,
         meters: Sequence[Meter] | None = None,
+        window_id: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValueError("a ledger window needs a non-empty name, e.g. track('fine-tune')")
@@ -99,6 +109,7 @@ class Window:
         self.on_close = on_close
         self._probes = probes
         self._meters = list(meters) if meters is not None else None
+        self.window_id = window_id
         self.footprint: Footprint | None = None
 
     # -- context manager -----------------------------------------------------------------------
@@ -112,8 +123,8 @@ class Window:
         intensity, source = config.grid()
         fp = Footprint(
             name=self.name,
-            id=uuid.uuid4().hex[:12],
-            parent=_current_window.get(),
+            id=self.window_id or new_window_id(),
+            parent=_current_window.get() or os.environ.get(PARENT_WINDOW_ENV) or None,
             started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
             intensity_g_per_kwh=intensity,
             intensity_source=source,

@@ -4,6 +4,14 @@ The outermost window in a context creates a run of kind "track"; windows nested 
 thread or task) add their footprints to that run. `use_run(store, run_id)` makes windows opened
 inside it save into an existing run instead (the pipeline runner uses it for user code in stages).
 LOWCARB_NO_STORE=1 turns saving off.
+
+Across processes:
+- a job id (LOWCARB_JOB, or torchrun's TORCHELASTIC_RUN_ID) makes the outermost window join the
+  job's run (`RunStore.join_job`): the processes and machines of one job share one run, each
+  process's windows are top-level in it and sum without double counting;
+- while an outermost window is open, the processes it starts inherit LOWCARB_PARENT_WINDOW,
+  LOWCARB_RUN_ID and LOWCARB_STORE: their windows save into the same run, nested in it (its process
+  tree already counts their work). `lowcarb measure` sets the same for the command it runs.
 """
 
 from __future__ import annotations
@@ -11,14 +19,19 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from lowcarb.measure.config import CarbonConfig
 from lowcarb.measure.footprint import Footprint
-from lowcarb.measure.tracker import Window
+from lowcarb.measure.tracker import PARENT_WINDOW_ENV, Window
+from lowcarb.store.records import RunNotFound, StoreWarning, job_id_from_env
 from lowcarb.store.runstore import RunStore
+
+RUN_ID_ENV = "LOWCARB_RUN_ID"
+STORE_ENV = "LOWCARB_STORE"
 
 _active_run: contextvars.ContextVar[tuple[RunStore, str] | None] = contextvars.ContextVar(
     "lowcarb_active_run", default=None
@@ -27,6 +40,27 @@ _active_run: contextvars.ContextVar[tuple[RunStore, str] | None] = contextvars.C
 
 def store_disabled() -> bool:
     return os.environ.get("LOWCARB_NO_STORE", "").strip() not in ("", "0")
+
+
+def child_env(store: RunStore, run_id: str, window_id: str) -> dict[str, str]:
+    """What a child process needs to save its windows into `run_id`, nested in `window_id`."""
+    location = getattr(store, "url", None) or store.location
+    return {PARENT_WINDOW_ENV: window_id, RUN_ID_ENV: run_id, STORE_ENV: str(location)}
+
+
+def _inherited_run(store: RunStore) -> str | None:
+    """The run a parent process named in LOWCARB_RUN_ID, if it is in `store`."""
+    run_id = os.environ.get(RUN_ID_ENV, "").strip()
+    if not run_id:
+        return None
+    try:
+        return store.resolve_id(run_id)
+    except RunNotFound:
+        warnings.warn(
+            StoreWarning(f"{RUN_ID_ENV}={run_id} is not a run of {store.location}; saving to a new run"),
+            stacklevel=4,
+        )
+        return None
 
 
 @contextmanager
@@ -46,6 +80,8 @@ class StoredWindow(Window):
         self._user_on_close = kwargs.get("on_close")
         self._run_token: contextvars.Token[tuple[RunStore, str] | None] | None = None
         self._target: tuple[RunStore, str] | None = None
+        self._owns_run = False
+        self._saved_env: dict[str, str | None] | None = None
 
     def _save(self, fp: Footprint) -> None:
         if self._user_on_close is not None:
@@ -60,18 +96,44 @@ class StoredWindow(Window):
         if not store_disabled():
             active = _active_run.get()
             if active is None:
-                store = self._store if self._store is not None else RunStore.default()
-                config = self.config
-                settings = {"config": dataclasses.asdict(config)} if config is not None else {}
-                run_id = store.create_run("track", self.name, settings=settings)
-                active = (store, run_id)
+                active = self._open_run()
                 self._run_token = _active_run.set(active)
             self._target = active
         try:
-            return super().__enter__()
+            fp = super().__enter__()
         except BaseException:
             self._finish("failed")
             raise
+        if self._run_token is not None and self._target is not None:
+            self._export_env(child_env(*self._target, fp.id))
+        return fp
+
+    def _open_run(self) -> tuple[RunStore, str]:
+        """The run the outermost window saves into: inherited, a job's, or a new one."""
+        store = self._store if self._store is not None else RunStore.default()
+        inherited = _inherited_run(store)
+        if inherited is not None:
+            return store, inherited  # the parent process owns and finishes that run
+        config = self.config
+        settings = {"config": dataclasses.asdict(config)} if config is not None else {}
+        job = job_id_from_env()
+        self._owns_run = True
+        if job is not None:
+            return store, store.join_job(job, "track", job, settings=settings)
+        return store, store.create_run("track", self.name, settings=settings)
+
+    def _export_env(self, values: dict[str, str]) -> None:
+        # Subprocesses started inside the window inherit where and under what to save.
+        self._saved_env = {k: os.environ.get(k) for k in values}
+        os.environ.update(values)
+
+    def _restore_env(self) -> None:
+        for key, value in (self._saved_env or {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = None
 
     def _finish(self, status: str) -> None:
         if self._run_token is None:
@@ -79,7 +141,8 @@ class StoredWindow(Window):
         store, run_id = self._target or (None, None)
         _active_run.reset(self._run_token)
         self._run_token = None
-        if store is not None and run_id is not None:
+        self._restore_env()
+        if self._owns_run and store is not None and run_id is not None:
             store.finish_run(run_id, status)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
