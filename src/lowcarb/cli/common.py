@@ -43,17 +43,63 @@ def fmt_g(co2_g: float | None) -> str:
 def add_store_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--store",
-        metavar="PATH",
-        help="run store file (default: $LOWCARB_HOME/runs.db, else ~/.lowcarb/runs.db)",
+        metavar="PATH|URL",
+        help=(
+            "run store: a file (SQLite) or a postgresql://user@host/db URL shared by a team "
+            "(default: $LOWCARB_STORE, else [store] url in lowcarb.toml, else "
+            "$LOWCARB_HOME/runs.db, else ~/.lowcarb/runs.db)"
+        ),
     )
 
 
-def open_store(args: argparse.Namespace) -> RunStore:
-    """The run store named by --store, else the default one (verbs without --store too)."""
+def _one_line_store_warnings() -> None:
+    """Store warnings (a skipped broken row, a full store) as one line each on stderr."""
+    import warnings
+
+    from lowcarb.store import StoreWarning
+
+    default = warnings.showwarning
+    if getattr(default, "lowcarb_store_lines", False):
+        return  # installed already
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, StoreWarning):
+            print(f"lowcarb: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    show.lowcarb_store_lines = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
+def open_store(
+    args: argparse.Namespace, *, read: bool = False, write_existing: bool = False
+) -> RunStore:
+    """The run store named by --store, else the default one (verbs without --store too).
+
+    `read=True` (verbs that only read) creates nothing: a missing store is a StoreNotFound, and a
+    store the user may not write (a shared read-only file) still opens. `write_existing=True`
+    (deleting runs) writes, but only into a store that exists.
+    """
     from lowcarb.store import RunStore
 
-    path = getattr(args, "store", None)
-    return RunStore(path) if path else RunStore.default()
+    _one_line_store_warnings()
+    create = not (read or write_existing)
+    location = getattr(args, "store", None)
+    if location:
+        return RunStore(location, create=create, readonly=read)
+    return RunStore.default(create=create, readonly=read)
+
+
+def open_store_for_runs(args: argparse.Namespace, run_ids: list[str]) -> RunStore:
+    """The store, read-only, for verbs that read given runs: with no store there, none of the
+    runs exists, and the error names the first (creating nothing)."""
+    from lowcarb.store import RunNotFound, StoreNotFound
+
+    try:
+        return open_store(args, read=True)
+    except StoreNotFound as exc:
+        raise RunNotFound(f"no run {run_ids[0]!r}: {exc}") from None
 
 
 def add_overrides_flag(p: argparse.ArgumentParser, help: str) -> None:
@@ -172,6 +218,24 @@ def add_carbon_flags(p: argparse.ArgumentParser) -> None:
         help="one GPU card's manufacturing footprint, kgCO2e (default 143, Boavizta's A100 card)",
     )
     p.add_argument("--gpu-lifetime-years", type=float, help="GPU lifetime, years (default 3)")
+    p.add_argument(
+        "--host-logical-cpus",
+        type=float,
+        metavar="N",
+        help="logical CPUs of the host a VM runs on (default 96 for a server)",
+    )
+    p.add_argument(
+        "--embodied-kg-per-vcpu",
+        type=float,
+        metavar="KG",
+        help="manufacturing footprint of one logical CPU of the host (default embodied-kg / N)",
+    )
+    p.add_argument(
+        "--rapl-idle-w",
+        type=float,
+        metavar="W",
+        help="CPU package power of the idle machine (default: measured when the ledger starts)",
+    )
 
 
 def carbon_config(args: argparse.Namespace) -> CarbonConfig:
@@ -190,4 +254,7 @@ def carbon_config(args: argparse.Namespace) -> CarbonConfig:
         sample_interval_s=args.sample_interval,
         gpu_embodied_kg=args.gpu_embodied_kg,
         gpu_lifetime_years=args.gpu_lifetime_years,
+        host_logical_cpus=args.host_logical_cpus,
+        embodied_kg_per_vcpu=args.embodied_kg_per_vcpu,
+        rapl_idle_w=args.rapl_idle_w,
     )

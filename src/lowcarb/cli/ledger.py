@@ -36,6 +36,8 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     import shlex
 
     from lowcarb.measure.command import check_command, measure_command
+    from lowcarb.store import job_id_from_env
+    from lowcarb.store.tracked import child_env
 
     argv = list(args.command)
     if argv and argv[0] == "--":
@@ -48,12 +50,12 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     check_command(argv)
     store = common.open_store(args)
     name = args.name or argv[0].rsplit("/", 1)[-1]
-    run_id = store.create_run(
-        "measure",
-        name,
-        command=shlex.join(argv),
-        settings={"config": dataclasses.asdict(config), "unit": args.unit, "units": args.units},
-    )
+    settings = {"config": dataclasses.asdict(config), "unit": args.unit, "units": args.units}
+    job = job_id_from_env()
+    if job is not None:  # one run for every process and machine of the job
+        run_id = store.join_job(job, "measure", job, command=shlex.join(argv), settings=settings)
+    else:
+        run_id = store.create_run("measure", name, command=shlex.join(argv), settings=settings)
     try:
         exit_code, fp = measure_command(
             argv,
@@ -62,6 +64,8 @@ def _cmd_measure(args: argparse.Namespace) -> int:
             units=args.units,
             config=config,
             on_close=lambda fp: store.add_footprint(run_id, fp),
+            # windows the command opens itself save into this run, nested in its window
+            env=child_env(store, run_id),
         )
     except KeyboardInterrupt:
         store.finish_run(run_id, "interrupted", exit_code=130)
@@ -70,28 +74,43 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         store.finish_run(run_id, "failed")
         raise
     d = fp.to_dict()
-    store.finish_run(
-        run_id,
-        "completed" if exit_code == 0 else "failed",
-        exit_code=exit_code,
-        metrics={k: d[k] for k in ("duration_s", "energy_j", "operational_g", "embodied_g", "total_g")},
-    )
+    # The figures first: if the store cannot take them (full disk), they are still shown.
     if args.json:
         print(json.dumps({"run_id": run_id, "exit_code": exit_code, "footprint": d}))
     else:
         console = common.make_console()
         console.print(common.footprint_table(d, f"lowcarb: {name} ({d['duration_s']:.1f} s), run {run_id}"))
         console.print(f"intensity: {d['intensity_source']}")
-        console.print(f"saved as run {run_id} in {store.path} (lowcarb show {run_id})")
+    store.finish_run(
+        run_id,
+        "completed" if exit_code == 0 else "failed",
+        exit_code=exit_code,
+        metrics={k: d[k] for k in ("duration_s", "energy_j", "operational_g", "embodied_g", "total_g")},
+    )
+    if not args.json:
+        console.print(f"saved as run {run_id} in {store.location} (lowcarb show {run_id})")
     return exit_code
 
 
 def add_runs(sub: common.Subparsers) -> None:
     p = sub.add_parser(
-        "runs", help="list stored runs", description="List the runs in the run store, newest first."
+        "runs",
+        help="list stored runs, or delete some",
+        description=(
+            "List the runs in the run store, newest first. --delete RUN_ID removes runs (their "
+            "windows and stage results; artifacts folders on disk are left alone)."
+        ),
     )
     p.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--delete", nargs="+", metavar="RUN_ID", help="delete these runs (ids or unique prefixes)"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --delete: also delete runs still marked running (a live writer then fails)",
+    )
     common.add_store_flag(p)
     p.set_defaults(handler=_cmd_runs)
 
@@ -99,27 +118,40 @@ def add_runs(sub: common.Subparsers) -> None:
 def _cmd_runs(args: argparse.Namespace) -> int:
     import json
 
+    from rich.markup import escape
     from rich.table import Table
 
+    from lowcarb.store import StoreNotFound
+
+    if args.delete:
+        return _delete_runs(args)
+    if args.force:
+        raise ConfigError("--force goes with --delete RUN_ID")
     if args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    store = common.open_store(args)
+    try:
+        store = common.open_store(args, read=True)
+    except StoreNotFound:
+        if args.store:
+            raise  # a path the user typed that holds no store: say so
+        print("no runs yet (no run store has been written)")
+        return 0
     runs = store.list_runs(limit=args.limit)
     rows = [(r, store.run_totals(r.run_id)) for r in runs]
     if args.json:
         print(json.dumps([{**r.to_dict(), "totals": t} for r, t in rows], indent=2, default=str))
         return 0
     if not rows:
-        print(f"no runs in {store.path}")
+        print(f"no runs in {store.location}")
         return 0
-    table = Table(title=f"runs in {store.path}", title_justify="left")
+    table = Table(title=escape(f"runs in {store.location}"), title_justify="left")
     for col in ("run", "kind", "name", "status", "started (UTC)", "duration", "energy", "CO2e"):
         table.add_column(col, justify="right" if col in ("duration", "energy", "CO2e") else "left")
     for r, t in rows:
         table.add_row(
             r.run_id,
-            r.kind,
-            r.name,
+            escape(r.kind),
+            escape(r.name),
             r.status
             + (f" ({r.exit_code})" if r.exit_code not in (None, 0) else "")
             + (" (process gone)" if store.writer_gone(r.run_id) else ""),
@@ -129,6 +161,20 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             common.fmt_g(t["total_g"]),
         )
     common.make_console().print(table)
+    return 0
+
+
+def _delete_runs(args: argparse.Namespace) -> int:
+    """Delete runs: all ids are checked first, so a typo deletes nothing."""
+    store = common.open_store(args, write_existing=True)
+    ids = [store.resolve_id(r) for r in args.delete]
+    for run_id in dict.fromkeys(ids):
+        done = store.delete_run(run_id, force=args.force)
+        left = f"; its artifacts stay in {done['artifacts_dir']}" if done["artifacts_dir"] else ""
+        print(
+            f"deleted run {run_id} ({done['footprints']} windows, {done['stage_results']} stage "
+            f"results) from {store.location}{left}"
+        )
     return 0
 
 
@@ -145,7 +191,9 @@ def add_show(sub: common.Subparsers) -> None:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    store = common.open_store(args)
+    from rich.markup import escape
+
+    store = common.open_store_for_runs(args, [args.run_id])
     run_id = store.resolve_id(args.run_id)
     if args.json:
         print(store.export_json([run_id]), end="")
@@ -170,10 +218,20 @@ def _cmd_show(args: argparse.Namespace) -> int:
         )
         + ")"
     )
+    for proc in store.processes(run_id):
+        console.print(
+            f"job process {proc['host']}:{proc['pid']} {proc['status']}, started {proc['started_at']}",
+            markup=False,
+        )
     for fp in store.footprints(run_id):
         parent = f", inside {fp['parent']}" if fp.get("parent") else ""
         title = f"window {fp['name']!r} {fp['id']}{parent} ({fp['duration_s']:.1f} s)"
-        console.print(common.footprint_table(fp, title))
+        console.print(common.footprint_table(fp, escape(title)))
+        # why each figure is what it is: fallbacks, the RAPL idle split, the share of the host
+        for comp, c in fp["components"].items():
+            if c.get("detail"):
+                console.print(f"  {comp}: {c['detail']}", markup=False)
+        console.print(f"  embodied share: {fp.get('embodied_detail', '-')}", markup=False)
     for stage in store.stage_results(run_id):
         console.print(f"stage {stage['index']} {stage['stage']}: {stage['metrics']}")
     return 0
@@ -184,13 +242,23 @@ def add_export(sub: common.Subparsers) -> None:
         "export",
         help="export runs as JSON or CodeCarbon-style CSV",
         description=(
-            "Export runs (all, or the RUN_IDs given). csv has CodeCarbon's emissions.csv columns "
-            "(one row per ledger window) followed by lowcarb's own."
+            "Export runs (all, or the RUN_IDs given). csv has CodeCarbon 3.x's emissions.csv "
+            "columns, names, order and units (kWh with the PUE applied, kg, GiB), then lowcarb's "
+            "own (embodied and total emissions, methods, window names); one row per top-level "
+            "window unless --all-windows."
         ),
     )
     p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs to export (default: all)")
     p.add_argument("--format", choices=("json", "csv"), default="json", help="default json")
     p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+    p.add_argument(
+        "--all-windows",
+        action="store_true",
+        help=(
+            "csv: one row per window, nested ones included (parent_window_id names the parent); "
+            "by default only top-level windows, so every column sums to the run's total"
+        ),
+    )
     common.add_store_flag(p)
     p.set_defaults(handler=_cmd_export)
 
@@ -198,9 +266,14 @@ def add_export(sub: common.Subparsers) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    store = common.open_store(args)
+    if args.all_windows and args.format != "csv":
+        raise ConfigError("--all-windows is for --format csv (json always has every window)")
     ids = args.run_ids or None
-    text = store.export_csv(ids) if args.format == "csv" else store.export_json(ids)
+    store = common.open_store_for_runs(args, ids) if ids else common.open_store(args, read=True)
+    if args.format == "csv":
+        text = store.export_csv(ids, all_windows=args.all_windows)
+    else:
+        text = store.export_json(ids)
     if args.out:
         out = Path(args.out)
         if out.is_dir():

@@ -97,7 +97,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from lowcarb.report import render_html, render_markdown
     from lowcarb.report.stored import load_run
 
-    run = load_run(common.open_store(args), args.run_id)
+    run = load_run(common.open_store_for_runs(args, [args.run_id]), args.run_id)
     text = render_html(run) if args.format == "html" else render_markdown(run)
     if args.out:
         path = Path(args.out)
@@ -136,7 +136,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from lowcarb.report.stored import load_run
     from lowcarb.report.terminal import table_from_rows
 
-    store = common.open_store(args)
+    store = common.open_store_for_runs(args, [args.run_a, args.run_b])
     a, b = load_run(store, args.run_a), load_run(store, args.run_b)
     headers, body = compare_rows(a, b)
     Console().print(table_from_rows(f"compare {a['id']} vs {b['id']}", headers, body))

@@ -34,6 +34,7 @@ def add_search(sub: common.Subparsers) -> None:
     common.add_device_flags(p)
     common.add_run_out_flag(p)
     p.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    common.add_store_flag(p)
     p.set_defaults(handler=_cmd_search)
 
 

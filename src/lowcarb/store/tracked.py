@@ -42,10 +42,14 @@ def store_disabled() -> bool:
     return os.environ.get("LOWCARB_NO_STORE", "").strip() not in ("", "0")
 
 
-def child_env(store: RunStore, run_id: str, window_id: str) -> dict[str, str]:
-    """What a child process needs to save its windows into `run_id`, nested in `window_id`."""
+def child_env(store: RunStore, run_id: str, window_id: str | None = None) -> dict[str, str]:
+    """What a child process needs to save its windows into `run_id` (nested in `window_id`:
+    `lowcarb.measure.command.measure_command` adds that itself)."""
     location = getattr(store, "url", None) or store.location
-    return {PARENT_WINDOW_ENV: window_id, RUN_ID_ENV: run_id, STORE_ENV: str(location)}
+    env = {RUN_ID_ENV: run_id, STORE_ENV: str(location)}
+    if window_id is not None:
+        env[PARENT_WINDOW_ENV] = window_id
+    return env
 
 
 def _inherited_run(store: RunStore) -> str | None:
