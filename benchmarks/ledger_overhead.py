@@ -1,9 +1,16 @@
 """Ledger overhead: a CPU-bound PyTorch workload untracked, tracked by lowcarb, tracked by CodeCarbon.
 
-Claim `ledger.overhead_pct` (target <= 1.0): wall-time overhead of `lowcarb.track` (1 s sampling,
-footprint saved to a run store) over the same workload untracked, medians of 3 runs each.
+Claims:
+- `ledger.overhead_pct` (target <= 1.0): wall-time overhead of `lowcarb.track` (1 s sampling,
+  footprint saved to the SQLite run store) over the same workload untracked, medians of 3 runs.
+- `ledger.postgres_overhead_pct` (target <= 1.0): the same with the run store on PostgreSQL
+  (LOWCARB_STORE=postgresql://..., schema `lowcarb_bench`): needs a server, e.g. run the script
+  under `bash .ci/postgres.sh ...` (it reads LOWCARB_TEST_POSTGRES_URL) or pass --postgres-url.
+- `ledger.export_codecarbon_columns_match` (target == true): the first columns of
+  `lowcarb export --format csv` are exactly the header the REAL CodeCarbon writes to its
+  emissions.csv (both run in the CodeCarbon venv below, lowcarb from this checkout's src/).
 
-    .venv/bin/python benchmarks/ledger_overhead.py [--repeats 3] [--target-s 40]
+    bash .ci/postgres.sh .venv/bin/python benchmarks/ledger_overhead.py [--repeats 3] [--target-s 40]
 
 How it runs:
 - Every measured run is a fresh worker process (`--worker ARM`) running the same fixed amount of
@@ -14,13 +21,14 @@ How it runs:
 - Arms alternate round by round (the order rotates each round), so the other work on this shared
   machine loads every arm alike. Medians of --repeats runs per arm.
 - CodeCarbon (its OfflineEmissionsTracker, 1 s power measurement, country FRA, output to a temp
-  folder) runs in its own virtual environment, benchmarks/.venv-codecarbon, created with:
+  folder) runs in its own virtual environment, benchmarks/.venv-codecarbon (ignored by git),
+  created with (torch first, so that codecarbon pulls no other torch):
       python3.11 -m venv benchmarks/.venv-codecarbon
       benchmarks/.venv-codecarbon/bin/pip install torch==2.13.0
-      benchmarks/.venv-codecarbon/bin/pip install codecarbon
-      benchmarks/.venv-codecarbon/bin/pip install -e . --no-deps
+      benchmarks/.venv-codecarbon/bin/pip install codecarbon==3.3.2
   This script starts that venv's python for the CodeCarbon worker (the workload code is this same
-  file); without the venv the CodeCarbon figures are null and the reason is recorded.
+  file) and for the header check, with PYTHONPATH=src for lowcarb; without the venv the CodeCarbon
+  figures are null and the reason is recorded.
 - Also measured: the sampler's own cost per tick (probes + meters), in this process, which bounds
   the overhead independently of the machine's noise: cost per tick / sampling interval.
 """
@@ -40,7 +48,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CODECARBON_PY = ROOT / "benchmarks" / ".venv-codecarbon" / "bin" / "python"
-ARMS = ("untracked", "lowcarb", "codecarbon")
+ARMS = ("untracked", "lowcarb", "lowcarb-postgres", "codecarbon")
+BENCH_SCHEMA = "lowcarb_bench"
 
 
 def workload(iters: int) -> float:
@@ -79,8 +88,10 @@ def run_worker(arm: str, iters: int, out_dir: str) -> dict:
         t0, c0 = time.perf_counter(), _cpu_s()
         workload(iters)
         wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
-    elif arm == "lowcarb":
+    elif arm in ("lowcarb", "lowcarb-postgres"):
         os.environ["LOWCARB_HOME"] = out_dir
+        if arm == "lowcarb":
+            os.environ.pop("LOWCARB_STORE", None)  # the SQLite store in out_dir
         import lowcarb
 
         config = lowcarb.load_carbon_config(sample_interval_s=1.0)
@@ -114,14 +125,17 @@ def run_worker(arm: str, iters: int, out_dir: str) -> dict:
     return {"arm": arm, "wall_s": wall, "cpu_s": cpu, **extra}
 
 
-def spawn(arm: str, iters: int) -> dict:
+def spawn(arm: str, iters: int, postgres_url: str | None = None) -> dict:
     python = str(CODECARBON_PY) if arm == "codecarbon" else sys.executable
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if arm == "lowcarb-postgres" and postgres_url:
+        env["LOWCARB_STORE"] = postgres_url
     with tempfile.TemporaryDirectory(prefix=f"ledger-{arm}-") as tmp:
         proc = subprocess.run(
             [python, __file__, "--worker", arm, "--iters", str(iters), "--out-dir", tmp],
             capture_output=True,
             text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+            env=env,
         )
     if proc.returncode != 0:
         raise RuntimeError(f"{arm} worker failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -136,6 +150,64 @@ def codecarbon_available() -> str | None:
         [str(CODECARBON_PY), "-c", "import codecarbon, torch"], capture_output=True, text=True
     )
     return None if proc.returncode == 0 else f"cannot import codecarbon: {proc.stderr[-300:]}"
+
+
+def postgres_store(url: str | None) -> tuple[str | None, str | None]:
+    """(the bench store's URL in its own schema, None) or (None, why there is none)."""
+    if not url:
+        return None, "no PostgreSQL server: set LOWCARB_TEST_POSTGRES_URL or --postgres-url"
+    import urllib.parse
+
+    try:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {BENCH_SCHEMA}")
+    except Exception as exc:  # noqa: BLE001 - recorded as the reason the arm did not run
+        return None, f"cannot use {url}: {exc}"
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=" + urllib.parse.quote(f"-csearch_path={BENCH_SCHEMA}"), None
+
+
+def codecarbon_header() -> list[str]:
+    """The header of the emissions.csv the real CodeCarbon writes (in its venv)."""
+    code = (
+        "import logging, sys, time\n"
+        "from codecarbon import OfflineEmissionsTracker\n"
+        "logging.getLogger('codecarbon').setLevel(logging.ERROR)\n"
+        "t = OfflineEmissionsTracker(country_iso_code='FRA', measure_power_secs=1,\n"
+        "    output_dir=sys.argv[1], log_level='error')\n"
+        "t.start(); time.sleep(1.5); sum(range(10**6)); t.stop()\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="ledger-cc-header-") as tmp:
+        subprocess.run([str(CODECARBON_PY), "-c", code, tmp], check=True, capture_output=True)
+        return (Path(tmp) / "emissions.csv").read_text().splitlines()[0].split(",")
+
+
+def lowcarb_header() -> list[str]:
+    """The header of `lowcarb export --format csv` after a `lowcarb measure`, run in the same
+    venv as CodeCarbon with this checkout's src/ on the path."""
+    with tempfile.TemporaryDirectory(prefix="ledger-lc-header-") as tmp:
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LOWCARB_HOME": tmp}
+        env.pop("LOWCARB_STORE", None)
+        lowcarb = [str(CODECARBON_PY), "-m", "lowcarb"]
+        subprocess.run([*lowcarb, "measure", "--", sys.executable, "-c", "pass"], check=True,
+                       capture_output=True, env=env)
+        out = subprocess.run([*lowcarb, "export", "--format", "csv"], check=True,
+                             capture_output=True, text=True, env=env).stdout
+        return out.splitlines()[0].split(",")
+
+
+def header_check(cc_reason: str | None) -> dict:
+    if cc_reason is not None:
+        return {"match": None, "reason": cc_reason}
+    cc, ours = codecarbon_header(), lowcarb_header()
+    return {
+        "match": ours[: len(cc)] == cc,
+        "codecarbon_columns": cc,
+        "lowcarb_first_columns": ours[: len(cc)],
+        "lowcarb_extra_columns": ours[len(cc):],
+    }
 
 
 def calibrate(target_s: float) -> tuple[int, float]:
@@ -184,6 +256,11 @@ def main() -> int:
     ap.add_argument("--worker", choices=ARMS, help=argparse.SUPPRESS)
     ap.add_argument("--iters", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--postgres-url",
+        default=os.environ.get("LOWCARB_TEST_POSTGRES_URL"),
+        help="PostgreSQL server for the postgres arm (default: $LOWCARB_TEST_POSTGRES_URL)",
+    )
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.iters, args.out_dir)))
@@ -193,17 +270,20 @@ def main() -> int:
     from _common import claim, median, reported, write_results
 
     cc_reason = codecarbon_available()
-    arms = [a for a in ARMS if a != "codecarbon" or cc_reason is None]
+    pg_url, pg_reason = postgres_store(args.postgres_url)
+    skipped = {"codecarbon": cc_reason, "lowcarb-postgres": pg_reason}
+    arms = [a for a in ARMS if skipped.get(a) is None]
     iters, per_iter = calibrate(args.target_s)
     print(f"workload: {iters} steps (~{iters * per_iter:.0f} s at calibration), arms {arms}", flush=True)
     runs: dict[str, list[dict]] = {a: [] for a in arms}
     for r in range(args.repeats):
         order = arms[r % len(arms) :] + arms[: r % len(arms)]  # rotate: no arm always goes first
         for arm in order:
-            res = spawn(arm, iters)
+            res = spawn(arm, iters, pg_url)
             runs[arm].append(res)
             print(f"round {r + 1} {arm}: {res['wall_s']:.2f} s wall, {res['cpu_s']:.2f} s CPU", flush=True)
     tick_cpu_ms, tick_wall_ms = tick_cost_ms()
+    header = header_check(cc_reason)
 
     def med(arm: str, key: str) -> float | None:
         return median([x[key] for x in runs[arm]]) if runs.get(arm) else None
@@ -232,6 +312,12 @@ def main() -> int:
         "lowcarb_overhead_pct": overhead("lowcarb", "wall_s", base_wall),
         "lowcarb_overhead_pct_paired_median": paired("lowcarb"),
         "lowcarb_cpu_overhead_pct": overhead("lowcarb", "cpu_s", base_cpu),
+        "postgres_wall_s_median": med("lowcarb-postgres", "wall_s"),
+        "postgres_overhead_pct": overhead("lowcarb-postgres", "wall_s", base_wall),
+        "postgres_overhead_pct_paired_median": paired("lowcarb-postgres"),
+        "postgres_unavailable_reason": pg_reason,
+        "postgres_server": "throw-away server of .ci/postgres.sh (fsync off) when run through it",
+        "export_header": header,
         "codecarbon_overhead_pct": overhead("codecarbon", "wall_s", base_wall),
         "codecarbon_overhead_pct_paired_median": paired("codecarbon"),
         "codecarbon_cpu_overhead_pct": overhead("codecarbon", "cpu_s", base_cpu),
@@ -245,6 +331,8 @@ def main() -> int:
     }
     claims = [
         claim("ledger.overhead_pct", figures["lowcarb_overhead_pct"], "<=", 1.0),
+        claim("ledger.postgres_overhead_pct", figures["postgres_overhead_pct"], "<=", 1.0),
+        claim("ledger.export_codecarbon_columns_match", header["match"], "==", True),
         reported("ledger.codecarbon_overhead_pct", figures["codecarbon_overhead_pct"]),
     ]
     path = write_results("ledger_overhead", figures, claims)

@@ -165,6 +165,7 @@ def test_idle_baseline_measured_by_a_quiet_probe(powercap):
     busy = iter([100.0, 100.02])  # 0.02 CPU-s over 0.25 s on 8 CPUs: 1 % busy
     baseline = measure_idle_baseline(
         discover(powercap["root"]),
+        probe_s=0.25,
         clock=lambda: pkg.t,
         sleep=lambda s: pkg.advance(s, IDLE_W),
         machine_cpu_s=lambda: next(busy),

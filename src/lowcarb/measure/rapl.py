@@ -29,7 +29,7 @@ from lowcarb.measure.reservation import SharePolicy
 
 # Long enough for the counters (updated about every millisecond) to give a stable power, short
 # enough to be paid once per process without notice.
-IDLE_PROBE_S = 0.25
+IDLE_PROBE_S = 0.1
 # Above this, the machine was too busy during the probe for the baseline to be only idle power.
 BUSY_PROBE_WARNING = 0.10
 

@@ -38,6 +38,11 @@ _active_run: contextvars.ContextVar[tuple[RunStore, str] | None] = contextvars.C
 )
 
 
+def active_run() -> tuple[RunStore, str] | None:
+    """The (store, run id) that `lowcarb.track` windows opened here save into, if any."""
+    return _active_run.get()
+
+
 def store_disabled() -> bool:
     return os.environ.get("LOWCARB_NO_STORE", "").strip() not in ("", "0")
 
