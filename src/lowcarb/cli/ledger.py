@@ -229,7 +229,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         console.print(common.footprint_table(fp, escape(title)))
         # why each figure is what it is: fallbacks, the RAPL idle split, the share of the host
         for comp, c in fp["components"].items():
-            if c.get("detail"):
+            if c.get("detail") and comp != "gpu":  # the table's caption has the GPU's
                 console.print(f"  {comp}: {c['detail']}", markup=False)
         console.print(f"  embodied share: {fp.get('embodied_detail', '-')}", markup=False)
     for stage in store.stage_results(run_id):
