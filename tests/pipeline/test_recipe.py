@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from lowcarb.errors import ConfigError
 from lowcarb.pipeline.recipe import (
     default_recipe_path,
     load_recipe,
@@ -174,3 +175,133 @@ def test_precision_inside_train_points_to_the_top_level(tmp_path):
 
     with pytest.raises(ConfigError, match=r"train.precision: precision is set at the top level"):
         load_recipe(write(tmp_path, "train:\n  precision: bf16\n"))
+
+
+# --- hostile recipes (issue 19): limits, strict types, one-line errors ------------------------
+
+BILLION_LAUGHS = "\n".join(
+    ["name: &a0 lol"]
+    + [f"l{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    + ["description: *a9"]
+)
+
+
+def test_billion_laughs_is_refused_fast_without_printing_the_value(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        load_recipe(write(tmp_path, BILLION_LAUGHS))
+    assert time.perf_counter() - start < 2.0
+    message = str(err.value)
+    assert "aliases" in message and "line " in message
+    assert len(message) < 400 and "lol, lol" not in message
+
+
+def test_small_aliases_still_work(tmp_path):
+    recipe = load_recipe(write(tmp_path, "train: {lr: &lr 3.0e-4}\nstages:\n  - train: {lr: *lr}\n"))
+    assert recipe.stages[0].config.lr == pytest.approx(3e-4)
+
+
+def test_recursive_alias_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="refers to itself"):
+        load_recipe(write(tmp_path, "description: &a [1, *a]\n"))
+
+
+@pytest.mark.parametrize("opener, closer", [("[", "]"), ("{a: ", "}")])
+def test_deep_nesting_is_one_line_not_a_recursion_error(tmp_path, opener, closer):
+    depth = 5000
+    with pytest.raises(ConfigError) as err:
+        load_recipe(write(tmp_path, "description: " + opener * depth + "1" + closer * depth + "\n"))
+    assert "nested more than" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_oversized_file_is_refused_before_reading(tmp_path):
+    path = write(tmp_path, "description: '" + "x" * (2 << 20) + "'\n")
+    with pytest.raises(ConfigError, match=r"recipe.yaml: the file is .* MB; a recipe is at most 1 MB"):
+        load_recipe(path)
+
+
+def test_duplicate_keys_are_refused_with_their_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"recipe.yaml: not valid YAML \(line 3, column 3\): key 'epochs' appears twice \(first on line 2\)"):
+        load_recipe(write(tmp_path, "train:\n  epochs: 1\n  epochs: 5\n"))
+    with pytest.raises(ConfigError, match="key 'train' appears twice"):
+        load_recipe(write(tmp_path, "train: {}\ntrain: {}\n"))
+
+
+def test_merge_keys_are_not_duplicates(tmp_path):
+    path = write(tmp_path, "train: &t {epochs: 1, lr: 1.0e-3}\nstages:\n  - train: {<<: *t, epochs: 2}\n")
+    recipe = load_recipe(path)
+    assert recipe.stages[0].config.epochs == 2
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("train: {epochs: 1e20}", r"train.epochs: expected an integer \(a whole number\), got 1e\+20"),
+        ("train: {epochs: true}", r"train.epochs: expected an integer .*got True"),
+        ("train: {epochs: 2.5}", r"train.epochs: expected an integer"),
+        ("train: {restore_best: 1}", r"train.restore_best: expected true or false, got 1"),
+        ("train: {lr: .inf}", r"train.lr: expected a finite number, got inf"),
+        ("train: {lr: .nan}", r"train.lr: expected a finite number, got nan"),
+        ("train: {lr: true}", r"train.lr: expected a number, got True"),
+        ("threads: yes", r"threads: expected an integer"),
+        ("model: {channels: [8, 2.5]}", r"model.channels\[1\]: expected an integer"),
+        ("evaluation: {latency_batch_sizes: [0, -1]}", r"evaluation.latency_batch_sizes\[0\]: .*greater than 0"),
+        ("evaluation: {latency_batch_sizes: []}", r"evaluation.latency_batch_sizes: .*at least 1"),
+        ("evaluation: {inferences: 1.0e+3}", r"evaluation.inferences: expected an integer"),
+        ("stages: [{train: {epochs: false}}]", r"stages\[0\].train.epochs: expected an integer"),
+    ],
+)
+def test_values_of_the_wrong_kind_are_refused_at_load(tmp_path, line, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_recipe(write(tmp_path, line + "\n"))
+
+
+def test_exponent_floats_read_as_numbers(tmp_path):
+    recipe = load_recipe(write(tmp_path, "train: {lr: 3e-4, weight_decay: 1E-2}\n"), ["train.warmup_ratio=5e-2"])
+    assert recipe.train.lr == pytest.approx(3e-4) and recipe.train.weight_decay == pytest.approx(1e-2)
+    assert recipe.train.warmup_ratio == pytest.approx(0.05)
+    assert parse_override("train.lr=1e-3") == (["train", "lr"], 1e-3)
+
+
+def test_empty_value_from_set_is_one_line_without_pydantic_internals():
+    with pytest.raises(ConfigError) as err:
+        load_recipe(None, ["model.name="])
+    message = str(err.value)
+    assert message.startswith("<packaged default>: model.name: ")
+    assert "lax-or-strict" not in message and "function-after" not in message and "[from --set]" in message
+    assert message.count("model.name") == 1
+
+
+def test_huge_values_are_shortened_in_messages(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_recipe(write(tmp_path, "train: {epochs: [" + ", ".join(["1"] * 5000) + "]}\n"))
+    assert len(str(err.value)) < 300
+
+
+def test_set_values_have_the_same_limits():
+    value = "[" * 200 + "]" * 200
+    with pytest.raises(ConfigError, match="nested more than"):
+        parse_override("description=" + value)
+
+
+def test_data_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "project" / "recipes"
+    folder.mkdir(parents=True)
+    path = folder / "r.yaml"
+    path.write_text("model: {name: transformer}\ndata: {train: ../data/train.csv, dev: /abs/dev.csv}\n")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    recipe = load_recipe(path)
+    assert Path(recipe.data.train) == folder / ".." / "data" / "train.csv"
+    assert recipe.data.dev == "/abs/dev.csv"
+    # --set paths are the user's, typed relative to where they stand.
+    recipe = load_recipe(path, ["data.train=mine.csv"])
+    assert recipe.data.train == "mine.csv"
+
+
+def test_special_files_are_not_read_as_recipes():
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_recipe("/dev/zero")

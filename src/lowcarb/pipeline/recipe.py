@@ -11,29 +11,36 @@ A recipe names a model, the data, the training settings and an ordered list of s
       - lowrank: {param_ratio: 0.5}       # a stage with settings, validated by the stage's model
       - evaluate
 
-Everything the user typed is checked here, at the edge: a typo or wrong type is a ValueError that
-names the file and the field ("recipe.yaml: train.epochs: ..."), never a traceback from deep inside a
-run. Past this module, the run sees only typed, frozen values.
+Everything the user typed is checked here, at the edge: a typo or wrong type is a ConfigError (a
+ValueError) that names the file and the field ("recipe.yaml: train.epochs: ..."), never a traceback
+from deep inside a run. Past this module, the run sees only typed, frozen values.
+
+Relative `data:` paths (train, dev, test) in a recipe file resolve against the recipe file's folder,
+so a recipe and its data move together; a path given with `--set data.train=...` is the user's own
+and resolves against the working directory. Files are read within limits (size, nesting, aliases:
+see `lowcarb.pipeline.safe_yaml`), and numbers must be of the declared kind
+(`lowcarb.pipeline.recipe_types`): `epochs: true` or `epochs: 1e20` is an error, not 1 or 10**20.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from lowcarb.data import DataConfig
 from lowcarb.errors import ConfigError
 from lowcarb.models import ModelConfig
+from lowcarb.pipeline.recipe_errors import format_validation_errors, mark_set, short_repr, shorten
+from lowcarb.pipeline.recipe_types import section_problems
 from lowcarb.pipeline.registry import get_stage
+from lowcarb.pipeline.safe_yaml import load_yaml_file, load_yaml_text
 from lowcarb.search.section import SearchSection
 from lowcarb.train.config import TrainConfig
 from lowcarb.train.device import check_device, check_precision
@@ -49,7 +56,7 @@ class EvaluationSection(_Section):
     # Fixed thread count for latency, so numbers from different stages compare.
     threads: int = Field(default=1, gt=0)
     # Batch sizes at which latency p50/p95 are measured (the report shows 1 and 32).
-    latency_batch_sizes: tuple[int, ...] = (1, 32)
+    latency_batch_sizes: tuple[Annotated[int, Field(gt=0)], ...] = Field(default=(1, 32), min_length=1)
     # Latency repeats a forward pass until the median's 95 % interval is within +-latency_rel_ci
     # of it, or latency_budget_s seconds are spent (per batch size); the report shows the interval.
     latency_budget_s: float = Field(default=5.0, gt=0)
@@ -181,26 +188,37 @@ def default_recipe_path() -> Path:
 
 def load_recipe(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Recipe:
     """Read, override and validate a recipe file. `path=None` is the packaged default recipe."""
+    label = "<packaged default>" if path is None else str(path)
+    raw = read_recipe_file(path)
+    return recipe_from_dict(raw, source=label, overrides=overrides)
+
+
+def read_recipe_file(path: str | Path | None = None) -> Any:
+    """The recipe file as plain data (within the size limits), `data:` paths made relative to the
+    working directory (they are written relative to the recipe file). No validation yet."""
     source = Path(path) if path is not None else default_recipe_path()
-    if not source.exists():
-        raise ConfigError(f"{source}: recipe file not found; give the path to a .yaml recipe")
-    if source.is_dir():
-        raise ConfigError(f"{source}: is a folder; give the path to a .yaml recipe file")
-    try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" (line {mark.line + 1}, column {mark.column + 1})"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{source}: not a text file; a recipe is UTF-8 YAML") from None
+    raw = load_yaml_file(source, "recipe")
     if raw is None:
         raw = {}
-    label = "<packaged default>" if path is None else str(source)
-    return recipe_from_dict(raw, source=label, overrides=overrides)
+    if path is not None and isinstance(raw, Mapping):
+        raw = resolve_data_paths(raw, source.parent)
+    return raw
+
+
+def resolve_data_paths(raw: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """`data.train/dev/test` given relative to `folder` (the recipe's), as paths from the cwd."""
+    out = dict(raw)
+    data = out.get("data")
+    if not isinstance(data, Mapping):
+        return out
+    data = dict(data)
+    for key in ("train", "dev", "test"):
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            expanded = os.path.expanduser(value)
+            data[key] = expanded if os.path.isabs(expanded) else os.path.join(folder, expanded)
+    out["data"] = data
+    return out
 
 
 def recipe_from_dict(
@@ -228,10 +246,13 @@ def recipe_from_dict(
             f"{source}: train.precision: precision is set at the top level of a recipe "
             "(precision: bf16), or with --precision"
         )
+    problems = section_problems({k: v for k, v in data.items() if k != "stages"}, _RecipeFile)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(mark_set(problems, set_paths)))
     try:
         base = _RecipeFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source, _RecipeFile, set_paths)) from None
+        raise ConfigError(format_validation_errors(exc, source, _RecipeFile, set_paths)) from None
 
     text_model = str(base.model.name) not in ("cnn", "mlp")
     if text_model and base.data.train is None:
@@ -247,12 +268,15 @@ def recipe_from_dict(
         try:
             spec = get_stage(name)
         except ValueError as exc:
-            raise ConfigError(f"{source}: stages[{index}]: {exc}") from None
+            raise ConfigError(f"{source}: stages[{index}]: {shorten(str(exc), 400)}") from None
+        problems = section_problems(settings or {}, spec.config_model, f"stages[{index}].{name}")
+        if problems:
+            raise ConfigError(f"{source}: " + "; ".join(problems))
         try:
             cfg = spec.config_model.model_validate(settings or {})
         except ValidationError as exc:
             raise ConfigError(
-                _format_errors(
+                format_validation_errors(
                     exc, source, spec.config_model, set_paths, prefix=f"stages[{index}].{name}"
                 )
             ) from None
@@ -296,21 +320,27 @@ def _normalise_stages(stages: Any, source: str) -> list[dict[str, Any]]:
             out.append({item: {}})
         elif isinstance(item, Mapping) and "stage" in item:
             settings = {k: v for k, v in item.items() if k != "stage"}
-            out.append({str(item["stage"]): settings})
+            if not isinstance(item["stage"], str):
+                raise ConfigError(
+                    f"{source}: stages[{index}].stage: a stage name, got {short_repr(item['stage'])}"
+                )
+            out.append({item["stage"]: settings})
         elif isinstance(item, Mapping) and len(item) == 1:
             ((name, settings),) = item.items()
             if settings is None:
                 settings = {}
+            if not isinstance(name, str):
+                raise ConfigError(f"{source}: stages[{index}]: a stage name, got {short_repr(name)}")
             if not isinstance(settings, Mapping):
                 raise ConfigError(
                     f"{source}: stages[{index}].{name}: settings must be a mapping "
-                    f"(key: value), got {settings!r}"
+                    f"(key: value), got {short_repr(settings)}"
                 )
-            out.append({str(name): dict(settings)})
+            out.append({name: dict(settings)})
         else:
             raise ConfigError(
                 f"{source}: stages[{index}]: write a stage as a name (- train) or a name with "
-                f"settings (- lowrank: {{param_ratio: 0.5}}), got {item!r}"
+                f"settings (- lowrank: {{param_ratio: 0.5}}), got {short_repr(item)}"
             )
     return out
 
@@ -325,18 +355,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value_text = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set expects key.path=value (for example train.epochs=2), got {text!r}")
+        raise ConfigError(
+            f"--set expects key.path=value (for example train.epochs=2), got {short_repr(text)}"
+        )
     keys = key.split(".")
     if any(not k for k in keys):
-        raise ConfigError(f"--set {text!r}: empty part in the key path {key!r}")
+        raise ConfigError(f"--set {short_repr(text)}: empty part in the key path {short_repr(key)}")
+    # The value follows the recipe file's rules (limits, 3e-4 is a number); a YAML error
+    # usually means a value that needs quotes.
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
-    except yaml.YAMLError:
+        value = load_yaml_text(value_text, f"--set {key}") if value_text.strip() else None
+    except ConfigError as exc:
+        if "not valid YAML" not in str(exc):
+            raise
         raise ConfigError(
-            f"--set {text!r}: the value is not valid YAML; quote it (key='value')"
+            f"--set {short_repr(text)}: the value is not valid YAML; quote it (key='value')"
         ) from None
-    # YAML 1.1 reads 3e-4 (no dot) as a string; pydantic turns it into a float where a float
-    # is expected, and keeps it a string where a string is (a model named "1e5" stays a name).
     return keys, value
 
 
@@ -368,7 +402,8 @@ def _set_path(where: dict[str, Any], keys: list[str], value: Any, shown: str) ->
             nxt = where[key] = {}
         if not isinstance(nxt, dict):
             raise ConfigError(
-                f"--set {shown}: {'.'.join(keys[: depth + 1])} is a value ({nxt!r}), not a mapping"
+                f"--set {shown}: {'.'.join(keys[: depth + 1])} is a value ({short_repr(nxt)}), "
+                "not a mapping"
             )
         where = nxt
     where[keys[-1]] = value
@@ -395,58 +430,3 @@ def _find_stage(
         item = matches[0]
     ((name, settings),) = item.items()
     return name, settings
-
-
-# ---------------------------------------------------------------------------------------------
-# error messages
-# ---------------------------------------------------------------------------------------------
-
-
-def _format_errors(
-    exc: ValidationError,
-    source: str,
-    model: type[BaseModel],
-    set_paths: list[tuple[str, ...]],
-    prefix: str = "",
-) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        if loc[:1] == ["stages"] and len(loc) > 1:
-            loc = [f"stages[{loc[1]}]", *loc[2:]]
-        field = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
-        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            allowed = _fields_at(model, [str(p) for p in err["loc"][:-1]])
-            hint = difflib.get_close_matches(loc[-1], allowed, n=1)
-            msg = "unknown field"
-            if hint:
-                msg += f" (did you mean {hint[0]!r}?)"
-            if allowed:
-                msg += f"; allowed: {', '.join(allowed)}"
-        elif err["type"] == "value_error":
-            # A config's own check (__post_init__): its message already names the field.
-            msg = str(err["msg"]).removeprefix("Value error, ")
-        else:
-            msg = err["msg"]
-            if "input" in err and err["type"] != "missing":
-                msg += f" (got {err['input']!r})"
-        from_set = any(".".join(p) == ".".join(str(x) for x in err["loc"]) for p in set_paths)
-        lines.append(f"{field}: {msg}" + (" [from --set]" if from_set else ""))
-    return f"{source}: " + "; ".join(lines)
-
-
-def _field_names(cls: Any) -> list[str]:
-    if dataclasses.is_dataclass(cls):
-        return [f.name for f in dataclasses.fields(cls)]
-    return list(getattr(cls, "model_fields", None) or {})
-
-
-def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
-    """Field names of the nested config (pydantic model or dataclass) at `loc`, for hints."""
-    current: Any = model
-    for part in loc:
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
-            return []
-        current = fields[part].annotation
-    return _field_names(current)
