@@ -252,3 +252,176 @@ def test_a_gpu_that_is_not_there_stops_the_run_before_it_starts(tmp_path, store,
     with pytest.raises(DeviceError, match="use device cpu, or auto"):
         run_recipe(load_recipe(None, [*FAST, "device=cuda"]), out_dir=tmp_path / "out", store=store)
     assert store.list_runs() == [] and not (tmp_path / "out").exists()
+
+
+# --- hostile conditions (issue 19): bad --out, signals, a full disk, checks before training ----
+
+import errno  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+
+from lowcarb import files  # noqa: E402
+from lowcarb.errors import ModelError, PathError  # noqa: E402
+
+DISK = {"full": False}
+
+
+@register_stage("test-sigterm", changes_model=False)
+def send_sigterm(ctx: RunContext, cfg: StageConfig) -> RunContext:
+    """What `timeout`, Slurm or `docker stop` do to a running stage."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    return ctx
+
+
+@register_stage("test-sighup", changes_model=False)
+def send_sighup(ctx: RunContext, cfg: StageConfig) -> RunContext:
+    """What closing the terminal does."""
+    os.kill(os.getpid(), signal.SIGHUP)
+    return ctx
+
+
+@register_stage("test-disk-fills", changes_model=False)
+def disk_fills(ctx: RunContext, cfg: StageConfig) -> RunContext:
+    """From here on, every write lowcarb makes finds the disk full."""
+    DISK["full"] = True
+    return ctx
+
+
+def _refuse_train(ctx: RunContext, cfg: StageConfig) -> None:
+    raise ModelError("test-picky: this model is not one I can work on")
+
+
+@register_stage("test-picky", changes_model=False, check=_refuse_train)
+def picky(ctx: RunContext, cfg: StageConfig) -> RunContext:
+    """A stage with an up-front check that always refuses."""
+    return ctx
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    real_write = os.write
+    DISK["full"] = False
+
+    def write(fd, data):
+        if DISK["full"]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(files.os, "write", write)
+    yield
+    DISK["full"] = False
+
+
+def _no_temporaries(folder):
+    return [str(p) for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("bad", ["a-file", "a-file/sub", "/proc/lowcarb-out"])
+def test_unwritable_out_is_one_line_before_the_run_is_recorded(tmp_path, store, bad):
+    (tmp_path / "a-file").write_text("not a folder")
+    out = bad if bad.startswith("/") else tmp_path / bad
+    with pytest.raises(PathError) as err:
+        run_recipe(load_recipe(None, FAST), out_dir=out, quiet=True, store=store)
+    assert str(out) in str(err.value) and "\n" not in str(err.value)
+    assert store.list_runs() == []
+
+
+@pytest.mark.parametrize("stage, name", [("test-sigterm", "SIGTERM"), ("test-sighup", "SIGHUP")])
+def test_sigterm_and_sighup_mark_the_run_interrupted(tmp_path, store, stage, name):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
+    recipe = recipe_from_dict({"stages": ["train", stage, "train"]}, overrides=FAST)
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=store)
+    assert result.status == "interrupted"
+    assert name in result.error
+    assert store.get_run(result.run_id).status == "interrupted"
+    statuses = {s["label"]: s["status"] for s in result.run["stages"]}
+    assert statuses == {"setup": "completed", "train": "completed", "train:evaluate": "completed",
+                        stage: "interrupted"}
+    assert (result.artifacts_dir / "report.html").exists()
+    # The handlers are the caller's again afterwards.
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)) == before
+
+
+def test_an_ignored_sighup_stays_ignored(tmp_path, store):
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        recipe = recipe_from_dict({"stages": ["test-sighup"]}, overrides=FAST)
+        result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=store)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert result.status == "completed", result.error
+
+
+def test_full_disk_fails_the_run_with_the_path_and_leaves_no_half_files(tmp_path, store, full_disk):
+    recipe = recipe_from_dict({"stages": ["train", "test-disk-fills", "train"]}, overrides=FAST)
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=store)
+    assert result.status == "failed"
+    assert "metrics.json" in result.error and "No space left on device" in result.error
+    assert "\n" not in result.error and "Traceback" not in result.error
+    assert store.get_run(result.run_id).status == "failed"
+    assert _no_temporaries(tmp_path) == []
+    # What was written before the disk filled is whole: metrics.json of the finished stages.
+    written = json.loads((result.artifacts_dir / "metrics.json").read_text())
+    assert [s["label"] for s in written["stages"]] == ["setup", "train", "train:evaluate"]
+    assert not (result.artifacts_dir / "report.html").exists()
+    assert not (result.artifacts_dir / "error.txt").exists()
+    # The store keeps the stages that finished before the disk filled.
+    stored = load_run(store, result.run_id)
+    assert [s["status"] for s in stored["stages"]][:3] == ["completed"] * 3
+
+
+def test_full_disk_while_saving_the_model_keeps_no_half_model(tmp_path, store, monkeypatch):
+    import lowcarb.pipeline.runner as runner
+
+    def save_half(handle, folder):
+        (folder / "model.safetensors").write_bytes(b"half a model")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runner, "save_model", save_half)
+    recipe = recipe_from_dict({"stages": ["train"]}, overrides=FAST)
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=store)
+    assert result.status == "failed"
+    assert result.error.startswith("saving the model failed: cannot write ")
+    assert "model: No space left on device" in result.error
+    assert not (result.artifacts_dir / "model").exists()
+    assert sorted(p.name for p in result.artifacts_dir.iterdir()) == ["metrics.json", "report.html", "report.md"]
+    assert store.get_run(result.run_id).status == "failed"
+
+
+def test_an_interrupt_during_the_clean_up_still_ends_the_stored_run(tmp_path, store, monkeypatch):
+    import lowcarb.pipeline.runner as runner
+
+    def second_ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "write_reports", second_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(load_recipe(None, FAST), out_dir=tmp_path, quiet=True, store=store)
+    (record,) = store.list_runs()
+    assert record.status == "interrupted"
+
+
+def test_stage_checks_run_before_any_stage(tmp_path, store):
+    recipe = recipe_from_dict({"stages": ["train", "test-picky"]}, overrides=FAST)
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=store)
+    assert result.status == "failed"
+    assert result.error == "test-picky: this model is not one I can work on"
+    assert [s["label"] for s in result.run["stages"]] == ["setup"]  # nothing was trained
+    assert not (result.artifacts_dir / "error.txt").exists()  # a user's error, not a bug
+
+
+def test_autodistil_on_a_non_bert_model_fails_before_training(tmp_path, store):
+    table = tmp_path / "t.csv"
+    table.write_text("text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(200)))
+    recipe = recipe_from_dict(
+        {
+            "model": {"name": "transformer", "d_model": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32},
+            "data": {"train": str(table)},
+            "stages": ["train", "autodistil"],
+        },
+        overrides=FAST,
+    )
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=store)
+    assert result.status == "failed"
+    assert "autodistil" in result.error and "BERT-style" in result.error
+    assert [s["label"] for s in result.run["stages"]] == ["setup"]

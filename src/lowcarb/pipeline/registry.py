@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 StageFn = Callable[[Any, Any], Any]
+# check(ctx, cfg) raises a LowcarbError when the stage cannot work on the run's model or data.
+StageCheck = Callable[[Any, Any], None]
 
 
 class StageConfig(BaseModel):
@@ -32,15 +34,26 @@ class StageSpec:
     # produced appears in the report side by side (accuracy, latency, CO2e per 1,000 inferences).
     changes_model: bool
     description: str
+    # Called by the runner once the model is built and before any stage runs, so that a stage
+    # that cannot work on this model (AutoDistil on a non-BERT model) fails before training.
+    check: StageCheck | None = None
 
 
 _REGISTRY: dict[str, StageSpec] = {}
 
 
 def register_stage(
-    name: str, config_model: type[BaseModel] = StageConfig, *, changes_model: bool = True
+    name: str,
+    config_model: type[BaseModel] = StageConfig,
+    *,
+    changes_model: bool = True,
+    check: StageCheck | None = None,
 ) -> Callable[[StageFn], StageFn]:
-    """Decorator: register `fn` as the recipe stage `name`, with settings validated by `config_model`."""
+    """Decorator: register `fn` as the recipe stage `name`, with settings validated by `config_model`.
+
+    `check(ctx, cfg)`, when given, runs before any stage of the run and raises a LowcarbError
+    when this stage cannot work on the model or data (checked up front, not after training).
+    """
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"stage name {name!r} must be letters, digits, '-' or '_'")
     if not (isinstance(config_model, type) and issubclass(config_model, BaseModel)):
@@ -65,7 +78,9 @@ def register_stage(
                 "pick another name"
             )
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = StageSpec(name, fn, config_model, changes_model, doc[0] if doc else "")
+        _REGISTRY[name] = StageSpec(
+            name, fn, config_model, changes_model, doc[0] if doc else "", check
+        )
         return fn
 
     return decorate

@@ -4,12 +4,15 @@ Every stage runs inside its own ledger window. After a stage that changes the mo
 evaluated (in a window of its own, so the cost of producing a model and the cost of measuring it
 stay apart), unless the recipe's next stage is `evaluate`, which does the same thing explicitly.
 
-A crash or Ctrl-C keeps what finished: the finished stages stay in the store and in metrics.json,
-the run is marked failed or interrupted, and a report of the finished part is still written.
+A crash, Ctrl-C, SIGTERM or SIGHUP keeps what finished: the finished stages stay in the store and
+in metrics.json, the run is marked failed or interrupted, and a report of the finished part is
+still written. Every file goes to a temporary name and is renamed (`lowcarb.files`): a full disk
+fails the run with one line naming the file, and leaves no half-written report or metrics.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import traceback
 from collections.abc import Callable
@@ -21,6 +24,8 @@ import torch
 
 from lowcarb import files
 from lowcarb.data import load_data
+from lowcarb.errors import LowcarbError
+from lowcarb.interrupts import Terminated, interrupt_on_signals
 from lowcarb.measure import track
 from lowcarb.measure.config import load_carbon_config
 from lowcarb.models import build_model, load_model, save_model
@@ -29,7 +34,7 @@ from lowcarb.pipeline.recipe import Recipe, StageStep
 from lowcarb.pipeline.registry import get_stage
 from lowcarb.store.runstore import RunStore
 from lowcarb.train.batches import logits_of, model_device, to_device, to_host
-from lowcarb.train.device import resolve_placement
+from lowcarb.train.device import Placement, resolve_placement
 
 EVALUATE = "evaluate"
 # Artifacts go to ./lowcarb-runs/<run id>/ unless --out names another parent folder.
@@ -67,15 +72,20 @@ def run_recipe(
     `shared` seeds `ctx.shared` (for example `on_epoch`, which `lowcarb search` sets to report
     each epoch's dev quality and stop a poor trial).
 
-    Artifacts go to `<out_dir>/<run id>/` (default `./lowcarb-runs/<run id>/`).
-    `on_stage(record)` is called when a window finishes (the CLI prints progress with it).
-    A KeyboardInterrupt is caught here: the run is marked interrupted and returned.
+    Artifacts go to `<out_dir>/<run id>/` (default `./lowcarb-runs/<run id>/`); a folder that
+    cannot be written is a PathError before the run is recorded. `on_stage(record)` is called
+    when a window finishes (the CLI prints progress with it). Ctrl-C, SIGTERM and SIGHUP are
+    caught here: the run is marked interrupted and returned. Whatever happens, the stored run
+    ends completed, failed or interrupted, never `running`.
     """
     store = store if store is not None else RunStore.default()
     carbon = load_carbon_config(**recipe.carbon.overrides())
     # The device and precision are resolved once, here, before any work: `device: cuda` on a
     # machine without one stops the run before it is created.
     placement = resolve_placement(recipe.device, recipe.precision)
+    parent = files.check_writable_folder(
+        out_dir if out_dir is not None else DEFAULT_OUT_DIR, "output folder (--out)"
+    )
     settings = {
         "recipe": recipe.to_dict(),
         "source": recipe.source,
@@ -83,10 +93,34 @@ def run_recipe(
         "placement": placement.to_dict(),
     }
     run_id = store.create_run("recipe", recipe.name, command=command, settings=settings)
-    artifacts = (Path(out_dir) if out_dir is not None else Path(DEFAULT_OUT_DIR)) / run_id
-    artifacts.mkdir(parents=True, exist_ok=True)
-    store.set_artifacts_dir(run_id, artifacts.resolve())
+    try:
+        with interrupt_on_signals():
+            return _execute(
+                recipe, run_id, parent / run_id, store, carbon, placement, quiet, on_stage, shared
+            )
+    except BaseException as exc:
+        # Something escaped the runner's own handling (a second Ctrl-C during the clean-up, an
+        # artifacts folder that vanished): the stored run still gets an end.
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        with contextlib.suppress(Exception):
+            store.finish_run(run_id, status, metrics={"error": _error_text(exc)})
+        raise
 
+
+def _execute(
+    recipe: Recipe,
+    run_id: str,
+    artifacts: Path,
+    store: RunStore,
+    carbon: Any,
+    placement: Placement,
+    quiet: bool,
+    on_stage: Callable[[StageRecord], None] | None,
+    shared: dict[str, Any] | None,
+) -> RunResult:
+    with files.path_errors(artifacts):
+        artifacts.mkdir(parents=True, exist_ok=True)
+    store.set_artifacts_dir(run_id, artifacts.resolve())
     run: dict[str, Any] = {
         "id": run_id,
         "name": recipe.name,
@@ -116,66 +150,11 @@ def run_recipe(
         if on_stage is not None:
             on_stage(record)
 
-    ctx: RunContext | None = None
-    status, error = "completed", None
-    threads_before = torch.get_num_threads()
-    if recipe.threads is not None:
-        torch.set_num_threads(recipe.threads)
-    try:
-        # Loading data and building the model is work too: it gets a window of its own.
-        setup = StageRecord("setup", "setup", {}, changes_model=False, model_version=0, auto=True)
-        records.append(setup)
-        with track("setup", unit="run", units=1, config=carbon, on_close=on_close) as fp:
-            try:
-                data = load_data(recipe.data)
-                handle = build_model(recipe.model, data, seed=recipe.train.seed)
-                handle.model.to(placement.device)  # the one place a run's model is placed
-            finally:
-                setup.footprint = fp
-        setup.footprint = fp.to_dict()
-        setup.status = "completed"
-        setup.summary = {
-            "data": data.name,
-            "sizes": data.sizes(),
-            "model": str(recipe.model.name),
-            **placement.to_dict(),
-        }
-        finish_record(setup)
-        ctx = RunContext(
-            recipe=recipe,
-            data=data,
-            handle=handle,
-            carbon=carbon,
-            artifacts_dir=artifacts,
-            run_id=run_id,
-            quiet=quiet,
-            records=records,
-            shared=dict(shared or {}),
-            placement=placement,
-        )
-        steps = list(recipe.stages)
-        for index, step in enumerate(steps):
-            ctx = _run_step(ctx, step, on_close, finish_record)
-            following = steps[index + 1] if index + 1 < len(steps) else None
-            if get_stage(step.name).changes_model and (
-                following is None or following.name != EVALUATE
-            ):
-                auto = StageStep(EVALUATE, f"{step.label}:evaluate", _evaluation_config(recipe))
-                ctx = _run_step(ctx, auto, on_close, finish_record, auto=True)
-    except KeyboardInterrupt:
-        status, error = "interrupted", "interrupted by the user (Ctrl-C)"
-    except Exception as exc:  # a crash keeps the finished stages; the traceback goes to a file
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-        files.write_text(artifacts / "error.txt", traceback.format_exc())
-    finally:
-        torch.set_num_threads(threads_before)
-
-    for record in records:
-        if record.status == "running":
-            record.status = status if status != "completed" else "failed"
-            record.error = error
-            if not isinstance(record.footprint, dict) and record.footprint is not None:
-                record.footprint = record.footprint.to_dict()
+    window = _Window(
+        recipe, carbon, placement, artifacts, run_id, quiet, records, on_close, finish_record
+    )
+    ctx, status, error = _run_stages(window, shared)
+    _close_records(records, status, error)
     run["stages"] = [r.to_dict() for r in records]
     for index, record in enumerate(records):
         if record.status != "completed":
@@ -185,20 +164,139 @@ def run_recipe(
         try:
             run["model"] = _save_final_model(ctx, artifacts)
         except Exception as exc:
-            status, error = "failed", f"saving the model failed: {type(exc).__name__}: {exc}"
-            files.write_text(artifacts / "error.txt", traceback.format_exc())
+            status, error = "failed", f"saving the model failed: {_error_text(exc)}"
+            _write_traceback(artifacts, exc)
 
     run["status"], run["error"], run["finished_at"] = status, error, _now()
-    _write_json(artifacts / "metrics.json", run)
     reports: dict[str, Path] = {}
     try:
+        _write_json(artifacts / "metrics.json", run)
         reports = write_reports(run, artifacts, recipe.report)
         run["reports"] = {k: str(v) for k, v in reports.items()}
-    finally:
-        # Even if the report cannot be drawn, the run is closed in the store with its stages.
         _write_json(artifacts / "metrics.json", run)
-        store.finish_run(run_id, status, metrics=_run_metrics(run))
+    except Exception as exc:  # a full disk, or a report that cannot be drawn: the run still ends
+        status = "failed"
+        error = error or f"writing the run's files failed: {_error_text(exc)}"
+        run["status"], run["error"] = status, error
+        _write_traceback(artifacts, exc)
+    store.finish_run(run_id, status, metrics=_run_metrics(run))
     return RunResult(run_id, status, artifacts, run, reports, error)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """What the stages of one run share: settings, folder, records and the store callbacks."""
+
+    recipe: Recipe
+    carbon: Any
+    placement: Placement
+    artifacts: Path
+    run_id: str
+    quiet: bool
+    records: list[StageRecord]
+    on_close: Callable[[Any], None]
+    finish_record: Callable[[StageRecord], None]
+
+
+def _run_stages(w: _Window, shared: dict[str, Any] | None) -> tuple[RunContext | None, str, str | None]:
+    """Set up, check every stage against the model, run the stages: (ctx, status, error)."""
+    ctx: RunContext | None = None
+    status, error = "completed", None
+    threads_before = torch.get_num_threads()
+    if w.recipe.threads is not None:
+        torch.set_num_threads(w.recipe.threads)
+    try:
+        ctx = _setup(w, shared)
+        # Before any stage runs: a stage that cannot work on this model or data says so now,
+        # not after an hour of training.
+        for step in w.recipe.stages:
+            spec = get_stage(step.name)
+            if spec.check is not None:
+                spec.check(ctx, step.config)
+        steps = list(w.recipe.stages)
+        for index, step in enumerate(steps):
+            ctx = _run_step(ctx, step, w.on_close, w.finish_record)
+            following = steps[index + 1] if index + 1 < len(steps) else None
+            if get_stage(step.name).changes_model and (
+                following is None or following.name != EVALUATE
+            ):
+                auto = StageStep(EVALUATE, f"{step.label}:evaluate", _evaluation_config(w.recipe))
+                ctx = _run_step(ctx, auto, w.on_close, w.finish_record, auto=True)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (lowcarb.interrupts)
+        status, error = "interrupted", _interrupt_text(exc)
+    except Exception as exc:  # a crash keeps the finished stages; a bug's traceback goes to a file
+        status, error = "failed", _error_text(exc)
+        _write_traceback(w.artifacts, exc)
+    finally:
+        torch.set_num_threads(threads_before)
+    return ctx, status, error
+
+
+def _setup(w: _Window, shared: dict[str, Any] | None) -> RunContext:
+    """Load the data and build the model, in a ledger window of its own (it is work too)."""
+    recipe = w.recipe
+    setup = StageRecord("setup", "setup", {}, changes_model=False, model_version=0, auto=True)
+    w.records.append(setup)
+    with track("setup", unit="run", units=1, config=w.carbon, on_close=w.on_close) as fp:
+        try:
+            data = load_data(recipe.data)
+            handle = build_model(recipe.model, data, seed=recipe.train.seed)
+            handle.model.to(w.placement.device)  # the one place a run's model is placed
+        finally:
+            setup.footprint = fp
+    setup.footprint = fp.to_dict()
+    setup.status = "completed"
+    setup.summary = {
+        "data": data.name,
+        "sizes": data.sizes(),
+        "model": str(recipe.model.name),
+        **w.placement.to_dict(),
+    }
+    w.finish_record(setup)
+    return RunContext(
+        recipe=recipe,
+        data=data,
+        handle=handle,
+        carbon=w.carbon,
+        artifacts_dir=w.artifacts,
+        run_id=w.run_id,
+        quiet=w.quiet,
+        records=w.records,
+        shared=dict(shared or {}),
+        placement=w.placement,
+    )
+
+
+def _close_records(records: list[StageRecord], status: str, error: str | None) -> None:
+    """Records still running when the run stopped get the run's status and error."""
+    for record in records:
+        if record.status == "running":
+            record.status = status if status != "completed" else "failed"
+            record.error = error
+            if not isinstance(record.footprint, dict) and record.footprint is not None:
+                record.footprint = record.footprint.to_dict()
+
+
+def _interrupt_text(exc: KeyboardInterrupt) -> str:
+    if isinstance(exc, Terminated):
+        return f"interrupted by {exc.signal_name} (the process was asked to stop)"
+    return "interrupted by the user (Ctrl-C)"
+
+
+def _error_text(exc: BaseException) -> str:
+    """A user's error is its message; anything else is named by its type (it is a bug)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return _interrupt_text(exc)
+    return str(exc) if isinstance(exc, LowcarbError) else f"{type(exc).__name__}: {exc}"
+
+
+def _write_traceback(artifacts: Path, exc: BaseException) -> None:
+    """error.txt for a bug (a user's error is its one-line message); never fails the run again."""
+    if isinstance(exc, LowcarbError):
+        return
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    with contextlib.suppress(OSError):
+        files.write_text(artifacts / "error.txt", text)
 
 
 def _evaluation_config(recipe: Recipe) -> Any:
@@ -252,8 +350,12 @@ def _save_final_model(ctx: RunContext, artifacts: Path) -> dict[str, Any]:
     # A stage that changes the architecture (lowrank, quantize) puts in ctx.shared how to save
     # and rebuild the model: "save_model": (ctx, folder) -> folder, "load_model": folder -> handle.
     saver = ctx.shared.get("save_model")
-    folder = saver(ctx, artifacts / "model") if saver else save_model(ctx.handle, artifacts / "model")
-    ctx.data.save_label_map(folder / "label_map.json")
+    folder = artifacts / "model"
+    # Written as a whole under a temporary name: a failed save leaves no half of a model.
+    with files.replace_folder(folder) as tmp:
+        written = Path(saver(ctx, tmp) if saver else save_model(ctx.handle, tmp))
+        ctx.data.save_label_map(written / "label_map.json")
+    folder = folder / written.relative_to(tmp)
     loader = ctx.shared.get("load_model", load_model)
     info: dict[str, Any] = {
         "path": str(folder),

@@ -13,17 +13,20 @@ loss, the chosen one marked) go to the stage's notes and to `autodistil/candidat
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
 from lowcarb.compress.distill import HardLabels, LogitKD, distill
 from lowcarb.data import TextSplit, make_loader
+from lowcarb.errors import ConfigError, ModelError
 from lowcarb.measure import track
 from lowcarb.pipeline.context import RunContext
 from lowcarb.pipeline.registry import StageConfig, register_stage
 from lowcarb.search.autodistil import (
     AutoDistilConfig,
+    TeacherShape,
     autodistil,
     candidates_markdown,
     plot_candidates,
@@ -60,21 +63,41 @@ def _teacher(ctx: RunContext, folder: str | None) -> Any:
     return load_teacher(ctx, folder)
 
 
-@register_stage("autodistil", AutoDistilStageConfig)
-def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
-    """Train supernets on the teacher's attention relations, search under the FLOPs budget,
-    extract and fine-tune the best student."""
+def check_autodistil(ctx: RunContext, cfg: AutoDistilStageConfig) -> None:
+    """Before any stage runs: text data, a BERT-style teacher, enough texts to hold out."""
     if ctx.data.kind != "text" or not isinstance(ctx.data.train, TextSplit):
-        raise ValueError("autodistil: needs text data and a BERT-style model (for example model: minilm)")
-    teacher = _teacher(ctx, cfg.teacher)
-    train = ctx.train_config(epochs=cfg.epochs, max_steps=cfg.max_steps, lr=cfg.lr, batch_size=cfg.batch_size)
+        raise ModelError("autodistil: needs text data and a BERT-style model (for example model: minilm)")
+    if cfg.teacher is None:
+        try:
+            TeacherShape.of(ctx.model)
+        except ValueError as exc:
+            raise ModelError(
+                f"autodistil: the teacher is the run's model ({ctx.recipe.model.name}), which is not a "
+                f"Hugging Face BERT-style model: {exc}; use model: minilm or a BERT folder, or set "
+                "autodistil.teacher"
+            ) from None
+    elif not Path(cfg.teacher).exists():
+        raise ModelError(f"autodistil.teacher: {cfg.teacher} does not exist; give a saved model folder")
+    train = ctx.train_config(batch_size=cfg.batch_size)
     texts = ctx.data.train
     held = cfg.score_batches * train.batch_size
     if len(texts) < 2 * held:
-        raise ValueError(
+        raise ConfigError(
             f"autodistil: {len(texts)} training texts are too few to hold out {held} for scoring "
             f"(score_batches={cfg.score_batches} x batch_size={train.batch_size}); lower score_batches"
         )
+
+
+@register_stage("autodistil", AutoDistilStageConfig, check=check_autodistil)
+def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
+    """Train supernets on the teacher's attention relations, search under the FLOPs budget,
+    extract and fine-tune the best student."""
+    check_autodistil(ctx, cfg)
+    teacher = _teacher(ctx, cfg.teacher)
+    train = ctx.train_config(epochs=cfg.epochs, max_steps=cfg.max_steps, lr=cfg.lr, batch_size=cfg.batch_size)
+    texts = ctx.data.train
+    assert isinstance(texts, TextSplit)  # check_autodistil made sure
+    held = cfg.score_batches * train.batch_size
     loader_args = {"tokenizer": ctx.tokenizer, "max_length": ctx.data.max_length}
     unlabelled = make_loader(texts.subset(range(len(texts) - held)), train.batch_size, shuffle=True,
                              seed=train.seed, **loader_args)
