@@ -18,6 +18,7 @@ __all__ = [
     "DependencyError",
     "DeviceError",
     "LowcarbError",
+    "LowcarbWarning",
     "MissingPathError",
     "ModelError",
     "PathError",
@@ -54,3 +55,8 @@ class PathError(LowcarbError, OSError):
 
 class MissingPathError(PathError, FileNotFoundError):
     """A file or folder that does not exist (names the path and what to give instead)."""
+
+
+class LowcarbWarning(UserWarning):
+    """Something a user allowed or should know that does not stop the work (rows skipped, a
+    setting adjusted); the command line prints it as one line."""

@@ -123,3 +123,105 @@ def test_csv_exported_with_a_byte_order_mark(tmp_path):
     path.write_bytes("\ufefftext,label\n".encode() + b"".join(f"row {i},{i % 2}\n".encode() for i in range(10)))
     data = load_data(DataConfig(train=path, dev=path, test_fraction=0))
     assert data.train.texts[0] == "row 0"
+
+
+# --- data checks at load time (issue 19 items 7 and 14) ----------------------------------------
+
+import csv  # noqa: E402
+import math  # noqa: E402
+
+from lowcarb.errors import DataError, LowcarbError, MissingPathError  # noqa: E402
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_missing_file_is_a_one_line_user_error(tmp_path):
+    with pytest.raises(MissingPathError, match="missing.csv"):
+        load_data(DataConfig(train=tmp_path / "missing.csv"))
+    train = write_tsv(tmp_path / "t.tsv", ROWS)
+    with pytest.raises(MissingPathError, match=r"data.dev.*nodev.tsv"):
+        load_data(DataConfig(train=train, dev=tmp_path / "nodev.tsv"))
+
+
+def test_duplicated_header_column_names_file_line_and_column(tmp_path):
+    path = _write(tmp_path / "d.csv", "text,label,label\n" + "".join(f"t {i},{i % 2},0\n" for i in range(20)))
+    with pytest.raises(DataError, match=r"d\.csv:1: column 'label' appears twice"):
+        load_data(DataConfig(train=path))
+
+
+def test_one_class_is_refused(tmp_path):
+    path = _write(tmp_path / "one.csv", "text,label\n" + "".join(f"t {i},pos\n" for i in range(20)))
+    with pytest.raises(DataError, match=r"one\.csv: every row has label 'pos'.*at least two classes"):
+        load_data(DataConfig(train=path))
+
+
+@pytest.mark.parametrize("bad", ["", "nan", "NaN", "  "])
+def test_empty_or_nan_label_names_file_and_line(tmp_path, bad):
+    rows = "".join(f"t {i},{i % 2}\n" for i in range(10)) + f"broken,{bad}\n"
+    path = _write(tmp_path / "l.csv", "text,label\n" + rows)
+    with pytest.raises(DataError, match=r"l\.csv:12: no label in column 'label'"):
+        load_data(DataConfig(train=path))
+
+
+def test_unlabelled_rows_may_be_dropped_with_a_warning(tmp_path):
+    rows = "".join(f"t {i},{i % 2}\n" for i in range(10)) + "broken,nan\nother,\n"
+    path = _write(tmp_path / "l.csv", "text,label\n" + rows)
+    with pytest.warns(UserWarning, match=r"l\.csv: dropped 2 rows without a label \(lines 12, 13\)"):
+        data = load_data(DataConfig(train=path, drop_unlabelled=True))
+    assert sum(data.sizes().values()) == 10 and data.label_names == ("0", "1")
+
+
+def test_nan_labels_in_jsonl(tmp_path):
+    path = tmp_path / "n.jsonl"
+    rows = [{"text": f"t {i}", "label": i % 2} for i in range(10)] + [{"text": "x", "label": math.nan}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"n\.jsonl:11: no label"):
+        load_data(DataConfig(train=path))
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:10]) + '{"text": "x", "label": null}\n')
+    with pytest.raises(DataError, match=r"n\.jsonl:11: no label"):
+        load_data(DataConfig(train=path))
+
+
+def test_rows_with_extra_fields_are_refused_or_allowed(tmp_path):
+    rows = "".join(f"t {i},{i % 2}\n" for i in range(10)) + "a, comma inside,1\n"
+    path = _write(tmp_path / "x.csv", "text,label\n" + rows)
+    with pytest.raises(DataError, match=r"x\.csv:12: 3 fields, the header has 2.*quote"):
+        load_data(DataConfig(train=path))
+    with pytest.warns(UserWarning, match=r"x\.csv: 1 row has more fields than the header \(line 12\)"):
+        data = load_data(DataConfig(train=path, allow_extra_fields=True, test_fraction=0, dev=path))
+    assert "a" in data.dev.texts
+
+
+def test_quoted_tsv_with_a_line_break_in_a_text(tmp_path):
+    path = tmp_path / "q.tsv"
+    rows = [(f'line one {i}\nline "two"', i % 2) for i in range(10)] + [("tab\tinside", 1)]
+    with path.open("w", newline="") as handle:  # as Python's csv (and pandas) write TSV
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    data = load_data(DataConfig(train=path, dev=path, test_fraction=0))
+    assert set(data.dev.texts) == {t for t, _ in rows}
+    assert not any(t.startswith('"') for t in data.dev.texts)
+
+
+def test_glue_style_tsv_with_bare_quotes_keeps_them(tmp_path):
+    # GLUE's TSVs are not quoted: a text may start with a quote that is part of the text.
+    rows = [('" a phrase in quotes', 0), ('he said "no" then', 1)] * 5
+    path = write_tsv(tmp_path / "glue.tsv", rows)
+    data = load_data(DataConfig(train=path, dev=path, test_fraction=0))
+    assert '" a phrase in quotes' in data.dev.texts and 'he said "no" then' in data.dev.texts
+
+
+def test_broken_quoting_in_csv_names_the_line(tmp_path):
+    path = _write(tmp_path / "b.csv", "text,label\n" + "".join(f"t {i},{i % 2}\n" for i in range(5)) + '"open quote,1\n')
+    with pytest.raises(DataError, match=r"b\.csv: line 7: .*quot"):
+        load_data(DataConfig(train=path))
+
+
+def test_data_errors_are_lowcarb_errors(tmp_path):
+    path = _write(tmp_path / "e.csv", "text,label\n")
+    with pytest.raises(LowcarbError):
+        load_data(DataConfig(train=path))

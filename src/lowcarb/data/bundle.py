@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lowcarb.data.labels import LabelMap
+from lowcarb.errors import DataError
 
 Batch = dict[str, torch.Tensor]
 # A tokenizer is anything called like a Hugging Face tokenizer:
@@ -221,7 +222,7 @@ class DataBundle:
             return self.dev
         if name == "test":
             if self.test is None:
-                raise ValueError(
+                raise DataError(
                     f"{self.name} has no test split: give data.test or set data.test_fraction > 0"
                 )
             return self.test

@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lowcarb.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where the data comes from.
+
+    Relative paths in a recipe file are relative to the recipe file's folder (the recipe loader
+    resolves them); here, as everywhere in Python, they are relative to the working directory.
 
     `train=None` loads the embedded default (scikit-learn digits, a fixed-seed train/dev/test
     split). Otherwise `train` is a text table (`.tsv`, `.csv`, `.jsonl`) or a folder written by
@@ -29,23 +34,28 @@ class DataConfig:
     max_train_examples: int | None = None
     # Longest text, in tokens, that loaders pass to the model (longer texts are truncated).
     max_length: int = 128
+    # What a table may hold instead of it being an error (each gives a warning naming the lines):
+    # rows with more fields than the header (the extra fields are ignored), and rows without a
+    # label (empty, null, NaN: skipped, e.g. unlabelled examples mixed into a labelled file).
+    allow_extra_fields: bool = False
+    drop_unlabelled: bool = False
 
     def __post_init__(self) -> None:
         for name in ("dev_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
-                raise ValueError(f"data.{name} must be in [0, 1), got {value!r}")
+                raise ConfigError(f"data.{name} must be in [0, 1), got {value!r}")
         if self.dev_fraction + self.test_fraction >= 1.0:
-            raise ValueError(
+            raise ConfigError(
                 "data.dev_fraction + data.test_fraction must leave some training data "
                 f"(got {self.dev_fraction} + {self.test_fraction})"
             )
         if self.max_train_examples is not None and self.max_train_examples < 1:
-            raise ValueError(f"data.max_train_examples must be >= 1, got {self.max_train_examples}")
+            raise ConfigError(f"data.max_train_examples must be >= 1, got {self.max_train_examples}")
         if self.max_length < 1:
-            raise ValueError(f"data.max_length must be >= 1, got {self.max_length}")
+            raise ConfigError(f"data.max_length must be >= 1, got {self.max_length}")
         if self.train is None and (self.dev is not None or self.test is not None):
-            raise ValueError(
+            raise ConfigError(
                 "data.dev / data.test were given without data.train; give data.train too "
                 "(the embedded digits set has its own fixed split)"
             )

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lowcarb.data.tables import RawColumns, check_label_column, pick_text_column
+from lowcarb.data.tables import RawColumns, check_label_column, is_missing_label, pick_text_column
+from lowcarb.errors import DataError
 
 DEV_SPLIT_NAMES = ("validation", "dev", "valid")
 
@@ -21,13 +22,17 @@ def is_datasets_folder(path: Path) -> bool:
 def _columns(dataset: Any, text_column: str | None, label_column: str, source: str) -> RawColumns:
     columns = list(dataset.column_names)
     if len(dataset) == 0:
-        raise ValueError(f"{source}: the dataset has no rows")
+        raise DataError(f"{source}: the dataset has no rows")
     text_col = pick_text_column(columns, text_column, source)
     check_label_column(columns, label_column, source)
     feature = dataset.features.get(label_column)
     labels: list[object] = list(dataset[label_column])
     # ClassLabel features store integers; keep their names so reports show "positive", not "1".
     names = getattr(feature, "names", None)
+    for index, value in enumerate(labels):
+        # ClassLabel stores a missing label as -1.
+        if is_missing_label(value) or (names and value == -1):
+            raise DataError(f"{source}: row {index} has no label in column {label_column!r} (null or NaN)")
     if names:
         labels = [names[int(v)] for v in labels]
     return RawColumns(
@@ -43,7 +48,7 @@ def read_datasets_folder(
     try:
         import datasets
     except ImportError as exc:
-        raise ValueError(
+        raise DataError(
             f"{path} is a Hugging Face datasets folder; reading it needs the optional extra: "
             "pip install 'lowcarb[hf-datasets]'"
         ) from exc
@@ -51,7 +56,7 @@ def read_datasets_folder(
     if isinstance(loaded, datasets.DatasetDict):
         out: dict[str, RawColumns] = {}
         if "train" not in loaded:
-            raise ValueError(f"{path}: the DatasetDict has no 'train' split; splits are {list(loaded)}")
+            raise DataError(f"{path}: the DatasetDict has no 'train' split; splits are {list(loaded)}")
         out["train"] = _columns(loaded["train"], text_column, label_column, f"{path}[train]")
         for name in DEV_SPLIT_NAMES:
             if name in loaded:

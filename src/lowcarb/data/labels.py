@@ -7,6 +7,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lowcarb import files
+from lowcarb.errors import DataError, MissingPathError
+
 
 def _as_int(value: object) -> int | None:
     if isinstance(value, bool):
@@ -72,9 +75,9 @@ class LabelMap:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        with files.path_errors(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return files.write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> LabelMap:
@@ -83,8 +86,8 @@ class LabelMap:
             payload = json.loads(path.read_text())
             return cls(names=tuple(str(n) for n in payload["names"]), numeric=bool(payload["numeric"]))
         except FileNotFoundError:
-            raise
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(
+            raise MissingPathError(f"label map not found: {path}") from None
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise DataError(
                 f"{path}: not a lowcarb label map (expected JSON with 'names' and 'numeric'): {exc}"
             ) from exc

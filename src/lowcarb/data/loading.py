@@ -13,37 +13,42 @@ from lowcarb.data.config import DataConfig
 from lowcarb.data.digits import load_digits_bundle
 from lowcarb.data.hf_datasets import is_datasets_folder, read_datasets_folder
 from lowcarb.data.labels import LabelMap
-from lowcarb.data.tables import RawColumns, read_table
+from lowcarb.data.tables import RawColumns, TableChecks, read_table
+from lowcarb.errors import DataError, MissingPathError
 
 
 def load_data(config: DataConfig) -> DataBundle:
     if config.train is None:
         return load_digits_bundle(config.max_train_examples, config.seed)
+    # Every file is checked to exist before any is read: a typo in dev is found at once.
+    for name in ("train", "dev", "test"):
+        path = getattr(config, name)
+        if path is not None and not Path(path).exists():
+            raise MissingPathError(f"data.{name} not found: {path}")
     train_path = Path(config.train)
-    if not train_path.exists():
-        raise FileNotFoundError(f"data.train not found: {train_path}")
+    checks = TableChecks(config.allow_extra_fields, config.drop_unlabelled)
     if train_path.is_dir():
         if not is_datasets_folder(train_path):
-            raise ValueError(
+            raise DataError(
                 f"{train_path} is a folder but not a Hugging Face datasets folder "
                 "(no dataset_dict.json or state.json); give a .tsv/.csv/.jsonl file or a "
                 "folder written with save_to_disk"
             )
         raw = read_datasets_folder(train_path, config.text_column, config.label_column)
     else:
-        raw = {"train": read_table(train_path, config.text_column, config.label_column)}
+        raw = {"train": read_table(train_path, config.text_column, config.label_column, checks)}
     # Separate dev/test files override splits found in a datasets folder.
     for name in ("dev", "test"):
         path = getattr(config, name)
         if path is not None:
-            raw[name] = _read_any(Path(path), config)
+            raw[name] = _read_any(Path(path), config, checks)
     return _text_bundle(raw, config, name=train_path.name)
 
 
-def _read_any(path: Path, config: DataConfig) -> RawColumns:
+def _read_any(path: Path, config: DataConfig, checks: TableChecks) -> RawColumns:
     if path.is_dir() and is_datasets_folder(path):
         return read_datasets_folder(path, config.text_column, config.label_column)["train"]
-    return read_table(path, config.text_column, config.label_column)
+    return read_table(path, config.text_column, config.label_column, checks)
 
 
 def _seeded_split(
@@ -62,11 +67,18 @@ def _text_bundle(raw: dict[str, RawColumns], config: DataConfig, name: str) -> D
     train_raw = raw["train"]
     label_map = LabelMap.build(train_raw.labels)
 
+    if label_map.num_labels < 2:
+        raise DataError(
+            f"{train_raw.source}: every row has label {label_map.names[0]!r} in column "
+            f"{train_raw.label_column!r}; a classifier needs at least two classes (is it the "
+            "right label column? set data.label_column)"
+        )
+
     def encode(columns: RawColumns) -> TextSplit:
-        for row, lab in enumerate(columns.labels, start=1):
+        for index, lab in enumerate(columns.labels):
             if lab not in label_map:
-                raise ValueError(
-                    f"{columns.source}: label {lab!r} (example {row}, column "
+                raise DataError(
+                    f"{columns.where(index)}: label {lab!r} (column "
                     f"{columns.label_column!r}) never occurs in the training data "
                     f"{train_raw.source}; training labels are {list(label_map.names)}"
                 )
@@ -74,7 +86,7 @@ def _text_bundle(raw: dict[str, RawColumns], config: DataConfig, name: str) -> D
 
     train = encode(train_raw)
     if len(train) < 2:
-        raise ValueError(f"{train_raw.source}: need at least 2 training examples, got {len(train)}")
+        raise DataError(f"{train_raw.source}: need at least 2 training examples, got {len(train)}")
     dev = encode(raw["dev"]) if "dev" in raw else None
     test = encode(raw["test"]) if "test" in raw else None
     # Carve what is missing out of train, with the run's seed, test first so that adding a dev
@@ -84,7 +96,7 @@ def _text_bundle(raw: dict[str, RawColumns], config: DataConfig, name: str) -> D
         train, test = train.subset(keep), train.subset(taken)
     if dev is None:
         if config.dev_fraction <= 0:
-            raise ValueError(
+            raise DataError(
                 f"{train_raw.source}: no dev data; give data.dev or set data.dev_fraction > 0"
             )
         share = config.dev_fraction / (1.0 - (config.test_fraction if "test" not in raw else 0.0))
