@@ -38,3 +38,21 @@ def test_export_onnx_verb_errors_are_one_line(tmp_path, capsys):
     folder = save_model(_handle(), tmp_path / "model")
     assert main(["export-onnx", str(folder), str(tmp_path / "m.bin")]) == 2
     assert "should end in .onnx" in capsys.readouterr().err
+
+
+def test_export_onnx_default_seq_len_fits_a_short_model(tmp_path, capsys):
+    from lowcarb.models import ByteTokenizer, TextTransformer
+
+    torch.manual_seed(0)
+    net = TextTransformer(vocab_size=ByteTokenizer().vocab_size, num_labels=2, d_model=16, num_layers=1,
+                          num_heads=2, ffn_dim=32, max_length=32, dropout=0.0,
+                          pad_token_id=ByteTokenizer().pad_token_id)
+    config = ModelConfig(name="transformer", d_model=16, num_layers=1, num_heads=2, ffn_dim=32, max_length=32)
+    folder = save_model(ModelHandle(net, ByteTokenizer(), "text", "transformer", config, 2, ("a", "b")),
+                        tmp_path / "model")
+    assert main(["export-onnx", str(folder), str(tmp_path / "t.onnx"), "--batch-size", "2"]) == 0
+    assert "seq 32" in capsys.readouterr().out
+    assert main(["export-onnx", str(folder), str(tmp_path / "u.onnx"), "--seq-len", "64"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--seq-len 64" in err and "at most 32" in err
+    assert not (tmp_path / "u.onnx").exists()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lowcarb.compress import quantize
+from lowcarb.compress import export_onnx, quantize
 from lowcarb.compress.export_onnx import OnnxExportConfig, export, onnx_latency, run_onnx
 
 _MISSING = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
@@ -90,3 +90,32 @@ def test_export_errors(tmp_path):
         OnnxExportConfig(opset=7)
     with pytest.raises(FileNotFoundError, match="not found"):
         onnx_latency(tmp_path / "missing.onnx", torch.randn(2, 8))
+
+
+def test_too_long_example_is_a_one_line_config_error_before_export(tmp_path):
+    from lowcarb.errors import ConfigError
+    from lowcarb.models import TextTransformer
+
+    model = TextTransformer(vocab_size=300, num_labels=2, d_model=16, num_layers=1, num_heads=2,
+                            ffn_dim=32, max_length=32, dropout=0.0, pad_token_id=0)
+    assert export_onnx.max_sequence_length(model) == 32
+    batch = {"input_ids": torch.ones(2, 64, dtype=torch.long), "attention_mask": torch.ones(2, 64, dtype=torch.long)}
+    with pytest.raises(ConfigError, match=r"64 tokens.*at most 32"):
+        export_onnx.export(model, batch, tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_failure_is_a_model_error_and_leaves_no_file(tmp_path):
+    from lowcarb.errors import ModelError
+
+    class Untraceable(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            if input_ids.sum().item() > 0:  # data-dependent control flow: torch.export refuses it
+                return input_ids.float()
+            return attention_mask.float()
+
+    batch = {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4, dtype=torch.long)}
+    with pytest.raises(ModelError) as err:
+        export_onnx.export(Untraceable(), batch, tmp_path / "m.onnx")
+    assert "\n" not in str(err.value) and "cannot be exported" in str(err.value)
+    assert [p.name for p in tmp_path.iterdir()] == []

@@ -92,3 +92,98 @@ def test_missing_folder_and_bad_description(tmp_path):
     (tmp_path / "lowcarb_model.json").write_text("{not json")
     with pytest.raises(ValueError, match="lowcarb_model.json"):
         load_model(tmp_path)
+
+
+# --- hostile model folders (issue 19 items 6, 9, 12) -------------------------------------------
+
+import shutil  # noqa: E402
+
+from lowcarb.errors import LowcarbError, ModelError  # noqa: E402
+
+
+@pytest.fixture
+def saved_cnn(digits, tmp_path):
+    handle = build_model(ModelConfig(name="cnn", channels=(4, 8), hidden_dim=16), digits)
+    return save_model(handle, tmp_path / "cnn")
+
+
+def _edit_description(folder, **changes):
+    path = folder / "lowcarb_model.json"
+    payload = json.loads(path.read_text())
+    for key, value in changes.items():
+        if key.startswith("config."):
+            payload["config"][key.removeprefix("config.")] = value
+        else:
+            payload[key] = value
+    path.write_text(json.dumps(payload))
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"num_labels": -1}, r"num_labels must be a whole number >= 1, got -1"),
+        ({"num_labels": "ten"}, r"num_labels must be a whole number >= 1, got 'ten'"),
+        ({"input_shape": [1, -8, 8]}, r"input_shape must be positive whole numbers"),
+        ({"config.hidden_dim": 4_000_000}, r"asks for .* parameters .* model.safetensors holds"),
+        ({"config.channels": [4, 8, 16]}, r"lowcarb_model.json"),
+        ({"family": "rnn"}, r"unknown model family 'rnn'"),
+    ],
+)
+def test_edited_description_is_refused_before_allocating(saved_cnn, changes, expected):
+    _edit_description(saved_cnn, **changes)
+    with pytest.raises(ModelError, match=expected):
+        load_model(saved_cnn)
+
+
+def test_a_huge_size_is_refused_without_allocating_it(saved_cnn):
+    import resource
+
+    _edit_description(saved_cnn, **{"config.hidden_dim": 10**8})  # ~103 GB of weights as float32
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ModelError, match="lowcarb_model.json"):
+        load_model(saved_cnn)
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 500_000  # nothing near the size asked for was allocated
+
+
+def test_truncated_safetensors_is_named(saved_cnn, tiny_hf_folder, tmp_path):
+    weights = saved_cnn / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ModelError, match=r"model.safetensors.*(truncated|damaged)"):
+        load_model(saved_cnn)
+    hf = tmp_path / "hf"
+    shutil.copytree(tiny_hf_folder, hf)
+    (hf / "model.safetensors").write_bytes((hf / "model.safetensors").read_bytes()[:200])
+    with pytest.raises(ModelError, match=r"hf/model.safetensors.*(truncated|damaged)"):
+        load_model(hf)
+
+
+def test_hf_folder_without_tokenizer_files_is_an_error(tiny_hf_folder, tmp_path, text_data):
+    hf = tmp_path / "no-tokenizer"
+    hf.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_hf_folder / name, hf / name)
+    with pytest.raises(ModelError, match=r"no-tokenizer has no tokenizer files"):
+        load_model(hf)
+    with pytest.raises(ModelError, match="no tokenizer files"):
+        build_model(ModelConfig(name=str(hf)), text_data)
+
+
+def test_model_errors_are_lowcarb_errors(tmp_path):
+    with pytest.raises(LowcarbError, match="not found"):
+        load_model(tmp_path / "nothing-here")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LowcarbError, match="config.json"):
+        load_model(tmp_path / "empty")
+
+
+def test_edited_hf_config_asking_for_gigabytes_is_refused(tiny_hf_folder, tmp_path, text_data):
+    hf = tmp_path / "hf"
+    shutil.copytree(tiny_hf_folder, hf)
+    config = json.loads((hf / "config.json").read_text())
+    config["intermediate_size"] = 50_000_000  # ~100 GB of FFN weights
+    (hf / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=r"config.json describes a model of .* GB as float32.*edited"):
+        load_model(hf)
+    with pytest.raises(ModelError, match="config.json describes"):
+        build_model(ModelConfig(name=str(hf)), text_data)

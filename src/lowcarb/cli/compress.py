@@ -22,7 +22,11 @@ def add_export_onnx(sub: common.Subparsers) -> None:
     p.add_argument("out", help="output file, ending in .onnx")
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx (onnxruntime dynamic int8) and time that")
     p.add_argument("--batch-size", type=int, default=32, help="batch size of the example and the timing (default 32)")
-    p.add_argument("--seq-len", type=int, default=64, help="text models: tokens per example (default 64)")
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        help="text models: tokens per example (default 64, or the model's maximum if smaller)",
+    )
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the timing (default 1)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.set_defaults(handler=_cmd_export_onnx)
@@ -31,24 +35,33 @@ def add_export_onnx(sub: common.Subparsers) -> None:
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
     import torch
 
-    from lowcarb.compress.export_onnx import OnnxExportConfig, export, onnx_latency
+    from lowcarb.compress.export_onnx import (
+        OnnxExportConfig,
+        export,
+        max_sequence_length,
+        onnx_latency,
+    )
     from lowcarb.compress.saved import is_compressed, load_compressed
     from lowcarb.models import load_model
 
-    if args.batch_size < 1 or args.seq_len < 1:
+    if args.batch_size < 1 or (args.seq_len is not None and args.seq_len < 1):
         raise ConfigError("--batch-size and --seq-len must be >= 1")
     handle = load_compressed(args.model) if is_compressed(args.model) else load_model(args.model)
     if handle.kind == "text":
         if handle.tokenizer is None:
             raise ConfigError(f"{args.model}: a text model without a tokenizer cannot be exported")
+        longest = max_sequence_length(handle.model)
+        seq_len = args.seq_len or min(64, longest or 64)
+        if longest is not None and seq_len > longest:
+            raise ConfigError(f"--seq-len {seq_len}: {args.model} takes at most {longest} tokens")
         # A fixed-length example; the exported graph keeps batch and sequence axes free.
-        words = " ".join(["token"] * args.seq_len)
+        words = " ".join(["token"] * seq_len)
         batch = dict(
             handle.tokenizer(
                 [words] * args.batch_size,
                 padding=True,
                 truncation=True,
-                max_length=args.seq_len,
+                max_length=seq_len,
                 return_tensors="pt",
             )
         )
@@ -70,7 +83,9 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
         )
     )
     print(
-        f"onnxruntime latency at batch {args.batch_size}, {args.threads} thread(s): "
+        f"onnxruntime latency at batch {args.batch_size}"
+        + (f", seq {batch['input_ids'].shape[1]}" if "input_ids" in batch else "")
+        + f", {args.threads} thread(s): "
         f"p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms"
     )
     return 0

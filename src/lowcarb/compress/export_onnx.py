@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lowcarb import files
 from lowcarb.errors import ConfigError, DependencyError, MissingPathError, ModelError
 
 __all__ = [
@@ -111,6 +112,31 @@ def _logits(output: Any) -> Tensor:
     raise ValueError(f"cannot find the logits in a model output of type {type(output).__name__}")
 
 
+def max_sequence_length(model: nn.Module) -> int | None:
+    """The longest token sequence the model takes (its position table), when it has one."""
+    config = getattr(model, "config", None)
+    for holder, name in ((config, "max_position_embeddings"), (model, "max_length")):
+        value = getattr(holder, name, None) if holder is not None else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _check_length(model: nn.Module, inputs: Mapping[str, Tensor]) -> None:
+    longest = max_sequence_length(model)
+    for name, t in inputs.items():
+        if longest is not None and t.ndim == 2 and not t.is_floating_point() and t.shape[1] > longest:
+            raise ConfigError(
+                f"the example's {name} has {t.shape[1]} tokens but this model takes at most "
+                f"{longest}; use a shorter example (export-onnx --seq-len {longest} or less)"
+            )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
+
+
 def export(
     model: nn.Module,
     example_batch: Any,
@@ -131,8 +157,10 @@ def export(
     out = Path(path)
     if out.suffix != ".onnx":
         raise ConfigError(f"the output path should end in .onnx, got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     inputs = _inputs(example_batch)
+    _check_length(model, inputs)
+    with files.path_errors(out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
     positional = not isinstance(example_batch, Mapping)
     dynamic_shapes: dict[str, dict[int, Any]] = {}
     batch_dim = torch.export.Dim("batch")
@@ -157,17 +185,24 @@ def export(
                 args, shapes, kwargs = (), dynamic_shapes, inputs
             # The model is exported as it is; its first output is the logits (a Hugging Face
             # output dataclass flattens to its non-None fields, logits first without labels).
-            torch.onnx.export(
-                model,
-                args,
-                str(out),
-                kwargs=kwargs or None,
-                input_names=list(inputs),
-                opset_version=cfg.opset,
-                dynamo=True,
-                external_data=False,  # one self-contained file
-                dynamic_shapes=shapes if any(dynamic_shapes.values()) else None,
-            )
+            # Written to a temporary name: a failed export leaves no partial .onnx file.
+            with files.replace_file(out) as tmp:
+                try:
+                    torch.onnx.export(
+                        model,
+                        args,
+                        str(tmp),
+                        kwargs=kwargs or None,
+                        input_names=list(inputs),
+                        opset_version=cfg.opset,
+                        dynamo=True,
+                        external_data=False,  # one self-contained file
+                        dynamic_shapes=shapes if any(dynamic_shapes.values()) else None,
+                    )
+                except (torch.onnx.OnnxExporterError, RuntimeError, ValueError, TypeError) as exc:
+                    raise ModelError(
+                        f"this model cannot be exported to ONNX by torch.export: {_first_line(exc)}"
+                    ) from exc
             reference = _logits(model(*args, **kwargs)).float().numpy()
     finally:
         model.train(was_training)
@@ -177,9 +212,10 @@ def export(
     if cfg.int8:
         quantization = _require("onnxruntime.quantization")
         final = out.with_suffix(".int8.onnx")
-        quantization.quantize_dynamic(
-            str(out), str(final), per_channel=True, weight_type=quantization.QuantType.QInt8
-        )
+        with files.replace_file(final) as tmp:
+            quantization.quantize_dynamic(
+                str(out), str(tmp), per_channel=True, weight_type=quantization.QuantType.QInt8
+            )
     # The fp32 file must match PyTorch (export correctness); the int8 file differs by design.
     fp32_diff = float(np.abs(run_onnx(fp32_path, example_batch) - reference).max())
     int8_diff = (

@@ -10,6 +10,12 @@ from typing import Any
 from torch import nn
 
 from lowcarb.errors import MissingPathError, ModelError
+from lowcarb.models.checks import (
+    check_hf_size,
+    check_tokenizer_files,
+    check_vocabulary,
+    safetensors_shapes,
+)
 
 
 def minilm_folder() -> Path:
@@ -54,7 +60,7 @@ def load_hf_classifier(
 
     With `num_labels`, a head of that size is (re)initialised when the folder's head differs.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     folder = Path(folder)
     if not folder.exists():
@@ -71,15 +77,58 @@ def load_hf_classifier(
         if label_names is not None:
             kwargs["id2label"] = dict(enumerate(label_names))
             kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
-    if any(folder.glob("*.safetensors")):
+    weights = sorted(folder.glob("*.safetensors"))
+    if weights:
         kwargs["use_safetensors"] = True
+    # Checked before transformers allocates anything: damaged weights, an edited config asking
+    # for far more than the weights hold, no tokenizer (which would silently map words to [UNK]).
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in weights:
+        shapes.update(safetensors_shapes(path))
+    check_tokenizer_files(folder)
     with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), **kwargs)
+        if shapes:
+            check_hf_size(folder, _config_parameters(folder, kwargs), shapes)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder), **kwargs)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise ModelError(f"{folder}: transformers cannot load this model: {_first_line(exc)}") from exc
+    return model, load_tokenizer(folder)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def _config_parameters(folder: Path, kwargs: dict[str, Any]) -> int:
+    """Parameters the folder's config.json asks for, counted on the meta device (no memory)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    options = {k: v for k, v in kwargs.items() if k in ("num_labels", "id2label", "label2id")}
+    try:
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True, **options)
+        with torch.device("meta"):
+            planned = AutoModelForSequenceClassification.from_config(config)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise ModelError(f"{folder / 'config.json'}: cannot build the model it describes: {_first_line(exc)}") from exc
+    return sum(p.numel() for p in planned.parameters())
+
+
+def load_tokenizer(folder: str | Path) -> Any:
+    """The tokenizer saved in `folder`; an error when it has no tokenizer files."""
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    check_tokenizer_files(folder)
+    try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    return model, tokenizer
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"{folder}: cannot load its tokenizer: {_first_line(exc)}") from exc
+    check_vocabulary(tokenizer, folder)
+    return tokenizer
 
 
 def load_minilm_tokenizer() -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(minilm_folder()), local_files_only=True)
+    return load_tokenizer(minilm_folder())

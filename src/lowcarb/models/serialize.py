@@ -14,15 +14,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file
 from safetensors.torch import save_model as save_safetensors_model
 
 from lowcarb.errors import MissingPathError, ModelError
 from lowcarb.models.build import build_reference_model
 from lowcarb.models.byte_tokenizer import ByteTokenizer
+from lowcarb.models.checks import check_description, check_shapes_match, safetensors_shapes
 from lowcarb.models.config import ModelConfig
 from lowcarb.models.handle import ModelHandle
-from lowcarb.models.hf import load_hf_classifier, quiet_transformers
+from lowcarb.models.hf import load_hf_classifier, load_tokenizer, quiet_transformers
 
 DESCRIPTION_FILE = "lowcarb_model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -91,12 +93,15 @@ def load_model(folder: str | Path) -> ModelHandle:
         )
     try:
         payload = json.loads(described.read_text())
-        family = payload["family"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{described}: not a valid lowcarb model description ({exc})") from None
+    check_description(payload, described)
+    family, num_labels = payload["family"], payload["num_labels"]
+    try:
         config = config_from_json(payload["config"])
-        num_labels = int(payload["num_labels"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{described}: not a valid lowcarb model description ({exc})") from exc
-    names = tuple(payload.get("label_names") or ())
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{described}: config: {exc}") from None
+    names = tuple(str(n) for n in payload.get("label_names") or ())
     if family == "hf":
         model, tokenizer = load_hf_classifier(folder)
         return ModelHandle(model, tokenizer, "text", "hf", config, num_labels, names)
@@ -104,27 +109,22 @@ def load_model(folder: str | Path) -> ModelHandle:
     tokenizer: Any | None = None
     if family == "transformer":
         if payload.get("tokenizer") == "saved":
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            tokenizer = load_tokenizer(folder)
         else:
             tokenizer = ByteTokenizer()
-    model = build_reference_model(config, num_labels, shape, tokenizer)
     weights = folder / WEIGHTS_FILE
     if not weights.exists():
         raise MissingPathError(f"{folder}: no {WEIGHTS_FILE} next to {DESCRIPTION_FILE}")
-    state = load_file(str(weights))
+    # Sizes are checked on the meta device (no memory) against the file's header (no loading):
+    # an edited description must not allocate 100 GB or fail deep inside torch.
     try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        raise ModelError(
-            f"{weights} does not match the model described in {described} (was the model changed "
-            f"by a transform after building, or the JSON edited?): {exc}"
-        ) from exc
-    if missing or unexpected:
-        raise ModelError(
-            f"{weights} does not match the model described in {described}: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]} (was the model changed by a transform after building?)"
-        )
+        with torch.device("meta"):
+            planned = build_reference_model(config, num_labels, shape, tokenizer)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise ModelError(f"{described}: cannot build the model it describes: {exc}") from None
+    expected = {k: tuple(v.shape) for k, v in planned.state_dict().items()}
+    check_shapes_match(expected, safetensors_shapes(weights), weights, described)
+    model = build_reference_model(config, num_labels, shape, tokenizer)
+    model.load_state_dict(load_file(str(weights)), strict=True)
     kind = "image" if family in ("cnn", "mlp") else "text"
     return ModelHandle(model, tokenizer, kind, family, config, num_labels, names, shape)
