@@ -109,13 +109,15 @@ def test_flops_from_the_configuration_match_the_counter_on_the_extracted_model(c
 
 
 def test_extraction_saves_and_reloads_with_identical_outputs(tmp_path):
-    from lowcarb.models import load_model
+    from lowcarb.models import load_minilm_tokenizer, load_model
 
     supernet = Supernet.from_teacher(tiny_teacher(), FULL).eval()
     config = SubnetConfig(2, 20, 2, 32)
     supernet.set_active(config)
     student = extract(supernet, config).eval()
     student.save_pretrained(tmp_path / "student")
+    # A folder lowcarb loads needs tokenizer files (without them every word would be [UNK]).
+    load_minilm_tokenizer().save_pretrained(tmp_path / "student")
     reloaded = BertForSequenceClassification.from_pretrained(tmp_path / "student").eval()
     via_lowcarb = load_model(tmp_path / "student").model.eval()
     for batch in batches(2):
