@@ -11,7 +11,7 @@ Claims:
 - lowrank_quantize.speedup_b32    (reported) factorized then int8, against fp32
 Also reported, same run: plain truncated SVD without recovery and recovery with ordinary weight
 decay (so the gains of spectral init and of Frobenius decay show), per-tensor int8 accuracy and
-the x86 engine's int8 latency (why quantize.py picks per-channel scales and oneDNN), our
+the x86 engine's int8 latency (why lowcarb.compress.quantize picks per-channel scales and oneDNN), our
 weight-only int8, torchao's eager int8 when torchao is importable, and onnxruntime fp32 / int8
 latency of the exported baseline (when the onnx extra is installed).
 
@@ -165,7 +165,7 @@ def main() -> None:
 
     from lowcarb.compress import lowrank, quantize
     from lowcarb.compress.lowrank import LowRankConfig
-    from lowcarb.compress.quantize import QuantizeConfig
+    from lowcarb.compress.quantize import DynamicInt8, WeightOnlyInt8
     from lowcarb.train import benchmark_latency
 
     torch.set_num_threads(1)
@@ -206,8 +206,8 @@ def main() -> None:
 
     # ---- int8: the chosen implementation and the alternatives that justify the choice
     q = copy.deepcopy(base)
-    qs = quantize.apply(q, QuantizeConfig(mode="dynamic"))
-    models["int8"], engines["int8"] = q, qs.backend
+    qs = quantize.apply(q, DynamicInt8())
+    models["int8"], engines["int8"] = q, qs["backend"]
     acc["int8"] = accuracy(q, dev)
     log("int8 evaluated")
     figures["int8"] = qs.to_dict() | {"modules_changed": len(qs.modules_changed)}
@@ -219,32 +219,32 @@ def main() -> None:
     calib_all = [b for _, b in zip(range(24), train_loader(tok, 32, n=args.n), strict=False)]
     calib, held = calib_all[:16], calib_all[16:]
     base.eval()
-    alpha, alpha_errors = quantize.choose_smooth_alpha(base, QuantizeConfig(), calib, held)
+    alpha, alpha_errors = quantize.choose_smooth_alpha(base, DynamicInt8(), calib, held)
     figures["smooth_alpha"] = {"chosen": alpha, "logit_mse_on_held_out_train_batches": alpha_errors,
                                "calibration_batches": len(calib), "held_out_batches": len(held)}
     qsm = copy.deepcopy(base)
-    qss = quantize.apply(qsm, QuantizeConfig(mode="dynamic", smooth_alpha=alpha),
+    qss = quantize.apply(qsm, DynamicInt8(smooth_alpha=alpha),
                          calibration=calib if alpha is not None else None)
-    models["int8_smooth"], engines["int8_smooth"] = qss.model, qss.backend
+    models["int8_smooth"], engines["int8_smooth"] = qss.model, qss["backend"]
     acc["int8_smooth"] = accuracy(qss.model, dev)
     log(f"int8 with smoothing (alpha {alpha}) evaluated")
     figures["int8_smooth"] = qss.to_dict() | {"modules_changed": len(qss.modules_changed)}
 
     q_pt = copy.deepcopy(base)
-    quantize.apply(q_pt, QuantizeConfig(mode="dynamic", per_channel=False))
+    quantize.apply(q_pt, DynamicInt8(per_channel=False))
     acc["int8_per_tensor"] = accuracy(q_pt, dev)
     del q_pt
 
-    if qs.backend != "x86" and "x86" in torch.backends.quantized.supported_engines:
+    if qs["backend"] != "x86" and "x86" in torch.backends.quantized.supported_engines:
         qx = copy.deepcopy(base)
-        quantize.apply(qx, QuantizeConfig(mode="dynamic", backend="x86"))
+        quantize.apply(qx, DynamicInt8(backend="x86"))
         models["int8_x86_engine"], engines["int8_x86_engine"] = qx, "x86"
 
     wo = copy.deepcopy(base)
-    wos = quantize.apply(wo, QuantizeConfig(mode="weight_only"))
+    wos = quantize.apply(wo, WeightOnlyInt8())
     models["int8_weight_only"], engines["int8_weight_only"] = wo, None
     acc["int8_weight_only"] = accuracy(wo, dev)
-    figures["int8_weight_only_linear_size_ratio"] = wos.linear_size_ratio
+    figures["int8_weight_only_linear_size_ratio"] = wos["linear_size_ratio"]
 
     try:  # torchao is optional: measured when importable, to document the choice
         import warnings
@@ -267,12 +267,12 @@ def main() -> None:
         "targets": "*encoder* (every Linear of the 6 encoder layers)",
         "target_params_before": ls.target_params_before,
         "target_params_after": ls.target_params_after,
-        "kept_param_ratio": ls.target_ratio,
+        "kept_param_ratio": ls["target_ratio"],
         "params_before": ls.params_before,
         "params_after": ls.params_after,
-        "layers_factorized": len(ls.ranks),
-        "layers_kept_dense": len(ls.skipped),
-        "ranks": ls.ranks,
+        "layers_factorized": len(ls["ranks"]),
+        "layers_kept_dense": len(ls["skipped"]),
+        "ranks": ls["ranks"],
         "mean_energy_kept": sum(ls.energy_kept.values()) / max(len(ls.energy_kept), 1),
     }
     acc["lowrank_svd_no_recovery"] = accuracy(lr0, dev)
@@ -291,8 +291,8 @@ def main() -> None:
     del lr_wd, lr0
 
     lrq = copy.deepcopy(lr_fd)
-    lqs = quantize.apply(lrq, QuantizeConfig(mode="dynamic"))
-    models["lowrank_int8"], engines["lowrank_int8"] = lrq, lqs.backend
+    lqs = quantize.apply(lrq, DynamicInt8())
+    models["lowrank_int8"], engines["lowrank_int8"] = lrq, lqs["backend"]
     acc["lowrank_int8"] = accuracy(lrq, dev)
     log("factorized int8 evaluated")
 
@@ -357,14 +357,14 @@ def main() -> None:
         # on training batches; plain dynamic int8 (no smoothing) is reported beside it.
         claim("quantize.int8_speedup_b32", round(lat["fp32"] / lat["int8_smooth"], 3), ">=", 2.3),
         claim("quantize.int8_accuracy_drop_pt", drop["int8_smooth"], "<=", 1.0),
-        claim("quantize.int8_linear_size_ratio", round(qss.linear_size_ratio, 3), ">=", 3.5),
+        claim("quantize.int8_linear_size_ratio", round(qss["linear_size_ratio"], 3), ">=", 3.5),
         reported("quantize.int8_smooth_alpha", alpha),
         reported("quantize.int8_no_smoothing_speedup_b32", round(lat["fp32"] / lat["int8"], 3)),
         reported("quantize.int8_no_smoothing_accuracy_drop_pt", drop["int8"]),
         claim("lowrank.speedup_b32", round(lat["fp32"] / lat["lowrank"], 3), ">=", 1.4),
         claim("lowrank.accuracy_drop_pt", drop["lowrank_frobenius"], "<=", 1.5),
         reported("lowrank_quantize.speedup_b32", round(lat["fp32"] / lat["lowrank_int8"], 3)),
-        reported("lowrank.kept_param_ratio", round(ls.target_ratio, 4)),
+        reported("lowrank.kept_param_ratio", round(ls["target_ratio"], 4)),
         reported("lowrank.svd_no_recovery_accuracy_drop_pt", drop["lowrank_svd_no_recovery"]),
         reported("lowrank.weight_decay_recovery_accuracy_drop_pt", drop["lowrank_weight_decay"]),
         reported("quantize.int8_per_tensor_accuracy_drop_pt", drop["int8_per_tensor"]),

@@ -202,7 +202,7 @@ def main() -> None:
                                                                  targets=("*encoder*",)))
     combined["windows"]["factorize"] = fp_figures(fp)
     combined["factorize"] = {"params_before": lr_summary.params_before, "params_after": lr_summary.params_after,
-                             "target_ratio": round(lr_summary.target_ratio, 4)}
+                             "target_ratio": round(lr_summary["target_ratio"], 4)}
     combined["after_factorize_accuracy"] = accuracy(final, dev)
     recover = TrainConfig(epochs=-(-args.recover_steps // len(train)), max_steps=args.recover_steps,
                           batch_size=32, lr=args.recover_lr or args.lr,
@@ -220,15 +220,15 @@ def main() -> None:
         v_summary = vocab.apply(final, vocab.keep_for_texts(corpus, tokenizer, int8=True,
                                                              keep_first=args.vocab_keep_first))
     combined["windows"]["vocab"] = fp_figures(fp)
-    combined["vocab"] = {**v_summary.to_dict(), "text": "SST-2 train.tsv, 67,349 phrases (text only)",
+    combined["vocab"] = {**{k: v for k, v in v_summary.to_dict().items() if k != "config"}, "text": "SST-2 train.tsv, 67,349 phrases (text only)",
                          "keep_first": args.vocab_keep_first}
     combined["after_vocab_accuracy"] = accuracy(final, dev)
     with track("int8", unit="model", units=1) as fp:
         # As compress_minilm.py: SmoothQuant strength chosen on training batches (never dev).
         batches = [b for _, b in zip(range(24), train, strict=False)]
-        alpha, alpha_errors = quantize.choose_smooth_alpha(final, quantize.QuantizeConfig(),
+        alpha, alpha_errors = quantize.choose_smooth_alpha(final, quantize.DynamicInt8(),
                                                            batches[:16], batches[16:])
-        q_summary = quantize.apply(final, quantize.QuantizeConfig(mode="dynamic", smooth_alpha=alpha),
+        q_summary = quantize.apply(final, quantize.DynamicInt8(smooth_alpha=alpha),
                                    calibration=batches[:16] if alpha is not None else None)
     combined["int8_smooth_alpha"] = {"chosen": alpha, "logit_mse": alpha_errors}
     final = q_summary.model

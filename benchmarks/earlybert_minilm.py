@@ -181,7 +181,7 @@ def main() -> int:
             "subset": base["subset"], "torch_threads": base.get("torch_threads"),
             "same_subset_epochs_lr_batch_seed_threads": same},
         "ticket": ticket.to_dict(),
-        "prune_summary": summary.to_dict(),
+        "prune_summary": {k: v for k, v in summary.to_dict().items() if k != "config"},
         "search_window": {"energy_j": search_fp.energy_j, "duration_s": search_fp.duration_s,
                           "total_g": search_fp.total_g, "steps": ticket.stop_step},
         "train_window": {"energy_j": train_fp.energy_j, "duration_s": train_fp.duration_s,

@@ -47,8 +47,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import claim, median, write_results  # noqa: E402
 
-from lowcarb.compress.quantize import QuantizeConfig  # noqa: E402
-from lowcarb.compress.quantize import apply as quantize  # noqa: E402
+from lowcarb.compress.quantize import DynamicInt8  # noqa: E402
+from lowcarb.compress.quantize import quantize_ as quantize  # noqa: E402
 from lowcarb.data import load_data  # noqa: E402
 from lowcarb.data.config import DataConfig  # noqa: E402
 from lowcarb.search.hpo import Objective, SearchConfig, open_study, run_search  # noqa: E402
@@ -111,7 +111,7 @@ def serving_model(state_path: Path, params: dict) -> nn.Module:
     if params["quantize"]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torch's quantized-tensor deprecation
-            model = quantize(model, QuantizeConfig(mode="dynamic")).model
+            model = quantize(model, DynamicInt8()).model
     return model
 
 

@@ -79,7 +79,7 @@ def prepare(model: torch.nn.Module, arm: str) -> tuple[torch.nn.Module, int]:
 
         summary = lora.apply(model, lora.LoraConfig(r=R, alpha=ALPHA, dropout=DROPOUT,
                                                     target_modules=TARGETS, modules_to_save=SAVED))
-        return model, summary.trainable_params
+        return model, summary["trainable_params"]
     import peft  # only in benchmarks/.venv-peft
 
     config = peft.LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=DROPOUT,

@@ -127,24 +127,24 @@ def test_only_adapters_and_saved_modules_get_gradients(make, inputs, targets, sa
     out(model, inputs()).sum().backward()
     for name, p in model.named_parameters():
         is_adapter = ".lora_" in name
-        is_saved = any(name.startswith(s + ".") for s in summary.modules_to_save)
+        is_saved = any(name.startswith(s + ".") for s in summary["modules_to_save"])
         if is_adapter or is_saved:
             assert p.requires_grad, name
             assert p.grad is not None and p.grad.abs().sum() > 0, name
         else:
             assert not p.requires_grad and p.grad is None, name
-    assert summary.trainable_params == lora.trainable_parameters(model)
-    saved_params = sum(p.numel() for s in summary.modules_to_save
+    assert summary["trainable_params"] == lora.trainable_parameters(model)
+    saved_params = sum(p.numel() for s in summary["modules_to_save"]
                        for p in model.get_submodule(s).parameters())
-    assert summary.trainable_params == summary.adapter_params + saved_params
+    assert summary["trainable_params"] == summary["adapter_params"] + saved_params
 
 
 def test_adapter_parameter_count_matches_formula():
     model = tiny_bert()
     summary = lora.apply(model, LoraConfig(r=4, alpha=8, target_modules=("query", "value")))
     # 2 layers x 2 modules x r x (in + out) with in = out = hidden 16.
-    assert summary.adapter_params == 2 * 2 * 4 * (16 + 16)
-    assert summary.params_after == summary.params_before + summary.adapter_params
+    assert summary["adapter_params"] == 2 * 2 * 4 * (16 + 16)
+    assert summary.params_after == summary.params_before + summary["adapter_params"]
     assert len(summary.modules_changed) == 4
 
 

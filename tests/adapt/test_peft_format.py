@@ -106,7 +106,7 @@ def test_reads_a_peft_written_adapter(tmp_path):
     model = tiny_bert()
     base_out = out(tiny_bert(), bert_inputs())
     summary = peft_format.load_peft(model, tmp_path)
-    assert len(summary.modules_changed) == 2 and summary.modules_to_save == ["classifier"]
+    assert len(summary.modules_changed) == 2 and summary["modules_to_save"] == ["classifier"]
     layer = lora.lora_layers(model)["bert.encoder.layer.1.attention.self.query"]
     assert layer.scaling == pytest.approx(3.0)
     assert torch.equal(layer.lora_B.weight, state[f"{p}1.attention.self.query.lora_B.weight"])

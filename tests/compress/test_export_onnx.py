@@ -83,7 +83,7 @@ def test_export_errors(tmp_path):
     model = nn.Sequential(nn.Linear(8, 2)).eval()
     with pytest.raises(ValueError, match=r"should end in \.onnx"):
         export(model, torch.randn(2, 8), tmp_path / "m.bin")
-    quantize.apply(model, quantize.QuantizeConfig())
+    quantize.quantize_(model, quantize.DynamicInt8())
     with pytest.raises(ValueError, match="no ONNX form"):
         export(model, torch.randn(2, 8), tmp_path / "m.onnx")
     with pytest.raises(ValueError, match="opset"):
@@ -119,3 +119,16 @@ def test_export_failure_is_a_model_error_and_leaves_no_file(tmp_path):
         export_onnx.export(Untraceable(), batch, tmp_path / "m.onnx")
     assert "\n" not in str(err.value) and "cannot be exported" in str(err.value)
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_int8_weight_type_follows_the_cpus_int8_dot_product(monkeypatch):
+    # Without VNNI, onnxruntime's u8 x s8 kernel saturates in int16: uint8 weights there.
+    from lowcarb.compress import export_onnx
+
+    monkeypatch.setattr(export_onnx, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert export_onnx.int8_weight_type() == "uint8"
+    monkeypatch.setattr(export_onnx, "cpu_flags", lambda: {"avx2", "avx512_vnni"})
+    assert export_onnx.int8_weight_type() == "int8"
+    assert export_onnx.int8_weight_type("uint8") == "uint8"
+    with pytest.raises(ValueError, match="weight_type"):
+        OnnxExportConfig(weight_type="int4")

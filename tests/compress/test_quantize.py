@@ -1,4 +1,4 @@
-"""int8 quantization: closeness to fp32, sizes, save/reload, errors."""
+"""Quantization workflows: closeness to fp32, sizes, save/reload, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from lowcarb.compress import lowrank, quantize
-from lowcarb.compress.quantize import Int8WeightOnlyLinear, QuantizeConfig, sqnr_db
+from lowcarb.compress.quantize import (
+    DynamicInt8,
+    StaticInt8,
+    WeightOnlyInt8,
+    quantize_,
+    sqnr_db,
+)
 from lowcarb.models import DigitsCNN
 
 
@@ -37,11 +43,11 @@ def _images(n: int, seed: int) -> torch.Tensor:
     return torch.rand(n, 1, 8, 8, generator=g) * 16  # digits pixels are 0..16
 
 
-@pytest.mark.parametrize("mode", ["dynamic", "weight_only"])
-def test_linear_modes_are_close_to_fp32(mode):
+@pytest.mark.parametrize("config", [DynamicInt8(), WeightOnlyInt8()])
+def test_linear_modes_are_close_to_fp32(config):
     model = _mlp()
     ref_model = copy.deepcopy(model)
-    summary = quantize.apply(model, QuantizeConfig(mode=mode))
+    summary = quantize_(model, config)
     assert summary.model is model
     assert summary.modules_changed == ["0", "2", "4"]
     x = torch.randn(32, 64)
@@ -55,14 +61,14 @@ def test_dynamic_uses_int8_kernels_with_per_channel_scales():
     from torch.ao.nn.quantized.dynamic import Linear as DQLinear
 
     model = _mlp()
-    summary = quantize.apply(model, QuantizeConfig(mode="dynamic"))
+    summary = quantize_(model, DynamicInt8())
     assert isinstance(model[0], DQLinear)
     w = model[0].weight()
     assert w.dtype == torch.qint8 and w.qscheme() == torch.per_channel_affine
-    assert summary.backend == torch.backends.quantized.engine
+    assert summary["backend"] == torch.backends.quantized.engine
     # per-tensor when asked
     pt = _mlp()
-    quantize.apply(pt, QuantizeConfig(mode="dynamic", per_channel=False))
+    quantize_(pt, DynamicInt8(per_channel=False))
     assert pt[0].weight().qscheme() == torch.per_tensor_affine
 
 
@@ -76,7 +82,7 @@ def test_per_channel_is_more_accurate_than_per_tensor_with_uneven_rows():
     errs = {}
     for per_channel in (True, False):
         m = nn.Sequential(copy.deepcopy(layer))
-        quantize.apply(m, QuantizeConfig(mode="weight_only", per_channel=per_channel))
+        quantize_(m, WeightOnlyInt8(per_channel=per_channel))
         errs[per_channel] = sqnr_db(ref, m(x))
     assert errs[True] > errs[False] + 3.0
 
@@ -84,24 +90,35 @@ def test_per_channel_is_more_accurate_than_per_tensor_with_uneven_rows():
 def test_weight_only_storage_and_dequantization():
     torch.manual_seed(2)
     layer = nn.Linear(16, 8)
-    q = Int8WeightOnlyLinear.from_float(layer)
-    assert q.weight_int8.dtype == torch.int8 and q.weight_int8.abs().max() <= 127
-    # each row's largest weight maps to +-127
-    assert torch.equal(q.weight_int8.abs().amax(dim=1), torch.full((8,), 127, dtype=torch.int8))
-    err = (q.dequantized_weight() - layer.weight).abs()
-    assert (err <= q.weight_scale[:, None] / 2 + 1e-7).all()
+    q = copy.deepcopy(nn.Sequential(layer))
+    quantize_(q, WeightOnlyInt8())
+    # torchao's Int8Tensor: int8 values, one fp32 scale per row (symmetric: zero points are 0)
+    w = q[0].weight
+    weight_int8, weight_scale = w.qdata, w.scale.flatten()
+    assert weight_int8.dtype == torch.int8 and weight_int8.abs().max() <= 127
+    assert torch.equal(w.zero_point, torch.zeros_like(w.zero_point))
+    # each row's largest weight maps to the edge of the int8 range (torchao's symmetric scheme
+    # uses [-128, 127]: scale = row max / 127.5, so the largest magnitude lands on 127 or -128)
+    assert torch.equal(weight_int8.to(torch.int16).abs().amax(dim=1).clamp(max=127),
+                       torch.full((8,), 127, dtype=torch.int16))
+    err = (weight_int8.float() * weight_scale[:, None] - layer.weight).abs()
+    assert (err <= weight_scale[:, None] / 2 + 1e-7).all()
 
 
-@pytest.mark.parametrize(("mode", "per_row_bytes"), [("dynamic", 8 + 8), ("weight_only", 4)])
-def test_linear_weight_bytes_count_int8_values_and_scales(mode, per_row_bytes):
+# per output row: torch.ao keeps a float64 scale and an int64 zero point; torchao's weight-only
+# Int8Tensor a float32 scale and an int8 zero point.
+@pytest.mark.parametrize(
+    ("config", "per_row_bytes"), [(DynamicInt8(), 8 + 8), (WeightOnlyInt8(), 4 + 1)]
+)
+def test_linear_weight_bytes_count_int8_values_and_scales(config, per_row_bytes):
     model = _mlp()
-    summary = quantize.apply(model, QuantizeConfig(mode=mode))
+    summary = quantize_(model, config)
     weights = 64 * 128 + 128 * 128 + 128 * 10
     rows = 128 + 128 + 10
-    assert summary.linear_bytes_before == 4 * weights
-    # one byte per weight plus, per output row, the scale (and torch.ao's int64 zero point)
-    assert summary.linear_bytes_after == weights + rows * per_row_bytes
-    assert summary.linear_size_ratio == pytest.approx(
+    assert summary["linear_bytes_before"] == 4 * weights
+    # one byte per weight plus, per output row, the scale and the zero point
+    assert summary["linear_bytes_after"] == weights + rows * per_row_bytes
+    assert summary["linear_size_ratio"] == pytest.approx(
         4 * weights / (weights + rows * per_row_bytes)
     )
 
@@ -113,7 +130,7 @@ def test_static_cnn_is_close_to_fp32():
         {"pixel_values": _images(32, s), "labels": torch.zeros(32, dtype=torch.long)}
         for s in range(4)
     ]
-    summary = quantize.apply(net, QuantizeConfig(mode="static"), calibration=calib)
+    summary = quantize_(net, StaticInt8(), calibration=calib)
     qnet = summary.model
     assert qnet is not net
     assert any(
@@ -123,22 +140,22 @@ def test_static_cnn_is_close_to_fp32():
     with torch.inference_mode():
         ref, out = ref_net(x), qnet(pixel_values=x)
     assert sqnr_db(ref, out) > 20.0
-    assert summary.linear_size_ratio > 3.0  # small Linear layers: scale overhead is visible
+    assert summary["linear_size_ratio"] > 3.0  # small Linear layers: scale overhead is visible
 
 
 def test_static_without_calibration_is_refused():
     with pytest.raises(ValueError, match="calibration data"):
-        quantize.apply(_cnn(), QuantizeConfig(mode="static"))
+        quantize_(_cnn(), StaticInt8())
     with pytest.raises(ValueError, match="empty"):
-        quantize.apply(_cnn(), QuantizeConfig(mode="static"), calibration=[])
+        quantize_(_cnn(), StaticInt8(), calibration=[])
     with pytest.raises(ValueError, match="only used by mode='static'"):
-        quantize.apply(_mlp(), QuantizeConfig(mode="dynamic"), calibration=[torch.zeros(1, 64)])
+        quantize_(_mlp(), DynamicInt8(), calibration=[torch.zeros(1, 64)])
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"mode": "int4"}, "unknown quantization mode"),
+        ({"library": "tensorrt"}, "unknown library"),
         ({"backend": "tpu"}, "unknown backend"),
         ({"calibration_batches": 0}, "calibration_batches must be at least 1"),
         ({"targets": "encoder"}, "tuples of patterns"),
@@ -146,30 +163,36 @@ def test_static_without_calibration_is_refused():
 )
 def test_bad_configs_give_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        QuantizeConfig(**kwargs)
+        DynamicInt8(**kwargs)
+
+
+def test_a_config_that_is_not_a_workflow_is_refused():
+    # The mode string is gone: the workflow is the config's type.
+    with pytest.raises(ValueError, match="not a quantization workflow"):
+        quantize_(_mlp(), lowrank.LowRankConfig())
 
 
 def test_pattern_matching_nothing_lists_the_linears():
     with pytest.raises(ValueError, match="matches no Linear module; Linear modules are: 0, 2, 4"):
-        quantize.apply(_mlp(), QuantizeConfig(targets=("*attention*",)))
+        quantize_(_mlp(), DynamicInt8(targets=("*attention*",)))
     with pytest.raises(ValueError, match="leave no Linear"):
-        quantize.apply(_mlp(), QuantizeConfig(exclude=("*",)))
+        quantize_(_mlp(), DynamicInt8(exclude=("*",)))
 
 
 def test_exclude_keeps_layers_fp32():
     model = _mlp()
-    summary = quantize.apply(model, QuantizeConfig(exclude=("4",)))
+    summary = quantize_(model, DynamicInt8(exclude=("4",)))
     assert summary.modules_changed == ["0", "2"]
     assert type(model[4]) is nn.Linear
 
 
-@pytest.mark.parametrize("mode", ["dynamic", "weight_only"])
-def test_save_and_reload_gives_identical_outputs(tmp_path, mode):
+@pytest.mark.parametrize(("config", "mode"), [(DynamicInt8(), "dynamic"), (WeightOnlyInt8(), "weight_only")])
+def test_save_and_reload_gives_identical_outputs(tmp_path, config, mode):
     model = _mlp()
-    summary = quantize.apply(model, QuantizeConfig(mode=mode))
-    quantize.save(summary, tmp_path / "q")
-    meta = json.loads((tmp_path / "q" / "quantize.json").read_text())
-    assert meta["config"]["mode"] == mode
+    summary = quantize_(model, config)
+    quantize.save(summary.model, tmp_path / "q")
+    meta = json.loads((tmp_path / "q" / "transforms.json").read_text())
+    assert meta["transforms"][-1]["transform"] == f"quantize.{mode}"
     fresh = quantize.load(_mlp(seed=7), tmp_path / "q")  # different fp32 weights
     x = torch.randn(8, 64)
     with torch.inference_mode():
@@ -178,11 +201,10 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, mode):
 
 def test_static_save_and_reload_gives_identical_outputs(tmp_path):
     calib = [{"pixel_values": _images(32, s)} for s in range(3)]
-    summary = quantize.apply(_cnn(), QuantizeConfig(mode="static"), calibration=calib)
-    quantize.save(summary, tmp_path / "s")
-    with pytest.raises(ValueError, match="example"):
-        quantize.load(_cnn(seed=3), tmp_path / "s")
-    fresh = quantize.load(_cnn(seed=3), tmp_path / "s", example=calib[0])
+    summary = quantize_(_cnn(), StaticInt8(), calibration=calib)
+    quantize.save(summary.model, tmp_path / "s")
+    # The log keeps the example's shapes, so reloading needs no example batch any more.
+    fresh = quantize.load(_cnn(seed=3), tmp_path / "s")
     x = _images(16, 5)
     with torch.inference_mode():
         assert torch.equal(summary.model(pixel_values=x), fresh(pixel_values=x))
@@ -192,21 +214,22 @@ def test_factorized_then_quantized_reloads(tmp_path):
     model = _mlp()
     lowrank.apply(model, lowrank.LowRankConfig(param_ratio=0.5))
     ranks = {n: m.rank for n, m in lowrank.factorized_modules(model).items()}
-    summary = quantize.apply(model, QuantizeConfig())
+    summary = quantize_(model, DynamicInt8())
     assert any(n.endswith(".u") for n in summary.modules_changed)
-    quantize.save(summary, tmp_path / "lq")
-    fresh = lowrank.restore(_mlp(seed=5), ranks)
-    quantize.load(fresh, tmp_path / "lq")
+    assert set(ranks) == set(lowrank.factorized_modules(model))
+    quantize.save(summary.model, tmp_path / "lq")
+    # The log replays the factorization, then the quantization, on a plain fresh model.
+    fresh = quantize.load(_mlp(seed=5), tmp_path / "lq")
     x = torch.randn(4, 64)
     with torch.inference_mode():
         assert torch.equal(model(x), fresh(x))
 
 
 def test_no_pickle_in_saved_files(tmp_path):
-    summary = quantize.apply(_mlp(), QuantizeConfig())
-    out = quantize.save(summary, tmp_path / "q")
-    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "quantize.json"]
-    with pytest.raises(FileNotFoundError, match="quantize.save"):
+    summary = quantize_(_mlp(), DynamicInt8())
+    out = quantize.save(summary.model, tmp_path / "q")
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "transforms.json"]
+    with pytest.raises(FileNotFoundError, match="save_transformed"):
         quantize.load(_mlp(), tmp_path)
 
 
@@ -233,7 +256,7 @@ def _outlier_mlp_and_batches(seed: int = 0) -> tuple[nn.Module, list[torch.Tenso
 def test_smoothing_alone_keeps_the_function():
     model, batches = _outlier_mlp_and_batches()
     ref = copy.deepcopy(model)
-    names = quantize._smooth(model, ["0", "2"], 0.5, batches, 4)
+    names = quantize.smooth(model, ["0", "2"], 0.5, batches, 4)
     assert names == ["0.linear", "2.linear"]
     assert isinstance(model[0], quantize.SmoothedLinear)
     assert not torch.allclose(model[0].input_scale, torch.ones(64))
@@ -254,9 +277,9 @@ def test_smoothing_lowers_the_int8_error_on_outlier_channels():
     x = batches[-1]
     with torch.no_grad():
         ref = model(x)
-    plain = quantize.apply(copy.deepcopy(model), QuantizeConfig()).model
-    smooth = quantize.apply(
-        copy.deepcopy(model), QuantizeConfig(smooth_alpha=0.5), calibration=batches[:4]
+    plain = quantize_(copy.deepcopy(model), DynamicInt8()).model
+    smooth = quantize_(
+        copy.deepcopy(model), DynamicInt8(smooth_alpha=0.5), calibration=batches[:4]
     ).model
     with torch.no_grad():
         plain_db, smooth_db = sqnr_db(ref, plain(x)), sqnr_db(ref, smooth(x))
@@ -265,8 +288,8 @@ def test_smoothing_lowers_the_int8_error_on_outlier_channels():
 
 def test_smoothed_save_and_reload_gives_identical_outputs(tmp_path):
     model, batches = _outlier_mlp_and_batches()
-    summary = quantize.apply(model, QuantizeConfig(smooth_alpha=0.6), calibration=batches[:2])
-    quantize.save(summary, tmp_path / "sq")
+    summary = quantize_(model, DynamicInt8(smooth_alpha=0.6), calibration=batches[:2])
+    quantize.save(summary.model, tmp_path / "sq")
     fresh = quantize.load(_mlp(seed=9), tmp_path / "sq")
     with torch.inference_mode():
         assert torch.equal(summary.model(batches[-1]), fresh(batches[-1]))
@@ -276,7 +299,7 @@ def test_choose_smooth_alpha_picks_the_smallest_error_and_leaves_the_model():
     model, batches = _outlier_mlp_and_batches()
     before = copy.deepcopy(model.state_dict())
     alpha, errors = quantize.choose_smooth_alpha(
-        model, QuantizeConfig(), batches[:4], batches[4:], alphas=(None, 0.5, 0.8)
+        model, DynamicInt8(), batches[:4], batches[4:], alphas=(None, 0.5, 0.8)
     )
     assert set(errors) == {"None", "0.5", "0.8"}
     assert errors[str(alpha)] == min(errors.values())
@@ -285,16 +308,13 @@ def test_choose_smooth_alpha_picks_the_smallest_error_and_leaves_the_model():
         assert torch.equal(v, before[k])
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"mode": "static", "smooth_alpha": 0.5}, "mode='dynamic' only"),
-        ({"smooth_alpha": 1.5}, r"smooth_alpha must be in \[0, 1\]"),
-    ],
-)
-def test_bad_smoothing_configs(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        QuantizeConfig(**kwargs)
+def test_bad_smoothing_configs():
+    # Smoothing is an option of the dynamic workflow only: the others have no such field.
+    for workflow in (StaticInt8, WeightOnlyInt8):
+        with pytest.raises(TypeError, match="smooth_alpha"):
+            workflow(smooth_alpha=0.5)
+    with pytest.raises(ValueError, match=r"smooth_alpha must be in \[0, 1\]"):
+        DynamicInt8(smooth_alpha=1.5)
 
 
 def test_smoothing_a_linear_that_never_runs_is_refused():
@@ -309,11 +329,11 @@ def test_smoothing_a_linear_that_never_runs_is_refused():
     body, batches = _outlier_mlp_and_batches()
     model = WithSpare(body)
     with pytest.raises(ValueError, match=r"\['unused'\] never ran"):
-        quantize.apply(model, QuantizeConfig(smooth_alpha=0.5), calibration=batches[:2])
+        quantize_(model, DynamicInt8(smooth_alpha=0.5), calibration=batches[:2])
 
 
 def test_smoothing_without_calibration_is_refused():
     with pytest.raises(ValueError, match="smooth_alpha needs calibration"):
-        quantize.apply(_mlp(), QuantizeConfig(smooth_alpha=0.5))
+        quantize_(_mlp(), DynamicInt8(smooth_alpha=0.5))
     with pytest.raises(ValueError, match="only used by mode='static' and by smoothing"):
-        quantize.apply(_mlp(), QuantizeConfig(), calibration=[torch.randn(4, 64)])
+        quantize_(_mlp(), DynamicInt8(), calibration=[torch.randn(4, 64)])

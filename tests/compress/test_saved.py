@@ -8,6 +8,7 @@ import torch
 from lowcarb.compress import lowrank, quantize
 from lowcarb.compress.saved import is_compressed, load_compressed, save_compressed
 from lowcarb.models import DigitsCNN, ModelConfig, ModelHandle, load_model
+from lowcarb.models.transforms import record
 
 
 def _cnn_handle() -> ModelHandle:
@@ -30,16 +31,12 @@ def _tiny_bert_handle() -> ModelHandle:
 
 def test_factorized_and_static_int8_cnn_round_trip(tmp_path):
     handle = _cnn_handle()
-    summary_lr = lowrank.apply(handle.model, lowrank.LowRankConfig(param_ratio=0.5))
+    lowrank.apply(handle.model, lowrank.LowRankConfig(param_ratio=0.5))
     calib = [{"pixel_values": torch.rand(16, 1, 8, 8) * 16} for _ in range(2)]
-    summary_q = quantize.apply(
-        handle.model, quantize.QuantizeConfig(mode="static"), calibration=calib
-    )
+    summary_q = quantize.quantize_(handle.model, quantize.StaticInt8(), calibration=calib)
     handle.model = summary_q.model
-    folder = save_compressed(
-        handle, tmp_path / "m", ranks=summary_lr.ranks, quantize_config=summary_q.config,
-        backend=summary_q.backend, example=calib[0],
-    )  # fmt: skip
+    # The model's transform log says what to rebuild: factorization, then static int8.
+    folder = save_compressed(handle, tmp_path / "m")
     assert is_compressed(folder) and not (folder / "model.safetensors").exists()
     reloaded = load_compressed(folder)
     assert reloaded.family == "cnn" and reloaded.input_shape == (1, 8, 8)
@@ -51,19 +48,20 @@ def test_factorized_and_static_int8_cnn_round_trip(tmp_path):
         load_model(folder)
 
 
-def test_static_save_needs_an_example(tmp_path):
+def test_static_reload_needs_an_example(tmp_path):
+    # quantize_ always records the example's shapes; a record without them cannot be re-traced.
     handle = _cnn_handle()
+    record(handle.model, quantize.StaticInt8(), {"library": "torch.ao", "backend": "x86"})
+    folder = save_compressed(handle, tmp_path / "m")
     with pytest.raises(ValueError, match="example"):
-        save_compressed(handle, tmp_path / "m", quantize_config={"mode": "static"}, backend="x86")
+        load_compressed(folder)
 
 
 def test_factorized_dynamic_int8_hugging_face_round_trip(tmp_path):
     handle = _tiny_bert_handle()
     lowrank.apply(handle.model, lowrank.LowRankConfig(param_ratio=0.5, targets=("*encoder*",)))
-    summary_q = quantize.apply(handle.model, quantize.QuantizeConfig(mode="dynamic"))
-    folder = save_compressed(
-        handle, tmp_path / "m", quantize_config=summary_q.config, backend=summary_q.backend
-    )
+    quantize.quantize_(handle.model, quantize.DynamicInt8())
+    folder = save_compressed(handle, tmp_path / "m")
     reloaded = load_compressed(folder)
     assert reloaded.family == "hf" and reloaded.label_names == ("neg", "pos")
     ids = torch.randint(0, 60, (3, 9))
@@ -82,12 +80,8 @@ def test_smoothed_dynamic_int8_hugging_face_round_trip(tmp_path):
         {"input_ids": torch.randint(0, 60, (4, 9), generator=g), "attention_mask": torch.ones(4, 9, dtype=torch.long)}
         for _ in range(3)
     ]
-    summary_q = quantize.apply(
-        handle.model, quantize.QuantizeConfig(smooth_alpha=0.5), calibration=calib
-    )
-    folder = save_compressed(
-        handle, tmp_path / "m", quantize_config=summary_q.config, backend=summary_q.backend
-    )
+    quantize.quantize_(handle.model, quantize.DynamicInt8(smooth_alpha=0.5), calibration=calib)
+    folder = save_compressed(handle, tmp_path / "m")
     reloaded = load_compressed(folder)
     ids, mask = calib[0]["input_ids"], calib[0]["attention_mask"]
     with torch.inference_mode():

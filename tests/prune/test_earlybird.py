@@ -125,7 +125,7 @@ def test_ticket_ratios_and_apply_on_pretrained_weights():
     assert ticket.kept() == {"heads": 2 * 4, "ffn": 40 - 16}  # 1/3 of 6 heads, 40 % of 40 neurons
     summary = apply(model, ticket)
     assert summary.params_after < summary.params_before
-    assert summary.kept == ticket.kept() and summary.total == {"heads": 12, "ffn": 40}
+    assert summary["kept"] == ticket.kept() and summary["total"] == {"heads": 12, "ffn": 40}
     layers = bert_structure.find_layers(model)
     assert [la.attention.self.num_attention_heads for la in layers] == [4, 4]
     assert model(**inputs()).logits.shape == (4, 3)

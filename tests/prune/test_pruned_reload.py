@@ -55,6 +55,13 @@ def _cnn_handle() -> ModelHandle:
                        (), (1, 8, 8))
 
 
+def _pruned(folder) -> dict:
+    """The pruned widths the folder's transform log records ({"pruned": None} when none)."""
+    log = json.loads((folder / COMPRESSED_FILE).read_text())["transforms"]
+    widths = [r["structure"]["widths"] for r in log if r["transform"] == "earlybird"]
+    return {"pruned": widths[-1] if widths else None}
+
+
 def _ticket(masks: dict[str, torch.Tensor]) -> earlybird.EarlyBirdTicket:
     return earlybird.EarlyBirdTicket(masks=masks, stop_step=1, stopped_early=True,
                                      steps_per_epoch=1)
@@ -65,7 +72,7 @@ def test_pruned_bert_saves_and_reloads_identically(tmp_path):
     mask = _bert_mask()
     earlybird.apply(handle.model, _ticket(mask))
     folder = save_compressed(handle, tmp_path / "m")
-    meta = json.loads((folder / COMPRESSED_FILE).read_text())
+    meta = _pruned(folder)
     assert meta["pruned"] == {"kind": "bert", "heads": mask["heads"].sum(1).tolist(),
                               "ffn": mask["ffn"].sum(1).tolist()}
     reloaded = load_compressed(folder)
@@ -92,7 +99,7 @@ def test_pruned_cnn_saves_and_reloads_identically(tmp_path):
     keep = bn_channels.masks(handle.model, 0.5)
     earlybird.apply(handle.model, _ticket(keep))
     folder = save_compressed(handle, tmp_path / "m")
-    meta = json.loads((folder / COMPRESSED_FILE).read_text())
+    meta = _pruned(folder)
     assert meta["pruned"]["kind"] == "bn_channels"
     assert sum(meta["pruned"]["channels"].values()) == int(keep["channels"].sum())
     reloaded = load_compressed(folder)
@@ -105,7 +112,7 @@ def test_pruned_cnn_saves_and_reloads_identically(tmp_path):
 
 def test_unpruned_model_records_no_structure(tmp_path):
     folder = save_compressed(_cnn_handle(), tmp_path / "m")
-    assert json.loads((folder / COMPRESSED_FILE).read_text())["pruned"] is None
+    assert _pruned(folder)["pruned"] is None
 
 
 def test_restore_rejects_a_foreign_description():
@@ -135,7 +142,7 @@ def test_earlybird_stage_final_model_reloads(tmp_path):
     model = result.run["model"]
     assert model["reload_error"] is None and model["reloads"] is True, model
     assert model["load_with"] == "lowcarb.compress.saved.load_compressed"
-    meta = json.loads((result.artifacts_dir / "model" / COMPRESSED_FILE).read_text())
+    meta = _pruned(result.artifacts_dir / "model")
     assert meta["pruned"]["kind"] == "bn_channels"
 
 
@@ -171,5 +178,5 @@ def test_earlybird_stage_on_bert_final_model_reloads(tmp_path):
     assert result.status == "completed", result.error
     model = result.run["model"]
     assert model["reload_error"] is None and model["reloads"] is True, model
-    meta = json.loads((result.artifacts_dir / "model" / COMPRESSED_FILE).read_text())
+    meta = _pruned(result.artifacts_dir / "model")
     assert meta["pruned"]["kind"] == "bert" and meta["pruned"]["heads"] == [2, 2]

@@ -89,14 +89,15 @@ def test_int8_dynamic_model_keeps_its_parameter_count_and_flops():
 
 
 def test_lowcarb_int8_buffers_count_as_parameters():
-    # Weight-only int8 Linears and int8 embedding rows hold their weights in buffers.
+    # Weight-only int8 Linears (torchao tensors) and int8 embedding rows (buffers) count as the
+    # parameters they replace.
     from lowcarb.compress import quantize
     from lowcarb.compress.distill import vocab
     from tests.compress.test_distill_losses import tiny_bert
 
     model = _Net()
     before = count_parameters(model)
-    quantize.apply(model, quantize.QuantizeConfig(mode="weight_only"))
+    quantize.quantize_(model, quantize.WeightOnlyInt8())
     assert count_parameters(model) == before
     text = tiny_bert()
     vocab.apply(text, vocab.VocabConfig(keep=(0, 1, 2, 3), int8=True))

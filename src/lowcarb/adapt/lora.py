@@ -18,12 +18,22 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from lowcarb.errors import ConfigError
+from lowcarb.models.surgery import count_parameters, set_module
+from lowcarb.models.transforms import (
+    TransformSummary,
+    forget,
+    record,
+    register_transform,
+    replace_structure,
+)
 
 ALL_LINEAR = "all-linear"
 # Attribute on the root model holding the LoraConfig, so adapters can be saved without re-passing it.
@@ -53,11 +63,11 @@ class LoraConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.r, int) or self.r <= 0:
-            raise ValueError(f"LoRA rank r must be a positive integer, got {self.r!r}; try r=8")
+            raise ConfigError(f"LoRA rank r must be a positive integer, got {self.r!r}; try r=8")
         if self.alpha <= 0:
-            raise ValueError(f"LoRA alpha must be > 0, got {self.alpha!r}; a common choice is 2*r")
+            raise ConfigError(f"LoRA alpha must be > 0, got {self.alpha!r}; a common choice is 2*r")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+            raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
         targets = self.target_modules
         if isinstance(targets, str) and targets != ALL_LINEAR:
             # A lone string other than "all-linear" is one pattern; store it as a tuple.
@@ -65,7 +75,7 @@ class LoraConfig:
         elif not isinstance(targets, str):
             object.__setattr__(self, "target_modules", tuple(targets))
         if not self.target_modules:
-            raise ValueError("LoRA target_modules is empty; name modules (e.g. ('query', 'value')) "
+            raise ConfigError("LoRA target_modules is empty; name modules (e.g. ('query', 'value')) "
                              "or use 'all-linear'")
         object.__setattr__(self, "modules_to_save", tuple(self.modules_to_save))
 
@@ -86,22 +96,8 @@ class LoraConfig:
         known = {"r", "alpha", "dropout", "target_modules", "modules_to_save", "use_rslora"}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown LoRA config fields {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(f"unknown LoRA config fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
-
-
-@dataclass(frozen=True)
-class LoraSummary:
-    params_before: int
-    params_after: int
-    trainable_params: int
-    adapter_params: int
-    modules_changed: list[str] = field(default_factory=list)
-    modules_to_save: list[str] = field(default_factory=list)
-    scaling: float = 1.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class LoraLayer(nn.Module):
@@ -116,10 +112,10 @@ class LoraLayer(nn.Module):
     def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float, use_rslora: bool):
         super().__init__()
         if not isinstance(base, _SUPPORTED):
-            raise ValueError(f"LoRA supports {[c.__name__ for c in _SUPPORTED]}, "
+            raise ConfigError(f"LoRA supports {[c.__name__ for c in _SUPPORTED]}, "
                              f"not {type(base).__name__}")
         if isinstance(base, (nn.Conv1d, nn.Conv2d)) and base.groups != 1:
-            raise ValueError(f"LoRA on grouped convolutions (groups={base.groups}) is not "
+            raise ConfigError(f"LoRA on grouped convolutions (groups={base.groups}) is not "
                              "supported; leave this module out of target_modules")
         self.base_layer = base
         self.r = r
@@ -220,7 +216,7 @@ def _select(model: nn.Module, config: LoraConfig) -> list[str]:
         chosen = [n for n, m in candidates if isinstance(m, nn.Linear)
                   and n not in excluded and not any(n.startswith(e + ".") for e in excluded)]
         if not chosen:
-            raise ValueError("'all-linear' found no nn.Linear outside the output head in "
+            raise ConfigError("'all-linear' found no nn.Linear outside the output head in "
                              f"{type(model).__name__}")
         return chosen
     chosen = []
@@ -228,62 +224,56 @@ def _select(model: nn.Module, config: LoraConfig) -> list[str]:
         hits = [n for n, _ in candidates if _matches(n, pattern)]
         if not hits:
             listing = ", ".join(n for n, m in candidates if isinstance(m, _SUPPORTED))
-            raise ValueError(f"LoRA target pattern {pattern!r} matches no module; "
+            raise ConfigError(f"LoRA target pattern {pattern!r} matches no module; "
                              f"modules LoRA can wrap: {listing}")
         chosen.extend(hits)
     chosen = list(dict.fromkeys(chosen))  # keep order, drop duplicates
     unsupported = [f"{n} ({type(model.get_submodule(n)).__name__})" for n in chosen
                    if not isinstance(model.get_submodule(n), _SUPPORTED)]
     if unsupported:
-        raise ValueError(f"LoRA target patterns matched modules it cannot wrap: {unsupported}; "
+        raise ConfigError(f"LoRA target patterns matched modules it cannot wrap: {unsupported}; "
                          f"supported types: {[c.__name__ for c in _SUPPORTED]}")
     return chosen
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
+def apply(model: nn.Module, config: LoraConfig) -> TransformSummary:
+    """Wrap the chosen modules with LoRA adapters in place and freeze everything else.
 
-
-def _count(params: Iterator[nn.Parameter]) -> int:
-    return sum(p.numel() for p in params)
-
-
-def apply(model: nn.Module, config: LoraConfig) -> LoraSummary:
-    """Wrap the chosen modules with LoRA adapters in place and freeze everything else."""
+    Details: ``trainable_params``, ``adapter_params``, ``modules_to_save``, ``scaling``.
+    """
     if lora_layers(model):
-        raise ValueError("model already has LoRA adapters; merge_and_unload(model) first")
-    params_before = _count(model.parameters())
+        raise ConfigError("model already has LoRA adapters; merge_and_unload(model) first")
+    params_before = count_parameters(model)
     chosen = _select(model, config)
     saved = [n for n, _ in model.named_modules()
              if n and any(_matches(n, p) for p in config.modules_to_save)]
     missing = [p for p in config.modules_to_save if not any(_matches(n, p) for n in saved)]
     if missing:
         names = ", ".join(n for n, _ in model.named_modules() if n and "." not in n)
-        raise ValueError(f"modules_to_save patterns {missing} match no module; top-level "
-                         f"modules: {names}")
+        raise ConfigError(f"modules_to_save patterns {missing} match no module; top-level "
+                          f"modules: {names}")
     for p in model.parameters():
         p.requires_grad_(False)
     for name in chosen:
         base = model.get_submodule(name)
         wrapper = LoraLayer(base, config.r, config.alpha, config.dropout, config.use_rslora)
         wrapper.train(base.training)  # a new module starts in training mode (dropout on)
-        _set_submodule(model, name, wrapper)
+        set_module(model, name, wrapper)
     for name in saved:
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)
     setattr(model, CONFIG_ATTR, config)
-    adapter = sum(_count(p for _, p in layer.adapter_parameters())
-                  for layer in lora_layers(model).values())
-    return LoraSummary(
-        params_before=params_before,
-        params_after=_count(model.parameters()),
-        trainable_params=_count(p for p in model.parameters() if p.requires_grad),
-        adapter_params=adapter,
-        modules_changed=chosen,
-        modules_to_save=saved,
-        scaling=config.scaling,
+    record(model, config, {"merged": False})
+    adapter = sum(p.numel() for layer in lora_layers(model).values()
+                  for _, p in layer.adapter_parameters())
+    details = {
+        "trainable_params": count_parameters(model, trainable_only=True),
+        "adapter_params": adapter,
+        "modules_to_save": saved,
+        "scaling": config.scaling,
+    }
+    return TransformSummary(
+        "lora", config, params_before, count_parameters(model), chosen, details, model=model
     )
 
 
@@ -294,7 +284,7 @@ def lora_layers(model: nn.Module) -> dict[str, LoraLayer]:
 def _require_layers(model: nn.Module) -> dict[str, LoraLayer]:
     layers = lora_layers(model)
     if not layers:
-        raise ValueError("model has no LoRA adapters; call lowcarb.adapt.lora.apply(model, "
+        raise ConfigError("model has no LoRA adapters; call lowcarb.adapt.lora.apply(model, "
                          "LoraConfig(...)) first")
     return layers
 
@@ -303,28 +293,31 @@ def merge(model: nn.Module) -> None:
     """Fold every adapter into its base weight (the wrappers stay, so unmerge can undo it)."""
     for layer in _require_layers(model).values():
         layer.merge()
+    replace_structure(model, LoraConfig, merged=True)
 
 
 def unmerge(model: nn.Module) -> None:
     """Take every merged adapter out of its base weight again."""
     for layer in _require_layers(model).values():
         layer.unmerge()
+    replace_structure(model, LoraConfig, merged=False)
 
 
 def merge_and_unload(model: nn.Module) -> nn.Module:
     """Merge the adapters and put the base modules back: a plain model with no LoRA code path."""
     for name, layer in _require_layers(model).items():
         layer.merge()
-        _set_submodule(model, name, layer.base_layer)
+        set_module(model, name, layer.base_layer)
     if hasattr(model, CONFIG_ATTR):
         delattr(model, CONFIG_ATTR)
+    forget(model, LoraConfig)  # a plain model again: nothing to replay
     return model
 
 
 def config_of(model: nn.Module) -> LoraConfig:
     config = getattr(model, CONFIG_ATTR, None)
     if config is None:
-        raise ValueError("model has no LoRA config; it was not prepared with "
+        raise ConfigError("model has no LoRA config; it was not prepared with "
                          "lowcarb.adapt.lora.apply(model, LoraConfig(...))")
     return config
 
@@ -345,4 +338,16 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def trainable_parameters(model: nn.Module) -> int:
-    return _count(p for p in model.parameters() if p.requires_grad)
+    return count_parameters(model, trainable_only=True)
+
+
+def _replay(model: nn.Module, config: LoraConfig, structure: dict[str, Any]) -> nn.Module:
+    apply(model, config)
+    if structure.get("merged"):
+        # The saved base weights already hold the merged update: mark it so, without adding it.
+        for layer in lora_layers(model).values():
+            layer.merged = True
+    return model
+
+
+register_transform(LoraConfig, "lora", _replay, to_json=LoraConfig.to_dict)

@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lowcarb.adapt import lora
-from lowcarb.adapt.lora import LoraConfig, LoraSummary
+from lowcarb.adapt.lora import LoraConfig
+from lowcarb.models.transforms import TransformSummary
 
 LOWCARB_CONFIG = "lowcarb_adapter.json"
 LOWCARB_WEIGHTS = "lowcarb_adapter.safetensors"
@@ -90,7 +91,7 @@ def save_adapter(model: nn.Module, folder: str | Path) -> Path:
     return folder
 
 
-def load_adapter(base: nn.Module, folder: str | Path) -> LoraSummary:
+def load_adapter(base: nn.Module, folder: str | Path) -> TransformSummary:
     """Put a saved adapter (lowcarb or PEFT format, detected from the files) onto a fresh base."""
     folder = Path(folder)
     if (folder / PEFT_CONFIG).exists() and not (folder / LOWCARB_CONFIG).exists():
@@ -159,7 +160,7 @@ _UNSUPPORTED_PEFT = {
 }
 
 
-def load_peft(base: nn.Module, folder: str | Path) -> LoraSummary:
+def load_peft(base: nn.Module, folder: str | Path) -> TransformSummary:
     """Put a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) onto a fresh base."""
     folder = Path(folder)
     config_path, weights_path = folder / PEFT_CONFIG, folder / PEFT_WEIGHTS

@@ -24,22 +24,33 @@ neural layers" (ICLR 2021), made practical for serving:
 
 from __future__ import annotations
 
-import fnmatch
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lowcarb.compress.factorized import (
+    Factorized,
+    FactorizedConv2d,
+    FactorizedLinear,
+    as_matrix,
+    break_even_rank,
+    factorized_modules,
+    matrix_shape,
+)
+from lowcarb.compress.saved import load_transformed as load
+from lowcarb.compress.saved import save_transformed as save
+from lowcarb.errors import ConfigError, ModelError
+from lowcarb.models.surgery import count_parameters, select_modules, set_module
+from lowcarb.models.transforms import TransformSummary, record, register_transform
+
 __all__ = [
     "FactorizedConv2d",
     "FactorizedLinear",
     "LowRankConfig",
-    "LowRankSummary",
     "apply",
     "factorized_modules",
     "frobenius_decay",
@@ -49,184 +60,6 @@ __all__ = [
     "restore",
     "save",
 ]
-
-LOWRANK_FILE = "lowrank.json"
-
-
-# ---------------------------------------------------------------------------------------------
-# factorized layers
-# ---------------------------------------------------------------------------------------------
-
-
-class FactorizedLinear(nn.Module):
-    """``y = U (V x) + b``: ``v`` is an r x n Linear without bias, ``u`` an m x r Linear with the bias.
-
-    Two plain ``nn.Linear`` children (rather than raw parameters) so that dynamic int8 quantization
-    and ONNX export treat the factors like any other Linear.
-    """
-
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True) -> None:
-        super().__init__()
-        if rank < 1:
-            raise ValueError(f"rank must be at least 1, got {rank}")
-        self.in_features = in_features
-        self.out_features = out_features
-        self.rank = rank
-        self.v = nn.Linear(in_features, rank, bias=False)
-        self.u = nn.Linear(rank, out_features, bias=bias)
-
-    @classmethod
-    def from_dense(cls, layer: nn.Linear, rank: int) -> FactorizedLinear:
-        """Spectral initialization from a trained Linear (any rank up to min(m, n))."""
-        w = layer.weight.detach()
-        m, n = w.shape
-        if not 1 <= rank <= min(m, n):
-            raise ValueError(f"rank must be in [1, {min(m, n)}] for a {m} x {n} Linear, got {rank}")
-        u, v = _spectral_factors(w, rank)
-        new = cls(n, m, rank, bias=layer.bias is not None)
-        new.to(device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            new.u.weight.copy_(u)
-            new.v.weight.copy_(v)
-            if layer.bias is not None:
-                new.u.bias.copy_(layer.bias.detach())
-        return new
-
-    def factors(self) -> tuple[Tensor, Tensor]:
-        """(U, V) as matrices: U is m x r, V is r x n."""
-        return self.u.weight, self.v.weight
-
-    def dense_weight(self) -> Tensor:
-        return self.u.weight @ self.v.weight
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.u(self.v(x))
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
-
-
-class FactorizedConv2d(nn.Module):
-    """A kh x 1 convolution to ``rank`` channels (V) then a 1 x kw convolution (U) with the bias.
-
-    Stride, padding and dilation split by axis: the first convolution handles the height, the
-    second the width. Both are exact because the first convolution has no bias (so zero padding of
-    its output equals zero padding of the input) and acts column by column.
-    """
-
-    def __init__(self, conv: nn.Conv2d, rank: int) -> None:
-        super().__init__()
-        if conv.groups != 1:
-            raise ValueError(
-                f"grouped convolutions (groups={conv.groups}) cannot be factorized; "
-                "exclude this module from the targets"
-            )
-        if rank < 1:
-            raise ValueError(f"rank must be at least 1, got {rank}")
-        kh, kw = conv.kernel_size
-        sh, sw = conv.stride
-        dh, dw = conv.dilation
-        if isinstance(conv.padding, str):
-            pad_h: str | tuple[int, int] = conv.padding
-            pad_w: str | tuple[int, int] = conv.padding
-        else:
-            ph, pw = conv.padding
-            pad_h, pad_w = (ph, 0), (0, pw)
-        self.in_channels = conv.in_channels
-        self.out_channels = conv.out_channels
-        self.kernel_size = (kh, kw)
-        self.rank = rank
-        self.v = nn.Conv2d(
-            conv.in_channels, rank, (kh, 1), stride=(sh, 1), padding=pad_h, dilation=(dh, 1),
-            bias=False, padding_mode=conv.padding_mode,
-        )  # fmt: skip
-        self.u = nn.Conv2d(
-            rank, conv.out_channels, (1, kw), stride=(1, sw), padding=pad_w, dilation=(1, dw),
-            bias=conv.bias is not None, padding_mode=conv.padding_mode,
-        )  # fmt: skip
-
-    @staticmethod
-    def as_matrix(weight: Tensor) -> Tensor:
-        """(out, in, kh, kw) -> M[(o, b), (c, a)] of shape (out*kw) x (in*kh)."""
-        o, c, kh, kw = weight.shape
-        return weight.permute(0, 3, 1, 2).reshape(o * kw, c * kh)
-
-    @classmethod
-    def from_dense(cls, conv: nn.Conv2d, rank: int) -> FactorizedConv2d:
-        """Spectral initialization from a trained Conv2d."""
-        w = conv.weight.detach()
-        o, c, kh, kw = w.shape
-        mat = cls.as_matrix(w)
-        if not 1 <= rank <= min(mat.shape):
-            raise ValueError(
-                f"rank must be in [1, {min(mat.shape)}] for this Conv2d "
-                f"({mat.shape[0]} x {mat.shape[1]} as a matrix), got {rank}"
-            )
-        u, v = _spectral_factors(mat, rank)  # u: (o*kw) x r, v: r x (c*kh)
-        new = cls(conv, rank)
-        new.to(device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            # V[r, (c, a)] -> first conv weight (r, c, kh, 1)
-            new.v.weight.copy_(v.reshape(rank, c, kh, 1))
-            # U[(o, b), r] -> second conv weight (o, r, 1, kw)
-            new.u.weight.copy_(u.reshape(o, kw, rank).permute(0, 2, 1).reshape(o, rank, 1, kw))
-            if conv.bias is not None:
-                new.u.bias.copy_(conv.bias.detach())
-        return new
-
-    def factors(self) -> tuple[Tensor, Tensor]:
-        """(U, V) as matrices in the (out*kw) x (in*kh) layout of ``as_matrix``."""
-        o, r, _, kw = self.u.weight.shape
-        c, kh = self.in_channels, self.kernel_size[0]
-        u = self.u.weight.reshape(o, r, kw).permute(0, 2, 1).reshape(o * kw, r)
-        v = self.v.weight.reshape(r, c * kh)
-        return u, v
-
-    def dense_weight(self) -> Tensor:
-        """The equivalent (out, in, kh, kw) kernel."""
-        u, v = self.factors()
-        o, c = self.out_channels, self.in_channels
-        kh, kw = self.kernel_size
-        return (u @ v).reshape(o, kw, c, kh).permute(0, 2, 3, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.u(self.v(x))
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"rank={self.rank}"
-        )
-
-
-Factorized = (FactorizedLinear, FactorizedConv2d)
-
-
-def _spectral_factors(w: Tensor, rank: int) -> tuple[Tensor, Tensor]:
-    """U_r sqrt(S_r), sqrt(S_r) V_r^T from a float64 SVD (float32 SVD loses the full-rank identity)."""
-    u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
-    root = s[:rank].sqrt()
-    return (u[:, :rank] * root).to(w.dtype), (root[:, None] * vh[:rank]).to(w.dtype)
-
-
-def _matrix_shape(module: nn.Module) -> tuple[int, int]:
-    if isinstance(module, nn.Linear):
-        return module.out_features, module.in_features
-    if isinstance(module, nn.Conv2d):
-        o, c, kh, kw = module.weight.shape
-        return o * kw, c * kh
-    raise TypeError(f"cannot factorize {type(module).__name__}")
-
-
-def _as_matrix(module: nn.Module) -> Tensor:
-    if isinstance(module, nn.Linear):
-        return module.weight.detach()
-    return FactorizedConv2d.as_matrix(module.weight.detach())
-
-
-def _break_even_rank(m: int, n: int) -> float:
-    """r(m + n) < mn saves parameters only for r below this."""
-    return m * n / (m + n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,49 +90,26 @@ class LowRankConfig:
     def __post_init__(self) -> None:
         chosen = [k for k in ("param_ratio", "energy", "rank") if getattr(self, k) is not None]
         if len(chosen) != 1:
-            raise ValueError(
+            raise ConfigError(
                 "LowRankConfig needs exactly one of param_ratio, energy or rank "
                 f"(got {chosen or 'none'}); for example LowRankConfig(param_ratio=0.5) or "
                 "LowRankConfig(param_ratio=None, rank=64)"
             )
         if self.param_ratio is not None and not 0 < self.param_ratio <= 1:
-            raise ValueError(
+            raise ConfigError(
                 f"param_ratio must be in (0, 1] (the fraction of parameters kept), got "
                 f"{self.param_ratio}"
             )
         if self.energy is not None and not 0 < self.energy <= 1:
-            raise ValueError(
+            raise ConfigError(
                 f"energy must be in (0, 1] (the fraction of spectral energy kept), got {self.energy}"
             )
         if self.rank is not None and (isinstance(self.rank, bool) or self.rank < 1):
-            raise ValueError(f"rank must be a positive integer, got {self.rank}")
+            raise ConfigError(f"rank must be a positive integer, got {self.rank}")
         if isinstance(self.targets, str) or isinstance(self.exclude, str):
-            raise ValueError("targets and exclude are tuples of patterns, e.g. ('*encoder*',)")
+            raise ConfigError("targets and exclude are tuples of patterns, e.g. ('*encoder*',)")
         if not self.targets:
-            raise ValueError("targets is empty; use ('*',) to consider every Linear/Conv2d")
-
-
-@dataclass
-class LowRankSummary:
-    params_before: int
-    params_after: int
-    modules_changed: list[str]
-    ranks: dict[str, int]
-    energy_kept: dict[str, float]
-    skipped: dict[str, str]
-    target_params_before: int
-    target_params_after: int
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def target_ratio(self) -> float:
-        """Weight parameters of the targeted layers after / before."""
-        return self.target_params_after / self.target_params_before
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["target_ratio"] = self.target_ratio
-        return out
+            raise ConfigError("targets is empty; use ('*',) to consider every Linear/Conv2d")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,32 +131,8 @@ def _candidates(model: nn.Module, include_conv: bool) -> dict[str, nn.Module]:
 def _select(model: nn.Module, cfg: LowRankConfig) -> dict[str, nn.Module]:
     cands = _candidates(model, cfg.include_conv)
     kinds = "Linear/Conv2d" if cfg.include_conv else "Linear"
-    if not cands:
-        raise ValueError(f"the model has no {kinds} modules to factorize")
-    listing = _listing(cands)
-    for pat in cfg.targets:
-        if not any(fnmatch.fnmatchcase(n, pat) for n in cands):
-            raise ValueError(
-                f"target pattern {pat!r} matches no {kinds} module; candidates are: {listing}"
-            )
-    chosen = {
-        n: m
-        for n, m in cands.items()
-        if any(fnmatch.fnmatchcase(n, p) for p in cfg.targets)
-        and not any(fnmatch.fnmatchcase(n, p) for p in cfg.exclude)
-    }
-    if not chosen:
-        raise ValueError(
-            f"targets {list(cfg.targets)} minus exclude {list(cfg.exclude)} leave no module; "
-            f"candidates are: {listing}"
-        )
-    return chosen
-
-
-def _listing(names: dict[str, Any], limit: int = 24) -> str:
-    keys = list(names)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+    names = select_modules(cands, cfg.targets, cfg.exclude, kinds, listed_as="candidates are")
+    return {n: cands[n] for n in names}
 
 
 def _energies(mat: Tensor) -> Tensor:
@@ -361,8 +147,8 @@ def _choose_ranks(
     layers: dict[str, nn.Module], cfg: LowRankConfig
 ) -> tuple[dict[str, int], dict[str, float], dict[str, str]]:
     """Ranks for the layers worth factorizing, the energy each keeps, and why others were skipped."""
-    shapes = {n: _matrix_shape(m) for n, m in layers.items()}
-    energies = {n: _energies(_as_matrix(m)) for n, m in layers.items()}
+    shapes = {n: matrix_shape(m) for n, m in layers.items()}
+    energies = {n: _energies(as_matrix(m)) for n, m in layers.items()}
     ranks: dict[str, int] = {}
     if cfg.rank is not None:
         ranks = {n: min(cfg.rank, min(shapes[n])) for n in layers}
@@ -383,9 +169,9 @@ def _choose_ranks(
     skipped: dict[str, str] = {}
     for n, r in ranks.items():
         m, k = shapes[n]
-        if r >= _break_even_rank(m, k):
+        if r >= break_even_rank(m, k):
             skipped[n] = (
-                f"rank {r} >= mn/(m+n) = {_break_even_rank(m, k):.1f} for {m} x {k}: "
+                f"rank {r} >= mn/(m+n) = {break_even_rank(m, k):.1f} for {m} x {k}: "
                 "factorizing would not save parameters"
             )
             continue
@@ -410,7 +196,7 @@ def _budget_ranks(
     cost = {n: float(m + k) for n, (m, k) in shapes.items()}
     spent = sum(cost.values())
     if spent > budget:
-        raise ValueError(
+        raise ConfigError(
             f"param_ratio={ratio} is below the minimum of rank 1 everywhere "
             f"({spent / (budget / ratio):.4f} of the targeted parameters); raise param_ratio"
         )
@@ -429,7 +215,7 @@ def _budget_ranks(
             continue
         m, c = shapes[n]
         step = m + c
-        if (ranks[n] + 1) >= _break_even_rank(m, c):
+        if (ranks[n] + 1) >= break_even_rank(m, c):
             # Going dense costs mn in total; switch if the budget allows, else this layer is done.
             extra = m * c - cost[n]
             if spent + extra <= budget:
@@ -451,27 +237,21 @@ def _budget_ranks(
 # ---------------------------------------------------------------------------------------------
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def _weight_params(module: nn.Module) -> int:
     if isinstance(module, Factorized):
         return module.u.weight.numel() + module.v.weight.numel()
     return module.weight.numel()
 
 
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def apply(model: nn.Module, config: LowRankConfig | None = None) -> TransformSummary:
+    """Factorize the targeted layers of ``model`` in place with spectral initialization.
 
-
-def apply(model: nn.Module, config: LowRankConfig | None = None) -> LowRankSummary:
-    """Factorize the targeted layers of ``model`` in place with spectral initialization."""
+    Details: ``ranks``, ``energy_kept`` (spectral energy each rank keeps), ``skipped`` (why),
+    ``target_params_before`` / ``_after`` / ``target_ratio`` (weights of the targeted layers).
+    """
     cfg = config or LowRankConfig()
     layers = _select(model, cfg)
-    params_before = _count(model)
+    params_before = count_parameters(model)
     target_before = sum(_weight_params(m) for m in layers.values())
     ranks, kept, skipped = _choose_ranks(layers, cfg)
     for name, rank in ranks.items():
@@ -482,23 +262,20 @@ def apply(model: nn.Module, config: LowRankConfig | None = None) -> LowRankSumma
         else:
             new = FactorizedConv2d.from_dense(mod, rank)
         new.train(mod.training)
-        _set_module(model, name, new)
+        set_module(model, name, new)
     target_after = sum(_weight_params(model.get_submodule(n)) for n in layers)
-    return LowRankSummary(
-        params_before=params_before,
-        params_after=_count(model),
-        modules_changed=list(ranks),
-        ranks=ranks,
-        energy_kept=kept,
-        skipped=skipped,
-        target_params_before=target_before,
-        target_params_after=target_after,
-        config=asdict(cfg),
+    record(model, cfg, {"ranks": ranks})
+    details = {
+        "ranks": ranks,
+        "energy_kept": kept,
+        "skipped": skipped,
+        "target_params_before": target_before,
+        "target_params_after": target_after,
+        "target_ratio": target_after / target_before,
+    }
+    return TransformSummary(
+        "lowrank", cfg, params_before, count_parameters(model), list(ranks), details, model=model
     )
-
-
-def factorized_modules(model: nn.Module) -> dict[str, FactorizedLinear | FactorizedConv2d]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, Factorized)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,14 +291,14 @@ def frobenius_decay(model: nn.Module, coeff: float) -> Tensor:
     weight decay of ``coeff`` on the dense weight.
     """
     if coeff < 0:
-        raise ValueError(f"Frobenius decay coefficient must be >= 0, got {coeff}")
+        raise ConfigError(f"Frobenius decay coefficient must be >= 0, got {coeff}")
     total: Tensor | None = None
     for mod in factorized_modules(model).values():
         u, v = mod.factors()
         term = ((u.T @ u) * (v @ v.T)).sum()  # tr(A B) for symmetric A, B is sum(A * B)
         total = term if total is None else total + term
     if total is None:
-        raise ValueError(
+        raise ConfigError(
             "frobenius_decay found no factorized layers; call lowcarb.compress.lowrank.apply "
             "on the model first"
         )
@@ -531,7 +308,7 @@ def frobenius_decay(model: nn.Module, coeff: float) -> Tensor:
 def frobenius_decay_loss(coeff: float) -> Callable[[nn.Module], Tensor]:
     """``extra_loss`` for ``lowcarb.train.fit``: ``fit(..., extra_loss=frobenius_decay_loss(1e-4))``."""
     if coeff < 0:
-        raise ValueError(f"Frobenius decay coefficient must be >= 0, got {coeff}")
+        raise ConfigError(f"Frobenius decay coefficient must be >= 0, got {coeff}")
     return partial(frobenius_decay, coeff=coeff)
 
 
@@ -564,7 +341,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# save / reload: a safetensors state dict plus the ranks, no pickles
+# reload: the factorized structure on a fresh model (``save`` / ``load`` replay the log)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -574,42 +351,20 @@ def restore(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
         try:
             mod = model.get_submodule(name)
         except AttributeError as exc:
-            raise ValueError(f"module {name!r} from the saved ranks is not in this model") from exc
+            raise ModelError(f"module {name!r} from the saved ranks is not in this model") from exc
         new: nn.Module
         if isinstance(mod, nn.Linear):
             new = FactorizedLinear(mod.in_features, mod.out_features, rank, mod.bias is not None)
         elif isinstance(mod, nn.Conv2d):
             new = FactorizedConv2d(mod, rank)
         else:
-            raise ValueError(f"module {name!r} is a {type(mod).__name__}, not Linear/Conv2d")
+            raise ModelError(f"module {name!r} is a {type(mod).__name__}, not Linear/Conv2d")
         new.to(device=mod.weight.device, dtype=mod.weight.dtype)
-        _set_module(model, name, new)
+        set_module(model, name, new)
     return model
 
 
-def save(model: nn.Module, folder: str | Path) -> Path:
-    """Write ``model.safetensors`` and ``lowrank.json`` (the ranks) into ``folder``."""
-    from safetensors.torch import save_model
-
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    ranks = {n: m.rank for n, m in factorized_modules(model).items()}
-    save_model(model, str(out / "model.safetensors"))
-    (out / LOWRANK_FILE).write_text(json.dumps({"format": 1, "ranks": ranks}, indent=2) + "\n")
-    return out
-
-
-def load(model: nn.Module, folder: str | Path) -> nn.Module:
-    """Rebuild the factorized structure on a freshly built base ``model`` and load the weights."""
-    from safetensors.torch import load_model
-
-    src = Path(folder)
-    meta_path = src / LOWRANK_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(
-            f"{meta_path} not found: is {src} a folder written by lowrank.save?"
-        )
-    meta = json.loads(meta_path.read_text())
-    restore(model, {str(k): int(v) for k, v in meta["ranks"].items()})
-    load_model(model, str(src / "model.safetensors"))
-    return model
+register_transform(
+    LowRankConfig, "lowrank",
+    lambda model, _cfg, structure: restore(model, {str(k): int(v) for k, v in structure["ranks"].items()}),
+)  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,13 @@ from torch import nn
 
 from lowcarb.data import DataBundle
 from lowcarb.measure.config import CarbonConfig
-from lowcarb.models import ModelHandle
+from lowcarb.models import ModelHandle, load_model, save_model
+from lowcarb.models.transforms import has_transforms
 from lowcarb.pipeline.recipe import Recipe
+from lowcarb.pipeline.registry import TrainOverrides
 from lowcarb.train.config import TrainConfig
 from lowcarb.train.device import Placement, cpu_placement
+from lowcarb.train.loop import FitResult, fit
 
 
 @dataclass
@@ -83,15 +87,47 @@ class RunContext:
     def tokenizer(self) -> Any | None:
         return self.handle.tokenizer
 
-    def train_config(self, **changes: Any) -> TrainConfig:
-        """The recipe's training settings, with `changes` (a stage's own overrides) applied."""
+    def train_config(self, overrides: TrainOverrides | None = None, **changes: Any) -> TrainConfig:
+        """The recipe's training settings (in the run's precision), with a stage's overrides
+        block and `changes` applied (None values leave the recipe's setting)."""
         base = dataclasses.replace(
             self.recipe.train,
             quiet=self.quiet or self.recipe.train.quiet,
             precision=self.placement.precision,
         )
-        given = {k: v for k, v in changes.items() if v is not None}
+        given = {**(overrides.train_overrides() if overrides is not None else {}), **changes}
+        given = {k: v for k, v in given.items() if v is not None}
         return dataclasses.replace(base, **given) if given else base
+
+    def fit(
+        self,
+        overrides: TrainOverrides | None = None,
+        *,
+        train: TrainConfig | None = None,
+        model: nn.Module | None = None,
+        train_loader: Any = None,
+        dev_loader: Any = None,
+        **fit_kwargs: Any,
+    ) -> FitResult:
+        """The common training call of a stage: `model` (default: the current one) trained on the
+        train split and checked on dev, with the recipe's settings plus the stage's overrides (or
+        `train`, a config the stage built itself); `fit_kwargs` go to lowcarb.train.fit."""
+        config = train or self.train_config(overrides)
+        if train_loader is None:
+            train_loader = self.loader("train", config.batch_size, shuffle=True, seed=config.seed)
+        if dev_loader is None:
+            dev_loader = self.loader("dev", config.batch_size)
+        model = model if model is not None else self.model
+        return fit(model, train_loader, dev_loader, config, **fit_kwargs)
+
+    def save_model(self, folder: Path) -> tuple[Path, Callable[[Path], ModelHandle]]:
+        """Save the current model; returns the folder and the function that reloads it. A model
+        that carries a transform log is saved through it (lowcarb.compress.saved replays it)."""
+        if has_transforms(self.model):
+            from lowcarb.compress.saved import load_compressed, save_compressed
+
+            return save_compressed(self.handle, folder), load_compressed
+        return save_model(self.handle, folder), load_model
 
     def loader(
         self, split: str, batch_size: int | None = None, *, shuffle: bool = False, seed: int = 0
@@ -122,9 +158,9 @@ class RunContext:
             raise ValueError("ctx.set_metrics() is for stages; it was called outside a stage")
         self.current.metrics = dict(metrics)
 
-    def latest_metrics(self) -> dict[str, Any] | None:
-        """The most recent evaluation of the current model, if it has one."""
-        for record in reversed(self.records):
-            if record.metrics and record.model_version == self.model_version:
-                return record.metrics
-        return None
+
+def fit_notes(result: FitResult, prefix: str = "") -> dict[str, Any]:
+    """A fit's result for `ctx.note` (the per-step history stays out of the report)."""
+    notes = result.to_dict()
+    notes.pop("history", None)
+    return {f"{prefix}{k}": v for k, v in notes.items()}

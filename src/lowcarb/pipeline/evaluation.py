@@ -1,4 +1,5 @@
-"""The evaluation every model of a run gets: quality on dev/test and its serving costs."""
+"""The evaluation every model of a run gets: quality on dev/test and its serving costs, measured
+by lowcarb.train.costs.serving_costs (the same code the benchmarks use)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,9 @@ from typing import Any
 
 from lowcarb.pipeline.context import RunContext
 from lowcarb.train.batches import model_device
+from lowcarb.train.costs import serving_costs
 from lowcarb.train.device import device_name, precision_on
 from lowcarb.train.evaluate import evaluate
-from lowcarb.train.flops import flops_per_example
-from lowcarb.train.footprint import inference_footprint
-from lowcarb.train.latency import benchmark_latency
-from lowcarb.train.size import count_parameters, size_on_disk_bytes
 from lowcarb.train.timing import RepeatConfig
 
 # Inferences for the footprint are served in batches of this size (throughput serving).
@@ -71,48 +69,20 @@ def evaluate_model(
 
     serving_split = "test" if ctx.data.test is not None else "dev"
     serving_batch = _first_batch(ctx, serving_split, SERVING_BATCH)
-    out["params"] = count_parameters(model)
-    out["trainable_params"] = count_parameters(model, trainable_only=True)
-    out["size_bytes"] = size_on_disk_bytes(model)
-    out["flops_per_example"] = flops_per_example(model, serving_batch)
-    out["threads"] = threads
+    latency_batches = {
+        size: serving_batch if size == SERVING_BATCH else _first_batch(ctx, serving_split, size)
+        for size in latency_batch_sizes
+    }
+    costs = serving_costs(
+        model, serving_batch, latency_batches, threads, repeats=latency_repeats, repeat=repeat,
+        n_inferences=inferences, carbon_config=ctx.carbon, precision=precision,
+    )  # fmt: skip
+    # The run record keeps the per-1,000 figures; the window itself is in the ledger already.
+    for key in ("inference_footprint", "inference_energy_j", "inference_operational_g",
+                "inference_embodied_g"):
+        costs.pop(key)
+    out.update(costs)
     out["device"] = str(device)
     out["device_name"] = ctx.placement.name if device == ctx.placement.device else device_name(device)
     out["precision"] = precision
-    busiest: dict[str, Any] = {}
-    for size in latency_batch_sizes:
-        batch = serving_batch if size == SERVING_BATCH else _first_batch(ctx, serving_split, size)
-        lat = benchmark_latency(
-            model, batch, threads=threads, repeats=latency_repeats, config=repeat, precision=precision
-        )
-        for key in ("p50_ms", "p50_low_ms", "p50_high_ms", "p95_ms", "repeats"):
-            out[f"latency_b{size}_{key}"] = lat[key]
-        # A split smaller than the batch size gives a smaller batch: record what was timed.
-        out[f"latency_b{size}_batch_size"] = lat["batch_size"]
-        if not busiest or (lat["load_1m"] or 0.0) > (busiest["load_1m"] or 0.0):
-            busiest = lat
-    if busiest:
-        out["latency_load_1m"] = busiest["load_1m"]
-        out["latency_cores"] = busiest["cores"]
-        out["latency_busy"] = busiest["busy"]
-    fp = inference_footprint(
-        model,
-        serving_batch,
-        inferences,
-        threads,
-        name="inference",
-        carbon_config=ctx.carbon,
-        precision=precision,
-    ).to_dict()
-    # Whole batches run, so the window may serve a few more than asked: scale by what it served.
-    served = float(fp.get("units") or inferences)
-    scale = 1000.0 / served
-    out["per1k_energy_j"] = fp["energy_j"] * scale
-    out["per1k_operational_g"] = fp["operational_g"] * scale
-    out["per1k_embodied_g"] = fp["embodied_g"] * scale
-    out["per1k_total_g"] = out["per1k_operational_g"] + out["per1k_embodied_g"]
-    out["per1k_method"] = "; ".join(
-        f"{name}: {comp['method']}" for name, comp in (fp.get("components") or {}).items()
-    )
-    out["inferences_measured"] = served
     return out

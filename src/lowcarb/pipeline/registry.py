@@ -7,12 +7,13 @@ new stage is one new file and never an edit to the runner.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 StageFn = Callable[[Any, Any], Any]
 # check(ctx, cfg) raises a LowcarbError when the stage cannot work on the run's model or data.
@@ -23,6 +24,55 @@ class StageConfig(BaseModel):
     """Base for stage settings: frozen, and unknown keys are errors (a typo must not pass silently)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainOverrides(StageConfig):
+    """The one training-overrides block of a stage that trains: unset values come from the
+    recipe's `train:` section; set here, they apply to this stage only (`ctx.fit(cfg)`)."""
+
+    epochs: int | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    lr: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+
+    def train_overrides(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in TrainOverrides.model_fields}
+
+
+def technique_fields(
+    *config_types: type,
+    include: Iterable[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    types: Mapping[str, Any] | None = None,
+    unset: bool = False,
+) -> type[StageConfig]:
+    """A StageConfig base whose fields are the technique configs' dataclass fields: their types and
+    defaults are read from the dataclasses, so a stage never copies them (the technique validates
+    them when the stage builds its config). ``include`` keeps only those names; ``defaults`` and
+    ``types`` change a field's default or type for the recipe; ``unset`` makes every field default
+    to None, "not given" (a stage over several configs, such as quantize's workflows)."""
+    wanted = set(include) if include is not None else None
+    fields: dict[str, Any] = {}
+    for config_type in config_types:
+        hints = get_type_hints(config_type)
+        for f in dataclasses.fields(config_type):
+            if f.name in fields or (wanted is not None and f.name not in wanted):
+                continue
+            annotation = (types or {}).get(f.name, hints[f.name])
+            if unset:
+                fields[f.name] = (annotation | None, None)
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            fields[f.name] = (annotation, (defaults or {}).get(f.name, default))
+    name = "".join(t.__name__ for t in config_types) + "Fields"
+    return create_model(name, __base__=StageConfig, **fields)  # type: ignore[call-overload]
+
+
+def technique_values(settings: BaseModel, config_type: type, *, skip_unset: bool = False) -> dict[str, Any]:
+    """The stage settings that are fields of ``config_type`` (None ones left out with skip_unset)."""
+    names = {f.name for f in dataclasses.fields(config_type)}
+    values = {k: getattr(settings, k) for k in names if k in type(settings).model_fields}
+    return {k: v for k, v in values.items() if not (skip_unset and v is None)}
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from lowcarb.errors import LowcarbError
 from lowcarb.interrupts import Terminated, interrupt_on_signals
 from lowcarb.measure import track
 from lowcarb.measure.config import load_carbon_config
-from lowcarb.models import build_model, load_model, save_model
+from lowcarb.models import build_model
 from lowcarb.pipeline.context import RunContext, StageRecord
 from lowcarb.pipeline.recipe import Recipe, StageStep
 from lowcarb.pipeline.registry import get_stage
@@ -347,16 +347,14 @@ def _run_step(
 
 def _save_final_model(ctx: RunContext, artifacts: Path) -> dict[str, Any]:
     """Save the final model (safetensors + description) and check the folder reloads it."""
-    # A stage that changes the architecture (lowrank, quantize) puts in ctx.shared how to save
-    # and rebuild the model: "save_model": (ctx, folder) -> folder, "load_model": folder -> handle.
-    saver = ctx.shared.get("save_model")
+    # A transformed model (lowrank, quantize, ...) is saved through its transform log.
     folder = artifacts / "model"
     # Written as a whole under a temporary name: a failed save leaves no half of a model.
     with files.replace_folder(folder) as tmp:
-        written = Path(saver(ctx, tmp) if saver else save_model(ctx.handle, tmp))
+        written, loader = ctx.save_model(tmp)
+        written = Path(written)
         ctx.data.save_label_map(written / "label_map.json")
     folder = folder / written.relative_to(tmp)
-    loader = ctx.shared.get("load_model", load_model)
     info: dict[str, Any] = {
         "path": str(folder),
         # The function that rebuilds the model from the folder (for the user and the report).

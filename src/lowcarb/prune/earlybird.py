@@ -27,6 +27,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from lowcarb.models.surgery import count_parameters
+from lowcarb.models.transforms import TransformSummary, record, register_transform
 from lowcarb.prune import bert_structure, bn_channels
 from lowcarb.train.config import TrainConfig
 from lowcarb.train.loop import fit
@@ -193,18 +195,6 @@ class EarlyBirdTicket:
         }
 
 
-@dataclass(frozen=True)
-class PruneSummary:
-    params_before: int
-    params_after: int
-    modules_changed: list[str]
-    kept: dict[str, int]
-    total: dict[str, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 def search(
     model: nn.Module,
     train_loader: Iterable[Any],
@@ -262,17 +252,18 @@ def search(
     )
 
 
-def apply(model: nn.Module, ticket: EarlyBirdTicket) -> PruneSummary:
-    """Physically remove what the ticket prunes from `model` (normally the pretrained weights)."""
+def apply(model: nn.Module, ticket: EarlyBirdTicket) -> TransformSummary:
+    """Physically remove what the ticket prunes from `model` (normally the pretrained weights).
+
+    Details: ``kept`` and ``total`` per mask group (heads, ffn, or channels).
+    """
     structure = structure_for(model)
-    before = sum(p.numel() for p in model.parameters())
+    before = count_parameters(model)
     changed = structure.prune(model, ticket.masks)
-    return PruneSummary(
-        params_before=before,
-        params_after=sum(p.numel() for p in model.parameters()),
-        modules_changed=changed,
-        kept=ticket.kept(),
-        total={k: int(v.numel()) for k, v in ticket.masks.items()},
+    record(model, ticket, {"widths": describe_structure(model)})
+    details = {"kept": ticket.kept(), "total": {k: int(v.numel()) for k, v in ticket.masks.items()}}
+    return TransformSummary(
+        "earlybird", ticket, before, count_parameters(model), changed, details, model=model
     )
 
 
@@ -295,3 +286,26 @@ def restore_structure(model: nn.Module, description: dict[str, Any]) -> list[str
     if kind == "bn_channels":
         return bn_channels.restore(model, description)
     raise ValueError(f"unknown pruned-structure kind {kind!r} (expected 'bert' or 'bn_channels')")
+
+
+def _ticket_to_json(ticket: EarlyBirdTicket) -> dict[str, Any]:
+    # The masks are the config: kept as 0/1 lists (a few thousand entries for MiniLM).
+    out = {k: v for k, v in dataclasses.asdict(ticket).items() if k != "masks"}
+    out["masks"] = {k: v.to(torch.uint8).tolist() for k, v in ticket.masks.items()}
+    out["mask_steps"], out["distances"] = list(ticket.mask_steps), list(ticket.distances)
+    return out
+
+
+def _ticket_from_json(data: dict[str, Any]) -> EarlyBirdTicket:
+    values = dict(data)
+    values["masks"] = {k: torch.tensor(v, dtype=torch.bool) for k, v in data["masks"].items()}
+    values["mask_steps"] = tuple(data.get("mask_steps", ()))
+    values["distances"] = tuple(data.get("distances", ()))
+    return EarlyBirdTicket(**values)
+
+
+register_transform(
+    EarlyBirdTicket, "earlybird",
+    lambda model, _ticket, structure: (restore_structure(model, structure["widths"]), model)[1],
+    to_json=_ticket_to_json, from_json=_ticket_from_json,
+)  # fmt: skip

@@ -26,9 +26,9 @@ from lowcarb.compress.distill.objectives import (
     traced_objective,
 )
 from lowcarb.compress.distill.result import DistillSummary
-from lowcarb.compress.distill.students import count_params
 from lowcarb.compress.distill.teacher import TeacherLogits
 from lowcarb.compress.distill.xtremedistil import XtremeDistil, xtremedistil
+from lowcarb.models.surgery import count_parameters
 from lowcarb.train import TrainConfig, default_param_groups, fit
 from lowcarb.train.batches import Batch
 
@@ -195,8 +195,8 @@ def distill(
         )
     return DistillSummary(
         method=type(method).__name__,
-        params_before=count_params(teacher),
-        params_after=count_params(student),
+        params_before=count_parameters(teacher),
+        params_after=count_parameters(student),
         steps=result.steps,
         teacher_forward_examples=cache.forward_examples - before,
         dev=result.best_dev,

@@ -21,6 +21,7 @@ from torch import nn
 
 from lowcarb.compress.distill.capture import encoder_layers
 from lowcarb.compress.distill.losses import uniform_layer_map
+from lowcarb.models.surgery import count_parameters
 from lowcarb.models.transformer import TextTransformer
 
 
@@ -36,10 +37,6 @@ class StudentSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _resolve_layers(
@@ -99,8 +96,8 @@ def select_layers(
     setattr(owner, name, kept)
     _set_layer_count(student, owner, len(chosen))
     summary = StudentSummary(
-        params_before=count_params(teacher),
-        params_after=count_params(student),
+        params_before=count_parameters(teacher),
+        params_after=count_parameters(student),
         teacher_layers=chosen,
         init="layer selection",
         modules_changed=(f"{_qualified_name(student, kept)}",),
@@ -169,8 +166,8 @@ def build_student(teacher: nn.Module, config: StudentConfig) -> tuple[nn.Module,
         truncate_into(student, teacher, chosen)
     student.train(teacher.training)
     summary = StudentSummary(
-        params_before=count_params(teacher),
-        params_after=count_params(student),
+        params_before=count_parameters(teacher),
+        params_after=count_parameters(student),
         teacher_layers=chosen,
         init=config.init,
         modules_changed=("all",),
@@ -228,8 +225,8 @@ def _build_text_transformer_student(
         truncate_into(student, teacher, chosen)
     student.train(teacher.training)
     summary = StudentSummary(
-        params_before=count_params(teacher),
-        params_after=count_params(student),
+        params_before=count_parameters(teacher),
+        params_after=count_parameters(student),
         teacher_layers=chosen,
         init=config.init,
         modules_changed=("all",),

@@ -16,8 +16,8 @@ from lowcarb.compress.distill.capture import num_heads_of
 from lowcarb.compress.distill.methods import MiniLM
 from lowcarb.compress.distill.objectives import minilm_relation, traced_objective
 from lowcarb.compress.distill.result import DistillSummary
-from lowcarb.compress.distill.students import count_params
 from lowcarb.compress.distill.teacher import TeacherLogits
+from lowcarb.models.surgery import count_parameters
 from lowcarb.train import TrainConfig, fit
 from lowcarb.train.batches import Batch
 
@@ -56,8 +56,8 @@ def distil_task_agnostic(
         result = fit(student, unlabelled_loader, None, train, loss_fn=objective)
     return DistillSummary(
         method=f"task-agnostic MiniLM v{method.version}",
-        params_before=count_params(teacher),
-        params_after=count_params(student),
+        params_before=count_parameters(teacher),
+        params_after=count_parameters(student),
         steps=result.steps,
         teacher_forward_examples=counter.forward_examples,
         dev=None,

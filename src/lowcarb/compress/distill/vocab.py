@@ -15,7 +15,7 @@ row (symmetric), a further 4x on the table.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowcarb.compress.distill.capture import embedding_module
-from lowcarb.train.size import count_parameters
+from lowcarb.errors import ConfigError, ModelError
+from lowcarb.models.surgery import count_parameters
+from lowcarb.models.transforms import TransformSummary, record, register_transform
 
 
 @dataclass(frozen=True)
@@ -39,26 +41,11 @@ class VocabConfig:
 
     def __post_init__(self) -> None:
         if not self.keep:
-            raise ValueError("VocabConfig.keep is empty: give the token ids the task uses")
+            raise ConfigError("VocabConfig.keep is empty: give the token ids the task uses")
         if self.unknown not in ("nearest", "unk"):
-            raise ValueError(f"unknown must be 'nearest' or 'unk', got {self.unknown!r}")
+            raise ConfigError(f"unknown must be 'nearest' or 'unk', got {self.unknown!r}")
         if self.unknown == "unk" and self.unk_id is None:
-            raise ValueError("unknown='unk' needs unk_id (tokenizer.unk_token_id)")
-
-
-@dataclass(frozen=True)
-class VocabSummary:
-    params_before: int
-    params_after: int
-    vocab_before: int
-    vocab_after: int
-    int8: bool
-    table_bytes_before: int
-    table_bytes_after: int
-    modules_changed: tuple[str, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+            raise ConfigError("unknown='unk' needs unk_id (tokenizer.unk_token_id)")
 
 
 class CompactEmbedding(nn.Module):
@@ -127,7 +114,7 @@ def _word_embeddings(model: nn.Module) -> tuple[nn.Module, str, nn.Embedding]:
         table = getattr(model, owner_name, None)
         if isinstance(table, nn.Embedding):
             return model, owner_name, table
-    raise ValueError(
+    raise ModelError(
         f"{type(model).__name__} has no word-embedding table to prune (looked for "
         "embeddings.word_embeddings and embed); apply vocabulary pruning to a text model"
     )
@@ -143,8 +130,11 @@ def _nearest_kept(table: Tensor, kept: Tensor, dropped: Tensor, chunk: int = 409
     return out
 
 
-def apply(model: nn.Module, config: VocabConfig) -> VocabSummary:
-    """Replace the model's word embeddings by a `CompactEmbedding` (in place)."""
+def apply(model: nn.Module, config: VocabConfig) -> TransformSummary:
+    """Replace the model's word embeddings by a `CompactEmbedding` (in place).
+
+    Details: ``vocab_before`` / ``vocab_after`` (rows), ``int8``, ``table_bytes_before`` / ``_after``.
+    """
     owner, attr, table_module = _word_embeddings(model)
     table = table_module.weight.detach().float()
     vocab = table.shape[0]
@@ -153,7 +143,7 @@ def apply(model: nn.Module, config: VocabConfig) -> VocabSummary:
         keep_set.add(config.unk_id)
     bad = [i for i in keep_set if not 0 <= i < vocab]
     if bad:
-        raise ValueError(f"token ids {sorted(bad)[:5]} are outside the vocabulary (0..{vocab - 1})")
+        raise ConfigError(f"token ids {sorted(bad)[:5]} are outside the vocabulary (0..{vocab - 1})")
     kept = torch.tensor(sorted(keep_set), dtype=torch.long)
     old_to_new = torch.empty(vocab, dtype=torch.long)
     old_to_new[kept] = torch.arange(len(kept))
@@ -175,19 +165,17 @@ def apply(model: nn.Module, config: VocabConfig) -> VocabSummary:
         else compact.weight.numel() * 4  # type: ignore[union-attr]
     ) + compact.old_to_new.numel() * compact.old_to_new.element_size()
     name = next(n for n, m in model.named_modules() if m is compact)
-    return VocabSummary(
-        params_before=params_before,
-        params_after=count_parameters(model),
-        vocab_before=vocab,
-        vocab_after=len(kept),
-        int8=config.int8,
-        table_bytes_before=bytes_before,
-        table_bytes_after=table_bytes,
-        modules_changed=(name,),
+    record(model, config, describe(model))
+    details = {
+        "vocab_before": vocab,
+        "vocab_after": len(kept),
+        "int8": config.int8,
+        "table_bytes_before": bytes_before,
+        "table_bytes_after": table_bytes,
+    }
+    return TransformSummary(
+        "vocab", config, params_before, count_parameters(model), [name], details, model=model
     )
-
-
-VOCAB_FILE = "vocab.json"
 
 
 def describe(model: nn.Module) -> dict[str, Any]:
@@ -201,7 +189,7 @@ def describe(model: nn.Module) -> dict[str, Any]:
                 "dim": module.embedding_dim,
                 "int8": module.int8,
             }
-    raise ValueError("the model has no CompactEmbedding: apply vocabulary pruning first")
+    raise ModelError("the model has no CompactEmbedding: apply vocabulary pruning first")
 
 
 def restore(model: nn.Module, description: dict[str, Any]) -> nn.Module:
@@ -211,11 +199,11 @@ def restore(model: nn.Module, description: dict[str, Any]) -> nn.Module:
         name, rows, dim = description["module"], int(description["rows"]), int(description["dim"])
         vocab_size, int8 = int(description["vocab"]), bool(description["int8"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not a vocabulary description ({exc}); it comes from vocab.describe") from exc
+        raise ModelError(f"not a vocabulary description ({exc}); it comes from vocab.describe") from exc
     owner_name, _, attr = name.rpartition(".")
     owner = model.get_submodule(owner_name) if owner_name else model
     if not hasattr(owner, attr):
-        raise ValueError(f"the model has no module {name}; was it built like the pruned one?")
+        raise ModelError(f"the model has no module {name}; was it built like the pruned one?")
     shell = CompactEmbedding(torch.zeros(vocab_size, dtype=torch.long), torch.zeros(rows, dim), int8)
     setattr(owner, attr, shell)
     return model
@@ -232,7 +220,7 @@ def keep_for_texts(
     types of its dev sentences, 137 of them with keep_first=20000.
     """
     if keep_first < 0:
-        raise ValueError(f"keep_first must be >= 0, got {keep_first}")
+        raise ConfigError(f"keep_first must be >= 0, got {keep_first}")
     vocab_size = getattr(tokenizer, "vocab_size", None) or keep_first
     first = range(min(keep_first, int(vocab_size)))
     return VocabConfig(
@@ -241,3 +229,6 @@ def keep_for_texts(
         always=tuple(int(i) for i in getattr(tokenizer, "all_special_ids", []) or []),
         int8=int8,
     )
+
+
+register_transform(VocabConfig, "vocab", lambda model, _cfg, structure: restore(model, structure))

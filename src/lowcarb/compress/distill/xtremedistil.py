@@ -31,9 +31,9 @@ from lowcarb.compress.distill.objectives import (
     traced_objective,
 )
 from lowcarb.compress.distill.result import DistillSummary
-from lowcarb.compress.distill.students import count_params
 from lowcarb.compress.distill.teacher import TeacherLogits
 from lowcarb.compress.distill.unfreezing import GradualUnfreezing, Unfreezer, unfreezing_groups
+from lowcarb.models.surgery import count_parameters
 from lowcarb.train import TrainConfig, fit
 from lowcarb.train.batches import Batch
 
@@ -191,8 +191,8 @@ def xtremedistil(
         )
     return DistillSummary(
         method="XtremeDistil",
-        params_before=count_params(teacher),
-        params_after=count_params(student),
+        params_before=count_parameters(teacher),
+        params_after=count_parameters(student),
         steps=steps,
         teacher_forward_examples=cache.forward_examples - before,
         dev=last_dev,

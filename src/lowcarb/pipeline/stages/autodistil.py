@@ -22,8 +22,9 @@ from lowcarb.compress.distill import HardLabels, LogitKD, distill
 from lowcarb.data import TextSplit, make_loader
 from lowcarb.errors import ConfigError, ModelError
 from lowcarb.measure import track
+from lowcarb.models.surgery import count_parameters
 from lowcarb.pipeline.context import RunContext
-from lowcarb.pipeline.registry import StageConfig, register_stage
+from lowcarb.pipeline.registry import TrainOverrides, register_stage
 from lowcarb.search.autodistil import (
     AutoDistilConfig,
     TeacherShape,
@@ -33,7 +34,7 @@ from lowcarb.search.autodistil import (
 )
 
 
-class AutoDistilStageConfig(StageConfig):
+class AutoDistilStageConfig(TrainOverrides):
     flops_budget: float = Field(default=0.5, gt=0)
     seq_len: int | None = Field(default=None, gt=0)
     teacher: str | None = None
@@ -48,11 +49,6 @@ class AutoDistilStageConfig(StageConfig):
     finetune: Literal["kd", "hard", "none"] = "kd"
     temperature: float = Field(default=2.0, gt=0)
     alpha: float = Field(default=0.5, ge=0, le=1)
-    # Unset values come from the recipe's `train:` section.
-    epochs: int | None = Field(default=None, gt=0)
-    max_steps: int | None = Field(default=None, gt=0)
-    lr: float | None = Field(default=None, gt=0)
-    batch_size: int | None = Field(default=None, gt=0)
 
 
 def _teacher(ctx: RunContext, folder: str | None) -> Any:
@@ -78,7 +74,7 @@ def check_autodistil(ctx: RunContext, cfg: AutoDistilStageConfig) -> None:
             ) from None
     elif not Path(cfg.teacher).exists():
         raise ModelError(f"autodistil.teacher: {cfg.teacher} does not exist; give a saved model folder")
-    train = ctx.train_config(batch_size=cfg.batch_size)
+    train = ctx.train_config(cfg)
     texts = ctx.data.train
     held = cfg.score_batches * train.batch_size
     if len(texts) < 2 * held:
@@ -94,7 +90,7 @@ def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
     extract and fine-tune the best student."""
     check_autodistil(ctx, cfg)
     teacher = _teacher(ctx, cfg.teacher)
-    train = ctx.train_config(epochs=cfg.epochs, max_steps=cfg.max_steps, lr=cfg.lr, batch_size=cfg.batch_size)
+    train = ctx.train_config(cfg)
     texts = ctx.data.train
     assert isinstance(texts, TextSplit)  # check_autodistil made sure
     held = cfg.score_batches * train.batch_size
@@ -138,8 +134,8 @@ def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
     ctx.model = student
     chosen = summary["chosen"]
     ctx.note(
-        params_before=sum(p.numel() for p in teacher.parameters()),
-        params_after=sum(p.numel() for p in student.parameters()),
+        params_before=count_parameters(teacher),
+        params_after=count_parameters(student),
         modules_changed=["all"],
         student=chosen["student"],
         student_flops=chosen["flops"],

@@ -10,7 +10,6 @@ xtremedistil (three stages with gradual unfreezing, optionally on extra `unlabel
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,11 +29,12 @@ from lowcarb.compress.distill import (
     select_layers,
 )
 from lowcarb.data import TextSplit, make_loader
+from lowcarb.models.surgery import WithoutLabels
 from lowcarb.pipeline.context import RunContext
-from lowcarb.pipeline.registry import StageConfig, register_stage
+from lowcarb.pipeline.registry import TrainOverrides, register_stage
 
 
-class DistillStageConfig(StageConfig):
+class DistillStageConfig(TrainOverrides):
     method: Literal["hard", "kd", "minilm", "tinybert", "xtremedistil"] = "kd"
     # None: the model so far is the teacher; else a model folder (lowcarb save_model or Hugging Face).
     teacher: str | None = None
@@ -58,11 +58,6 @@ class DistillStageConfig(StageConfig):
     # XtremeDistil: a text file (one text per line, .txt) or table (the recipe's text column)
     # of unlabelled text for the teacher-only stages.
     unlabelled: str | None = None
-    # Unset values come from the recipe's `train:` section.
-    epochs: int | None = Field(default=None, gt=0)
-    max_steps: int | None = Field(default=None, gt=0)
-    lr: float | None = Field(default=None, gt=0)
-    batch_size: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_student_shape(self) -> DistillStageConfig:
@@ -107,23 +102,13 @@ def load_teacher(ctx: RunContext, folder: str) -> Any:
     return handle.model
 
 
-class _TextsOnly:
+def _texts_only(texts: tuple[str, ...], ctx: RunContext, batch_size: int, seed: int) -> WithoutLabels:
     """A sized loader over unlabelled texts: the batches carry no 'labels'."""
-
-    def __init__(self, texts: tuple[str, ...], ctx: RunContext, batch_size: int, seed: int) -> None:
-        split = TextSplit(texts, tuple(0 for _ in texts), "unlabelled")
-        self._loader = make_loader(
-            split, batch_size, shuffle=True, tokenizer=ctx.tokenizer,
-            max_length=ctx.data.max_length, seed=seed,
-        )
-
-    def __len__(self) -> int:
-        return len(self._loader)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for batch in self._loader:
-            batch.pop("labels")
-            yield batch
+    split = TextSplit(texts, tuple(0 for _ in texts), "unlabelled")
+    return WithoutLabels(make_loader(
+        split, batch_size, shuffle=True, tokenizer=ctx.tokenizer,
+        max_length=ctx.data.max_length, seed=seed,
+    ))  # fmt: skip
 
 
 def _read_unlabelled(path_text: str, ctx: RunContext) -> tuple[str, ...]:
@@ -168,11 +153,9 @@ def distill_stage(ctx: RunContext, cfg: DistillStageConfig) -> RunContext:
         student, built = select_layers(base, layers, num_layers=count)
     else:
         student, built = ctx.model, None
-    train = ctx.train_config(
-        epochs=cfg.epochs, max_steps=cfg.max_steps, lr=cfg.lr, batch_size=cfg.batch_size
-    )
+    train = ctx.train_config(cfg)
     unlabelled = (
-        _TextsOnly(_read_unlabelled(cfg.unlabelled, ctx), ctx, train.batch_size, train.seed)
+        _texts_only(_read_unlabelled(cfg.unlabelled, ctx), ctx, train.batch_size, train.seed)
         if cfg.unlabelled
         else None
     )

@@ -1,93 +1,107 @@
-"""The `quantize` stage: int8 for CPU serving (dynamic Linear, weight-only, or static for CNNs),
-optionally with an ONNX export measured through onnxruntime."""
+"""The `quantize` stage: int8/int4 for serving (dynamic Linear, weight-only int8 or int4, static
+for CNNs), optionally with an ONNX export measured through onnxruntime.
+
+`mode` names the workflow (lowcarb.compress.quantize: DynamicInt8, WeightOnlyInt8,
+WeightOnlyInt4, StaticInt8); the other settings are that workflow's own fields, validated by it.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 from lowcarb.compress import quantize
-from lowcarb.compress.quantize import QuantizeConfig
+from lowcarb.compress.quantize import (
+    MODES,
+    DynamicInt8,
+    StaticInt8,
+    WeightOnlyInt4,
+    WeightOnlyInt8,
+    Workflow,
+)
 from lowcarb.pipeline.context import RunContext
-from lowcarb.pipeline.registry import StageConfig, register_stage
-from lowcarb.pipeline.stages._compressed import EXAMPLE, QUANTIZE, remember
+from lowcarb.pipeline.registry import register_stage, technique_fields, technique_values
+
+WORKFLOWS: dict[str, type] = {mode: workflow for workflow, mode in MODES.items()}
+
+# Every workflow's fields, unset by default: the chosen workflow's defaults apply. smooth_alpha
+# (dynamic only) may also be "auto": chosen on training batches by how close the int8 logits stay
+# to fp32 (lowcarb.compress.quantize.choose_smooth_alpha).
+_Fields = technique_fields(
+    DynamicInt8, WeightOnlyInt8, WeightOnlyInt4, StaticInt8,
+    unset=True, types={"smooth_alpha": float | Literal["auto"]},
+)  # fmt: skip
 
 
-class QuantizeStageConfig(StageConfig):
-    mode: Literal["dynamic", "weight_only", "static"] = "dynamic"
-    per_channel: bool = True
-    backend: Literal["auto", "x86", "fbgemm", "onednn", "qnnpack"] = "auto"
-    targets: list[str] = ["*"]
-    exclude: list[str] = []
-    calibration_batches: int = Field(default=16, gt=0)
-    # dynamic only: SmoothQuant strength in [0, 1], or "auto" to choose it on training batches by
-    # how close the int8 logits stay to fp32 (see lowcarb.compress.quantize); unset: no smoothing.
-    smooth_alpha: float | Literal["auto"] | None = None
+class QuantizeStageConfig(_Fields):  # type: ignore[misc, valid-type]
+    mode: Literal["dynamic", "weight_only", "weight_only_int4", "static"] = "dynamic"
     # Also export the (fp32) model before quantizing to ONNX with onnxruntime int8, and record
     # its size and onnxruntime latency (needs the `onnx` extra).
     onnx: bool = False
 
+    def technique(self, smooth_alpha: float | None = None) -> Workflow:
+        """The workflow config; "auto" smoothing is resolved by the stage (``smooth_alpha``)."""
+        workflow = WORKFLOWS[self.mode]
+        values = technique_values(self, workflow, skip_unset=True)
+        if values.get("smooth_alpha") == "auto":
+            values["smooth_alpha"] = smooth_alpha
+        return workflow(**values)
+
     @model_validator(mode="after")
-    def _check_smoothing(self) -> QuantizeStageConfig:
-        if self.smooth_alpha is not None and self.mode != "dynamic":
-            raise ValueError(f"smooth_alpha applies to mode 'dynamic' only, not {self.mode!r}")
-        if isinstance(self.smooth_alpha, float) and not 0.0 <= self.smooth_alpha <= 1.0:
-            raise ValueError(f"smooth_alpha must be in [0, 1] or 'auto', got {self.smooth_alpha}")
+    def _valid(self) -> QuantizeStageConfig:
+        workflow = WORKFLOWS[self.mode]
+        own = {f.name for f in dataclasses.fields(workflow)}
+        given = {k for k in type(self).model_fields if k not in ("mode", "onnx")}
+        foreign = sorted(k for k in given - own if getattr(self, k) is not None)
+        if foreign:
+            users = {k: [m for w, m in MODES.items() if k in {f.name for f in dataclasses.fields(w)}]
+                     for k in foreign}
+            raise ValueError(
+                f"{', '.join(foreign)} not a setting of mode {self.mode!r} ({workflow.__name__}); "
+                + "; ".join(f"{k} applies to mode {', '.join(ms)}" for k, ms in users.items())
+            )
+        self.technique()
         return self
 
 
 @register_stage("quantize", QuantizeStageConfig)
 def quantize_stage(ctx: RunContext, cfg: QuantizeStageConfig) -> RunContext:
-    """Quantize the model to int8 for CPU serving."""
-    alpha = cfg.smooth_alpha if isinstance(cfg.smooth_alpha, float) else None
-    config = QuantizeConfig(
-        mode=cfg.mode,
-        per_channel=cfg.per_channel,
-        backend=cfg.backend,
-        targets=tuple(cfg.targets),
-        exclude=tuple(cfg.exclude),
-        calibration_batches=cfg.calibration_batches,
-        smooth_alpha=alpha,
-    )
-    notes: dict[str, object] = {}
+    """Quantize the model for serving (int8 or int4)."""
+    notes: dict[str, Any] = {}
     if cfg.onnx:
         notes.update(_onnx(ctx))
+    config = cfg.technique()
     calibration = None
-    example = None
-    if cfg.mode == "static":
+    if isinstance(config, StaticInt8):
         calibration = ctx.loader("train", ctx.recipe.train.batch_size, shuffle=True, seed=0)
-        example = {k: v for k, v in next(iter(calibration)).items() if k != "labels"}
     if cfg.smooth_alpha is not None:
-        calibration, config, notes["smooth_alpha"] = _smoothing(ctx, config, cfg)
-    summary = quantize.apply(ctx.model, config, calibration=calibration)
+        calibration, config, notes["smooth_alpha"] = _smoothing(ctx, cfg)
+    summary = quantize.quantize_(ctx.model, config, calibration=calibration)
     assert summary.model is not None
     ctx.model = summary.model
-    remember(ctx, **{QUANTIZE: summary, EXAMPLE: example})
     ctx.note(**summary.to_dict(), **notes)
     return ctx
 
 
-def _smoothing(
-    ctx: RunContext, config: QuantizeConfig, cfg: QuantizeStageConfig
-) -> tuple[list, QuantizeConfig, object]:
+def _smoothing(ctx: RunContext, cfg: QuantizeStageConfig) -> tuple[list | None, Workflow, Any]:
     """Calibration batches from the training split; with "auto", the strength whose int8 logits
     are closest to fp32 on further training batches (never the dev split the report judges)."""
-    import dataclasses
-
+    config = cfg.technique()
+    n = config.calibration_batches  # type: ignore[union-attr]
     loader = ctx.loader("train", ctx.recipe.train.batch_size, shuffle=True, seed=0)
-    need = cfg.calibration_batches + (max(2, cfg.calibration_batches // 2) if cfg.smooth_alpha == "auto" else 0)
+    need = n + (max(2, n // 2) if cfg.smooth_alpha == "auto" else 0)
     batches = [b for _, b in zip(range(need), loader, strict=False)]
-    calibration = batches[: cfg.calibration_batches]
+    calibration = batches[:n]
     if cfg.smooth_alpha != "auto":
         return calibration, config, cfg.smooth_alpha
-    held = batches[cfg.calibration_batches :]
+    held = batches[n:]
     # A train split too short for held-out batches: judge on the calibration batches, and say so.
     judged_on = "held-out training batches" if held else "the calibration batches (train split too short)"
-    alpha, errors = quantize.choose_smooth_alpha(ctx.model, config, calibration, held or calibration)
+    alpha, errors = quantize.choose_smooth_alpha(ctx.model, config, calibration, held or calibration)  # type: ignore[arg-type]
     note = {"chosen": alpha, "logit_mse": errors, "judged_on": judged_on}
-    config = dataclasses.replace(config, smooth_alpha=alpha)
-    return (calibration if alpha is not None else None), config, note
+    return (calibration if alpha is not None else None), cfg.technique(alpha), note
 
 
 def _onnx(ctx: RunContext) -> dict[str, object]:

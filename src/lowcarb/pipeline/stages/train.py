@@ -4,37 +4,26 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from lowcarb.pipeline.context import RunContext
-from lowcarb.pipeline.registry import StageConfig, register_stage
+from lowcarb.pipeline.context import RunContext, fit_notes
+from lowcarb.pipeline.registry import TrainOverrides, register_stage
 from lowcarb.train.evaluate import evaluate
-from lowcarb.train.loop import fit
 
 
-class TrainStageConfig(StageConfig):
-    # Unset values come from the recipe's `train:` section; set here, they apply to this stage only.
-    epochs: int | None = Field(default=None, gt=0)
-    max_steps: int | None = Field(default=None, gt=0)
-    lr: float | None = Field(default=None, gt=0)
-    batch_size: int | None = Field(default=None, gt=0)
+class TrainStageConfig(TrainOverrides):
     early_stopping_patience: int | None = Field(default=None, gt=0)
 
 
 @register_stage("train", TrainStageConfig)
 def train_stage(ctx: RunContext, cfg: TrainStageConfig) -> RunContext:
     """Train the model on the train split, with early stopping on dev when patience is set."""
-    config = ctx.train_config(**cfg.model_dump())
+    config = ctx.train_config(cfg, early_stopping_patience=cfg.early_stopping_patience)
     train_loader = ctx.loader("train", config.batch_size, shuffle=True, seed=config.seed)
     dev_loader = ctx.loader("dev", config.batch_size)
-    result = fit(
-        ctx.model,
-        train_loader,
-        dev_loader,
-        config,
+    result = ctx.fit(
+        train=config, train_loader=train_loader, dev_loader=dev_loader,
         on_step=_epoch_hook(ctx.shared.get("on_epoch"), len(train_loader), dev_loader),
-    )
-    summary = result.to_dict()
-    summary.pop("history", None)
-    ctx.note(**summary, train_examples=len(ctx.data.train))
+    )  # fmt: skip
+    ctx.note(**fit_notes(result), train_examples=len(ctx.data.train))
     return ctx
 
 

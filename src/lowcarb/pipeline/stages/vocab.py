@@ -7,23 +7,23 @@ text: a token never seen in training maps to the nearest kept embedding (or to [
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
 from lowcarb.compress.distill import vocab
+from lowcarb.compress.distill.vocab import VocabConfig
 from lowcarb.data import TextSplit
 from lowcarb.pipeline.context import RunContext
-from lowcarb.pipeline.registry import StageConfig, register_stage
-from lowcarb.pipeline.stages._compressed import remember
+from lowcarb.pipeline.registry import register_stage, technique_fields
+
+# VocabConfig's `unknown` (where dropped tokens go) and `int8` (kept rows as int8 with one scale
+# per row; on by default in a recipe); the kept ids come from the training text.
+_VocabFields = technique_fields(VocabConfig, include=("unknown", "int8"), defaults={"int8": True})
 
 
-class VocabStageConfig(StageConfig):
-    # Store the kept rows as int8 with one scale per row.
-    int8: bool = True
-    # Where tokens dropped from the table go.
-    unknown: Literal["nearest", "unk"] = "nearest"
+class VocabStageConfig(_VocabFields):  # type: ignore[misc, valid-type]
     # Optional extra text (a .txt file, one text per line) whose tokens are kept too, e.g. the
     # full unlabelled corpus when training used a subset.
     extra_text: str | None = None
@@ -45,13 +45,10 @@ def vocab_stage(ctx: RunContext, cfg: VocabStageConfig) -> RunContext:
             raise ValueError(f"vocab.extra_text: {cfg.extra_text} is not a file (one text per line)")
         texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     config = vocab.keep_for_texts(texts, ctx.tokenizer, int8=cfg.int8, keep_first=cfg.keep_first)
-    if cfg.unknown == "unk":
-        config = vocab.VocabConfig(
-            keep=config.keep, unk_id=config.unk_id, always=config.always, unknown="unk", int8=cfg.int8
-        )
+    config = dataclasses.replace(config, unknown=cfg.unknown)
     summary = vocab.apply(ctx.model, config)
-    # The runner saves the final model through lowcarb.compress.saved, which records the
-    # pruned table's shape (vocab.describe) and rebuilds it on load.
-    remember(ctx)
-    ctx.note(**summary.to_dict())
+    notes = summary.to_dict()
+    # The kept ids are thousands of numbers: the report shows the counts (vocab_before/_after).
+    notes["config"] = {k: v for k, v in notes["config"].items() if k not in ("keep", "always")}
+    ctx.note(**notes)
     return ctx

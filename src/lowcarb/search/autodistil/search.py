@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from lowcarb.compress.distill.teacher import TeacherLogits
 from lowcarb.errors import ConfigError, DataError
 from lowcarb.measure import track
 from lowcarb.measure.config import CarbonConfig
+from lowcarb.models.surgery import WithoutLabels
 from lowcarb.search.autodistil.space import (
     StudentSpace,
     SubnetConfig,
@@ -166,20 +167,6 @@ class AutoDistilResult:
         }
 
 
-class _WithoutLabels:
-    """The loader's batches minus 'labels': supernet training is task-agnostic."""
-
-    def __init__(self, loader: Iterable[Batch]) -> None:
-        self.loader = loader
-
-    def __len__(self) -> int:
-        return len(self.loader)  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator[Batch]:
-        for batch in self.loader:
-            yield {k: v for k, v in batch.items() if k != "labels"}
-
-
 def _footprint(fp: Any) -> dict[str, Any]:
     return {"energy_j": fp.energy_j, "duration_s": fp.duration_s, "total_g": fp.total_g}
 
@@ -209,7 +196,7 @@ def train_supernet(
                 supernet.set_active(rng.choice(subspace.configs))
             return objective(model, batch)
 
-        result = fit(supernet, _WithoutLabels(unlabelled_loader), None, train, loss_fn=loss_fn)
+        result = fit(supernet, WithoutLabels(unlabelled_loader), None, train, loss_fn=loss_fn)
     supernet.set_active(subspace.largest)
     supernet.eval()
     return result.steps, result.train_loss, counter.forward_examples

@@ -1,0 +1,169 @@
+"""Model surgery shared by every transform: batch fields, module replacement, target selection and
+the one rule for counting parameters.
+
+    args, kwargs = call_args(batch)                  # a batch as the model's call arguments
+    set_module(model, "encoder.layer.0.output.dense", new_layer)
+    names = select_modules(model, (nn.Linear,), targets=("*encoder*",), exclude=(), what="Linear")
+    n = count_parameters(model)                      # tied weights once, int8 weights included
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from lowcarb.errors import ConfigError
+
+__all__ = [
+    "LABELS",
+    "WithoutLabels",
+    "batch_from_spec",
+    "batch_spec",
+    "call_args",
+    "count_parameters",
+    "listing",
+    "matches_any",
+    "quantized_weights",
+    "select_modules",
+    "set_module",
+    "without_labels",
+]
+
+# The batch key holding the targets; every other key is a keyword argument of the model.
+LABELS = "labels"
+
+# Where torch.ao's int8 modules live (plain, and fused such as ConvReLU2d / LinearReLU).
+_QUANTIZED_MODULES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")
+# lowcarb's own int8 modules keep their int8 values in buffers (vocab's CompactEmbedding).
+_INT8_BUFFERS = ("weight_int8", "rows_int8")
+
+
+def without_labels(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The batch minus its labels: what the model reads."""
+    return {k: v for k, v in batch.items() if k != LABELS}
+
+
+def call_args(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A batch as ``model(*args, **kwargs)``: a dict (labels dropped) becomes keywords; a tuple or
+    list (features, labels) gives its first item; a tensor is the one positional argument."""
+    if isinstance(batch, Mapping):
+        return (), without_labels(batch)
+    if isinstance(batch, (tuple, list)):
+        return (batch[0],), {}
+    return (batch,), {}
+
+
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule called ``name`` (dotted, as in ``named_modules``) by ``new``."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def matches_any(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def listing(names: Iterable[str], limit: int = 24) -> str:
+    """Names for an error message: the first ``limit``, then how many more."""
+    keys = list(names)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def select_modules(
+    candidates: Mapping[str, nn.Module],
+    targets: Iterable[str],
+    exclude: Iterable[str],
+    what: str,
+    listed_as: str | None = None,
+) -> list[str]:
+    """Names of ``candidates`` matched by a ``targets`` pattern and by no ``exclude`` pattern
+    (fnmatch over module names). A pattern that matches nothing, or a selection left empty, is a
+    ConfigError that lists the candidates (introduced by ``listed_as``)."""
+    targets, exclude = tuple(targets), tuple(exclude)
+    intro = listed_as or f"{what} modules are"
+    if not candidates:
+        raise ConfigError(f"the model has no {what} modules to transform")
+    for pattern in targets:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in candidates):
+            raise ConfigError(
+                f"target pattern {pattern!r} matches no {what} module; {intro}: "
+                f"{listing(candidates)}"
+            )
+    chosen = [n for n in candidates if matches_any(n, targets) and not matches_any(n, exclude)]
+    if not chosen:
+        raise ConfigError(
+            f"targets {list(targets)} minus exclude {list(exclude)} leave no {what}; "
+            f"{intro}: {listing(candidates)}"
+        )
+    return chosen
+
+
+def quantized_weights(model: nn.Module) -> Iterator[tuple[nn.Module, torch.Tensor]]:
+    """(module, int8 weight) for every torch.ao quantized module (they keep their packed weights
+    out of ``parameters()``)."""
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if callable(weight) and type(module).__module__.startswith(_QUANTIZED_MODULES):
+            yield module, weight()
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """The one parameter count of lowcarb: distinct parameters (tied weights once), with the int8
+    weights that quantized modules keep outside ``parameters()`` (torch.ao packed weights, int8
+    buffers) counted as the parameters they replace. torchao's quantized weights are parameters
+    whose ``numel`` is the logical weight's, so they count like the fp32 weight they replace."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    if trainable_only:  # quantized weights are frozen by construction
+        return total
+    for module, weight in quantized_weights(model):
+        bias = module.bias() if callable(getattr(module, "bias", None)) else None
+        total += weight.numel() + (bias.numel() if bias is not None else 0)
+    for module in model.modules():
+        for name in _INT8_BUFFERS:
+            buffer = module._buffers.get(name)
+            if buffer is not None:
+                total += buffer.numel()
+    return total
+
+
+def batch_spec(batch: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """Shapes and dtypes of a batch's model inputs (JSON), enough to trace the model again."""
+    if not isinstance(batch, Mapping):
+        batch = {"": batch[0] if isinstance(batch, (tuple, list)) else batch}
+    return {
+        k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
+        for k, v in without_labels(batch).items()
+    }
+
+
+def batch_from_spec(spec: Mapping[str, Any]) -> Any:
+    """A batch of zeros with the shapes of ``batch_spec`` (zeros are valid token ids and pixels);
+    the key "" stands for a tensor passed positionally."""
+    batch = {k: torch.zeros(v["shape"], dtype=getattr(torch, v["dtype"])) for k, v in spec.items()}
+    return batch[""] if set(batch) == {""} else batch
+
+
+class WithoutLabels:
+    """A sized loader whose batches carry no labels (distillation and supernets read text only)."""
+
+    def __init__(self, loader: Iterable[Mapping[str, Any]]) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.loader:
+            yield without_labels(batch)
