@@ -371,7 +371,8 @@ def test_full_disk_fails_the_run_with_the_path_and_leaves_no_half_files(tmp_path
 
 
 def test_full_disk_while_saving_the_model_keeps_no_half_model(tmp_path, store, monkeypatch):
-    import lowcarb.pipeline.runner as runner
+    # The runner saves through ctx.save_model (lowcarb.pipeline.context).
+    import lowcarb.pipeline.context as runner
 
     def save_half(handle, folder):
         (folder / "model.safetensors").write_bytes(b"half a model")
