@@ -209,3 +209,21 @@ def test_store_warnings_are_one_line_and_others_pass_through(capsys, monkeypatch
     warnings.showwarning(UserWarning("something else"), UserWarning, "x.py", 2)
     assert capsys.readouterr().err == "lowcarb: warning: a store thing\n"
     assert passed == ["something else"]
+
+
+def test_measure_inside_a_tracked_parent_saves_into_the_parents_run(tmp_path):
+    path = str(tmp_path / "nested.db")
+    env = {**os.environ, "PYTHONPATH": SRC, "LOWCARB_STORE": path, "LOWCARB_POWERCAP_ROOT": "/none"}
+    code = (
+        "import subprocess, sys\n"
+        "import lowcarb\n"
+        "with lowcarb.track('parent'):\n"
+        "    subprocess.run([sys.executable, '-m', 'lowcarb', 'measure', '--name', 'inner', '--',\n"
+        "                    sys.executable, '-c', 'pass'], check=True, capture_output=True)\n"
+    )
+    subprocess.run([PY, "-c", code], check=True, env=env, timeout=300)
+    (run,) = RunStore(path).list_runs()  # one run: the measured command did not start another
+    assert (run.name, run.status) == ("parent", "completed")
+    inner, parent = RunStore(path).footprints(run.run_id)
+    assert (inner["name"], parent["name"]) == ("inner", "parent") and inner["parent"] == parent["id"]
+    assert RunStore(path).run_totals(run.run_id)["energy_j"] == pytest.approx(parent["energy_j"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from lowcarb.cli import common
 from lowcarb.errors import ConfigError, PathError
@@ -36,8 +37,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     import shlex
 
     from lowcarb.measure.command import check_command, measure_command
-    from lowcarb.store import job_id_from_env
-    from lowcarb.store.tracked import child_env
+    from lowcarb.store.tracked import child_env, open_run
 
     argv = list(args.command)
     if argv and argv[0] == "--":
@@ -51,11 +51,13 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     store = common.open_store(args)
     name = args.name or argv[0].rsplit("/", 1)[-1]
     settings = {"config": dataclasses.asdict(config), "unit": args.unit, "units": args.units}
-    job = job_id_from_env()
-    if job is not None:  # one run for every process and machine of the job
-        run_id = store.join_job(job, "measure", job, command=shlex.join(argv), settings=settings)
-    else:
-        run_id = store.create_run("measure", name, command=shlex.join(argv), settings=settings)
+    # A new run; or the job's (LOWCARB_JOB); or, inside a tracked parent, the parent's run.
+    run_id, owns = open_run(store, "measure", name, command=shlex.join(argv), settings=settings)
+
+    def finish(status: str, **kwargs: Any) -> None:
+        if owns:  # an inherited run is finished by the process that started it
+            store.finish_run(run_id, status, **kwargs)
+
     try:
         exit_code, fp = measure_command(
             argv,
@@ -68,10 +70,10 @@ def _cmd_measure(args: argparse.Namespace) -> int:
             env=child_env(store, run_id),
         )
     except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted", exit_code=130)
+        finish("interrupted", exit_code=130)
         raise
     except BaseException:
-        store.finish_run(run_id, "failed")
+        finish("failed")
         raise
     d = fp.to_dict()
     # The figures first: if the store cannot take them (full disk), they are still shown.
@@ -81,8 +83,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         console = common.make_console()
         console.print(common.footprint_table(d, f"lowcarb: {name} ({d['duration_s']:.1f} s), run {run_id}"))
         console.print(f"intensity: {d['intensity_source']}")
-    store.finish_run(
-        run_id,
+    finish(
         "completed" if exit_code == 0 else "failed",
         exit_code=exit_code,
         metrics={k: d[k] for k in ("duration_s", "energy_j", "operational_g", "embodied_g", "total_g")},

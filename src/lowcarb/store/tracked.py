@@ -72,6 +72,29 @@ def _inherited_run(store: RunStore) -> str | None:
         return None
 
 
+def open_run(
+    store: RunStore,
+    kind: str,
+    name: str,
+    *,
+    command: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> tuple[str, bool]:
+    """(run id, whether the caller finishes it) for work that starts a run in this process:
+
+    - the run a parent process handed down (LOWCARB_RUN_ID in `store`): the parent finishes it;
+    - else the run of this process's job (LOWCARB_JOB, TORCHELASTIC_RUN_ID), joined;
+    - else a new run.
+    """
+    inherited = _inherited_run(store)
+    if inherited is not None:
+        return inherited, False
+    job = job_id_from_env()
+    if job is not None:
+        return store.join_job(job, kind, job, command=command, settings=settings), True
+    return store.create_run(kind, name, command=command, settings=settings), True
+
+
 @contextmanager
 def use_run(store: RunStore, run_id: str) -> Iterator[None]:
     """Inside this block, `lowcarb.track` windows save into `run_id` of `store`."""
@@ -118,18 +141,12 @@ class StoredWindow(Window):
         return fp
 
     def _open_run(self) -> tuple[RunStore, str]:
-        """The run the outermost window saves into: inherited, a job's, or a new one."""
+        """The run the outermost window saves into (see `open_run`)."""
         store = self._store if self._store is not None else RunStore.default()
-        inherited = _inherited_run(store)
-        if inherited is not None:
-            return store, inherited  # the parent process owns and finishes that run
         config = self.config
         settings = {"config": dataclasses.asdict(config)} if config is not None else {}
-        job = job_id_from_env()
-        self._owns_run = True
-        if job is not None:
-            return store, store.join_job(job, "track", job, settings=settings)
-        return store, store.create_run("track", self.name, settings=settings)
+        run_id, self._owns_run = open_run(store, "track", self.name, settings=settings)
+        return store, run_id
 
     def _export_env(self, values: dict[str, str]) -> None:
         # Subprocesses started inside the window inherit where and under what to save.
