@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,6 +250,44 @@ def tick_cost_ms(n: int = 200) -> tuple[float, float]:
     return statistics.median(cpu_ms), statistics.median(wall_ms)
 
 
+def run_rounds(arms: list[str], iters: int, repeats: int, pg_url: str | None) -> dict[str, list[dict]]:
+    """Every arm `repeats` times, the order rotating each round (no arm always goes first)."""
+    runs: dict[str, list[dict]] = {a: [] for a in arms}
+    for r in range(repeats):
+        for arm in arms[r % len(arms) :] + arms[: r % len(arms)]:
+            res = spawn(arm, iters, pg_url)
+            runs[arm].append(res)
+            print(f"round {r + 1} {arm}: {res['wall_s']:.2f} s wall, {res['cpu_s']:.2f} s CPU", flush=True)
+    return runs
+
+
+def arm_figures(runs: dict[str, list[dict]], median: Callable[[list[float]], float]) -> dict:
+    """Medians and overheads (%) of every tracked arm over the untracked one."""
+
+    def med(arm: str, key: str) -> float | None:
+        return median([x[key] for x in runs[arm]]) if runs.get(arm) else None
+
+    base = {key: med("untracked", key) for key in ("wall_s", "cpu_s")}
+
+    def overhead(arm: str, key: str) -> float | None:
+        m, b = med(arm, key), base[key]
+        return None if m is None or not b else 100.0 * (m - b) / b
+
+    def paired(arm: str) -> float | None:
+        if not runs.get(arm):
+            return None
+        pairs = zip(runs[arm], runs["untracked"], strict=True)
+        return median([100.0 * (a["wall_s"] - b["wall_s"]) / b["wall_s"] for a, b in pairs])
+
+    out: dict = {"untracked_wall_s_median": base["wall_s"]}
+    for arm, prefix in (("lowcarb", "lowcarb"), ("lowcarb-postgres", "postgres"), ("codecarbon", "codecarbon")):
+        out[f"{prefix}_wall_s_median"] = med(arm, "wall_s")
+        out[f"{prefix}_overhead_pct"] = overhead(arm, "wall_s")
+        out[f"{prefix}_overhead_pct_paired_median"] = paired(arm)
+        out[f"{prefix}_cpu_overhead_pct"] = overhead(arm, "cpu_s")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -275,52 +314,19 @@ def main() -> int:
     arms = [a for a in ARMS if skipped.get(a) is None]
     iters, per_iter = calibrate(args.target_s)
     print(f"workload: {iters} steps (~{iters * per_iter:.0f} s at calibration), arms {arms}", flush=True)
-    runs: dict[str, list[dict]] = {a: [] for a in arms}
-    for r in range(args.repeats):
-        order = arms[r % len(arms) :] + arms[: r % len(arms)]  # rotate: no arm always goes first
-        for arm in order:
-            res = spawn(arm, iters, pg_url)
-            runs[arm].append(res)
-            print(f"round {r + 1} {arm}: {res['wall_s']:.2f} s wall, {res['cpu_s']:.2f} s CPU", flush=True)
+    runs = run_rounds(arms, iters, args.repeats, pg_url)
     tick_cpu_ms, tick_wall_ms = tick_cost_ms()
     header = header_check(cc_reason)
-
-    def med(arm: str, key: str) -> float | None:
-        return median([x[key] for x in runs[arm]]) if runs.get(arm) else None
-
-    base_wall, base_cpu = med("untracked", "wall_s"), med("untracked", "cpu_s")
-
-    def overhead(arm: str, key: str, base: float | None) -> float | None:
-        m = med(arm, key)
-        return None if m is None or not base else 100.0 * (m - base) / base
-
-    def paired(arm: str) -> float | None:
-        if not runs.get(arm):
-            return None
-        pairs = zip(runs[arm], runs["untracked"], strict=True)
-        return median([100.0 * (a["wall_s"] - b["wall_s"]) / b["wall_s"] for a, b in pairs])
-
     figures = {
         "workload": "MLP 512-1024-1024-10, batch 128, SGD, fixed random data, torch threads 1",
         "iterations": iters,
         "repeats": args.repeats,
         "sample_interval_s": 1.0,
         "runs": runs,
-        "untracked_wall_s_median": base_wall,
-        "lowcarb_wall_s_median": med("lowcarb", "wall_s"),
-        "codecarbon_wall_s_median": med("codecarbon", "wall_s"),
-        "lowcarb_overhead_pct": overhead("lowcarb", "wall_s", base_wall),
-        "lowcarb_overhead_pct_paired_median": paired("lowcarb"),
-        "lowcarb_cpu_overhead_pct": overhead("lowcarb", "cpu_s", base_cpu),
-        "postgres_wall_s_median": med("lowcarb-postgres", "wall_s"),
-        "postgres_overhead_pct": overhead("lowcarb-postgres", "wall_s", base_wall),
-        "postgres_overhead_pct_paired_median": paired("lowcarb-postgres"),
+        **arm_figures(runs, median),
         "postgres_unavailable_reason": pg_reason,
         "postgres_server": "throw-away server of .ci/postgres.sh (fsync off) when run through it",
         "export_header": header,
-        "codecarbon_overhead_pct": overhead("codecarbon", "wall_s", base_wall),
-        "codecarbon_overhead_pct_paired_median": paired("codecarbon"),
-        "codecarbon_cpu_overhead_pct": overhead("codecarbon", "cpu_s", base_cpu),
         "codecarbon_unavailable_reason": cc_reason,
         "sampler_tick_cpu_ms_median": tick_cpu_ms,
         "sampler_tick_wall_ms_median": tick_wall_ms,

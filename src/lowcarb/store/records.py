@@ -13,6 +13,8 @@ import datetime as dt
 import json
 import os
 import platform
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,39 @@ class RunRecord:
             "exit_code": self.exit_code,
             "job_id": self.job_id,
         }
+
+
+def loads_or_warn(text: str | None, what: str, location: str) -> Any:
+    """JSON from a row, or None with a warning naming the store and the row when it is broken."""
+    try:
+        return json.loads(text or "{}")
+    except (TypeError, ValueError) as exc:
+        warnings.warn(
+            StoreWarning(f"run store {location}: {what} is not valid JSON ({exc}); skipped"),
+            stacklevel=4,
+        )
+        return None
+
+
+def record_from_row(row: Sequence[Any], location: str) -> RunRecord:
+    """A RunRecord from a `runs` row (broken settings or metrics read as empty, with a warning)."""
+    where = f"run {row[0]!r}"
+    settings = loads_or_warn(row[7], f"the settings of {where}", location)
+    metrics = loads_or_warn(row[8], f"the metrics of {where}", location)
+    return RunRecord(
+        run_id=row[0],
+        kind=row[1],
+        name=row[2],
+        status=row[3],
+        started_at=row[4],
+        ended_at=row[5],
+        command=row[6],
+        settings=settings if isinstance(settings, dict) else {},
+        metrics=metrics if isinstance(metrics, dict) else {},
+        artifacts_dir=row[9],
+        exit_code=row[10],
+        job_id=row[11] if len(row) > 11 else None,
+    )
 
 
 def now() -> str:

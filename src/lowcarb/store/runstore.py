@@ -28,6 +28,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from lowcarb.measure.footprint import Footprint
+from lowcarb.store.pending import PendingWrites
 from lowcarb.store.records import (
     RUN_STATUSES,
     STATUS_RANK,
@@ -36,8 +37,10 @@ from lowcarb.store.records import (
     StoreError,
     StoreFullError,
     StoreWarning,
+    loads_or_warn,
     machine_info,
     now,
+    record_from_row,
     to_json,
 )
 
@@ -231,36 +234,19 @@ class RunStore(ABC):
 
         self._save_or_keep(f"stage result {stage!r} of run {run_id}", upsert)
 
-    # A full store must not lose finished work: what could not be saved waits here.
-    _pending: list[tuple[str, Callable[[], int]]]
-
     def _save_or_keep(self, what: str, write: Callable[[], int]) -> int:
         if not hasattr(self, "_pending"):
-            self._pending = []
-        try:
-            self._flush_pending()
-            return write()
-        except StoreFullError as exc:
-            self._pending.append((what, write))
-            warnings.warn(
-                StoreWarning(
-                    f"{exc}: the {what} is kept in memory and saved at the next write to the "
-                    f"store ({len(self._pending)} unsaved); free space to keep it"
-                ),
-                stacklevel=3,
-            )
-            return 0
+            self._pending = PendingWrites(self.location)
+        return self._pending.save_or_keep(what, write)
 
     def _flush_pending(self) -> None:
-        pending = getattr(self, "_pending", [])
-        while pending:
-            pending[0][1]()  # raises StoreFullError again while the store is still full
-            pending.pop(0)
+        if hasattr(self, "_pending"):
+            self._pending.flush()
 
     @property
     def unsaved(self) -> list[str]:
         """What a full store could not save yet (saved at the next successful write)."""
-        return [what for what, _ in getattr(self, "_pending", [])]
+        return self._pending.unsaved if hasattr(self, "_pending") else []
 
     def finish_run(
         self,
@@ -351,34 +337,10 @@ class RunStore(ABC):
 
     # -- reads ---------------------------------------------------------------------------------
     def _loads(self, text: str | None, what: str) -> Any:
-        """JSON from a row; a broken value is skipped with a warning naming store and row."""
-        try:
-            return json.loads(text or "{}")
-        except (TypeError, ValueError) as exc:
-            warnings.warn(
-                StoreWarning(f"run store {self.location}: {what} is not valid JSON ({exc}); skipped"),
-                stacklevel=3,
-            )
-            return None
+        return loads_or_warn(text, what, self.location)
 
     def _record(self, row: Sequence[Any]) -> RunRecord:
-        where = f"run {row[0]!r}"
-        settings = self._loads(row[7], f"the settings of {where}")
-        metrics = self._loads(row[8], f"the metrics of {where}")
-        return RunRecord(
-            run_id=row[0],
-            kind=row[1],
-            name=row[2],
-            status=row[3],
-            started_at=row[4],
-            ended_at=row[5],
-            command=row[6],
-            settings=settings if isinstance(settings, dict) else {},
-            metrics=metrics if isinstance(metrics, dict) else {},
-            artifacts_dir=row[9],
-            exit_code=row[10],
-            job_id=row[11] if len(row) > 11 else None,
-        )
+        return record_from_row(row, self.location)
 
     def _run_columns(self) -> str:
         return _RUN_COLUMNS if self.schema_version >= 2 else _RUN_COLUMNS.replace(", job_id", "")
