@@ -196,15 +196,15 @@ def test_two_commands_of_one_job_share_a_run(tmp_path):
     assert names == ["rank0", "rank1"]
 
 
-def test_store_warnings_are_one_line_and_others_pass_through(capsys, monkeypatch):
+def test_lowcarb_warnings_are_one_line_and_others_pass_through(capsys, monkeypatch):
     import warnings
 
     from lowcarb.cli import common
 
     passed: list[str] = []
     monkeypatch.setattr(warnings, "showwarning", lambda m, *a, **k: passed.append(str(m)))
-    common.open_store(type("Args", (), {"store": None})())
-    common.open_store(type("Args", (), {"store": None})())  # installed once, not twice
+    common.one_line_warnings()
+    common.one_line_warnings()  # installed once, not twice
     warnings.showwarning(StoreWarning("a store thing"), StoreWarning, "x.py", 1)
     warnings.showwarning(UserWarning("something else"), UserWarning, "x.py", 2)
     assert capsys.readouterr().err == "lowcarb: warning: a store thing\n"

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 from lowcarb.cli.autodistil import add_autodistil
-from lowcarb.cli.common import AddVerb, Handler
+from lowcarb.cli.common import AddVerb, Handler, one_line_warnings
 from lowcarb.cli.compress import add_export_onnx
 from lowcarb.cli.ledger import LEDGER_VERBS
 from lowcarb.cli.mup import add_mup, add_mutransfer
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    one_line_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)

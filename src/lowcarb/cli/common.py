@@ -52,23 +52,24 @@ def add_store_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _one_line_store_warnings() -> None:
-    """Store warnings (a skipped broken row, a full store) as one line each on stderr."""
+def one_line_warnings() -> None:
+    """LowcarbWarnings (a skipped broken row, a full store, rows dropped from a data file) as one
+    line each on stderr; other warnings keep Python's format."""
     import warnings
 
-    from lowcarb.store import StoreWarning
+    from lowcarb.errors import LowcarbWarning
 
     default = warnings.showwarning
-    if getattr(default, "lowcarb_store_lines", False):
+    if getattr(default, "lowcarb_one_line", False):
         return  # installed already
 
     def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-        if issubclass(category, StoreWarning):
+        if issubclass(category, LowcarbWarning):
             print(f"lowcarb: warning: {message}", file=sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)
 
-    show.lowcarb_store_lines = True  # type: ignore[attr-defined]
+    show.lowcarb_one_line = True  # type: ignore[attr-defined]
     warnings.showwarning = show
 
 
@@ -83,7 +84,6 @@ def open_store(
     """
     from lowcarb.store import RunStore
 
-    _one_line_store_warnings()
     create = not (read or write_existing)
     location = getattr(args, "store", None)
     if location:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lowcarb.errors import LowcarbError
+from lowcarb.errors import LowcarbError, LowcarbWarning
 
 SCHEMA_VERSION = 2
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")
@@ -96,7 +96,7 @@ class StoreFullError(StoreError):
     """The store's disk (or database) is full; what could not be saved is named."""
 
 
-class StoreWarning(UserWarning):
+class StoreWarning(LowcarbWarning):
     """Something in the store was skipped (a broken row) or is kept for later (a full store)."""
 
 
