@@ -17,7 +17,6 @@ distributed study with exactly `n_trials` finished trials even when a worker is 
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -38,6 +37,18 @@ from lowcarb.search.pruning import (
     PruningConfig,
     intermediate_values,
 )
+from lowcarb.search.result import (
+    Constraint,
+    Objective,
+    SearchResult,
+    TrialRecord,
+    choose,
+    footprint_metrics,
+    footprint_summary,
+    json_default,
+    pareto_front,
+    total_footprint,
+)
 from lowcarb.search.space import SearchSpace, suggest
 from lowcarb.search.storage import default_storage_url, open_storage, redact
 
@@ -57,31 +68,7 @@ _RESET_ATTRS: dict[str, Any] = {
     ERROR_ATTR: None,
 }
 
-Direction = Literal["maximize", "minimize"]
 SamplerName = Literal["tpe", "nsga2", "random"]
-
-
-@dataclass(frozen=True)
-class Objective:
-    """A metric the search optimises. The first objective of a search is its quality."""
-
-    metric: str
-    direction: Direction
-
-    def __post_init__(self) -> None:
-        if self.direction not in ("maximize", "minimize"):
-            raise ConfigError(
-                f"objective {self.metric!r}: direction must be maximize or minimize, "
-                f"got {self.direction!r}"
-            )
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """A trial is feasible when `metric <= max_value` (for example CO2e per 1,000 inferences)."""
-
-    metric: str
-    max_value: float
 
 
 @dataclass(frozen=True)
@@ -180,96 +167,6 @@ class TrialContext:
 TrialFn = Callable[[TrialContext], Mapping[str, float]]
 
 
-@dataclass(frozen=True)
-class TrialRecord:
-    number: int
-    state: str  # complete, pruned, failed, running, waiting
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    footprint: dict[str, Any] | None
-    intermediate: dict[int, float]
-    feasible: bool
-    error: str | None = None
-    retry_of: int | None = None
-    worker: str | None = None
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """A study's trials, its Pareto front, the chosen trial and what the whole search cost."""
-
-    study_name: str
-    storage: str
-    objectives: tuple[Objective, ...]
-    constraints: tuple[Constraint, ...]
-    n_trials: int
-    trials: tuple[TrialRecord, ...]
-    pareto: tuple[int, ...]
-    chosen: int | None
-    total: dict[str, Any]
-
-    def trial(self, number: int) -> TrialRecord:
-        for t in self.trials:
-            if t.number == number:
-                return t
-        raise KeyError(f"no trial {number} in study {self.study_name!r}")
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for t in self.trials:
-            out[t.state] = out.get(t.state, 0) + 1
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "study_name": self.study_name,
-            "storage": self.storage,
-            "objectives": [asdict(o) for o in self.objectives],
-            "constraints": [asdict(c) for c in self.constraints],
-            "n_trials": self.n_trials,
-            "trials": [
-                {**asdict(t), "intermediate": {str(k): v for k, v in t.intermediate.items()}}
-                for t in self.trials
-            ],
-            "pareto": list(self.pareto),
-            "chosen": self.chosen,
-            "counts": self.counts(),
-            "total": self.total,
-        }
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
-        return path
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SearchResult:
-        return cls(
-            study_name=data["study_name"],
-            storage=data["storage"],
-            objectives=tuple(Objective(**o) for o in data["objectives"]),
-            constraints=tuple(Constraint(**c) for c in data["constraints"]),
-            n_trials=int(data["n_trials"]),
-            trials=tuple(
-                TrialRecord(
-                    **{
-                        **t,
-                        "intermediate": {int(k): v for k, v in t["intermediate"].items()},
-                    }
-                )
-                for t in data["trials"]
-            ),
-            pareto=tuple(data["pareto"]),
-            chosen=data["chosen"],
-            total=dict(data["total"]),
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> SearchResult:
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-
 # ---------------------------------------------------------------------------------------------
 # running
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +246,7 @@ def open_study(
             ) from None
         return study
     study.set_user_attr(
-        CONFIG_ATTR, json.loads(json.dumps(config.to_dict(), default=_json_default))
+        CONFIG_ATTR, json.loads(json.dumps(config.to_dict(), default=json_default))
     )
     for params in initial_params:
         study.enqueue_trial(dict(params))
@@ -504,28 +401,6 @@ class _Worker:
         return before >= self.config.n_trials
 
 
-def footprint_summary(fp: Any) -> dict[str, Any]:
-    """The footprint fields kept with a trial (JSON)."""
-    methods = {name: c.method for name, c in getattr(fp, "components", {}).items()}
-    return {
-        "duration_s": float(fp.duration_s),
-        "energy_j": float(fp.energy_j),
-        "operational_g": float(fp.operational_g),
-        "embodied_g": float(fp.embodied_g),
-        "co2_g": float(fp.total_g),
-        "methods": methods,
-    }
-
-
-def footprint_metrics(fp: Any) -> dict[str, float]:
-    """Cost metrics every trial gets from its own ledger window (usable as objectives)."""
-    return {
-        "trial_energy_j": float(fp.energy_j),
-        "trial_co2_g": float(fp.total_g),
-        "trial_duration_s": float(fp.duration_s),
-    }
-
-
 # ---------------------------------------------------------------------------------------------
 # summarising
 # ---------------------------------------------------------------------------------------------
@@ -571,85 +446,8 @@ def summarize(study: optuna.Study, config: SearchConfig, *, storage: str = "") -
         n_trials=config.n_trials,
         trials=tuple(records),
         pareto=tuple(pareto),
-        chosen=choose(records, pareto, config),
+        chosen=choose(records, pareto, config.objectives, config.choose_within),
         total=total_footprint(records),
     )
 
 
-def _dominates(a: Sequence[float], b: Sequence[float], objectives: Sequence[Objective]) -> bool:
-    better_or_equal = all(
-        (x >= y) if o.direction == "maximize" else (x <= y)
-        for x, y, o in zip(a, b, objectives, strict=True)
-    )
-    return better_or_equal and any(x != y for x, y in zip(a, b, strict=True))
-
-
-def pareto_front(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[int]:
-    """Numbers of the feasible complete trials no other feasible trial dominates."""
-    points = {
-        r.number: [r.metrics[o.metric] for o in objectives]
-        for r in records
-        if r.feasible
-        and all(o.metric in r.metrics for o in objectives)
-        and all(math.isfinite(r.metrics[o.metric]) for o in objectives)
-    }
-    return sorted(
-        n
-        for n, p in points.items()
-        if not any(_dominates(q, p, objectives) for m, q in points.items() if m != n)
-    )
-
-
-def choose(
-    records: Sequence[TrialRecord], pareto: Sequence[int], config: SearchConfig
-) -> int | None:
-    """The trial to keep: the cheapest Pareto trial within `choose_within` of the best quality."""
-    if not pareto:
-        return None
-    by_number = {r.number: r for r in records}
-    q = config.quality
-    sign = 1.0 if q.direction == "maximize" else -1.0
-    best_q = max(sign * by_number[n].metrics[q.metric] for n in pareto)
-    close = [
-        n for n in pareto if sign * by_number[n].metrics[q.metric] >= best_q - config.choose_within
-    ]
-    if len(config.objectives) == 1:
-        return max(close, key=lambda n: (sign * by_number[n].metrics[q.metric], -n))
-    cost = config.objectives[1]
-    csign = 1.0 if cost.direction == "minimize" else -1.0
-    return min(close, key=lambda n: (csign * by_number[n].metrics[cost.metric], n))
-
-
-def total_footprint(records: Sequence[TrialRecord]) -> dict[str, Any]:
-    """What the search cost: the sum over all trials, stopped and failed included."""
-    total = {
-        "energy_j": 0.0,
-        "co2_g": 0.0,
-        "operational_g": 0.0,
-        "embodied_g": 0.0,
-        "duration_s": 0.0,
-    }
-    by_state: dict[str, float] = {}
-    measured = 0
-    for r in records:
-        if not r.footprint:
-            continue
-        measured += 1
-        for key in total:
-            total[key] += float(r.footprint.get(key, 0.0))
-        by_state[r.state] = by_state.get(r.state, 0.0) + float(r.footprint["energy_j"])
-    return {
-        **total,
-        "energy_j_by_state": by_state,
-        "trials_measured": measured,
-        # A killed worker never closes its window: its trial's energy is unknown, not zero.
-        "trials_without_footprint": [r.number for r in records if not r.footprint],
-    }
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, tuple | set):
-        return list(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return str(obj)

@@ -45,6 +45,7 @@ from lowcarb.search.autodistil.space import (
     subnet_flops,
 )
 from lowcarb.search.autodistil.supernet import Supernet, extract
+from lowcarb.search.result import Objective, SearchResult, TrialRecord, window_summary
 from lowcarb.train import TrainConfig, fit
 from lowcarb.train.batches import Batch, model_inputs
 
@@ -166,9 +167,41 @@ class AutoDistilResult:
             **self.notes,
         }
 
+    def to_search_result(self, name: str = "autodistil") -> SearchResult:
+        """The common search result: every student scored (held-out relation loss against FLOPs
+        per example), the chosen one marked; the supernets' training and the scoring are the
+        windows that did the work (shared by all students)."""
+        trials = [
+            TrialRecord(
+                number=i,
+                state="complete",
+                params={"student": c.config.key, "subspace": c.subspace},
+                metrics={"relation_loss": c.score, "flops": c.flops},
+                footprint=None,
+            )
+            for i, c in enumerate(self.candidates)
+        ]
+        return SearchResult.from_trials(
+            "autodistil",
+            name,
+            (Objective("relation_loss", "minimize"), Objective("flops", "minimize")),
+            trials,
+            windows=[r.footprint for r in self.supernets] + [self.search_footprint],
+            chosen=next(i for i, c in enumerate(self.candidates) if c.chosen),
+            figures={
+                "budget_flops": self.budget_flops,
+                "student_flops": self.chosen.flops,
+                "teacher_flops": self.notes.get("teacher_flops"),
+                "seq_len": self.seq_len,
+                "supernets_trained": len(self.supernets),
+                "skipped_subspaces": ", ".join(self.skipped_subspaces) or "none",
+            },
+        )
+
 
 def _footprint(fp: Any) -> dict[str, Any]:
-    return {"energy_j": fp.energy_j, "duration_s": fp.duration_s, "total_g": fp.total_g}
+    # The common window summary (search.result), plus total_g as AutoDistil summaries had it.
+    return {**window_summary(fp), "total_g": fp.total_g}
 
 
 def train_supernet(

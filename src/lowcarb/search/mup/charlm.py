@@ -63,6 +63,25 @@ def read_texts(
     return texts
 
 
+def corpus_from_files(
+    text: str | Path,
+    val_text: str | Path | None = None,
+    column: str = "text",
+    limit: int | None = None,
+) -> CharCorpus:
+    """The corpus of a text file (a .txt, or one column of a .tsv/.csv); the validation text is
+    `val_text`, else a fixed tenth of the training lines (seeded, so every run holds out the
+    same lines). `limit` keeps a fixed-seed subset of the training lines."""
+    train_texts = read_texts(text, column, limit)
+    if val_text is not None:
+        val_texts = read_texts(val_text, column)
+    else:
+        random.Random(0).shuffle(train_texts)
+        cut = max(1, len(train_texts) // 10)
+        val_texts, train_texts = train_texts[:cut], train_texts[cut:]
+    return build_corpus(train_texts, val_texts)
+
+
 def build_corpus(train_texts: Sequence[str], val_texts: Sequence[str]) -> CharCorpus:
     """Vocabulary from the training text (plus UNK); texts joined by newlines."""
     train = "\n".join(train_texts) + "\n"

@@ -25,9 +25,11 @@ import torch
 
 from lowcarb.errors import ConfigError
 from lowcarb.measure import Footprint, track
+from lowcarb.measure.config import CarbonConfig
 from lowcarb.search.mup.charlm import CharCorpus, LMTrainConfig, train_lm
 from lowcarb.search.mup.config import MupModelConfig
 from lowcarb.search.mup.models import build_model
+from lowcarb.search.result import Objective, SearchResult, TrialRecord, window_summary
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class Trial:
     cpu_time_s: float
     energy_method: str
     reused_from: str | None = None  # the stage whose identical run was reused (no new cost)
+    footprint: dict[str, Any] | None = None  # its ledger window (None when reused)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -163,6 +166,54 @@ class MutransferResult:
             "trials": [t.to_dict() for t in self.trials],
         }
 
+    def to_search_result(self, name: str = "mutransfer") -> SearchResult:
+        """The common search result: every trial (proxy sweep, transfer, verification, direct
+        sweep) with its validation loss and energy; the transferred run is the chosen one."""
+        trials = [_record(i, t) for i, t in enumerate(self.trials)]
+        transfer = next(i for i, t in enumerate(self.trials) if t.stage == "transfer")
+        gap = self.loss_gap_pct
+        figures: dict[str, Any] = {
+            "proxy_width": self.config.proxy_width,
+            "target_width": self.config.target_width,
+            "transferred_log2_lr": self.transferred.log2_lr,
+            "transfer_loss": self.transfer_loss,
+            "best_target_loss": self.best_target.val_loss,
+            "best_target_log2_lr": self.best_target.hp.log2_lr,
+            "loss_gap_pct": gap,
+            "proxy_energy_j": self.proxy_energy_j,
+            "direct_energy_j": self.direct_energy_j,
+            "direct_energy_basis": self.direct_energy_basis,
+            "tuning_energy_ratio": self.tuning_energy_ratio,
+        }
+        return SearchResult.from_trials(
+            "mutransfer",
+            name,
+            (Objective("val_loss", "minimize"), Objective("trial_energy_j", "minimize")),
+            trials,
+            chosen=transfer,
+            figures=figures,
+            details={"model": self.config.model.to_dict(), "train": asdict(self.config.train)},
+        )
+
+
+def _record(number: int, t: Trial) -> TrialRecord:
+    """One trial as a search record. A reused run cost nothing new: its footprint is zero and it
+    carries no energy metric, so it never sits on the Pareto front as a free trial."""
+    metrics: dict[str, float] = {} if t.val_loss is None else {"val_loss": t.val_loss}
+    footprint = t.footprint
+    if t.reused_from is None:
+        metrics["trial_energy_j"] = t.energy_j
+    else:
+        footprint = {key: 0.0 for key in ("duration_s", "energy_j", "operational_g", "embodied_g", "co2_g")}
+        footprint["reused_from"] = t.reused_from
+    params = {"stage": t.stage, "width": t.width, "log2_lr": t.hp.log2_lr,
+              "output_mult": t.hp.output_mult, "init_std": t.hp.init_std}
+    state = "complete" if t.val_loss is not None else "failed"
+    error = None if t.val_loss is not None else "diverged (infinite validation loss)"
+    return TrialRecord(
+        number, state, params, metrics, footprint, feasible=state == "complete", error=error
+    )
+
 
 def run_trial(
     stage: str,
@@ -173,8 +224,10 @@ def run_trial(
     train: LMTrainConfig,
     seeds: Sequence[int],
     on_close: Callable[[Footprint], None] | None = None,
+    carbon: CarbonConfig | None = None,
 ) -> Trial:
-    """Train `model` at `width` with `hp` for each seed inside one ledger window."""
+    """Train `model` at `width` with `hp` for each seed inside one ledger window, measured with
+    `carbon` (None: environment, lowcarb.toml, defaults)."""
     cfg = replace(
         model,
         width=width,
@@ -184,7 +237,8 @@ def run_trial(
     )
     losses: list[float] = []
     name = f"mutransfer:{stage}:{cfg.parametrization}:w{width}:lr=2^{hp.log2_lr:g}"
-    with track(name, unit="step", units=train.steps * len(seeds), on_close=on_close) as fp:
+    units = train.steps * len(seeds)
+    with track(name, unit="step", units=units, config=carbon, on_close=on_close) as fp:
         for seed in seeds:
             torch.manual_seed(seed)
             net = build_model(cfg)
@@ -192,7 +246,10 @@ def run_trial(
             losses.append(out.val_loss)
     val = None if any(math.isinf(v) for v in losses) else sum(losses) / len(losses)
     method = ", ".join(f"{k}: {v}" for k, v in sorted(fp.methods.items()))
-    return Trial(stage, width, hp, val, fp.energy_j, fp.duration_s, fp.cpu_time_s, method)
+    return Trial(
+        stage, width, hp, val, fp.energy_j, fp.duration_s, fp.cpu_time_s, method,
+        footprint=window_summary(fp),
+    )
 
 
 def mutransfer(
@@ -201,8 +258,10 @@ def mutransfer(
     *,
     on_close: Callable[[Footprint], None] | None = None,
     progress: Callable[[Trial], None] | None = None,
+    carbon: CarbonConfig | None = None,
 ) -> MutransferResult:
-    """Run the four steps; see the module docstring."""
+    """Run the four steps; see the module docstring. Every trial's window measures with
+    `carbon` and is handed to `on_close` (a stored search run keeps them)."""
     trials: list[Trial] = []
     done: dict[tuple[int, HyperParams], Trial] = {}
 
@@ -216,10 +275,11 @@ def mutransfer(
                 duration_s=0.0,
                 cpu_time_s=0.0,
                 reused_from=prev.stage,
+                footprint=None,
             )
         else:
             t = run_trial(
-                stage, config.model, width, hp, corpus, config.train, config.seeds, on_close
+                stage, config.model, width, hp, corpus, config.train, config.seeds, on_close, carbon
             )
             done[(width, hp)] = t
         trials.append(t)

@@ -26,6 +26,7 @@ from lowcarb.search.parsec.space import (
 )
 from lowcarb.search.parsec.weightless import WeightlessConfig, compare_scores
 from lowcarb.search.parsec.weights import WeightStore
+from lowcarb.search.parsec.workflow import ParsecRunConfig, parsec_space, run_parsec
 
 __all__ = [
     "SPACES",
@@ -36,6 +37,7 @@ __all__ = [
     "Decision",
     "ParsecConfig",
     "ParsecResult",
+    "ParsecRunConfig",
     "Prior",
     "Space",
     "TextSpaceConfig",
@@ -46,7 +48,9 @@ __all__ = [
     "compare_scores",
     "make_space",
     "parsec",
+    "parsec_space",
     "scores",
+    "run_parsec",
     "text_space",
     "train_architecture",
     "weightless",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,13 @@ from torch import nn
 
 from lowcarb.data import DataBundle
 from lowcarb.errors import ConfigError
-from lowcarb.measure import Footprint, track
+from lowcarb.measure import Footprint
+from lowcarb.search.ledger import SearchLedger
 from lowcarb.search.parsec.prior import Prior
 from lowcarb.search.parsec.retrain import Candidate, check_data, cycle, train_architecture
 from lowcarb.search.parsec.space import Architecture, Space, arch_key
 from lowcarb.search.parsec.weights import WeightStore
+from lowcarb.search.result import Objective, SearchResult, TrialRecord, window_summary
 from lowcarb.train import TrainConfig, forward, set_seed
 
 
@@ -106,6 +108,51 @@ class ParsecResult:
             **self.extra,
         }
 
+    def to_search_result(self) -> SearchResult:
+        """The common search result: the retrained architectures are the trials (dev accuracy
+        against parameters), the best is chosen, the search and retraining windows are the cost."""
+        trials = [
+            TrialRecord(
+                number=i,
+                state="complete",
+                params={"architecture": arch_key(c.arch)},
+                metrics={
+                    "dev_accuracy": c.dev_accuracy,
+                    **({} if c.test_accuracy is None else {"test_accuracy": c.test_accuracy}),
+                    "params": float(c.params),
+                    "log_prob": c.log_prob,
+                },
+                footprint=c.footprint,
+            )
+            for i, c in enumerate(self.candidates)
+        ]
+        best = self.best
+        return SearchResult.from_trials(
+            self.method,
+            f"{self.method}:{self.space}",
+            (Objective("dev_accuracy", "maximize"), Objective("params", "minimize")),
+            trials,
+            windows=[self.search_footprint, self.retrain_footprint],
+            chosen=self.candidates.index(best),
+            figures={
+                "architectures_evaluated": self.evaluated,
+                "architectures_retrained": len(self.candidates),
+                "search_energy_j": self.search_footprint.energy_j,
+                "retrain_energy_j": self.retrain_footprint.energy_j,
+                **{k: v for k, v in self.extra.items() if isinstance(v, int | float | str)},
+            },
+            details={"most_probable": self.prior.most_probable(), "settings": self.settings},
+        )
+
+
+def begin(
+    space: Space, data: DataBundle, warm_start: str | None, seed: int, tokenizer: Any
+) -> tuple[Prior, torch.Generator]:
+    """What both searches do first: check the data fits the space, the prior (uniform or warm
+    started), a seeded generator for sampling architectures."""
+    check_data(space, data, tokenizer)
+    return initial_prior(space, warm_start), torch.Generator().manual_seed(seed)
+
 
 def initial_prior(space: Space, warm_start: str | Path | None) -> Prior:
     return Prior(space) if warm_start is None else Prior.load(warm_start, space)
@@ -158,9 +205,11 @@ def retrain_top(
     retrain: TrainConfig,
     tokenizer: Any,
     progress: Callable[[str], None] | None,
+    ledger: SearchLedger | None = None,
 ) -> tuple[list[Candidate], Footprint]:
     """The most probable architecture, then the most probable distinct others sampled, each
-    retrained from scratch inside one ledger window."""
+    retrained from scratch inside one ledger window (one nested window per architecture)."""
+    ledger = ledger or SearchLedger()
     picks: dict[str, Architecture] = {}
     best = prior.most_probable()
     picks[arch_key(best)] = best
@@ -169,11 +218,13 @@ def retrain_top(
             break
         picks.setdefault(key, arch)
     candidates: list[Candidate] = []
-    with track(f"{method}:retrain", unit="architecture", units=len(picks)) as fp:
-        for arch in picks.values():
-            cand, _ = train_architecture(
-                space, arch, data, retrain, tokenizer, prior.log_prob(arch)
-            )
+    with ledger.window(f"{method}:retrain", unit="architecture", units=len(picks)) as fp:
+        for i, arch in enumerate(picks.values()):
+            with ledger.part(f"{method}:retrain {i}", unit="architecture", units=1) as part:
+                cand, _ = train_architecture(
+                    space, arch, data, retrain, tokenizer, prior.log_prob(arch)
+                )
+            cand = replace(cand, footprint=window_summary(part))
             candidates.append(cand)
             if progress:
                 progress(
@@ -189,20 +240,22 @@ def search(
     *,
     tokenizer: Any = None,
     progress: Callable[[str], None] | None = None,
+    ledger: SearchLedger | None = None,
 ) -> ParsecResult:
-    """Run PARSEC on `space` with `data`'s train (steps) and dev (likelihood) splits."""
+    """Run PARSEC on `space` with `data`'s train (steps) and dev (likelihood) splits.
+
+    ledger: the carbon settings of the search's windows and where they are stored."""
     config = config or ParsecConfig()
-    check_data(space, data, tokenizer)
-    prior = initial_prior(space, config.warm_start)
+    ledger = ledger or SearchLedger()
+    prior, gen = begin(space, data, config.warm_start, config.seed, tokenizer)
     set_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
     train_batches = cycle(data, "train", config.batch_size, tokenizer, config.seed)
     val_batches = cycle(data, "dev", config.val_batch_size, tokenizer, config.seed + 10_000)
     store = WeightStore()
     history: list[dict[str, Any]] = []
     seen: dict[str, Architecture] = {}
     start = time.perf_counter()
-    with track(
+    with ledger.window(
         "parsec:search", unit="architecture", units=config.iterations * config.samples
     ) as search_fp:
         for it in range(config.iterations):
@@ -236,7 +289,7 @@ def search(
                     f"pi entropy {history[-1]['entropy_nats']:.2f} nats, {time.perf_counter() - start:.0f} s"
                 )
     candidates, retrain_fp = retrain_top(
-        "parsec", space, prior, seen, data, config.top, config.retrain, tokenizer, progress
+        "parsec", space, prior, seen, data, config.top, config.retrain, tokenizer, progress, ledger
     )
     return ParsecResult(
         method="parsec",
@@ -246,13 +299,8 @@ def search(
         search_footprint=search_fp,
         retrain_footprint=retrain_fp,
         history=history,
-        settings=_settings(config),
+        settings=asdict(config),
         evaluated=config.iterations * config.samples,
         extra={"weight_store_keys": len(store), "weight_store_params": store.numel()},
     )
 
-
-def _settings(config: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(config)

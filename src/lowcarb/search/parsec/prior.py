@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from lowcarb.errors import ConfigError
+from lowcarb.files import path_errors, write_json
 from lowcarb.search.parsec.space import Architecture, Choice, Space
 
 PRIOR_FORMAT = "lowcarb.parsec.prior/1"
@@ -105,10 +106,11 @@ class Prior:
         }
 
     def save(self, path: str | Path) -> Path:
+        """Write pi as JSON (atomically: a warm start never reads half a file)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        with path_errors(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return write_json(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: str | Path, space: Space) -> Prior:

@@ -25,6 +25,7 @@ class Candidate:
     test_accuracy: float | None
     params: int
     steps: int
+    footprint: dict[str, Any] | None = None  # its retraining window (search.result.window_summary)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "key": arch_key(self.arch)}

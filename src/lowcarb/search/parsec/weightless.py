@@ -26,9 +26,8 @@ import torch
 
 from lowcarb.data import DataBundle
 from lowcarb.errors import ConfigError
-from lowcarb.measure import track
-from lowcarb.search.parsec.parsec import ParsecResult, initial_prior, retrain_top
-from lowcarb.search.parsec.retrain import check_data
+from lowcarb.search.ledger import SearchLedger
+from lowcarb.search.parsec.parsec import ParsecResult, begin, retrain_top
 from lowcarb.search.parsec.scores import SCORES, kendall_tau, score_fn
 from lowcarb.search.parsec.space import Architecture, Space, arch_key
 from lowcarb.train import TrainConfig, set_seed
@@ -134,16 +133,18 @@ def search(
     *,
     tokenizer: Any = None,
     progress: Callable[[str], None] | None = None,
+    ledger: SearchLedger | None = None,
 ) -> ParsecResult:
+    """Run Weightless PARSEC on `space`: architectures scored at initialisation on a few
+    training batches, the most probable retrained. ledger: as for `parsec.search`."""
     config = config or WeightlessConfig()
-    check_data(space, data, tokenizer)
-    prior = initial_prior(space, config.warm_start)
-    gen = torch.Generator().manual_seed(config.seed)
+    ledger = ledger or SearchLedger()
+    prior, gen = begin(space, data, config.warm_start, config.seed, tokenizer)
     cache: dict[str, float] = {}
     seen: dict[str, Architecture] = {}
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
-    with track("weightless:search", unit="architecture") as search_fp:
+    with ledger.window("weightless:search", unit="architecture") as search_fp:
         batches = score_batches(
             data, config.score_batches, config.batch_size, tokenizer, config.seed
         )
@@ -172,7 +173,8 @@ def search(
                 )
         search_fp.units = len(cache)
     candidates, retrain_fp = retrain_top(
-        "weightless", space, prior, seen, data, config.top, config.retrain, tokenizer, progress
+        "weightless", space, prior, seen, data, config.top, config.retrain, tokenizer, progress,
+        ledger,
     )
     return ParsecResult(
         method="weightless",
