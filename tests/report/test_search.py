@@ -103,3 +103,64 @@ def test_no_finished_trial_still_renders():
              "counts": {"pruned": 1}}  # fmt: skip
     assert pareto_png(empty)[:4] == b"\x89PNG"
     assert search_lines(empty)[0] == "chosen: none (no feasible finished trial)"
+
+
+def _window(name, energy_j):
+    return {"name": name, **_fp(energy_j)}
+
+
+SHARED = {
+    "method": "parsec",
+    "study_name": "parsec:cnn",
+    "storage": "",
+    "objectives": [
+        {"metric": "dev_accuracy", "direction": "maximize"},
+        {"metric": "params", "direction": "minimize"},
+    ],
+    "constraints": [],
+    "n_trials": 2,
+    "trials": [
+        {**_trial(0, "complete", energy=None), "params": {"architecture": "a"},
+         "metrics": {"dev_accuracy": 0.9, "params": 1000.0}},
+        {**_trial(1, "complete", energy=5.0), "params": {"architecture": "b"},
+         "metrics": {"dev_accuracy": 0.8, "params": 500.0}},
+    ],
+    "pareto": [0, 1],
+    "chosen": 0,
+    "counts": {"complete": 2},
+    "total": {
+        "energy_j": 30.0, "co2_g": 0.003, "operational_g": 0.0028, "embodied_g": 0.0002,
+        "duration_s": 2.0, "windows": [_window("parsec:search", 20.0), _window("parsec:retrain", 10.0)],
+        "energy_j_by_state": {}, "trials_without_footprint": [],
+    },
+    "figures": {"architectures_evaluated": 8, "search_energy_j": 20.0},
+}  # fmt: skip
+
+
+def test_shared_work_is_accounted_by_window_and_trials_without_one_are_shared():
+    headers, rows = trial_rows(SHARED)
+    energy = headers.index("energy")
+    assert rows[0][energy] == "shared" and rows[1][energy] == "5 J"
+    assert headers[2] == "architecture" and rows[0][2] == "a"
+    line = total_line(SHARED)
+    assert "in parsec:search (20 J), parsec:retrain (10 J)" in line and "2 complete" in line
+    assert "lower bound" not in line
+
+
+def test_every_method_renders_its_name_and_headline_figures():
+    page = render_search_html(SHARED)
+    assert "Search (PARSEC architecture search)" in page and 'id="search-figures"' in page
+    assert "architectures_evaluated</th><td>8" in page
+    md = search_section_markdown(SHARED)
+    assert md.startswith("## Search (PARSEC architecture search)")
+    assert "| architectures_evaluated | 8 |" in md
+    # an HPO summary written before `method` and `figures` existed renders as before
+    assert "Search (Optuna hyperparameter search)" in render_search_html(SEARCH)
+    assert 'id="search-figures"' not in render_search_html(SEARCH)
+
+
+def test_a_reused_trial_says_it_cost_nothing_new():
+    reused = {**_trial(2, "complete", 0.9, 1.0, energy=0.0)}
+    reused["footprint"]["reused_from"] = "proxy"
+    _, rows = trial_rows({**SHARED, "trials": [reused]})
+    assert "same run as the proxy trial (no new cost)" in rows[0][-1]

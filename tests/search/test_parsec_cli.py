@@ -104,3 +104,35 @@ def test_parsec_verb_errors_are_one_line(tmp_path, capsys):
     assert "--iterations must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["parsec", "--space", "rnn"])
+
+
+def test_parsec_reads_its_recipe_section_and_carbon_and_writes_the_search_report(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: arch\n"
+        "carbon: {intensity_g_per_kwh: 555}\n"
+        "parsec: {method: weightless, score: synflow, iterations: 1, samples: 2, top: 2, epochs: 1}\n"
+    )
+    out, store_path = tmp_path / "o", tmp_path / "s.db"
+    # A flag overrides the section: one architecture retrained, not two.
+    code = main(["parsec", str(recipe), "--top", "1", "--out", str(out), "--store", str(store_path)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    result = json.loads((out / "result.json").read_text())
+    assert result["method"] == "weightless" and result["score"] == "synflow"
+    assert len(result["candidates"]) == 1
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["method"] == "weightless" and summary["chosen"] == 0
+    (trial,) = summary["trials"]
+    assert trial["footprint"]["energy_j"] > 0  # its own retraining window, nested in the total
+    assert trial["metrics"]["dev_accuracy"] == result["best"]["dev_accuracy"]
+    assert [w["name"] for w in summary["total"]["windows"]] == ["weightless:search", "weightless:retrain"]
+    assert 'id="search-pareto"' in (out / "search.html").read_text()
+    from lowcarb.store import RunStore
+
+    store = RunStore(store_path)
+    (run,) = store.list_runs()
+    assert run.settings["method"] == "weightless" and run.settings["parsec"]["top"] == 1
+    fps = store.footprints(run.run_id)
+    assert {fp["intensity_g_per_kwh"] for fp in fps} == {555}
+    assert sum(fp["energy_j"] for fp in fps) == pytest.approx(summary["total"]["energy_j"])

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from lowcarb.cli import common
 from lowcarb.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lowcarb.search.mup.mutransfer import Trial
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -83,62 +87,49 @@ def add_mutransfer(sub: common.Subparsers) -> None:
             "at the proxy width, train the target width with the best values, verify a few "
             "learning rates around them, and compare the proxy sweep's energy with a direct "
             "sweep at the target width (measured with direct_sweep: true, else extrapolated). "
-            "RECIPE is a YAML file: text (a .txt, or .tsv/.csv with `column`), optional "
-            "val_text, limit, model {base_width, depth, n_heads, ...}, proxy_width, "
-            "target_width, log2_lrs, output_mults, init_stds, train {steps, batch_size, "
-            "seq_len, ...}, seeds, verify_octaves, direct_sweep."
+            "RECIPE is an ordinary recipe (name:, carbon: as for `lowcarb run`) with a "
+            "mutransfer: section: text (a .txt, or .tsv/.csv with `column`; relative paths are "
+            "read from the recipe's folder), optional val_text, limit, model {base_width, depth, "
+            "n_heads, ...}, proxy_width, target_width, log2_lrs, output_mults, init_stds, train "
+            "{steps, batch_size, seq_len, ...}, seeds, verify_octaves, direct_sweep. The run is "
+            "stored like every search, with search.html/.md in its folder."
         ),
     )
-    p.add_argument("recipe", help="mutransfer recipe YAML")
+    p.add_argument("recipe", help="recipe YAML with a mutransfer: section")
+    common.add_overrides_flag(p, "override a recipe field, e.g. --set mutransfer.proxy_width=64; repeatable")
     p.add_argument("--out", default="mutransfer.json", metavar="FILE",
                    help="result JSON (default ./mutransfer.json)")
+    p.add_argument("--runs", metavar="DIR",
+                   help="parent folder of the run's artifacts (default ./lowcarb-runs)")
+    common.add_store_flag(p)
     p.set_defaults(handler=_cmd_mutransfer)
 
 
+def _print_trial(t: Trial) -> None:
+    loss = "diverged" if t.val_loss is None else f"{t.val_loss:.4f}"
+    cost = f"reused from {t.reused_from}" if t.reused_from else f"{t.energy_j:.1f} J"
+    print(f"{t.stage:<8} width {t.width:<5} lr 2^{t.hp.log2_lr:g}  val loss {loss}  {cost}")
+
+
 def _cmd_mutransfer(args: argparse.Namespace) -> int:
-    import json
-    import random
-    from pathlib import Path
+    from lowcarb.pipeline.mutransfer_run import load_mutransfer_recipe, mutransfer_recipe
 
-    import yaml
-
-    from lowcarb.search.mup.charlm import build_corpus, read_texts
-    from lowcarb.search.mup.mutransfer import MutransferConfig, mutransfer
-
-    path = Path(args.recipe)
-    if not path.exists():
-        raise ConfigError(f"no recipe at {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict) or "text" not in raw:
-        raise ConfigError(f"{path}: a mutransfer recipe needs 'text' (the training text file)")
-    data_keys = ("text", "val_text", "column", "limit")
-    data = {k: raw.pop(k) for k in data_keys if k in raw}
-    column, limit = data.get("column", "text"), data.get("limit")
-    train_texts = read_texts(path.parent / data["text"], column, limit)
-    if "val_text" in data:
-        val_texts = read_texts(path.parent / data["val_text"], column)
-    else:  # hold out a fixed tenth of the lines
-        random.Random(0).shuffle(train_texts)
-        cut = max(1, len(train_texts) // 10)
-        val_texts, train_texts = train_texts[:cut], train_texts[cut:]
-    config = MutransferConfig.from_dict(raw)
-    corpus = build_corpus(train_texts, val_texts)
-
-    def progress(t) -> None:
-        loss = "diverged" if t.val_loss is None else f"{t.val_loss:.4f}"
-        cost = f"reused from {t.reused_from}" if t.reused_from else f"{t.energy_j:.1f} J"
-        print(f"{t.stage:<8} width {t.width:<5} lr 2^{t.hp.log2_lr:g}  val loss {loss}  {cost}")
-
-    result = mutransfer(corpus, config, progress=progress)
-    out = Path(args.out)
-    out.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
-    gap = result.loss_gap_pct
-    print(f"transferred lr 2^{result.transferred.log2_lr:g}: target val loss "
-          f"{result.transfer_loss}, best target {result.best_target.val_loss} "
-          f"(lr 2^{result.best_target.hp.log2_lr:g}); loss gap "
+    stored = mutransfer_recipe(
+        load_mutransfer_recipe(args.recipe, args.overrides),
+        result_file=args.out,
+        out_dir=args.runs,
+        store=common.open_store(args),
+        command=common.command_line(),
+        progress=_print_trial,
+    )
+    f = stored.result.figures
+    gap = f["loss_gap_pct"]
+    print(f"transferred lr 2^{f['transferred_log2_lr']:g}: target val loss "
+          f"{f['transfer_loss']}, best target {f['best_target_loss']} "
+          f"(lr 2^{f['best_target_log2_lr']:g}); loss gap "
           f"{'n/a' if gap is None else f'{gap:.2f} %'}")
-    print(f"tuning energy: proxy sweep {result.proxy_energy_j:.1f} J vs direct sweep "
-          f"{result.direct_energy_j:.1f} J ({result.direct_energy_basis}); ratio "
-          f"{result.tuning_energy_ratio:.3f}")
-    print(f"result: {out}")
+    print(f"tuning energy: proxy sweep {f['proxy_energy_j']:.1f} J vs direct sweep "
+          f"{f['direct_energy_j']:.1f} J ({f['direct_energy_basis']}); ratio "
+          f"{f['tuning_energy_ratio']:.3f}")
+    print(f"result: {args.out}  run: {stored.run_id}  report: {stored.artifacts_dir / 'search.html'}")
     return 0

@@ -41,6 +41,8 @@ from lowcarb.pipeline.recipe_errors import format_validation_errors, mark_set, s
 from lowcarb.pipeline.recipe_types import section_problems
 from lowcarb.pipeline.registry import get_stage
 from lowcarb.pipeline.safe_yaml import load_yaml_file, load_yaml_text
+from lowcarb.search.mup.section import MutransferSection
+from lowcarb.search.parsec.workflow import ParsecRunConfig
 from lowcarb.search.section import SearchSection
 from lowcarb.train.config import TrainConfig
 from lowcarb.train.device import check_device, check_precision
@@ -115,6 +117,10 @@ class _RecipeFile(_Section):
     @classmethod
     def _precision(cls, value: str | None) -> str | None:
         return None if value is None else check_precision(value, where="")
+    # The architecture search of `lowcarb parsec` and the sweep of `lowcarb mutransfer` (each
+    # command reads its own section; the others ignore it).
+    parsec: ParsecRunConfig | None = None
+    mutransfer: MutransferSection | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,8 @@ class Recipe:
     search: SearchSection | None = None
     device: str | None = None  # as written (None: not set); the runner resolves it
     precision: str | None = None
+    parsec: ParsecRunConfig | None = None
+    mutransfer: MutransferSection | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings; `recipe_from_dict(r.to_dict())` gives the same recipe back."""
@@ -169,6 +177,10 @@ class Recipe:
         }
         if self.search is not None:
             out["search"] = self.search.model_dump(mode="json", by_alias=True)
+        if self.parsec is not None:
+            out["parsec"] = _dump(self.parsec)
+        if self.mutransfer is not None:
+            out["mutransfer"] = self.mutransfer.model_dump(mode="json", exclude_unset=True)
         return out
 
 
@@ -302,6 +314,8 @@ def recipe_from_dict(
         search=base.search,
         device=base.device,
         precision=base.precision,
+        parsec=base.parsec,
+        mutransfer=base.mutransfer,
     )
 
 

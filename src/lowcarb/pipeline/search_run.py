@@ -12,20 +12,17 @@ window is one of its footprints, so its total is what the search cost.
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lowcarb.errors import ConfigError
-from lowcarb.measure.config import load_carbon_config
 from lowcarb.pipeline.recipe import Recipe, apply_override, recipe_from_dict
-from lowcarb.pipeline.runner import DEFAULT_OUT_DIR, run_recipe
+from lowcarb.pipeline.runner import run_recipe
+from lowcarb.pipeline.stored_search import SearchRun, StoredSearch
 from lowcarb.search.hpo import (
     RESULT_FILE,
     SearchConfig,
-    SearchResult,
     TrialContext,
     TrialStopped,
     run_search,
@@ -39,15 +36,6 @@ from lowcarb.train.device import resolve_placement
 _SPLITS = ("dev_", "test_")
 
 
-@dataclass(frozen=True)
-class RecipeSearch:
-    """What `search_recipe` returns: the stored search run and the study's summary."""
-
-    run_id: str
-    artifacts_dir: Path
-    result: SearchResult
-
-
 def search_recipe(
     recipe: Recipe,
     *,
@@ -58,7 +46,7 @@ def search_recipe(
     store: RunStore | None = None,
     command: str | None = None,
     on_trial: Callable[[int, str, Mapping[str, Any]], None] | None = None,
-) -> RecipeSearch:
+) -> StoredSearch:
     """Run (or, with a shared `storage` and `study`, join) the recipe's search.
 
     on_trial(number, status, params) is called after each trial this process ran (progress).
@@ -73,23 +61,39 @@ def search_recipe(
     base.pop("search", None)
     check_param_paths(base, config, recipe.source)
     pruning_key = _pruning_key(config, recipe.source)
-
     if storage is not None:
         open_storage(storage, ".")  # a bad URL or a server that is down fails before any run
     resolve_placement(recipe.device, recipe.precision)  # so does a device this machine lacks
-    store = store if store is not None else RunStore.default()
-    carbon = load_carbon_config(**recipe.carbon.overrides())
     study_name = study or recipe.name
     settings = {
-        "recipe": recipe.to_dict(),
-        "source": recipe.source,
         "storage": "run folder (SQLite)" if storage is None else "shared",
         "study": study_name,
     }
-    run_id = store.create_run("search", study_name, command=command, settings=settings)
-    artifacts = (Path(out_dir) if out_dir is not None else Path(DEFAULT_OUT_DIR)) / run_id
-    artifacts.mkdir(parents=True, exist_ok=True)
-    store.set_artifacts_dir(run_id, artifacts.resolve())
+    with SearchRun(
+        "hpo", study_name, recipe, settings=settings, store=store, command=command, out_dir=out_dir
+    ) as stored:
+        trial = _trial_fn(recipe, base, config, pruning_key, stored, on_trial)
+        result = run_search(
+            trial,
+            config,
+            run_dir=stored.artifacts_dir,
+            storage=storage,
+            study_name=study_name,
+            carbon=stored.carbon,
+            on_trial_footprint=stored.on_close,
+        )
+        return stored.finish(result, result_file=str(stored.artifacts_dir / RESULT_FILE))
+
+
+def _trial_fn(
+    recipe: Recipe,
+    base: Mapping[str, Any],
+    config: SearchConfig,
+    pruning_key: str,
+    stored: SearchRun,
+    on_trial: Callable[[int, str, Mapping[str, Any]], None] | None,
+) -> Callable[[TrialContext], dict[str, float]]:
+    """One trial: the recipe with the trial's values, run as an ordinary stored recipe run."""
 
     def trial(ctx: TrialContext) -> dict[str, float]:
         trial_recipe = recipe_for_trial(base, ctx.params, f"{recipe.source} (trial {ctx.number})")
@@ -105,10 +109,10 @@ def search_recipe(
 
         run = run_recipe(
             trial_recipe,
-            out_dir=artifacts / "trials",
+            out_dir=stored.artifacts_dir / "trials",
             quiet=True,
-            store=store,
-            command=command,
+            store=stored.store,
+            command=stored.command,
             shared={"on_epoch": on_epoch} if config.pruning is not None else None,
         )
         status = "stopped" if stopped else run.status
@@ -122,38 +126,7 @@ def search_recipe(
             raise RuntimeError(f"run {run.run_id} {run.status}: {run.error}")
         return trial_metrics(run.run)
 
-    status = "failed"
-    result: SearchResult | None = None
-    try:
-        result = run_search(
-            trial,
-            config,
-            run_dir=artifacts,
-            storage=storage,
-            study_name=study_name,
-            carbon=carbon,
-            on_trial_footprint=lambda fp: store.add_footprint(run_id, fp),
-        )
-        status = "completed"
-        from lowcarb.report.search import render_search_html, search_section_markdown
-
-        (artifacts / "search.html").write_text(render_search_html(result), encoding="utf-8")
-        (artifacts / "search.md").write_text(search_section_markdown(result), encoding="utf-8")
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        metrics: dict[str, Any] = {"finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat()}
-        if result is not None:
-            metrics.update(
-                counts=result.counts(),
-                chosen=result.chosen,
-                pareto=list(result.pareto),
-                total=result.total,
-                result_file=str(artifacts / RESULT_FILE),
-            )
-        store.finish_run(run_id, status, metrics=metrics)
-    return RecipeSearch(run_id, artifacts, result)
+    return trial
 
 
 def recipe_for_trial(base: Mapping[str, Any], params: Mapping[str, Any], source: str) -> Recipe:

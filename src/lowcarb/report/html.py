@@ -164,10 +164,10 @@ def render_html(run: Run) -> str:
     )
     parts.append("</section>")
 
-    if run.get("search"):  # a search summary (search.json): Pareto plot, trials, total
-        from lowcarb.report.search import search_section_html
+    from lowcarb.report.search import search_section_html, search_summaries
 
-        parts.append(search_section_html(run["search"]))
+    # Search summaries (a search run's search.json, a search stage's notes): plot, trials, total.
+    parts += [search_section_html(search) for search in search_summaries(run)]
 
     notes = stage_notes(run)
     if notes:

@@ -103,10 +103,10 @@ def render_markdown(run: Run) -> str:
         ),
         "",
     ]
-    if run.get("search"):  # a search summary (search.json): trials table and total
-        from lowcarb.report.search import search_section_markdown
+    from lowcarb.report.search import search_section_markdown, search_summaries
 
-        out.append(search_section_markdown(run["search"]))
+    # Search summaries (a search run's search.json, a search stage's notes): trials and total.
+    out += [search_section_markdown(search) for search in search_summaries(run)]
     notes = stage_notes(run)
     if notes:
         out += ["## What each stage did", ""]

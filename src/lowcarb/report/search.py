@@ -1,7 +1,10 @@
 """The report's search section: the Pareto front, the trials, what the search itself cost.
 
-Reads a search summary as stored (the `search.json` a search writes to its run folder, or
-`SearchResult.to_dict()`); it runs nothing.
+One section for every search (HPO, PARSEC, Weightless PARSEC, AutoDistil, muTransfer): it reads a
+search summary as stored (the `search.json` a search writes to its run folder, or
+`lowcarb.search.result.SearchResult.to_dict()`); it runs nothing. Trials that ran in a ledger
+window of their own show its energy; in searches whose work is shared between trials (PARSEC's
+weight store, AutoDistil's supernets) the cost is the windows listed in the total.
 
     html = search_section_html(json.loads(Path("lowcarb-runs/<id>/search.json").read_text()))
 """
@@ -20,7 +23,7 @@ matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lowcarb.report.summary import fmt_g, fmt_j  # noqa: E402
+from lowcarb.report.summary import SEARCH_NOTE, fmt_g, fmt_j  # noqa: E402
 
 Search = Mapping[str, Any]
 
@@ -31,6 +34,16 @@ _CHOSEN = "#d95f02"
 
 def _as_dict(result: Any) -> Search:
     return result.to_dict() if hasattr(result, "to_dict") else result
+
+
+def search_summaries(run: Mapping[str, Any]) -> list[Search]:
+    """Every search summary of a run: its own (`run["search"]`) and those its stages noted."""
+    found = [run["search"]] if run.get("search") else []
+    for record in run.get("stages") or []:
+        summary = (record.get("summary") or {}).get(SEARCH_NOTE)
+        if summary:
+            found.append(summary)
+    return found
 
 
 def cost_metric(search: Search) -> str:
@@ -98,6 +111,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _trial_cost(search: Search, fp: Mapping[str, Any] | None) -> tuple[str, str, str]:
+    """Energy, CO2e and time of a trial's own window: "shared" when the search accounts by
+    windows, "unknown" when a trial's window never closed (a killed worker)."""
+    if fp:
+        return fmt_j(fp["energy_j"]), fmt_g(fp["co2_g"]), f"{fp['duration_s']:.1f}"
+    missing = "shared" if (search.get("total") or {}).get("windows") else "unknown"
+    return missing, missing, "-"
+
+
 def trial_rows(result: Any) -> tuple[list[str], list[list[str]]]:
     """The trials table: number, state, parameters, quality, cost, footprint."""
     search = _as_dict(result)
@@ -110,7 +132,6 @@ def trial_rows(result: Any) -> tuple[list[str], list[list[str]]]:
     pareto = set(search.get("pareto") or ())
     rows = []
     for t in sorted(search["trials"], key=lambda t: t["number"]):
-        fp = t.get("footprint") or {}
         note = []
         if t["number"] == search.get("chosen"):
             note.append("chosen")
@@ -122,6 +143,8 @@ def trial_rows(result: Any) -> tuple[list[str], list[list[str]]]:
             note.append(str(t["error"])[:80])
         if t["state"] == "pruned" and t.get("intermediate"):
             note.append(f"stopped after step {max(int(k) for k in t['intermediate'])}")
+        if (t.get("footprint") or {}).get("reused_from"):
+            note.append(f"same run as the {t['footprint']['reused_from']} trial (no new cost)")
         rows.append(
             [
                 str(t["number"]),
@@ -129,9 +152,7 @@ def trial_rows(result: Any) -> tuple[list[str], list[list[str]]]:
                 *[_fmt(t["params"].get(n)) for n in names],
                 _fmt(t["metrics"].get(quality)),
                 _fmt(t["metrics"].get(cost)),
-                fmt_j(fp["energy_j"]) if fp else "unknown",
-                fmt_g(fp["co2_g"]) if fp else "unknown",
-                f"{fp['duration_s']:.1f}" if fp else "-",
+                *_trial_cost(search, t.get("footprint")),
                 "; ".join(note),
             ]
         )
@@ -144,10 +165,14 @@ def total_line(result: Any) -> str:
     total = search["total"]
     counts = search.get("counts") or {}
     parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    windows = total.get("windows") or []
+    spent = "of trials" if not windows else "in " + ", ".join(
+        f"{w['name']} ({fmt_j(w['energy_j'])})" for w in windows
+    )
     line = (
         f"The search cost {fmt_j(total['energy_j'])} and {fmt_g(total['co2_g'])} CO2e "
         f"({fmt_g(total['operational_g'])} operational, {fmt_g(total['embodied_g'])} embodied) "
-        f"over {total['duration_s']:.1f} s of trials: {parts or 'no trials'}."
+        f"over {total['duration_s']:.1f} s {spent}; trials: {parts or 'none'}."
     )
     by_state = total.get("energy_j_by_state") or {}
     wasted = sum(v for k, v in by_state.items() if k != "complete")
@@ -168,6 +193,34 @@ def _html_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f'<table id="search-trials"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+METHOD_NAMES = {
+    "hpo": "Optuna hyperparameter search",
+    "parsec": "PARSEC architecture search",
+    "weightless": "Weightless PARSEC architecture search",
+    "autodistil": "AutoDistil student search",
+    "mutransfer": "muTransfer",
+}
+
+
+def method_name(search: Search) -> str:
+    method = search.get("method", "hpo")
+    return METHOD_NAMES.get(method, method)
+
+
+def figure_rows(search: Search) -> list[list[str]]:
+    """The search's headline numbers (muTransfer's tuning energy ratio, PARSEC's evaluated
+    architectures, ...), as (name, value) rows."""
+    return [[name, _fmt(value)] for name, value in (search.get("figures") or {}).items()]
+
+
+def _figures_html(search: Search) -> str:
+    rows = figure_rows(search)
+    if not rows:
+        return ""
+    body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+    return f'<table id="search-figures"><tbody>{body}</tbody></table>'
+
+
 def search_section_html(result: Any) -> str:
     """The search section as an HTML fragment (for the run report)."""
     search = _as_dict(result)
@@ -176,12 +229,14 @@ def search_section_html(result: Any) -> str:
     objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in search["objectives"])
     constraints = ", ".join(f"{c['metric']} <= {c['max_value']:g}" for c in search.get("constraints") or ())
     chosen = search.get("chosen")
+    where = f" in <code>{escape(search['storage'])}</code>" if search.get("storage") else ""
     return (
-        '<section id="search"><h2>Search</h2>'
-        f"<p>Study <code>{escape(search['study_name'])}</code> in <code>{escape(search['storage'])}</code>: "
+        f'<section id="search"><h2>Search ({escape(method_name(search))})</h2>'
+        f"<p>Study <code>{escape(search['study_name'])}</code>{where}: "
         f"{escape(objectives)}{escape('; subject to ' + constraints) if constraints else ''}. "
         f"Chosen trial: {escape(str(chosen)) if chosen is not None else 'none (no feasible finished trial)'}.</p>"
         f'<p id="search-total">{escape(total_line(search))}</p>'
+        f"{_figures_html(search)}"
         f'<img id="search-pareto" alt="Pareto front: quality against cost" src="data:image/png;base64,{png}">'
         f"{_html_table(headers, rows)}</section>"
     )
@@ -205,11 +260,17 @@ def search_section_markdown(result: Any) -> str:
     """The search section as markdown (no plot: the table and the total)."""
     search = _as_dict(result)
     headers, rows = trial_rows(search)
-    lines = ["## Search", "", total_line(search), ""]
-    lines.append("| " + " | ".join(headers) + " |")
-    lines.append("|" + "---|" * len(headers))
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+    lines = [f"## Search ({method_name(search)})", "", total_line(search), ""]
+    figures = figure_rows(search)
+    if figures:
+        lines += _md_table(["figure", "value"], figures) + [""]
+    lines += _md_table(headers, rows)
     return "\n".join(lines) + "\n"
+
+
+def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return out + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
 
 
 def search_lines(result: Any) -> list[str]:

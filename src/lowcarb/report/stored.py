@@ -11,6 +11,11 @@ from lowcarb.store.runstore import RunStore
 def load_run(store: RunStore, run_id_or_prefix: str) -> dict[str, Any]:
     """The run as the runner wrote it: id, name, status, recipe, stage records, error."""
     record = store.get_run(run_id_or_prefix)
+    if record.kind == "search" and record.artifacts_dir:
+        raise ConfigError(
+            f"run {record.run_id} is a search; its report is {record.artifacts_dir}/search.html "
+            f"(and search.md); `lowcarb show {record.run_id}` lists its windows"
+        )
     if record.kind != "recipe":
         raise ConfigError(
             f"run {record.run_id} is a {record.kind!r} run, not a recipe run; reports are for "

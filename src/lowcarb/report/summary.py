@@ -23,6 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# The note under which a stage records a search result (lowcarb.search.result.SearchResult).
+SEARCH_NOTE = "search"
+
 Run = Mapping[str, Any]
 
 
@@ -85,6 +88,7 @@ class Payback:
             f"{fmt_g(self.saved_g_per_million)} per million inferences against {self.against}, "
             f"pays back after {fmt_count(self.payback_inferences)} inferences{acc}"
         )
+
 
 
 def _num(value: Any) -> float | None:
@@ -227,6 +231,8 @@ def stage_notes(run: Run, max_chars: int = 160) -> list[tuple[str, list[tuple[st
             continue
         items = []
         for key, value in summary.items():
+            if key == SEARCH_NOTE:
+                continue  # a search stage's result: the report's search section shows it
             text = value if isinstance(value, str) else json.dumps(value, default=str)
             if isinstance(value, float):
                 text = f"{value:.4g}"

@@ -73,6 +73,19 @@ def test_autodistil_stage_replaces_the_model_with_a_searched_student(tiny_setup,
     assert (folder / "candidates.png").stat().st_size > 0
     assert json.loads((folder / "search.json").read_text())["chosen"]["student"] == notes["student"]
     assert notes["student"] in (folder / "candidates.md").read_text()
+    # The common search result: the chosen trial is the student, the windows are the cost, and
+    # the run's report shows the same search section every search writes.
+    search = notes["search"]
+    assert search["method"] == "autodistil"
+    assert search["trials"][search["chosen"]]["params"]["student"] == notes["student"]
+    assert len(search["trials"]) == len(notes["candidates"])
+    names = [w["name"] for w in search["total"]["windows"]]
+    assert names[-1] == "autodistil search" and all(n.startswith("autodistil supernet") for n in names[:-1])
+    assert search["total"]["energy_j"] == pytest.approx(sum(w["energy_j"] for w in search["total"]["windows"]))
+    assert 'id="search-trials"' in (folder / "search.html").read_text()
+    from lowcarb.report import render_html
+
+    assert "Search (AutoDistil student search)" in render_html(result.run)
 
 
 def test_autodistil_stage_rejects_image_data(tmp_path):

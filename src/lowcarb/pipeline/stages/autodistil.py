@@ -25,6 +25,7 @@ from lowcarb.measure import track
 from lowcarb.models.surgery import count_parameters
 from lowcarb.pipeline.context import RunContext
 from lowcarb.pipeline.registry import TrainOverrides, register_stage
+from lowcarb.pipeline.stored_search import save_search
 from lowcarb.search.autodistil import (
     AutoDistilConfig,
     TeacherShape,
@@ -114,9 +115,11 @@ def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
     result = autodistil(teacher, unlabelled, held_out, config, carbon=ctx.carbon)
     student = result.extract()
     summary = result.to_dict()
+    # The common search result: the run report's search section, search.html/.md beside it.
+    search = result.to_search_result(f"autodistil:{ctx.recipe.name}")
 
     folder = ctx.artifacts_dir / "autodistil"
-    folder.mkdir(parents=True, exist_ok=True)
+    save_search(search, folder, with_json=False)
     plot_candidates(summary, folder / "candidates.png")
     (folder / "candidates.md").write_text(candidates_markdown(summary), encoding="utf-8")
     (folder / "search.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
@@ -147,8 +150,9 @@ def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
         skipped_subspaces=summary["skipped_subspaces"],
         search_energy_j=summary["search_footprint"]["energy_j"],
         candidates=summary["candidates"],
-        artifacts=[str(folder / "candidates.png"), str(folder / "candidates.md"),
-                   str(folder / "search.json")],
+        artifacts=[str(folder / name) for name in
+                   ("candidates.png", "candidates.md", "search.json", "search.html", "search.md")],
+        search=search.to_dict(),
         **finetuned,
     )
     return ctx
