@@ -68,7 +68,8 @@ def _setting(value: str | None, env_name: str, environ: Mapping[str, str]) -> tu
     return "auto", "default"
 
 
-def _no_cuda_reason() -> str:
+def no_cuda_reason() -> str:
+    """Why torch sees no CUDA GPU, in words."""
     if torch.version.cuda is None:
         return f"this torch build ({torch.__version__}) has no CUDA support"
     return "torch sees no GPU (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
@@ -85,7 +86,7 @@ def resolve_device(spec: str | None = None, *, environ: Mapping[str, str] | None
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise DeviceError(
-            f"{source}: {value!r} asks for a CUDA GPU, but {_no_cuda_reason()}; "
+            f"{source}: {value!r} asks for a CUDA GPU, but {no_cuda_reason()}; "
             "use device cpu, or auto (a GPU when there is one, else the CPU)"
         )
     index = int(value.partition(":")[2] or 0)

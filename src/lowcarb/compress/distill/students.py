@@ -23,6 +23,7 @@ from lowcarb.compress.distill.capture import encoder_layers
 from lowcarb.compress.distill.losses import uniform_layer_map
 from lowcarb.models.surgery import count_parameters
 from lowcarb.models.transformer import TextTransformer
+from lowcarb.train.batches import model_device
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def build_student(teacher: nn.Module, config: StudentConfig) -> tuple[nn.Module,
     student_config.num_attention_heads = heads
     student_config.intermediate_size = ffn
     torch.manual_seed(config.seed)
-    student = type(teacher)(student_config)
+    student = type(teacher)(student_config).to(model_device(teacher))  # where the teacher runs
     if config.init == "truncated":
         truncate_into(student, teacher, chosen)
     student.train(teacher.training)
@@ -220,7 +221,7 @@ def _build_text_transformer_student(
         max_length=teacher.max_length,
         dropout=block.dropout.p,
         pad_token_id=teacher.embed.padding_idx if teacher.embed.padding_idx is not None else 0,
-    )
+    ).to(model_device(teacher))  # the student trains where the teacher runs
     if config.init == "truncated":
         truncate_into(student, teacher, chosen)
     student.train(teacher.training)

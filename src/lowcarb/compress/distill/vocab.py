@@ -157,7 +157,8 @@ def apply(model: nn.Module, config: VocabConfig) -> TransformSummary:
             old_to_new[dropped] = int(old_to_new[config.unk_id])
     params_before = count_parameters(model)
     bytes_before = table.numel() * table_module.weight.element_size()
-    compact = CompactEmbedding(old_to_new, table[kept], config.int8)
+    # Built on the host (the id map is computed there), then moved where the table was.
+    compact = CompactEmbedding(old_to_new, table[kept], config.int8).to(table.device)
     setattr(owner, attr, compact)
     table_bytes = (
         compact.rows_int8.numel() + compact.row_scale.numel() * 4

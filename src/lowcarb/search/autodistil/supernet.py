@@ -27,6 +27,7 @@ from lowcarb.compress.distill.losses import uniform_layer_map
 from lowcarb.compress.distill.students import truncate_into
 from lowcarb.errors import DataError, ModelError
 from lowcarb.search.autodistil.space import SubnetConfig, TeacherShape
+from lowcarb.train.batches import model_device
 
 
 class SlicedLinear(nn.Linear):
@@ -208,7 +209,7 @@ class Supernet(nn.Module):
                 f"supernet {largest.key} is larger than the teacher {shape.config.key}: every "
                 "sub-space must fit under the teacher"
             )
-        supernet = cls(largest, teacher.config)
+        supernet = cls(largest, teacher.config).to(model_device(teacher))  # where the teacher runs
         truncate_into(supernet, teacher, uniform_layer_map(largest.num_layers, shape.num_layers))
         return supernet
 
@@ -265,7 +266,7 @@ def extract(supernet: Supernet, config: SubnetConfig | None = None) -> nn.Module
     hf_config.architectures = ["BertForSequenceClassification"]
     if hasattr(hf_config, "_attn_implementation"):
         hf_config._attn_implementation = "sdpa"
-    student = BertForSequenceClassification(hf_config)
+    student = BertForSequenceClassification(hf_config).to(model_device(supernet))
     truncate_into(student, supernet, tuple(range(config.num_layers)))
     student.train(supernet.training)
     return student
