@@ -99,7 +99,7 @@ def load_teacher(ctx: RunContext, folder: str) -> Any:
             f"distill.teacher: {folder} predicts {handle.num_labels} labels but the data has "
             f"{ctx.handle.num_labels}; use a teacher fine-tuned on this task"
         )
-    return handle.model
+    return handle.model.to(ctx.device)  # a folder loads onto the CPU; the run may be on a GPU
 
 
 def _texts_only(texts: tuple[str, ...], ctx: RunContext, batch_size: int, seed: int) -> WithoutLabels:

@@ -1,0 +1,72 @@
+"""Every technique that builds a model or a module builds it where the model it starts from is.
+
+This machine has no GPU, so the models start on `meta` (shapes, no values): a module built on the
+CPU instead shows up as a CPU parameter, and copying real values between meta and CPU tensors
+raises. What needs values (SVD ranks, vocabulary maps, mask scores) cannot run on meta; those
+paths move their results with `.to(weight.device)`, checked by reading (see the report of task
+"device")."""
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from lowcarb.models.transformer import TextTransformer
+
+CONFIG = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=64, num_labels=3)
+
+
+def bert_on_meta():
+    torch.manual_seed(0)
+    return BertForSequenceClassification(CONFIG).to("meta")
+
+
+def devices(model):
+    return {t.device.type for t in [*model.parameters(), *model.buffers()]}
+
+
+def test_lora_adapters_and_the_merged_model_stay_on_the_models_device():
+    from lowcarb.adapt import lora
+
+    model = bert_on_meta()
+    lora.apply(model, lora.LoraConfig(r=4, target_modules=("query", "value"), modules_to_save=("classifier",)))
+    assert devices(model) == {"meta"}
+    assert devices(lora.merge_and_unload(model)) == {"meta"}
+
+
+@pytest.mark.parametrize("init", ["fresh", "truncated"])
+def test_a_built_student_lives_where_its_teacher_does(init):
+    from lowcarb.compress.distill.students import StudentConfig, build_student
+
+    config = StudentConfig(num_layers=1, hidden_size=16, num_heads=2, intermediate_size=32, init=init)
+    student, _ = build_student(bert_on_meta(), config)
+    assert devices(student) == {"meta"}
+    teacher = TextTransformer(vocab_size=50, num_labels=2, d_model=16, num_layers=2, num_heads=2,
+                              ffn_dim=32, max_length=16).to("meta")
+    student, _ = build_student(teacher, StudentConfig(num_layers=1, init=init))
+    assert devices(student) == {"meta"}
+
+
+def test_selected_layers_stay_on_the_teachers_device():
+    from lowcarb.compress.distill.students import select_layers
+
+    student, _ = select_layers(bert_on_meta(), num_layers=1)
+    assert devices(student) == {"meta"}
+
+
+def test_autodistil_supernet_and_extracted_student_follow_the_teacher():
+    from lowcarb.search.autodistil.space import TeacherShape
+    from lowcarb.search.autodistil.supernet import Supernet, extract
+
+    teacher = bert_on_meta()
+    supernet = Supernet.from_teacher(teacher, TeacherShape.of(teacher).config)
+    assert devices(supernet) == {"meta"}
+    assert devices(extract(supernet)) == {"meta"}
+
+
+def test_earlybert_coefficients_follow_the_model():
+    from lowcarb.prune import bert_structure
+
+    model = bert_on_meta()
+    coefs = bert_structure.attach(model)
+    assert devices(coefs) == {"meta"}
