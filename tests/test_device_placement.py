@@ -70,3 +70,16 @@ def test_earlybert_coefficients_follow_the_model():
     model = bert_on_meta()
     coefs = bert_structure.attach(model)
     assert devices(coefs) == {"meta"}
+
+
+def test_calibration_batches_from_a_host_loader_reach_the_models_device():
+    """Smoothing and int4 calibration take loader batches (host memory) for a model anywhere."""
+    from lowcarb.compress.quantize.smooth import activation_absmax
+    from lowcarb.models.surgery import call_args
+
+    batch = {"input_ids": torch.ones(2, 5, dtype=torch.long), "labels": torch.zeros(2, dtype=torch.long)}
+    args, kwargs = call_args(batch, torch.device("meta"))
+    assert args == () and set(kwargs) == {"input_ids"} and kwargs["input_ids"].is_meta
+    model = bert_on_meta()
+    amax = activation_absmax(model, ["bert.encoder.layer.0.attention.self.query"], [batch], 1)
+    assert amax["bert.encoder.layer.0.attention.self.query"].device.type == "meta"

@@ -47,14 +47,24 @@ def without_labels(batch: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if k != LABELS}
 
 
-def call_args(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def call_args(batch: Any, device: torch.device | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """A batch as ``model(*args, **kwargs)``: a dict (labels dropped) becomes keywords; a tuple or
-    list (features, labels) gives its first item; a tensor is the one positional argument."""
+    list (features, labels) gives its first item; a tensor is the one positional argument.
+    With ``device`` (the model's), its tensors are moved there: loaders give host batches."""
     if isinstance(batch, Mapping):
-        return (), without_labels(batch)
-    if isinstance(batch, (tuple, list)):
-        return (batch[0],), {}
-    return (batch,), {}
+        args: tuple[Any, ...] = ()
+        kwargs = without_labels(batch)
+    elif isinstance(batch, (tuple, list)):
+        args, kwargs = (batch[0],), {}
+    else:
+        args, kwargs = (batch,), {}
+    if device is None:
+        return args, kwargs
+
+    def moved(v: Any) -> Any:
+        return v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+
+    return tuple(moved(a) for a in args), {k: moved(v) for k, v in kwargs.items()}
 
 
 def set_module(model: nn.Module, name: str, new: nn.Module) -> None:

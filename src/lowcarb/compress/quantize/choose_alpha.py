@@ -13,12 +13,13 @@ from torch import Tensor, nn
 from lowcarb.compress.quantize.api import quantize_
 from lowcarb.compress.quantize.configs import DynamicInt8
 from lowcarb.models.surgery import call_args
+from lowcarb.train.batches import model_device
 
 __all__ = ["choose_smooth_alpha"]
 
 
 def _logits(model: nn.Module, batch: Any) -> Tensor:
-    args, kwargs = call_args(batch)
+    args, kwargs = call_args(batch, model_device(model))
     out = model(*args, **kwargs)
     return (out.logits if hasattr(out, "logits") else out).float()
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from lowcarb.errors import ConfigError, DataError
 from lowcarb.models.surgery import call_args, set_module
+from lowcarb.train.batches import model_device
 
 __all__ = ["SmoothedLinear", "activation_absmax", "smooth", "smoothed_structure", "smoothing_scales"]
 
@@ -59,7 +60,7 @@ def activation_absmax(
             for batch in calibration:
                 if seen >= max_batches:
                     break
-                args, kwargs = call_args(batch)
+                args, kwargs = call_args(batch, model_device(model))
                 model(*args, **kwargs)
                 seen += 1
     finally:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lowcarb.errors import ConfigError
 from lowcarb.models.surgery import call_args
+from lowcarb.train.batches import model_device
 
 __all__ = ["dynamic", "int4_groups_fit", "static_calibrate", "static_linear", "weight_only_int4",
            "weight_only_int8"]
@@ -110,7 +111,7 @@ def static_calibrate(
     try:
         with torch.no_grad():
             for batch in calibration:
-                args, kwargs = call_args(batch)
+                args, kwargs = call_args(batch, model_device(model))
                 model(*args, **kwargs)
     finally:
         for h in handles:
