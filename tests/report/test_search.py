@@ -164,3 +164,9 @@ def test_a_reused_trial_says_it_cost_nothing_new():
     reused["footprint"]["reused_from"] = "proxy"
     _, rows = trial_rows({**SHARED, "trials": [reused]})
     assert "same run as the proxy trial (no new cost)" in rows[0][-1]
+
+
+def test_a_diverged_metric_stored_as_null_is_left_off_the_plot():
+    diverged = {**_trial(6, "complete", 0.5, 0.1), "metrics": {"dev_accuracy": None, "per1k_total_g": 0.1}}
+    png = pareto_png({**SEARCH, "trials": [*SEARCH["trials"], diverged]})
+    assert png[:4] == b"\x89PNG"

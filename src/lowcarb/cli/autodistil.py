@@ -29,38 +29,25 @@ def add_autodistil(sub: common.Subparsers) -> None:
     p.add_argument("--steps", type=int, help="supernet training steps per sub-space (default 300)")
     p.add_argument("--subspaces", type=int, help="number of sub-spaces (default 3: tiny, small, base)")
     common.add_overrides_flag(p, "override a recipe field (as in `lowcarb run`); repeatable")
-    common.add_device_flags(p)
-    common.add_run_out_flag(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
-    common.add_store_flag(p)
+    common.add_recipe_run_flags(p, "no progress bars or stage lines")
     p.set_defaults(handler=_cmd_autodistil)
 
 
 def _cmd_autodistil(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import yaml
     from rich.console import Console
 
-    from lowcarb.pipeline import load_recipe, recipe_from_dict, run_recipe
+    from lowcarb.pipeline import run_recipe
+    from lowcarb.pipeline.stage_recipe import recipe_with_stage
     from lowcarb.report.terminal import final_table
 
     if not args.flops_budget > 0:
         raise ConfigError(f"--flops-budget must be > 0, got {args.flops_budget:g}")
     common.require_at_least_one(args, ("seq_len", "steps", "subspaces"))
-    load_recipe(args.recipe, [])  # the usual one-line errors for a missing or broken file
-    raw = yaml.safe_load(Path(args.recipe).read_text(encoding="utf-8")) or {}
-    stages = list(raw.get("stages") or ["train", "evaluate"])
-    names = [next(iter(s)) if isinstance(s, dict) else s for s in stages]
-    if "autodistil" not in names:
-        stages.append("autodistil")
-    raw["stages"] = stages
     settings = {"flops_budget": args.flops_budget, "seq_len": args.seq_len,
                 "steps_per_subspace": args.steps, "subspaces": args.subspaces}
-    overrides = [*args.overrides, *common.device_overrides(args)] + [
-        f"stages.autodistil.{key}={value}" for key, value in settings.items() if value is not None
-    ]
-    recipe = recipe_from_dict(raw, source=args.recipe, overrides=overrides)
+    recipe = recipe_with_stage(
+        args.recipe, "autodistil", settings, common.recipe_overrides(args)
+    )
     console = Console(stderr=False)
     result = run_recipe(recipe, out_dir=args.out, quiet=args.quiet, store=common.open_store(args),
                         command=common.command_line())

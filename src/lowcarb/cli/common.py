@@ -63,7 +63,7 @@ def one_line_warnings() -> None:
     if getattr(default, "lowcarb_one_line", False):
         return  # installed already
 
-    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, LowcarbWarning):
             print(f"lowcarb: warning: {message}", file=sys.stderr)
         else:
@@ -87,7 +87,8 @@ def open_store(
     create = not (read or write_existing)
     location = getattr(args, "store", None)
     if location:
-        return RunStore(location, create=create, readonly=read)
+        # RunStore(location) returns the backend for it (SQLite file or PostgreSQL URL).
+        return RunStore(location, create=create, readonly=read)  # type: ignore[abstract]
     return RunStore.default(create=create, readonly=read)
 
 
@@ -133,6 +134,20 @@ def device_overrides(args: argparse.Namespace) -> list[str]:
         if value is not None:
             out.append(f"{name}={value}")
     return out
+
+
+def add_recipe_run_flags(p: argparse.ArgumentParser, quiet_help: str) -> None:
+    """The flags of every verb that runs a recipe: --device/--precision, --out DIR, --quiet,
+    --store (with --set declared before them by the verb, whose example differs)."""
+    add_device_flags(p)
+    add_run_out_flag(p)
+    p.add_argument("--quiet", action="store_true", help=quiet_help)
+    add_store_flag(p)
+
+
+def recipe_overrides(args: argparse.Namespace) -> list[str]:
+    """--set values, then --device / --precision (which win over the recipe's fields)."""
+    return [*args.overrides, *device_overrides(args)]
 
 
 def add_run_out_flag(p: argparse.ArgumentParser) -> None:

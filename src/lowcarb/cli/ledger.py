@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lowcarb.cli import common
 from lowcarb.errors import ConfigError, PathError
+
+if TYPE_CHECKING:
+    from lowcarb.measure import Footprint
+    from lowcarb.store import RunStore
 
 
 def add_measure(sub: common.Subparsers) -> None:
@@ -29,6 +34,10 @@ def add_measure(sub: common.Subparsers) -> None:
     common.add_store_flag(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(handler=_cmd_measure)
+
+
+def _save_window(store: RunStore, run_id: str, fp: Footprint) -> None:
+    store.add_footprint(run_id, fp)
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
@@ -65,7 +74,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
             unit=args.unit,
             units=args.units,
             config=config,
-            on_close=lambda fp: store.add_footprint(run_id, fp),
+            on_close=functools.partial(_save_window, store, run_id),
             # windows the command opens itself save into this run, nested in its window
             env=child_env(store, run_id),
         )

@@ -55,20 +55,15 @@ def add_mup(sub: common.Subparsers) -> None:
 
 
 def _cmd_mup_coord_check(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from lowcarb.search.mup import MupModelConfig
-    from lowcarb.search.mup.coord_check import CoordCheckConfig, coord_check, plot
+    from lowcarb.search.mup.coord_check import CoordCheckConfig, check_and_save
 
     widths, seeds = _int_list(args.widths), _int_list(args.seeds)
     base = args.base_width or widths[0]
     check = CoordCheckConfig(widths=widths, steps=args.steps, lr=args.lr,
                              optimizer=args.optimizer, seeds=seeds, tolerance=args.tolerance)
-    result = coord_check(MupModelConfig(kind=args.model, width=base, base_width=base), check)
-    out = Path(args.out)
-    png = plot(result, out / "coord_check.png")
-    (out / "coord_check.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    model = MupModelConfig(kind=args.model, width=base, base_width=base)
+    result, png = check_and_save(model, check, args.out)
     for p in ("mup", "sp"):
         layer, step, slope = result.worst(p)
         verdict = "pass" if result.passes(p) else "fail"

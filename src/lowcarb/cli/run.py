@@ -23,10 +23,7 @@ def add_run(sub: common.Subparsers) -> None:
         "override a recipe field, e.g. --set train.epochs=2 --set data.train=my.csv "
         "(stage settings: --set stages.lowrank.param_ratio=0.5); repeatable",
     )
-    common.add_device_flags(p)
-    common.add_run_out_flag(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines (CI)")
-    common.add_store_flag(p)
+    common.add_recipe_run_flags(p, "no progress bars or stage lines (CI)")
     p.set_defaults(handler=_cmd_run)
 
 
@@ -37,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lowcarb.report.summary import busy_warnings, fmt_g, fmt_j, measurement_notes
     from lowcarb.report.terminal import final_table, payback_lines
 
-    recipe = load_recipe(args.recipe, [*args.overrides, *common.device_overrides(args)])
+    recipe = load_recipe(args.recipe, common.recipe_overrides(args))
     console = Console(stderr=False)
 
     def on_stage(record) -> None:  # one line per finished ledger window

@@ -31,10 +31,7 @@ def add_search(sub: common.Subparsers) -> None:
     )
     p.add_argument("--study", metavar="NAME", help="study name to create or join (default: recipe name)")
     p.add_argument("--n-trials", type=int, metavar="N", help="finished trials the study needs")
-    common.add_device_flags(p)
-    common.add_run_out_flag(p)
-    p.add_argument("--quiet", action="store_true", help="no per-trial lines")
-    common.add_store_flag(p)
+    common.add_recipe_run_flags(p, "no per-trial lines")
     p.set_defaults(handler=_cmd_search)
 
 
@@ -45,7 +42,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     if args.n_trials is not None and args.n_trials < 1:
         raise ConfigError(f"--n-trials must be >= 1, got {args.n_trials}")
-    recipe = load_recipe(args.recipe, [*args.overrides, *common.device_overrides(args)])
+    recipe = load_recipe(args.recipe, common.recipe_overrides(args))
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours

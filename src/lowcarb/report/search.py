@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
@@ -56,17 +57,25 @@ def cost_metric(search: Search) -> str:
     return "trial_co2_g"
 
 
+def _plottable(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def pareto_png(result: Any) -> bytes:
     """Quality against cost for every finished trial; the front joined, the chosen trial marked."""
     search = _as_dict(result)
     quality = search["objectives"][0]["metric"]
     cost = cost_metric(search)
-    trials = [t for t in search["trials"] if quality in t["metrics"] and cost in t["metrics"]]
+    # A diverged trial's metric is stored as null (JSON has no infinity): it has no point.
+    trials = [
+        t for t in search["trials"] if _plottable(t["metrics"].get(quality)) and _plottable(t["metrics"].get(cost))
+    ]
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     for state, color in _STATE_COLORS.items():
         pts = [(t["metrics"][cost], t["metrics"][quality]) for t in trials if t["state"] == state]
         if pts:
-            ax.scatter(*zip(*pts, strict=True), s=22, color=color, alpha=0.7, label=f"{state} trials")
+            xs, ys = zip(*pts, strict=True)
+            ax.scatter(xs, ys, s=22, color=color, alpha=0.7, label=f"{state} trials")
     front = sorted(
         (t["metrics"][cost], t["metrics"][quality])
         for t in trials
@@ -203,7 +212,7 @@ METHOD_NAMES = {
 
 
 def method_name(search: Search) -> str:
-    method = search.get("method", "hpo")
+    method = str(search.get("method") or "hpo")
     return METHOD_NAMES.get(method, method)
 
 

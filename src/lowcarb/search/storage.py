@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy.exc
@@ -50,11 +51,17 @@ def open_storage(
 ) -> RDBStorage:
     """Open (and create the tables of) the study storage; None is the run folder's SQLite file.
 
-    Raises ValueError with one line naming the URL (password hidden) and what to do.
+    Raises ConfigError with one line naming the URL (password hidden) and what to do.
     """
     if url is None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         url = default_storage_url(run_dir)
+    url, backend, engine_kwargs = _engine_settings(url)
+    return _create_storage(url, backend, engine_kwargs, heartbeat_s, grace_s, max_retry)
+
+
+def _engine_settings(url: str) -> tuple[str, str, dict[str, Any]]:
+    """The URL with its driver named, the backend, and SQLAlchemy engine settings."""
     shown = redact(url)
     try:
         parsed = make_url(url)
@@ -66,7 +73,7 @@ def open_storage(
     backend = parsed.get_backend_name()
     if backend == "postgres":
         raise ConfigError(f"storage {shown}: write postgresql://, not postgres://")
-    engine_kwargs: dict = {"pool_pre_ping": True}
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if backend == "postgresql" and parsed.drivername == "postgresql":
         # A bare postgresql:// means whichever driver is installed (SQLAlchemy's default differs
         # between versions): psycopg 3 (the `postgres` extra), else psycopg2.
@@ -84,7 +91,19 @@ def open_storage(
                 raise ConfigError(
                     f"storage {shown}: folder {folder} does not exist; create it or give another path"
                 )
+    return url, backend, engine_kwargs
 
+
+def _create_storage(
+    url: str,
+    backend: str,
+    engine_kwargs: dict[str, Any],
+    heartbeat_s: int,
+    grace_s: int,
+    max_retry: int,
+) -> RDBStorage:
+    shown = redact(url)
+    drivername = make_url(url).drivername
     last_exc: Exception | None = None
     # Workers started together may race to create the tables on a fresh PostgreSQL database;
     # the loser sees a duplicate-object error and simply retries once the winner is done.
@@ -110,12 +129,12 @@ def open_storage(
             time.sleep(0.5 * (attempt + 1))
         except sqlalchemy.exc.NoSuchModuleError:
             raise ConfigError(
-                f"storage {shown}: unknown database kind {parsed.drivername!r}; "
+                f"storage {shown}: unknown database kind {drivername!r}; "
                 f"use sqlite:///path or postgresql://host/db"
             ) from None
         except ImportError:
             raise ConfigError(
-                f"storage {shown}: the database driver for {parsed.drivername} is not "
+                f"storage {shown}: the database driver for {drivername} is not "
                 f"installed; install it with: pip install 'lowcarb[postgres]'"
             ) from None
         except sqlalchemy.exc.OperationalError as exc:

@@ -95,9 +95,9 @@ class _SelfAttention(nn.Module):
         q, k, v = self.query(x), self.key(x), self.value(x)
         width = q.shape[-1]
         heads = self.num_heads
-        split = [t.view(batch, length, heads, width // heads).transpose(1, 2) for t in (q, k, v)]
+        q, k, v = (t.view(batch, length, heads, width // heads).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(
-            *split, attn_mask=mask, dropout_p=self.p if self.training else 0.0
+            q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0
         )
         return out.transpose(1, 2).reshape(batch, length, width)
 
@@ -223,7 +223,8 @@ class Supernet(nn.Module):
         self.active = config
         h, f = config.hidden_size, config.intermediate_size
         self.bert.embeddings.active_hidden = h
-        for block in self.bert.encoder.layer:
+        blocks: Any = self.bert.encoder.layer  # BERT blocks (nn.Module attribute access is untyped)
+        for block in blocks:
             attention = block.attention.self
             attention.num_heads = config.num_heads
             for linear in (attention.query, attention.key, attention.value,

@@ -12,6 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -162,7 +163,7 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig) -> LMOutc
     """Train with muP (or SP, per the model's config) parameter groups; evaluate on val."""
     # fused AdamW: the default CPU implementation loops over parameters in Python, which at small
     # widths costs more than the arithmetic; fused keeps the measured cost close to the model's.
-    extra = {"fused": True} if cfg.optimizer in ("adam", "adamw") else {}
+    extra: dict[str, Any] = {"fused": True} if cfg.optimizer in ("adam", "adamw") else {}
     opt = optimizer(model, cfg.optimizer, cfg.lr, weight_decay=cfg.weight_decay, **extra)
     base_lrs = [g["lr"] for g in opt.param_groups]
     n = len(corpus.train) - cfg.seq_len - 1

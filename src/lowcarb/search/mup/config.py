@@ -107,8 +107,13 @@ class MupModelConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> MupModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"unknown model setting(s) {unknown}; known: {sorted(known)}")
+        reject_unknown(cls, raw, "model")
         return cls(**raw)
+
+
+def reject_unknown(cls: type, raw: dict[str, Any], what: str) -> None:
+    """A ConfigError naming the keys of `raw` that are not fields of the dataclass `cls`."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} setting(s) {unknown}; known: {sorted(known)}")

@@ -305,3 +305,17 @@ def plot(result: CoordCheckResult, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def check_and_save(
+    model: MupModelConfig, config: CoordCheckConfig, folder: str | Path
+) -> tuple[CoordCheckResult, Path]:
+    """`coord_check`, then its plot (coord_check.png) and its figures (coord_check.json) in
+    `folder`, checked writable before the training starts. Returns the result and the plot."""
+    from lowcarb.files import check_writable_folder, write_json
+
+    folder = check_writable_folder(folder, "--out")
+    result = coord_check(model, config)
+    png = plot(result, folder / "coord_check.png")
+    write_json(folder / "coord_check.json", result.to_dict(), indent=1, non_finite="null")
+    return result, png

@@ -27,7 +27,7 @@ from lowcarb.errors import ConfigError
 from lowcarb.measure import Footprint, track
 from lowcarb.measure.config import CarbonConfig
 from lowcarb.search.mup.charlm import CharCorpus, LMTrainConfig, train_lm
-from lowcarb.search.mup.config import MupModelConfig
+from lowcarb.search.mup.config import MupModelConfig, reject_unknown
 from lowcarb.search.mup.models import build_model
 from lowcarb.search.result import Objective, SearchResult, TrialRecord, window_summary
 
@@ -76,10 +76,7 @@ class MutransferConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> MutransferConfig:
         """From a recipe mapping: `model` and `train` are sub-mappings, lists become tuples."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"unknown mutransfer setting(s) {unknown}; known: {sorted(known)}")
+        reject_unknown(cls, raw, "mutransfer")
         if "model" not in raw or not isinstance(raw["model"], dict):
             raise ConfigError("a mutransfer recipe needs a 'model' mapping (base_width, depth, ...)")
         kw: dict[str, Any] = dict(raw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -13,6 +13,8 @@ from lowcarb.data import DataBundle
 from lowcarb.errors import DataError
 from lowcarb.search.parsec.space import Architecture, Space, arch_key
 from lowcarb.train import TrainConfig, count_parameters, evaluate, fit, set_seed
+
+Split = Literal["train", "dev", "test"]
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,12 @@ def check_data(space: Space, data: DataBundle, tokenizer: Any) -> None:
 
 
 def cycle(
-    data: DataBundle, split: str, batch_size: int, tokenizer: Any, seed: int
+    data: DataBundle, split: Split, batch_size: int, tokenizer: Any, seed: int
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of a split forever (reshuffled every pass for train)."""
     epoch = 0
     while True:
-        loader = data.loader(
-            split, batch_size, shuffle=True, tokenizer=tokenizer, seed=seed + epoch
-        )  # type: ignore[arg-type]
+        loader = data.loader(split, batch_size, shuffle=True, tokenizer=tokenizer, seed=seed + epoch)
         yield from loader
         epoch += 1
 

@@ -61,8 +61,8 @@ def naswot(model: nn.Module, batches: Sequence[Batch]) -> float:
             h.remove()
         model.train(was_training)
         named = dict(model.named_buffers())
-        for k, v in buffers.items():
-            named[k].copy_(v)
+        for name, value in buffers.items():
+            named[name].copy_(value)
 
 
 def _logdet(k: torch.Tensor) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -236,7 +236,8 @@ class CellNet(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = self.stem(pixel_values)  # (B, C, H, W)
-        for i, cell in enumerate(self.cells):
+        for i, module in enumerate(self.cells):
+            cell = cast(nn.ModuleDict, module)  # built from ModuleDicts above
             states = [x]
             for in0, e0, in1, e1 in self.wiring:
                 states.append(cell[e0](states[in0]) + cell[e1](states[in1]))

@@ -87,7 +87,7 @@ def rank_weights(scores: Sequence[float], sharpness: float) -> list[float]:
 def score_batches(
     data: DataBundle, n: int, batch_size: int, tokenizer: Any, seed: int
 ) -> list[Batch]:
-    loader = data.loader("train", batch_size, shuffle=True, tokenizer=tokenizer, seed=seed)  # type: ignore[arg-type]
+    loader = data.loader("train", batch_size, shuffle=True, tokenizer=tokenizer, seed=seed)
     out: list[Batch] = []
     for batch in loader:
         out.append(batch)

@@ -105,8 +105,9 @@ def parsec_space(data: DataBundle, config: ParsecRunConfig, max_length: int) -> 
                 "parsec space cnn needs image data (the default digits); use space text "
                 "(--space text) for text data"
             )
-        shape = tuple(data.feature_shape)
-        return cnn_space(CnnSpaceConfig(input_shape=shape, num_labels=data.num_labels)), None
+        c, h, w = data.feature_shape  # images are (channels, height, width)
+        space = cnn_space(CnnSpaceConfig(input_shape=(c, h, w), num_labels=data.num_labels))
+        return space, None
     if data.kind != "text":
         raise DataError(
             "parsec space text needs text data: give a recipe whose data: names a .tsv/.csv/.jsonl"
