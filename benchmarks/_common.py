@@ -68,14 +68,96 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+# Benchmarks whose figures are claims run alone: above this 1-minute load average another job
+# is competing for the 2 cores, and both timings and energies would be the other job's too.
+MAX_LOAD = 1.5
+
+
+def load_average() -> dict[str, float]:
+    one, five, fifteen = os.getloadavg()
+    return {"1min": round(one, 2), "5min": round(five, 2), "15min": round(fifteen, 2)}
+
+
+def check_quiet_machine(allow_load: bool = False, max_load: float = MAX_LOAD) -> dict[str, Any]:
+    """The load average before the run (recorded in the results). Refuses to start when the
+    1-minute load is above `max_load`, unless `allow_load` (then it warns loudly and the results
+    say the machine was busy)."""
+    load = load_average()
+    busy = load["1min"] > max_load
+    if busy and not allow_load:
+        raise SystemExit(
+            f"load average {load['1min']} > {max_load}: other work is running, so timings and "
+            "energies would be shared with it. Wait until the machine is quiet, or pass "
+            "--allow-load to run anyway (the results will say so)."
+        )
+    if busy:
+        print(
+            f"WARNING: load average {load['1min']} > {max_load}; the results record a busy machine",
+            file=sys.stderr,
+            flush=True,
+        )
+    return {"before": load, "max_load": max_load, "busy": busy, "allowed_busy": bool(allow_load and busy)}
+
+
+def add_load_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--allow-load", action="store_true",
+        help=f"run even when the 1-minute load average is above {MAX_LOAD} (recorded as busy)",
+    )  # fmt: skip
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2] (the training seeds of both arms of every accuracy claim)."""
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--seeds must be integers separated by commas, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--seeds needs distinct seeds, got {text!r}")
+    return seeds
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation, min, max of one figure over seeds (values kept)."""
+    vals = [float(v) for v in values]
+    return {
+        "mean": statistics.fmean(vals),
+        "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+        "min": min(vals),
+        "max": max(vals),
+        "n": len(vals),
+        "values": vals,
+    }
+
+
+def drop_over_seeds(reference: list[float], technique: list[float]) -> dict[str, Any]:
+    """Accuracy drop in points, mean(reference) - mean(technique) over seeds, with each arm's
+    spread and the per-seed paired differences (the claim's `met` uses the mean drop)."""
+    ref, tech = spread(reference), spread(technique)
+    out: dict[str, Any] = {
+        "drop_pt": round((ref["mean"] - tech["mean"]) * 100, 3),
+        "reference": ref,
+        "technique": tech,
+    }
+    if len(reference) == len(technique):
+        out["paired_drop_pt"] = spread([(r - t) * 100 for r, t in zip(reference, technique, strict=True)])
+    return out
+
+
 def write_results(
-    name: str, figures: dict[str, Any], claims: list[dict[str, Any]], command: str | None = None
+    name: str,
+    figures: dict[str, Any],
+    claims: list[dict[str, Any]],
+    command: str | None = None,
+    load: dict[str, Any] | None = None,
 ) -> Path:
+    """Write results/<name>.json; `load` is check_quiet_machine()'s record (load before the run)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": name,
         "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(),
+        "load_average": {**(load or {}), "after": load_average()},
         "figures": figures,
         "claims": claims,
     }

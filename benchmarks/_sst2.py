@@ -2,8 +2,13 @@
 and the fine-tuned MiniLM baseline that compression, LoRA and distillation benchmarks start from.
 
     from _sst2 import load_baseline, dev_loader, train_loader, example_batches
-    model, tokenizer = load_baseline()          # run baseline_minilm_sst2.py first
+    model, tokenizer = load_baseline(seed=1)    # run baseline_minilm_sst2.py first
     dev = dev_loader(tokenizer, batch_size=64)
+
+Seeds: the training subset is always seed 0's 8,000 phrases; a *training* seed (head
+initialisation, batch order) names each fine-tuned baseline, cached in
+benchmarks/.cache/minilm-sst2/seed-<s>/. Every accuracy claim compares both arms over the same
+training seeds (0, 1, 2 by default) and uses the means.
 
 Data: GLUE SST-2 from ../shared/data/sst2 (override with LOWCARB_SST2_DIR). The subset is
 `numpy.random.default_rng(seed).choice(67349, n, replace=False)` over train.tsv rows, sorted, as
@@ -30,6 +35,7 @@ CACHE_DIR = BENCH_DIR / ".cache" / "minilm-sst2"
 MAX_LENGTH = 64
 DEFAULT_N = 8000
 DEFAULT_SEED = 0
+DEFAULT_SEEDS = "0,1,2"
 
 
 def _check_data() -> None:
@@ -102,16 +108,18 @@ def train_loader(
     seed: int = DEFAULT_SEED,
     shuffle: bool = True,
     group_by_length: bool = True,
+    train_seed: int | None = None,
 ) -> DataLoader[Any]:
-    """Seeded shuffled batches; similar-length phrases are batched together by default (SST-2
-    phrases run from 1 to 60 tokens, so random batches would be mostly padding)."""
+    """Seeded shuffled batches of the subset drawn with `seed`, in the order of `train_seed`
+    (default: `seed`); similar-length phrases are batched together by default (SST-2 phrases
+    run from 1 to 60 tokens, so random batches would be mostly padding)."""
     return make_loader(
         load_subset(n, seed),
         batch_size,
         shuffle=shuffle,
         tokenizer=tokenizer,
         max_length=MAX_LENGTH,
-        seed=seed,
+        seed=seed if train_seed is None else train_seed,
         group_by_length=group_by_length,
     )
 
@@ -128,12 +136,19 @@ def example_batches(tokenizer: Any) -> tuple[dict[str, torch.Tensor], dict[str, 
     return b1, b32
 
 
-def load_baseline(folder: Path = CACHE_DIR) -> tuple[torch.nn.Module, Any]:
-    """The fine-tuned MiniLM (eval mode) and its tokenizer, from the benchmark cache."""
+def baseline_dir(seed: int = DEFAULT_SEED) -> Path:
+    """Where the baseline fine-tuned with training seed `seed` is cached."""
+    return CACHE_DIR / f"seed-{seed}"
+
+
+def load_baseline(seed: int = DEFAULT_SEED, folder: Path | None = None) -> tuple[torch.nn.Module, Any]:
+    """The fine-tuned MiniLM of training seed `seed` (eval mode) and its tokenizer, from the cache."""
+    folder = baseline_dir(seed) if folder is None else folder
     if not (folder / "config.json").exists() or not (folder / "model.safetensors").exists():
         raise FileNotFoundError(
             f"no fine-tuned MiniLM checkpoint in {folder}; run "
-            "`.venv/bin/python benchmarks/baseline_minilm_sst2.py` first (about 10 minutes on 2 cores)"
+            f"`.venv/bin/python benchmarks/baseline_minilm_sst2.py --seeds {seed}` first "
+            "(about 10 minutes per seed on 2 cores)"
         )
     from lowcarb.models import load_model
 
@@ -142,9 +157,16 @@ def load_baseline(folder: Path = CACHE_DIR) -> tuple[torch.nn.Module, Any]:
     return handle.model, handle.tokenizer
 
 
-def baseline_metrics(folder: Path = CACHE_DIR) -> dict[str, Any]:
-    """metrics.json of the cached baseline (dev accuracy, training figures)."""
-    path = folder / "metrics.json"
+def baseline_metrics(seed: int = DEFAULT_SEED) -> dict[str, Any]:
+    """metrics.json of the cached baseline of training seed `seed` (dev accuracy, training figures)."""
+    path = baseline_dir(seed) / "metrics.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found; run benchmarks/baseline_minilm_sst2.py first")
+        raise FileNotFoundError(
+            f"{path} not found; run benchmarks/baseline_minilm_sst2.py --seeds {seed} first"
+        )
     return json.loads(path.read_text())
+
+
+def baseline_accuracies(seeds: list[int]) -> list[float]:
+    """Dev accuracy of the cached baseline of each training seed (the reference arm)."""
+    return [float(baseline_metrics(s)["dev_after_training"]["accuracy"]) for s in seeds]

@@ -1,22 +1,28 @@
 """Baseline: fine-tune the pretrained MiniLM (all-MiniLM-L6-v2, shipped offline) on SST-2.
 
-Claims (issue 3):
-- baseline.sst2_dev_accuracy  >= 0.85  dev accuracy after fine-tuning on a fixed-seed subset
+Claims (issue 3; issue 18: three training seeds, the mean decides):
+- baseline.sst2_dev_accuracy  >= 0.85  mean dev accuracy over the training seeds (--seeds, default
+  0,1,2) after fine-tuning on the fixed-seed subset; each seed's checkpoint is the reference arm
+  of the other MiniLM benchmarks
 - pipeline.default_run_seconds <= 180  wall time of `lowcarb run --quiet` (the default recipe on
   digits) in a subprocess with a fresh temporary LOWCARB_HOME; null (unmet) if `lowcarb run`
   does not exist yet.
 
-Run:    .venv/bin/python benchmarks/baseline_minilm_sst2.py            (about 10 min on 2 cores)
+Run:    .venv/bin/python benchmarks/baseline_minilm_sst2.py      (about 8 min per seed, 1 idle core)
 Rerun:  .venv/bin/python benchmarks/baseline_minilm_sst2.py --reuse-checkpoint
-        loads the cached checkpoint, re-evaluates dev accuracy, carries the training figures from
-        the cache's metrics.json (marked as carried) and times the default run again.
+        loads the cached checkpoints, re-evaluates dev accuracy, carries the training figures from
+        each cache's metrics.json (marked as carried) and times the default run again.
+The script refuses to start when the load average is above 1.5 (--allow-load runs anyway and
+records it): the figures are measured alone.
 
 Training runs inside a lowcarb ledger window with --threads intra-op threads (default 1: on the
 shared, oversubscribed 2-core machine 2 threads spent >4.5 CPU-s per step waiting at OpenMP
 barriers against about 1 CPU-s with 1 thread); latency figures use 1 thread. Training batches
 group phrases of similar length (see _sst2.train_loader), which halves the padded tokens. The checkpoint goes to
 benchmarks/.cache/minilm-sst2/ (a Hugging Face folder + lowcarb_model.json, subset.json,
-metrics.json), which the compression, LoRA and distillation benchmarks load via _sst2.load_baseline().
+metrics.json) per seed (seed-<s>/), which the compression, LoRA and distillation benchmarks load
+via _sst2.load_baseline(seed). The default lr (1e-4) was chosen by the full fine-tuning lr sweep of
+issue 18 on a held-out split of SST-2 train, never on dev (see the results file's `sweeps`).
 """
 
 from __future__ import annotations
@@ -37,9 +43,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _common import claim, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    add_load_arguments,
+    check_quiet_machine,
+    claim,
+    parse_seeds,
+    spread,
+    write_results,
+)
 from _sst2 import (  # noqa: E402
-    CACHE_DIR,
+    DEFAULT_SEED,
+    DEFAULT_SEEDS,
+    baseline_dir,
     dev_loader,
     example_batches,
     load_baseline,
@@ -92,9 +107,10 @@ def time_default_run(timeout_s: float = 900.0) -> dict[str, Any]:
         return {"seconds": seconds, "status": "ok", "command": " ".join(cmd[-2:]), "stdout_tail": done.stdout[-500:]}
 
 
-def train_baseline(args: argparse.Namespace) -> dict[str, Any]:
-    bundle = sst2_bundle(args.n, args.seed)
-    handle = build_model(ModelConfig(name="minilm"), bundle, seed=args.seed)
+def train_baseline(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """Fine-tune with training seed `seed` on the subset of DEFAULT_SEED; cache it per seed."""
+    bundle = sst2_bundle(args.n, DEFAULT_SEED)
+    handle = build_model(ModelConfig(name="minilm"), bundle, seed=seed)
     tok = handle.tokenizer
     config = TrainConfig(
         epochs=args.epochs,
@@ -103,27 +119,28 @@ def train_baseline(args: argparse.Namespace) -> dict[str, Any]:
         warmup_ratio=0.1,
         weight_decay=0.01,
         grad_clip_norm=1.0,
-        seed=args.seed,
+        seed=seed,
         quiet=args.quiet,
     )
-    train = train_loader(tok, config.batch_size, args.n, args.seed)
+    train = train_loader(tok, config.batch_size, args.n, DEFAULT_SEED, train_seed=seed)
     t0 = time.perf_counter()
 
     def log_progress(step: int, model: torch.nn.Module) -> bool:
         # A heartbeat for logs (rich bars do not refresh when stdout is a file); never stops.
         if step % 50 == 0:
-            print(f"step {step}/{len(train) * args.epochs}  {time.perf_counter() - t0:.0f} s", flush=True)
+            print(f"seed {seed} step {step}/{len(train) * args.epochs}  {time.perf_counter() - t0:.0f} s", flush=True)
         return False
 
     with track("fine-tune minilm sst2", unit="sample", units=len(bundle.train) * args.epochs) as fp:
         # No dev loader: dev is reported once, after training, not used to pick a checkpoint.
         result = fit(handle.model, train, None, config, on_step=log_progress)
     dev = evaluate(handle.model, dev_loader(tok, 64), quiet=args.quiet, description="dev")
-    if CACHE_DIR.exists():
-        shutil.rmtree(CACHE_DIR)
-    save_model(handle, CACHE_DIR)
-    subset = subset_description(args.n, args.seed)
-    (CACHE_DIR / "subset.json").write_text(json.dumps(subset, indent=2) + "\n")
+    folder = baseline_dir(seed)
+    if folder.exists():
+        shutil.rmtree(folder)
+    save_model(handle, folder)
+    subset = subset_description(args.n, DEFAULT_SEED)
+    (folder / "subset.json").write_text(json.dumps(subset, indent=2) + "\n")
     training = {
         "train_config": {k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "warmup_ratio", "weight_decay", "grad_clip_norm", "seed")},
         "torch_threads": torch.get_num_threads(),
@@ -136,7 +153,7 @@ def train_baseline(args: argparse.Namespace) -> dict[str, Any]:
         "dev_after_training": dev,
         "subset": subset,
     }
-    (CACHE_DIR / "metrics.json").write_text(json.dumps(training, indent=2) + "\n")
+    (folder / "metrics.json").write_text(json.dumps(training, indent=2) + "\n")
     return training
 
 
@@ -146,31 +163,37 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default=DEFAULT_SEEDS, help="training seeds, e.g. 0,1,2")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--reuse-checkpoint", action="store_true", help="skip training; use the cache")
     parser.add_argument("--skip-default-run", action="store_true", help="do not time `lowcarb run`")
     parser.add_argument("--quiet", action="store_true")
+    add_load_arguments(parser)
     args = parser.parse_args()
+    seeds = parse_seeds(args.seeds)
+    load = check_quiet_machine(args.allow_load)
     torch.set_num_threads(args.threads)
 
-    figures: dict[str, Any] = {
-        "note": "measured on a shared 2-core machine while other engineers' work ran concurrently",
-    }
-    if args.reuse_checkpoint:
-        training = json.loads((CACHE_DIR / "metrics.json").read_text()) if (CACHE_DIR / "metrics.json").exists() else None
-        if training is None:
-            raise SystemExit(f"--reuse-checkpoint: {CACHE_DIR}/metrics.json not found; run without it first")
-        figures["training_figures"] = "carried from benchmarks/.cache/minilm-sst2/metrics.json (not retrained in this run)"
-    else:
-        training = train_baseline(args)
-        figures["training_figures"] = "measured in this run"
-    figures["training"] = training
-
-    # Re-evaluate from the saved checkpoint: proves the cache the other benchmarks load is right.
-    model, tok = load_baseline()
-    dev = evaluate(model, dev_loader(tok, 64), quiet=True)
-    figures["dev_from_checkpoint"] = dev
+    figures: dict[str, Any] = {"seeds": seeds, "per_seed": {}}
+    accuracies = []
+    for seed in seeds:
+        if args.reuse_checkpoint:
+            cached = baseline_dir(seed) / "metrics.json"
+            if not cached.exists():
+                raise SystemExit(f"--reuse-checkpoint: {cached} not found; run without it first")
+            training = json.loads(cached.read_text())
+            origin = f"carried from {cached} (not retrained in this run)"
+        else:
+            training = train_baseline(args, seed)
+            origin = "measured in this run"
+        # Re-evaluate from the saved checkpoint: proves the cache the other benchmarks load is right.
+        model, tok = load_baseline(seed)
+        dev = evaluate(model, dev_loader(tok, 64), quiet=True)
+        figures["per_seed"][str(seed)] = {"training_figures": origin, "training": training,
+                                          "dev_from_checkpoint": dev}
+        accuracies.append(dev["accuracy"])
+    figures["dev_accuracy"] = spread(accuracies)
+    model, tok = load_baseline(seeds[0])
     b1, b32 = example_batches(tok)
     figures["serving_costs_1_thread"] = model_costs(model, b1, b32, threads=1, repeats=20, n_inferences=1000)
     torch.set_num_threads(args.threads)
@@ -179,7 +202,7 @@ def main() -> int:
     figures["default_run"] = default_run
 
     claims = [
-        claim("baseline.sst2_dev_accuracy", round(dev["accuracy"], 4), ">=", ACCURACY_TARGET),
+        claim("baseline.sst2_dev_accuracy", round(figures["dev_accuracy"]["mean"], 4), ">=", ACCURACY_TARGET),
         claim(
             "pipeline.default_run_seconds",
             None if default_run["seconds"] is None else round(default_run["seconds"], 1),
@@ -187,7 +210,7 @@ def main() -> int:
             DEFAULT_RUN_TARGET_S,
         ),
     ]
-    path = write_results(NAME, figures, claims)
+    path = write_results(NAME, figures, claims, load=load)
     print(json.dumps(claims, indent=2))
     print(f"wrote {path}")
     return 0

@@ -29,3 +29,23 @@ def test_length_grouping_cuts_padding_and_is_seeded():
     assert grouped < 0.7 * plain
     assert padded_tokens(True)[1] == order
     assert padded_tokens(True, seed=1)[1] != order
+
+
+def test_text_bundles_group_by_length_unless_told_not_to(tmp_path):
+    from lowcarb.data import DataConfig, load_data
+
+    path = tmp_path / "t.csv"
+    rows = ["text,label"] + [f"{'word ' * ((i * 13) % 40 + 1)},{i % 2}" for i in range(400)]
+    path.write_text("\n".join(rows) + "\n")
+    tok = ByteTokenizer()
+
+    def padded(**config):
+        data = load_data(DataConfig(train=path, test_fraction=0, max_length=256, **config))
+        return sum(b["input_ids"].numel() for b in data.loader("train", 32, shuffle=True, tokenizer=tok))
+
+    grouped, plain = padded(), padded(group_by_length=False)
+    assert grouped < 0.7 * plain
+    # Unshuffled loaders (evaluation) keep the file's order whatever the setting.
+    data = load_data(DataConfig(train=path, test_fraction=0))
+    labels = [y for b in data.loader("dev", 8, tokenizer=tok) for y in b["labels"].tolist()]
+    assert labels == list(data.dev.labels)

@@ -3,6 +3,8 @@
 import pytest
 
 from lowcarb.report.summary import (
+    ACCURACY_TOLERANCE_PT,
+    accuracy_tolerance_pt,
     fmt_count,
     fmt_g,
     model_rows,
@@ -108,3 +110,67 @@ def test_serving_figures_name_their_device_and_busy_timings_warn(two_model_run):
     assert 'class="status-failed busy-warning">warning: the machine was busy while shrink' in html
     assert "Computed on cuda:0 (NVIDIA H100) in bf16" in html and "2 ±5.0% / 3 ms" in html
     assert "**warning:** the machine was busy while shrink was timed" in md
+
+
+def _with_final_accuracy(run, accuracy, tolerance_pt=None):
+    run = dict(run)
+    stages = [dict(s) for s in run["stages"]]
+    stages[4]["metrics"] = dict(stages[4]["metrics"], test_accuracy=accuracy)
+    run["stages"] = stages
+    if tolerance_pt is not None:
+        run["recipe"] = dict(run["recipe"], evaluation={"accuracy_tolerance_pt": tolerance_pt})
+    return run
+
+
+def test_a_loss_at_the_tolerance_is_not_flagged(two_model_run):
+    # 0.95 -> 0.93 is exactly 2 points (not 2.0000000000000018 after rounding): not flagged.
+    (line,) = paybacks(model_rows(two_model_run))
+    assert not line.accuracy_lost
+    assert "ACCURACY LOST" not in line.sentence()
+    assert "pays back after" in line.sentence()
+
+
+def test_a_cheaper_model_that_lost_accuracy_says_the_saving_costs_accuracy(two_model_run):
+    run = _with_final_accuracy(two_model_run, 0.90)
+    (line,) = paybacks(model_rows(run), accuracy_tolerance_pt(run))
+    assert line.cheaper and line.accuracy_lost
+    sentence = line.sentence()
+    assert "the saving costs accuracy" in sentence
+    assert "ACCURACY LOST: -5.00 points against train, more than the 2-point tolerance" in sentence
+
+
+def test_the_recipe_sets_the_tolerance(two_model_run):
+    run = _with_final_accuracy(two_model_run, 0.90, tolerance_pt=6.0)
+    assert accuracy_tolerance_pt(run) == 6.0
+    (line,) = paybacks(model_rows(run), accuracy_tolerance_pt(run))
+    assert not line.accuracy_lost
+    assert accuracy_tolerance_pt({"recipe": {}}) == ACCURACY_TOLERANCE_PT == 2.0
+
+
+def test_a_dearer_model_that_lost_accuracy_is_flagged_too(two_model_run):
+    run = _with_final_accuracy(two_model_run, 0.50)
+    run["stages"][4]["metrics"] = dict(run["stages"][4]["metrics"], per1k_total_g=0.01)
+    (line,) = paybacks(model_rows(run))
+    assert not line.cheaper and line.accuracy_lost
+    assert "not cheaper" in line.sentence() and "ACCURACY LOST: -45.00 points" in line.sentence()
+
+
+def test_reports_and_terminal_flag_the_lossy_stage(two_model_run):
+    from rich.console import Console
+
+    from lowcarb.report import render_html, render_markdown
+    from lowcarb.report.terminal import final_table, payback_lines
+
+    run = _with_final_accuracy(two_model_run, 0.90)
+    assert "ACCURACY LOST" in render_markdown(run)
+    assert 'class="cheaper accuracy-lost"' in render_html(run)
+    (line,) = payback_lines(run)
+    assert "the saving costs accuracy" in line
+    console = Console(record=True, width=200, color_system="truecolor", force_terminal=True)
+    console.print(final_table(run))
+    text = console.export_text(styles=True)
+    shrink_line = next(x for x in text.splitlines() if "shrink" in x)
+    train_line = next(x for x in text.splitlines() if "train" in x and "shrink" not in x)
+    assert "\x1b[1;31m" in shrink_line and "\x1b[1;31m" not in train_line
+    # Within the tolerance nothing is flagged.
+    assert not any("ACCURACY LOST" in x for x in payback_lines(two_model_run))

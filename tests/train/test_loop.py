@@ -280,3 +280,64 @@ def test_fp16_steps_through_a_gradient_scaler(monkeypatch, batches):
     assert scalers[1] is None
     with pytest.raises(ValueError, match="fp32, bf16 or fp16"):
         TrainConfig(precision="auto")  # resolved at the edge, never inside the loop
+
+
+class _HeadNet(torch.nn.Module):
+    """A body and a fresh head, named as Hugging Face classifiers name them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(4, 4)
+        self.classifier = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.relu(self.body(x)))
+
+
+def test_head_lr_gives_the_head_its_own_groups():
+    from lowcarb.train import default_param_groups
+
+    model = _HeadNet()
+    groups = default_param_groups(model, 0.01, head_lr=0.5, head_modules=("classifier",))
+    head = [g for g in groups if "lr" in g]
+    assert [len(g["params"]) for g in head] == [1, 1]  # weight (decayed) and bias (not)
+    assert {id(p) for g in head for p in g["params"]} == {id(p) for p in model.classifier.parameters()}
+    assert sorted(g["weight_decay"] for g in head) == [0.0, 0.01]
+    assert all(g["lr"] == 0.5 for g in head)
+    # Without head_lr the groups are the plain two (decayed / not decayed).
+    assert [("lr" in g) for g in default_param_groups(model, 0.01)] == [False, False]
+
+
+@pytest.mark.parametrize(
+    "name, modules, expected",
+    [
+        ("classifier.weight", ("classifier",), True),
+        ("bert.pooler.dense.weight", ("pooler",), True),
+        ("bert.pooler.dense.weight", ("pooler.dense",), True),
+        ("classifier_x.weight", ("classifier",), False),
+        ("bert.encoder.layer.0.weight", ("classifier", "score"), False),
+    ],
+)
+def test_head_parameters_are_matched_by_dotted_module_path(name, modules, expected):
+    from lowcarb.train.loop import is_head_parameter
+
+    assert is_head_parameter(name, modules) is expected
+
+
+def test_fit_steps_the_head_at_head_lr(batches):
+    # One step of AdamW moves each weight by about lr (the first update is lr * sign(grad)):
+    # with head_lr 100x lr, the head moves about 100x further than the body.
+    torch.manual_seed(0)
+    model = _HeadNet()
+    body0, head0 = model.body.weight.detach().clone(), model.classifier.weight.detach().clone()
+    cfg = TrainConfig(max_steps=1, lr=1e-4, head_lr=1e-2, warmup_ratio=0.0, weight_decay=0.0, quiet=True)
+    fit(model, batches, None, cfg)
+    body_step = (model.body.weight - body0).abs().max().item()
+    head_step = (model.classifier.weight - head0).abs().max().item()
+    assert body_step == pytest.approx(1e-4, rel=0.05)
+    assert head_step == pytest.approx(1e-2, rel=0.05)
+
+
+def test_head_lr_must_be_positive():
+    with pytest.raises(ValueError, match="train.head_lr"):
+        TrainConfig(head_lr=0.0)

@@ -192,6 +192,8 @@ class DataBundle:
     kind: Literal["image", "text"]
     name: str
     max_length: int = 128
+    # The default for shuffled text loaders (DataConfig.group_by_length).
+    group_by_length: bool = False
 
     @property
     def num_labels(self) -> int:
@@ -235,9 +237,12 @@ class DataBundle:
         shuffle: bool = False,
         tokenizer: Tokenizer | None = None,
         seed: int = 0,
-        group_by_length: bool = False,
+        group_by_length: bool | None = None,
         pin_memory: bool = False,
     ) -> DataLoader[Any]:
+        """`group_by_length=None` takes the bundle's setting (it only acts on shuffled text)."""
+        if group_by_length is None:
+            group_by_length = self.group_by_length
         return make_loader(
             self.split(split),
             batch_size,

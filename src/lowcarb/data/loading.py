@@ -114,4 +114,5 @@ def _text_bundle(raw: dict[str, RawColumns], config: DataConfig, name: str) -> D
         kind="text",
         name=name,
         max_length=config.max_length,
+        group_by_length=config.group_by_length,
     )

@@ -65,6 +65,9 @@ class EvaluationSection(_Section):
     latency_rel_ci: float = Field(default=0.03, gt=0, lt=1)
     # The functional unit of the report: the footprint of this many single inferences.
     inferences: int = Field(default=1000, gt=0)
+    # A stage whose model loses more accuracy than this (points) against the model before it is
+    # flagged in the terminal and the report: its saving costs accuracy.
+    accuracy_tolerance_pt: float = Field(default=2.0, ge=0)
 
 
 class CarbonSection(_Section):

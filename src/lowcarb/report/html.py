@@ -11,6 +11,7 @@ from lowcarb.report import plots
 from lowcarb.report.summary import (
     Run,
     accuracy_split,
+    accuracy_tolerance_pt,
     busy_warnings,
     fmt_g,
     fmt_j,
@@ -38,6 +39,7 @@ td:first-child, th:first-child { text-align: left; }
 #ledger-table td:last-child { text-align: left; white-space: normal; color: #555; }
 .status-completed { color: #1b7e3d; } .status-failed, .status-interrupted { color: #b3261e; }
 .cheaper { color: #1b7e3d; } .dearer { color: #b3261e; }
+.accuracy-lost { color: #b3261e; font-weight: bold; }
 img { max-width: 100%; border: 1px solid #eee; }
 pre { background: #f7f7f7; padding: .8rem; overflow-x: auto; }
 .scroll { overflow-x: auto; }
@@ -123,7 +125,7 @@ def render_html(run: Run) -> str:
     parts.append("</section>")
 
     parts.append('<section id="payback"><h2>Payback</h2>')
-    lines = paybacks(rows)
+    lines = paybacks(rows, accuracy_tolerance_pt(run))
     if lines:
         parts.append(
             "<p>For every stage that changed an evaluated model: the CO2e its ledger window "
@@ -132,7 +134,7 @@ def render_html(run: Run) -> str:
         )
         parts.append('<ul id="payback-lines">')
         for p in lines:
-            cls = "cheaper" if p.cheaper else "dearer"
+            cls = ("cheaper" if p.cheaper else "dearer") + (" accuracy-lost" if p.accuracy_lost else "")
             parts.append(f'<li class="{cls}">{escape(p.sentence())}</li>')
         parts.append("</ul>")
     else:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from lowcarb.report.summary import (
     Run,
     accuracy_split,
+    accuracy_tolerance_pt,
     busy_warnings,
     fmt_g,
     fmt_j,
@@ -78,7 +79,7 @@ def render_markdown(run: Run) -> str:
     else:
         out += ["No model was evaluated in this run.", ""]
     out += ["## Payback", ""]
-    lines = paybacks(rows)
+    lines = paybacks(rows, accuracy_tolerance_pt(run))
     out += [f"- {p.sentence()}" for p in lines] or [
         "No stage changed an already evaluated model, so there is nothing to pay back."
     ]

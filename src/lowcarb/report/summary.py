@@ -28,6 +28,11 @@ SEARCH_NOTE = "search"
 
 Run = Mapping[str, Any]
 
+# A stage whose model loses more accuracy than this (percentage points) against the model before
+# it is flagged: its saving costs accuracy. A run's recipe may set its own
+# (`evaluation.accuracy_tolerance_pt`), which `accuracy_tolerance_pt(run)` reads.
+ACCURACY_TOLERANCE_PT = 2.0
+
 
 @dataclass(frozen=True)
 class ModelRow:
@@ -68,20 +73,40 @@ class Payback:
     saved_g_per_million: float  # CO2e saved per 1e6 inferences (negative: the model costs more)
     payback_inferences: float | None  # inferences until the saving repays `spent_g`; None if never
     accuracy_delta: float | None
+    tolerance_pt: float = ACCURACY_TOLERANCE_PT
 
     @property
     def cheaper(self) -> bool:
         return self.saved_g_per_million > 0
 
+    @property
+    def accuracy_lost(self) -> bool:
+        """True when the model lost more than `tolerance_pt` points against the one before it."""
+        # Rounded: 0.93 - 0.95 is -0.0200000000000000018 in floating point, not a loss beyond 2.
+        return self.accuracy_delta is not None and round(-self.accuracy_delta * 100, 6) > self.tolerance_pt
+
     def sentence(self) -> str:
         acc = ""
         if self.accuracy_delta is not None:
             acc = f"; accuracy {self.accuracy_delta * 100:+.2f} points"
+        if self.accuracy_lost:
+            acc = (
+                f"; ACCURACY LOST: {self.accuracy_delta * 100:+.2f} points against "  # type: ignore[operator]
+                f"{self.against}, more than the {self.tolerance_pt:g}-point tolerance"
+            )
         if not self.cheaper:
             return (
                 f"{self.label}: spent {fmt_g(self.spent_g)} CO2e; the model is not cheaper to run "
                 f"than {self.against} ({fmt_g(-self.saved_g_per_million)} more per million "
                 f"inferences){acc}"
+            )
+        if self.accuracy_lost:
+            # The saving is real but bought with accuracy: say so before the payback figure.
+            return (
+                f"{self.label}: spent {fmt_g(self.spent_g)} CO2e; the saving costs accuracy: it "
+                f"saves {fmt_g(self.saved_g_per_million)} per million inferences against "
+                f"{self.against} and would pay back after {fmt_count(self.payback_inferences)} "
+                f"inferences{acc}"
             )
         return (
             f"{self.label}: spent {fmt_g(self.spent_g)} CO2e, saves "
@@ -148,8 +173,16 @@ def model_rows(run: Run) -> list[ModelRow]:
     return rows
 
 
-def paybacks(rows: Sequence[ModelRow]) -> list[Payback]:
-    """A payback line for every produced model that has an evaluated model before it."""
+def accuracy_tolerance_pt(run: Run) -> float:
+    """The run's accuracy tolerance in points (its recipe's evaluation section, else the default)."""
+    evaluation = (run.get("recipe") or {}).get("evaluation") or {}
+    value = _num(evaluation.get("accuracy_tolerance_pt")) if isinstance(evaluation, Mapping) else None
+    return ACCURACY_TOLERANCE_PT if value is None else value
+
+
+def paybacks(rows: Sequence[ModelRow], tolerance_pt: float = ACCURACY_TOLERANCE_PT) -> list[Payback]:
+    """A payback line for every produced model that has an evaluated model before it; a model
+    that lost more than `tolerance_pt` accuracy points against the one before it is flagged."""
     out = []
     for previous, current in zip(rows, rows[1:], strict=False):
         before, after = previous.per1k_total_g, current.per1k_total_g
@@ -171,6 +204,7 @@ def paybacks(rows: Sequence[ModelRow]) -> list[Payback]:
                     if acc_after is not None and acc_before is not None
                     else None
                 ),
+                tolerance_pt=tolerance_pt,
             )
         )
     return out

@@ -9,6 +9,7 @@ from rich.table import Table
 from lowcarb.report.summary import (
     Run,
     accuracy_split,
+    accuracy_tolerance_pt,
     fmt_bytes,
     fmt_g,
     fmt_j,
@@ -23,6 +24,8 @@ def final_table(run: Run) -> Table:
     """One line per evaluated model: accuracy, latency, size, CO2e per 1,000 inferences, cost."""
     rows = model_rows(run)
     split = accuracy_split(rows)
+    # Models that lost more accuracy than the tolerance against the model before them: in red.
+    lost = {p.label for p in paybacks(rows, accuracy_tolerance_pt(run)) if p.accuracy_lost}
     table = Table(title=f"lowcarb run {run.get('id')} ({run.get('name')}): {run.get('status')}")
     for header in (
         "model",
@@ -44,12 +47,13 @@ def final_table(run: Run) -> Table:
             fmt_j(m.get("per1k_energy_j")),
             fmt_g(r.per1k_total_g),
             fmt_g(r.cost_total_g) if r.version else "-",
+            style="bold red" if r.label in lost else None,
         )
     return table
 
 
 def payback_lines(run: Run) -> list[str]:
-    return [p.sentence() for p in paybacks(model_rows(run))]
+    return [p.sentence() for p in paybacks(model_rows(run), accuracy_tolerance_pt(run))]
 
 
 def table_from_rows(title: str, headers: list[str], body: list[list[Any]]) -> Table:

@@ -19,6 +19,11 @@ class TrainConfig:
     `precision` is the autocast precision of the forward passes (fp32: none; bf16; fp16 with a
     gradient scaler). A recipe sets it at the top level (`precision:`), resolved with the device
     at the edge (lowcarb.train.device); the run's training settings carry the resolved value.
+
+    `head_lr` is the learning rate of the output head (parameters under any module named in
+    `head_modules`, e.g. a classifier freshly initialised for the task's labels): such a head
+    starts from random weights and needs a far larger step than the pretrained body it sits on.
+    None trains it at `lr`. It applies to fit's default parameter groups only.
     """
 
     epochs: int = 1
@@ -35,6 +40,8 @@ class TrainConfig:
     restore_best: bool = True
     quiet: bool = False
     precision: str = "fp32"
+    head_lr: float | None = None
+    head_modules: tuple[str, ...] = ("classifier", "score")
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "fp16"):
@@ -47,6 +54,8 @@ class TrainConfig:
             raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if self.head_lr is not None and not self.head_lr > 0:
+            raise ValueError(f"train.head_lr must be > 0 or None, got {self.head_lr}")
         if self.weight_decay < 0:
             raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -58,15 +58,37 @@ class FitResult:
         return out
 
 
-def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Trainable parameters only; no weight decay on biases and norm scales (1-D tensors)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+def is_head_parameter(name: str, head_modules: Sequence[str]) -> bool:
+    """True when a dotted module path in `head_modules` is part of the parameter's name
+    ("classifier" matches "classifier.weight" and "bert.classifier.bias", not "classifier_x.w")."""
+    dotted = f".{name}."
+    return any(f".{module}." in dotted for module in head_modules)
+
+
+def default_param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    head_lr: float | None = None,
+    head_modules: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Trainable parameters only; no weight decay on biases and norm scales (1-D tensors).
+
+    With `head_lr`, the parameters under `head_modules` form groups of their own with that
+    learning rate (the scheduler scales every group's lr by the same warm-up/decay factor).
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    in_head = {n: head_lr is not None and is_head_parameter(n, head_modules) for n, _ in named}
+    groups: list[dict[str, Any]] = []
+    for head in (False, True):
+        for decayed in (True, False):
+            params = [p for n, p in named if in_head[n] == head and (p.ndim >= 2) == decayed]
+            if not params:
+                continue
+            group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decayed else 0.0}
+            if head:
+                group["lr"] = head_lr
+            groups.append(group)
     return groups
 
 
@@ -192,7 +214,11 @@ class _Run:
         dev_loader: Iterable[Batch] | None,
         loss_fn: LossFn | None,
     ) -> None:
-        groups = list(param_groups) if param_groups is not None else default_param_groups(model, config.weight_decay)
+        if param_groups is None:
+            param_groups = default_param_groups(
+                model, config.weight_decay, head_lr=config.head_lr, head_modules=config.head_modules
+            )
+        groups = list(param_groups)
         # Materialise each group's params once: a generator (model.parameters()) is read only once.
         groups = [{**g, "params": list(g["params"])} for g in groups]
         if not any(g["params"] for g in groups):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lowcarb.errors import ConfigError
+from lowcarb.search.parsec.shared_init import part
 
 Choice = str | int
 Architecture = dict[str, Choice]
@@ -267,9 +268,9 @@ def cnn_space(cfg: CnnSpaceConfig | None = None) -> Space:
 
     def build(arch: Architecture) -> Built:
         parts: dict[str, nn.Module] = {}
-        stem = nn.Sequential(
+        stem = part("stem", lambda: nn.Sequential(
             nn.Conv2d(c_in, cfg.channels, 3, padding=1, bias=False), nn.BatchNorm2d(cfg.channels)
-        )
+        ))  # fmt: skip
         parts["stem"] = stem
         cells: list[dict[str, nn.Module]] = []
         wiring: list[tuple[int, str, int, str]] = []
@@ -278,22 +279,23 @@ def cnn_space(cfg: CnnSpaceConfig | None = None) -> Space:
             for i in range(cfg.nodes):
                 for j in (0, 1):
                     op = str(arch[f"node{i}.op{j}"])
-                    module = cnn_op(op, cfg.channels)
-                    cell[f"node{i}_{j}"] = module
                     # Key: decision, choice, position. The edge's input choice does not change
                     # the op's weights (every state has the same shape), so it is not in the key.
-                    parts[f"cell{p}/node{i}.op{j}={op}"] = module
+                    key = f"cell{p}/node{i}.op{j}={op}"
+                    module = part(key, lambda op=op: cnn_op(op, cfg.channels))
+                    cell[f"node{i}_{j}"] = module
+                    parts[key] = module
             cells.append(cell)
         for i in range(cfg.nodes):
             wiring.append(
                 (int(arch[f"node{i}.in0"]), f"node{i}_0", int(arch[f"node{i}.in1"]), f"node{i}_1")
             )
-        head = nn.Sequential(
+        head = part("head", lambda: nn.Sequential(
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
             nn.Linear(cfg.channels, cfg.num_labels),
-        )
+        ))  # fmt: skip
         parts["head"] = head
         return Built(CellNet(stem, cells, wiring, head, pool_between), parts)
 
@@ -422,19 +424,21 @@ def text_space(cfg: TextSpaceConfig | None = None) -> Space:
         width = int(arch["width"])
         parts: dict[str, nn.Module] = {}
         # Every module's shape depends on the width, so the width choice is part of every key.
-        embed = nn.Embedding(cfg.vocab_size, width, padding_idx=0)
-        position = nn.Embedding(cfg.max_length, width)
+        embed = part(f"width={width}/embed", lambda: nn.Embedding(cfg.vocab_size, width, padding_idx=0))
+        position = part(f"width={width}/position", lambda: nn.Embedding(cfg.max_length, width))
         parts[f"width={width}/embed"] = embed
         parts[f"width={width}/position"] = position
         blocks: list[nn.Module] = []
         for i in range(int(arch["layers"])):
             mixer = str(arch[f"layer{i}.mixer"])
-            block = TextBlock(mixer, width)
-            parts[f"width={width}/layer{i}.mixer={mixer}"] = block
+            key = f"width={width}/layer{i}.mixer={mixer}"
+            block = part(key, lambda mixer=mixer: TextBlock(mixer, width))
+            parts[key] = block
             blocks.append(block)
         pooling = str(arch["pooling"])
-        head = nn.Linear(width, cfg.num_labels)
-        parts[f"width={width}/head/pooling={pooling}"] = head
+        key = f"width={width}/head/pooling={pooling}"
+        head = part(key, lambda: nn.Linear(width, cfg.num_labels))
+        parts[key] = head
         return Built(TextNet(embed, position, blocks, pooling, head), parts)
 
     return Space("text", tuple(decisions), build, input_kind="text", settings=_settings(cfg))

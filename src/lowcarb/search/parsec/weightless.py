@@ -2,7 +2,9 @@
 
 The same distribution learning as PARSEC, but each sampled architecture is scored without
 training any weights: a training-free score (see `scores`) of the architecture at initialisation
-(built under a fixed seed) on a few training batches. There is no weight store and no training
+on one training mini-batch, no validation pass. The candidates share their initialised operations
+(`shared_init`: one module per weight-store key, seeded by the key), so scoring a candidate is
+assembling it and one forward pass, not building and initialising a network. There is no weight store and no training
 until the final architectures are retrained from scratch. Importance weights use the centred
 ranks of the K scores (scores have no common scale, ranks do): w_k = softmax(sharpness * u_k),
 u_k in [-0.5, 0.5]. An architecture's score is deterministic, so repeats are looked up, not
@@ -29,6 +31,7 @@ from lowcarb.errors import ConfigError
 from lowcarb.search.ledger import SearchLedger
 from lowcarb.search.parsec.parsec import ParsecResult, begin, retrain_top
 from lowcarb.search.parsec.scores import SCORES, kendall_tau, score_fn
+from lowcarb.search.parsec.shared_init import SharedInit, shared_init
 from lowcarb.search.parsec.space import Architecture, Space, arch_key
 from lowcarb.train import TrainConfig, set_seed
 
@@ -50,6 +53,9 @@ class WeightlessConfig:
     )
     seed: int = 0
     warm_start: str | None = None
+    # Candidates share initialised operations (one per weight-store key); False builds and
+    # initialises every candidate on its own under `seed` (the slower, original way).
+    shared_init: bool = True
 
     def __post_init__(self) -> None:
         score_fn(self.score)  # unknown names fail here, with the list of scores
@@ -61,11 +67,20 @@ class WeightlessConfig:
 
 
 def score_architecture(
-    space: Space, arch: Architecture, batches: Sequence[Batch], score: str, seed: int
+    space: Space,
+    arch: Architecture,
+    batches: Sequence[Batch],
+    score: str,
+    seed: int,
+    shared: SharedInit | None = None,
 ) -> float:
-    """The architecture's training-free score at its seeded initialisation."""
-    set_seed(seed)
-    model = space.build(arch).model
+    """The architecture's training-free score at initialisation: its own, seeded with `seed`, or
+    assembled from `shared`'s operations (each initialised once, seeded by its key)."""
+    if shared is None:
+        set_seed(seed)
+        return float(score_fn(score)(space.build(arch).model, batches))
+    with shared_init(shared):
+        model = space.build(arch).model
     return float(score_fn(score)(model, batches))
 
 
@@ -103,15 +118,18 @@ def compare_scores(
     accuracies: Sequence[float],
     scores: Sequence[str] = tuple(SCORES),
     seed: int = 0,
+    shared: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Kendall tau of each score against trained accuracy over `archs` (with the raw scores)."""
+    """Kendall tau of each score against trained accuracy over `archs` (with the raw scores),
+    scored as `search` scores them (`shared`: from shared initialised operations)."""
     if len(archs) != len(accuracies) or len(archs) < 3:
         raise ConfigError(
             f"compare_scores needs >= 3 architectures with one accuracy each, got {len(archs)}/{len(accuracies)}"
         )
     out: dict[str, dict[str, Any]] = {}
+    init = SharedInit(seed) if shared else None
     for name in scores:
-        values = [score_architecture(space, a, batches, name, seed) for a in archs]
+        values = [score_architecture(space, a, batches, name, seed, init) for a in archs]
         out[name] = {"kendall_tau": kendall_tau(values, list(accuracies)), "scores": values}
     return out
 
@@ -142,6 +160,7 @@ def search(
     prior, gen = begin(space, data, config.warm_start, config.seed, tokenizer)
     cache: dict[str, float] = {}
     seen: dict[str, Architecture] = {}
+    shared = SharedInit(config.seed) if config.shared_init else None
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
     with ledger.window("weightless:search", unit="architecture") as search_fp:
@@ -154,7 +173,9 @@ def search(
             for arch in archs:
                 key = arch_key(arch)
                 if key not in cache:
-                    cache[key] = score_architecture(space, arch, batches, config.score, config.seed)
+                    cache[key] = score_architecture(
+                        space, arch, batches, config.score, config.seed, shared
+                    )
                     seen[key] = arch
                 values.append(cache[key])
             weights = rank_weights(values, config.sharpness)
