@@ -70,6 +70,10 @@ from lowcarb.train import TrainConfig, evaluate, fit, model_costs  # noqa: E402
 NAME = "baseline_minilm_sst2"
 ACCURACY_TARGET = 0.85
 DEFAULT_RUN_TARGET_S = 180.0
+# Chosen by the full fine-tuning lr sweep of issue 18 (held-out SST-2 train, never dev).
+LR = 1e-4
+HEAD_LR: float | None = None
+SWEEPS = Path(__file__).resolve().parent / "sweeps" / "full_sst2.json"
 
 
 def lowcarb_command() -> list[str]:
@@ -116,6 +120,7 @@ def train_baseline(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        head_lr=args.head_lr,
         warmup_ratio=0.1,
         weight_decay=0.01,
         grad_clip_norm=1.0,
@@ -142,7 +147,7 @@ def train_baseline(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     subset = subset_description(args.n, DEFAULT_SEED)
     (folder / "subset.json").write_text(json.dumps(subset, indent=2) + "\n")
     training = {
-        "train_config": {k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "warmup_ratio", "weight_decay", "grad_clip_norm", "seed")},
+        "train_config": {k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "head_lr", "warmup_ratio", "weight_decay", "grad_clip_norm", "seed")},
         "torch_threads": torch.get_num_threads(),
         "fit": result.to_dict(),
         "train_footprint": fp.to_dict(),
@@ -161,7 +166,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8000, help="training phrases (fixed-seed subset)")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--head-lr", type=float, default=HEAD_LR,
+                        help="lr of the fresh classifier head (TrainConfig.head_lr)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seeds", default=DEFAULT_SEEDS, help="training seeds, e.g. 0,1,2")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
@@ -200,6 +207,8 @@ def main() -> int:
 
     default_run = {"seconds": None, "status": "skipped (--skip-default-run)"} if args.skip_default_run else time_default_run()
     figures["default_run"] = default_run
+    if SWEEPS.exists():
+        figures["sweeps"] = json.loads(SWEEPS.read_text())
 
     claims = [
         claim("baseline.sst2_dev_accuracy", round(figures["dev_accuracy"]["mean"], 4), ">=", ACCURACY_TARGET),

@@ -1,9 +1,9 @@
 """EarlyBERT on MiniLM / SST-2: early-bird search + training of the pruned network, against full
 fine-tuning (issue 5).
 
-Claims:
+Claims (issue 18: accuracy and energy are means over the training seeds, --seeds 0,1,2):
 - earlybert.energy_ratio            <= 0.75  (search + pruned training) / full fine-tune energy
-- earlybert.accuracy_drop_pt        <= 1.5   full fine-tune dev accuracy - pruned, in points
+- earlybert.accuracy_drop_pt        <= 1.5   mean full fine-tune dev accuracy - mean pruned, points
 - earlybert.stop_fraction_of_epoch  <= 0.3   where the automatic early-bird stop fired
 - earlybert.pruned_speedup_b32      >= 1.3   unpruned / pruned latency at batch 32
 
@@ -13,12 +13,15 @@ Needs:  benchmarks/.cache/minilm-sst2/ from benchmarks/baseline_minilm_sst2.py: 
         and threads; the script checks the cached settings match its own and says so.
 
 What runs, in one process with --threads torch threads (default: the baseline's; latency: 1
-thread):
+thread), steps 1-2 once per training seed (against the cached baseline of that seed):
 1. search: pretrained MiniLM + fresh classifier (as the baseline), coefficients per head and FFN
    neuron, L1 1e-4, a mask every 5 steps (1 % of the 500-step training: You et al. drew one per
    epoch of 160), automatic stop (5 masks within 0.1), ledger window 1;
 2. the ticket applied to the pretrained weights (heads and neurons physically removed), trained
-   like the baseline (same epochs, lr, batches), ledger window 2; dev accuracy;
+   like the baseline (same epochs, lr, head lr, batches), ledger window 2; dev accuracy; with
+   --freeze-word-embeddings (the earlybert-minilm recipe's default, chosen by the issue-18 sweep)
+   the word-embedding table, half of MiniLM's parameters, is not trained, so a pruned step skips
+   its gradient and AdamW update too;
 3. side by side, alternated: short windows of full fine-tune steps, search steps and pruned steps
    give energy per step for each; the energy claim is
        (search steps x J/search step + pruned steps x J/pruned step) / (full steps x J/full step)
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -43,8 +47,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _common import claim, median, reported, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    add_load_arguments,
+    check_quiet_machine,
+    claim,
+    drop_over_seeds,
+    median,
+    parse_seeds,
+    reported,
+    spread,
+    write_results,
+)
 from _sst2 import (  # noqa: E402
+    DEFAULT_SEED,
     baseline_metrics,
     dev_loader,
     example_batches,
@@ -59,6 +74,8 @@ from lowcarb.prune.earlybird import EarlyBirdConfig  # noqa: E402
 from lowcarb.train import TrainConfig, benchmark_latency, evaluate, fit  # noqa: E402
 
 NAME = "earlybert_minilm"
+# The earlybert-minilm recipe's default (issue-18 sweep): see SWEEPS.
+FREEZE_WORD_EMBEDDINGS = True
 
 
 def heartbeat(label: str, every: int = 50):
@@ -70,6 +87,14 @@ def heartbeat(label: str, every: int = 50):
         return False
 
     return on_step
+
+
+SWEEPS = Path(__file__).resolve().parent / "sweeps" / "earlybert_sst2.json"
+
+
+def freeze_word_embeddings(model: torch.nn.Module) -> None:
+    """The word-embedding table stays as pretrained (no gradient, no AdamW state or update)."""
+    model.get_input_embeddings().weight.requires_grad_(False)
 
 
 def energy_per_step(model: torch.nn.Module, loader: Any, batch: int, steps: int, lr: float,
@@ -88,16 +113,23 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None, help="default: the baseline's")
     parser.add_argument("--lr", type=float, default=None, help="default: the baseline's")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the baseline's")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds of both arms")
     parser.add_argument("--threads", type=int, default=None, help="default: the baseline's")
     parser.add_argument("--mask-every", type=int, default=5,
                         help="steps between masks (default 5: 1 %% of the baseline's 500 steps)")
+    parser.add_argument("--window", type=int, default=5, help="masks that must agree to stop")
+    parser.add_argument("--search-lr", type=float, default=None, help="default: the training lr")
     parser.add_argument("--max-search-steps", type=int, default=None,
                         help="default: half an epoch of the subset")
+    parser.add_argument("--freeze-word-embeddings", action=argparse.BooleanOptionalAction,
+                        default=FREEZE_WORD_EMBEDDINGS)
     parser.add_argument("--energy-steps", type=int, default=10, help="steps per energy window")
     parser.add_argument("--rounds", type=int, default=3, help="alternated energy/latency rounds")
+    add_load_arguments(parser)
     args = parser.parse_args()
-    base = baseline_metrics()
+    seeds = parse_seeds(args.seeds)
+    load = check_quiet_machine(args.allow_load)
+    base = baseline_metrics(seeds[0])
     if args.threads is None:
         args.threads = int(base.get("torch_threads") or 1)
     torch.set_num_threads(args.threads)
@@ -105,110 +137,125 @@ def main() -> int:
     n = args.n or base["subset"]["n"]
     epochs = args.epochs or tc["epochs"]
     lr = args.lr or tc["lr"]
+    head_lr = tc.get("head_lr")
     batch = args.batch_size or tc["batch_size"]
-    same = (n == base["subset"]["n"] and epochs == tc["epochs"] and lr == tc["lr"]
-            and batch == tc["batch_size"] and args.seed == tc["seed"]
-            and args.threads == base.get("torch_threads"))
-    bundle = sst2_bundle(n, args.seed)
-    handle = build_model(ModelConfig(name="minilm"), bundle, seed=args.seed)
-    pretrained, tok = handle.model, handle.tokenizer
-    loader = train_loader(tok, batch, n, args.seed)
-    steps_per_epoch = len(loader)
-    cfg = EarlyBirdConfig(head_prune_ratio=1 / 3, ffn_prune_ratio=0.4, l1_coef=1e-4,
-                          mask_every_steps=args.mask_every, distance_threshold=0.1, window=5,
-                          # A short search is EarlyBERT's point: bounded at half an epoch.
-                          max_search_steps=args.max_search_steps or -(-steps_per_epoch // 2))
-    train_cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, warmup_ratio=0.1,
-                            weight_decay=0.01, grad_clip_norm=1.0, seed=args.seed, quiet=True)
+    bundle = sst2_bundle(n, DEFAULT_SEED)
 
-    # 1. search (on a copy inside search(); `pretrained` keeps its weights)
-    with track("earlybird-search") as search_fp:
-        ticket = earlybird.search(pretrained, loader, cfg, train_cfg)
-    print(f"search stopped at step {ticket.stop_step} ({ticket.stop_fraction_of_epoch:.3f} epoch),"
-          f" early={ticket.stopped_early}", flush=True)
+    per_seed: dict[str, Any] = {}
+    refs, accs, same_all = [], [], True
+    first: dict[str, Any] = {}
+    for seed in seeds:
+        ref = baseline_metrics(seed)
+        rtc = ref["train_config"]
+        same_all = same_all and (n == ref["subset"]["n"] and epochs == rtc["epochs"] and lr == rtc["lr"]
+                                 and batch == rtc["batch_size"] and seed == rtc["seed"]
+                                 and rtc.get("head_lr") == head_lr
+                                 and args.threads == ref.get("torch_threads"))
+        handle = build_model(ModelConfig(name="minilm"), bundle, seed=seed)
+        pretrained, tok = handle.model, handle.tokenizer
+        loader = train_loader(tok, batch, n, DEFAULT_SEED, train_seed=seed)
+        steps_per_epoch = len(loader)
+        cfg = EarlyBirdConfig(head_prune_ratio=1 / 3, ffn_prune_ratio=0.4, l1_coef=1e-4,
+                              mask_every_steps=args.mask_every, distance_threshold=0.1,
+                              window=args.window,
+                              # A short search is EarlyBERT's point: bounded at half an epoch.
+                              max_search_steps=args.max_search_steps or -(-steps_per_epoch // 2))
+        train_cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, head_lr=head_lr,
+                                warmup_ratio=0.1, weight_decay=0.01, grad_clip_norm=1.0,
+                                seed=seed, quiet=True)
+        search_cfg = dataclasses.replace(train_cfg, lr=args.search_lr or lr)
+        # 1. search (on a copy inside search(); `pretrained` keeps its weights)
+        with track("earlybird-search") as search_fp:
+            ticket = earlybird.search(pretrained, loader, cfg, search_cfg)
+        print(f"seed {seed}: search stopped at step {ticket.stop_step} "
+              f"({ticket.stop_fraction_of_epoch:.3f} epoch), early={ticket.stopped_early}", flush=True)
+        # 2. prune the pretrained weights, train like the baseline
+        unpruned = copy.deepcopy(pretrained)  # latency/energy reference: same architecture
+        pruned = pretrained
+        summary = earlybird.apply(pruned, ticket)
+        if args.freeze_word_embeddings:
+            freeze_word_embeddings(pruned)
+        with track("earlybird-train", unit="sample", units=n * epochs) as train_fp:
+            result = fit(pruned, loader, None, train_cfg, on_step=heartbeat(f"seed {seed} pruned"))
+        dev = evaluate(pruned, dev_loader(tok, 64), quiet=True)
+        refs.append(ref["dev_after_training"]["accuracy"])
+        accs.append(dev["accuracy"])
+        print(f"seed {seed}: pruned dev accuracy {dev['accuracy']:.4f} (full fine-tune {refs[-1]:.4f})",
+              flush=True)
+        per_seed[str(seed)] = {
+            "ticket": ticket.to_dict(), "prune_summary": {k: v for k, v in summary.to_dict().items() if k != "config"}, "dev_pruned": dev,
+            "full_fine_tune_dev_accuracy": refs[-1], "search_steps": ticket.stop_step,
+            "pruned_steps": result.steps, "full_steps": epochs * steps_per_epoch,
+            "search_window": {"energy_j": search_fp.energy_j, "duration_s": search_fp.duration_s,
+                              "total_g": search_fp.total_g},
+            "train_window": {"energy_j": train_fp.energy_j, "duration_s": train_fp.duration_s,
+                             "total_g": train_fp.total_g,
+                             "methods": {k: c.method for k, c in train_fp.components.items()}},
+            "cached_full_train_energy_j": ref.get("train_energy_j"),
+        }
+        if not first:
+            first = {"unpruned": unpruned, "pruned": pruned, "loader": loader, "cfg": cfg, "tok": tok,
+                     "summary": summary}
 
-    # 2. prune the pretrained weights, train like the baseline
-    unpruned = copy.deepcopy(pretrained)  # latency reference: same architecture, unpruned
-    pruned = pretrained
-    summary = earlybird.apply(pruned, ticket)
-    with track("earlybird-train", unit="sample", units=n * epochs) as train_fp:
-        result = fit(pruned, loader, None, train_cfg, on_step=heartbeat("pruned"))
-    dev = evaluate(pruned, dev_loader(tok, 64), quiet=True)
-    print(f"pruned dev accuracy {dev['accuracy']:.4f} (full fine-tune {base['dev_after_training']['accuracy']:.4f})",
-          flush=True)
-
-    # 3. energy per step, side by side, alternated
+    # 3. energy per step (first seed's models), side by side, alternated
     energy: dict[str, list[float]] = {"full": [], "search": [], "pruned": []}
-    short_lr = lr
     for _ in range(args.rounds):
-        full_model = copy.deepcopy(unpruned).train()
-        energy["full"].append(energy_per_step(full_model, loader, batch, args.energy_steps, short_lr))
+        full_model = copy.deepcopy(first["unpruned"]).train()
+        energy["full"].append(energy_per_step(full_model, first["loader"], batch, args.energy_steps, lr))
         del full_model
-        search_model = copy.deepcopy(unpruned).train()
+        search_model = copy.deepcopy(first["unpruned"]).train()
         coefs = bert_structure.attach(search_model)
         energy["search"].append(energy_per_step(
-            search_model, loader, batch, args.energy_steps, short_lr,
-            extra_loss=lambda _m, c=coefs: cfg.l1_coef * c.l1()))
+            search_model, first["loader"], batch, args.energy_steps, lr,
+            extra_loss=lambda _m, c=coefs: first["cfg"].l1_coef * c.l1()))
         del search_model
-        pruned_copy = copy.deepcopy(pruned).train()
-        energy["pruned"].append(energy_per_step(pruned_copy, loader, batch, args.energy_steps, short_lr))
+        pruned_copy = copy.deepcopy(first["pruned"]).train()  # frozen embeddings stay frozen
+        energy["pruned"].append(energy_per_step(pruned_copy, first["loader"], batch, args.energy_steps, lr))
         del pruned_copy
     j = {k: median(v) for k, v in energy.items()}
-    full_steps = epochs * steps_per_epoch
-    ratio = (ticket.stop_step * j["search"] + result.steps * j["pruned"]) / (full_steps * j["full"])
+    ratios = [(r["search_steps"] * j["search"] + r["pruned_steps"] * j["pruned"]) / (r["full_steps"] * j["full"])
+              for r in per_seed.values()]
 
     # 4. latency at batch 32
-    _, b32 = example_batches(tok)
+    _, b32 = example_batches(first["tok"])
     lat: dict[str, list[float]] = {"unpruned": [], "pruned": []}
     for _ in range(max(args.rounds, 5)):
-        lat["unpruned"].append(benchmark_latency(unpruned, b32, threads=1, repeats=5)["p50_ms"])
-        lat["pruned"].append(benchmark_latency(pruned, b32, threads=1, repeats=5)["p50_ms"])
+        lat["unpruned"].append(benchmark_latency(first["unpruned"], b32, threads=1, repeats=5)["p50_ms"])
+        lat["pruned"].append(benchmark_latency(first["pruned"], b32, threads=1, repeats=5)["p50_ms"])
     speedup = median(lat["unpruned"]) / median(lat["pruned"])
 
-    full_acc = base["dev_after_training"]["accuracy"]
-    drop = (full_acc - dev["accuracy"]) * 100
-    cached_full_j = base.get("train_energy_j")
+    accuracy = drop_over_seeds(refs, accs)
+    stops = [r["ticket"]["stop_step"] / max(1, r["full_steps"] // epochs) for r in per_seed.values()]
+    early = all(r["ticket"]["stopped_early"] for r in per_seed.values())
     figures: dict[str, Any] = {
-        "note": "2-core shared machine; other engineers' work ran concurrently (absolute times "
-                "are noisy; claims are ratios)",
-        "config": {"n": n, "epochs": epochs, "lr": lr, "batch_size": batch, "seed": args.seed,
-                   "threads_training": args.threads, "threads_latency": 1,
-                   "earlybird": ticket.config, "steps_per_epoch": steps_per_epoch},
+        "config": {"n": n, "epochs": epochs, "lr": lr, "head_lr": head_lr, "batch_size": batch,
+                   "seeds": seeds, "threads_training": args.threads, "threads_latency": 1,
+                   "search_lr": args.search_lr or lr, "mask_every": args.mask_every,
+                   "window": args.window, "freeze_word_embeddings": args.freeze_word_embeddings},
         "full_fine_tune_reference": {
-            "source": "benchmarks/.cache/minilm-sst2/metrics.json (baseline_minilm_sst2.py)",
-            "dev_accuracy": full_acc, "train_energy_j": cached_full_j,
-            "train_seconds": base.get("train_seconds"), "train_config": tc,
-            "subset": base["subset"], "torch_threads": base.get("torch_threads"),
-            "same_subset_epochs_lr_batch_seed_threads": same},
-        "ticket": ticket.to_dict(),
-        "prune_summary": {k: v for k, v in summary.to_dict().items() if k != "config"},
-        "search_window": {"energy_j": search_fp.energy_j, "duration_s": search_fp.duration_s,
-                          "total_g": search_fp.total_g, "steps": ticket.stop_step},
-        "train_window": {"energy_j": train_fp.energy_j, "duration_s": train_fp.duration_s,
-                         "total_g": train_fp.total_g, "steps": result.steps,
-                         "methods": {k: c.method for k, c in train_fp.components.items()}},
-        "dev_pruned": dev,
+            "source": "benchmarks/.cache/minilm-sst2/seed-<s>/metrics.json (baseline_minilm_sst2.py)",
+            "same_subset_epochs_lr_batch_seed_threads": same_all},
+        "per_seed": per_seed,
+        "accuracy": accuracy,
         "energy_per_step_j": j,
         "energy_per_step_rounds_j": energy,
-        "energy_ratio_inputs": {"search_steps": ticket.stop_step, "pruned_steps": result.steps,
-                                "full_steps": full_steps},
+        "energy_ratio_per_seed": ratios,
+        "stop_fraction_of_epoch_per_seed": stops,
         "latency_b32_ms": {k: median(v) for k, v in lat.items()},
         "latency_b32_rounds_ms": lat,
     }
-    if cached_full_j:
-        figures["energy_ratio_vs_cached_full_window"] = (
-            (search_fp.energy_j + train_fp.energy_j) / cached_full_j)
+    if SWEEPS.exists():
+        figures["sweeps"] = json.loads(SWEEPS.read_text())
     claims = [
-        claim("earlybert.energy_ratio", round(ratio, 4), "<=", 0.75),
-        claim("earlybert.accuracy_drop_pt", round(drop, 2) if same else None, "<=", 1.5),
-        claim("earlybert.stop_fraction_of_epoch",
-              round(ticket.stop_fraction_of_epoch, 4) if ticket.stopped_early else None,
-              "<=", 0.3),
+        claim("earlybert.energy_ratio", round(spread(ratios)["mean"], 4), "<=", 0.75),
+        claim("earlybert.accuracy_drop_pt", accuracy["drop_pt"] if same_all else None, "<=", 1.5),
+        claim("earlybert.stop_fraction_of_epoch", round(max(stops), 4) if early else None, "<=", 0.3),
         claim("earlybert.pruned_speedup_b32", round(speedup, 4), ">=", 1.3),
-        reported("earlybert.stop_step", ticket.stop_step),
-        reported("earlybert.params_ratio", round(summary.params_after / summary.params_before, 4)),
+        reported("earlybert.pruned_step_energy_ratio", round(j["pruned"] / j["full"], 4)),
+        reported("earlybert.params_ratio",
+                 round(first["summary"].params_after / first["summary"].params_before, 4)),
     ]
-    path = write_results(NAME, figures, claims)
+    path = write_results(NAME, figures, claims, load=load)
     print(json.dumps(claims, indent=2))
     print(f"wrote {path}")
     return 0

@@ -11,9 +11,11 @@ Claims (issue 7), all measured in this one run, one thread per process (torch.se
   two studies' trials are interleaved (one trial of each in turn) so that the load other work puts
   on the machine falls on both alike. The two final models are re-measured side by side at the
   end (alternated, median of repeats) and the claim uses those figures.
-- hpo.pruning_search_energy_ratio: the measured energy of the whole multi-objective search with
-  the median pruner / without it (same seed, same budget, interleaved too), provided the best
-  accuracy found with pruning is within 0.5 points of the best without.
+- hpo.digits_pruning_search_energy_ratio (reported): the measured energy of the whole
+  multi-objective search with the median pruner / without it (same seed, same budget, interleaved
+  too), when the best accuracy found with pruning is within 0.5 points of the best without. The
+  claim hpo.pruning_search_energy_ratio is decided in benchmarks/hpo_minilm.py: 270 digits dev
+  examples cannot resolve half a point (two examples do).
 - hpo.two_workers_wall_ratio: wall time of a study of fixed candidates on PostgreSQL with two
   worker processes / one worker process (alternated, median of repeats); each process one
   thread, each in its own session (setsid; see timed_study). The wall time runs from the moment
@@ -45,7 +47,14 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import claim, median, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    add_load_arguments,
+    check_quiet_machine,
+    claim,
+    median,
+    reported,
+    write_results,
+)
 
 from lowcarb.compress.quantize import DynamicInt8  # noqa: E402
 from lowcarb.compress.quantize import quantize_ as quantize  # noqa: E402
@@ -361,9 +370,16 @@ def main() -> int:
     ap.add_argument("--study", help=argparse.SUPPRESS)
     ap.add_argument("--n-trials", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--barrier", help=argparse.SUPPRESS)
+    add_load_arguments(ap)
     args = ap.parse_args()
     if args.worker:
         return worker_main(args)
+    # The load is read once, before the PostgreSQL server below starts (its start-up is ours).
+    if "LOWCARB_BENCH_LOAD" in os.environ:
+        load = json.loads(os.environ["LOWCARB_BENCH_LOAD"])
+    else:
+        load = check_quiet_machine(args.allow_load or args.quick)
+        os.environ["LOWCARB_BENCH_LOAD"] = json.dumps(load)
 
     url = os.environ.get("LOWCARB_TEST_POSTGRES_URL")
     if not url:
@@ -439,14 +455,13 @@ def main() -> int:
         "two_workers": workers,
         "studies_wall_s": studies_s,
         "total_benchmark_wall_s": time.perf_counter() - started,
-        "note": "other engineers' jobs were running on the same 2-core machine during this run",
     }
     claims = [
         claim("hpo.pareto_energy_reduction", reduction, ">=", 0.30),
-        claim("hpo.pruning_search_energy_ratio", pruning_value, "<=", 0.6),
+        reported("hpo.digits_pruning_search_energy_ratio", pruning_value),
         claim("hpo.two_workers_wall_ratio", workers["ratio"], "<=", 0.65),
     ]
-    path = write_results(NAME, figures, claims)
+    path = write_results(NAME, figures, claims, load=load)
     print(json.dumps(claims, indent=2))
     print(f"wrote {path}")
     return 0
