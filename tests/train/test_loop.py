@@ -341,3 +341,27 @@ def test_fit_steps_the_head_at_head_lr(batches):
 def test_head_lr_must_be_positive():
     with pytest.raises(ValueError, match="train.head_lr"):
         TrainConfig(head_lr=0.0)
+
+
+def test_frozen_modules_get_no_gradient_and_are_trainable_again_after(batches):
+    torch.manual_seed(0)
+    model = _HeadNet()
+    body0 = model.body.weight.detach().clone()
+    seen = []
+
+    def on_step(step, m):
+        seen.append((m.body.weight.requires_grad, m.body.weight.grad is None))
+        return False
+
+    cfg = TrainConfig(max_steps=3, lr=1e-2, frozen_modules=("body",), quiet=True)
+    fit(model, batches, None, cfg, on_step=on_step)
+    assert torch.equal(model.body.weight, body0)  # not trained
+    assert seen and all(state == (False, True) for state in seen)  # no gradient computed
+    assert all(p.requires_grad for p in model.parameters())  # trainable again
+    # The head did train.
+    assert model.classifier.weight.grad is not None
+
+
+def test_frozen_modules_that_match_nothing_are_an_error(batches):
+    with pytest.raises(ValueError, match="frozen_modules"):
+        fit(_HeadNet(), batches, None, TrainConfig(max_steps=1, frozen_modules=("embeddings",), quiet=True))

@@ -24,6 +24,11 @@ class TrainConfig:
     `head_modules`, e.g. a classifier freshly initialised for the task's labels): such a head
     starts from random weights and needs a far larger step than the pretrained body it sits on.
     None trains it at `lr`. It applies to fit's default parameter groups only.
+
+    `frozen_modules` (dotted module paths, matched like `head_modules`) are not trained during
+    the fit: no gradient is computed for them and they get no optimiser state (a transformer's
+    word-embedding table is half of a small encoder's parameters, and its gradient and AdamW
+    update are paid at every step). They are trainable again when fit returns.
     """
 
     epochs: int = 1
@@ -42,6 +47,7 @@ class TrainConfig:
     precision: str = "fp32"
     head_lr: float | None = None
     head_modules: tuple[str, ...] = ("classifier", "score")
+    frozen_modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "fp16"):

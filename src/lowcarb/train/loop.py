@@ -14,9 +14,10 @@ fp16 with a gradient scaler), and losses stay on the device until they are read,
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -132,6 +133,40 @@ def fit(
     on_step: OnStep | None = None,
 ) -> FitResult:
     """Train `model` in place; returns what happened (steps, stop reason, dev history)."""
+    with frozen(model, config.frozen_modules):
+        return _fit(model, train_loader, dev_loader, config, loss_fn, extra_loss, param_groups, on_step)
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module, modules: Sequence[str]) -> Iterator[list[str]]:
+    """Parameters under `modules` (dotted paths) get requires_grad=False inside the block; those
+    that were trainable are trainable again after it. Yields the names frozen."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad and is_head_parameter(n, modules)]
+    if modules and not names and not any(is_head_parameter(n, modules) for n, _ in model.named_parameters()):
+        raise ValueError(
+            f"train.frozen_modules {list(modules)} match no parameter of the model; give dotted module "
+            "paths such as word_embeddings or bert.embeddings"
+        )
+    params = dict(model.named_parameters())
+    for name in names:
+        params[name].requires_grad_(False)
+    try:
+        yield names
+    finally:
+        for name in names:
+            params[name].requires_grad_(True)
+
+
+def _fit(
+    model: nn.Module,
+    train_loader: Iterable[Batch],
+    dev_loader: Iterable[Batch] | None,
+    config: TrainConfig,
+    loss_fn: LossFn | None,
+    extra_loss: ExtraLoss | None,
+    param_groups: Sequence[dict[str, Any]] | None,
+    on_step: OnStep | None,
+) -> FitResult:
     set_seed(config.seed)
     start = time.perf_counter()
     batches_per_epoch, total_steps = _step_budget(train_loader, dev_loader, config)
