@@ -115,3 +115,17 @@ def test_compress_minilm_recipe_validates():
     assert [s.name for s in recipe.stages] == ["evaluate", "lowrank", "quantize", "evaluate"]
     lowrank_cfg = recipe.stages[1].config
     assert lowrank_cfg.param_ratio == 0.5 and lowrank_cfg.decay == "frobenius"
+
+
+@pytest.mark.parametrize("loss", ["kd", "ce"])
+def test_lowrank_recovery_learns_from_the_dense_model_or_the_labels(tmp_path, loss):
+    result = run(tmp_path, ["train", {"lowrank": {"param_ratio": 0.5, "max_steps": 2, "recover_loss": loss}}])
+    summary = stage(result, "lowrank")["summary"]
+    assert summary["recover_loss"] == loss and summary["recover_steps"] == 2
+    # KD ran the dense teacher on the training batches; cross-entropy needs no teacher.
+    if loss == "kd":
+        assert summary["recover_teacher_forward_examples"] > 0
+    else:
+        assert "recover_teacher_forward_examples" not in summary
+    with pytest.raises(ValueError, match="recover_loss"):
+        recipe_from_dict({**BASE, "stages": [{"lowrank": {"recover_loss": "mse"}}]})
