@@ -133,3 +133,30 @@ def test_distill_stage_takes_a_checkpoint_teacher(tiny_setup, tmp_path):
     })
     failed = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=RunStore(tmp_path / "r.db"))
     assert failed.status == "failed" and "does not exist" in failed.error
+
+
+def test_distill_trains_the_students_trained_head_without_the_fresh_head_lr(tiny_setup, tmp_path, monkeypatch):
+    import lowcarb.train.loop as loop
+
+    seen = []
+    real = loop.default_param_groups
+
+    def spy(model, weight_decay, **kwargs):
+        seen.append(kwargs.get("head_lr"))
+        return real(model, weight_decay, **kwargs)
+
+    monkeypatch.setattr(loop, "default_param_groups", spy)
+    recipe = recipe_from_dict({
+        "name": "tiny-distill-head-lr",
+        "model": {"name": str(tiny_setup / "tiny-bert")},
+        "data": {"train": str(tiny_setup / "train.tsv"), "dev": str(tiny_setup / "dev.tsv"),
+                 "test_fraction": 0.0, "max_length": 16},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3, "head_lr": 5.0e-2, "seed": 0, "quiet": True},
+        "evaluation": {"threads": 1, "latency_batch_sizes": [1], "inferences": 10},
+        "report": "none",
+        "stages": ["train", {"distill": {"method": "kd", "num_layers": 2}}],
+    })
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=RunStore(tmp_path / "runs.db"))
+    assert result.status == "completed", result.error
+    # The train stage gives the fresh head its lr; the student's (trained) head gets none.
+    assert seen == [5.0e-2, None]

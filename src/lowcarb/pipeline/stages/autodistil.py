@@ -12,6 +12,7 @@ loss, the chosen one marked) go to the stage's notes and to `autodistil/candidat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -92,6 +93,8 @@ def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
     check_autodistil(ctx, cfg)
     teacher = _teacher(ctx, cfg.teacher)
     train = ctx.train_config(cfg)
+    # The student's head is sliced from the teacher's trained one: no fresh-head lr (train.head_lr).
+    train = dataclasses.replace(train, head_lr=None)
     texts = ctx.data.train
     assert isinstance(texts, TextSplit)  # check_autodistil made sure
     held = cfg.score_batches * train.batch_size

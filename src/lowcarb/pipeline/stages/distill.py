@@ -10,6 +10,7 @@ xtremedistil (three stages with gradual unfreezing, optionally on extra `unlabel
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -154,6 +155,9 @@ def distill_stage(ctx: RunContext, cfg: DistillStageConfig) -> RunContext:
     else:
         student, built = ctx.model, None
     train = ctx.train_config(cfg)
+    # The student's head is the teacher's, already trained: the recipe's lr for a fresh head
+    # (train.head_lr) would undo it.
+    train = dataclasses.replace(train, head_lr=None)
     unlabelled = (
         _texts_only(_read_unlabelled(cfg.unlabelled, ctx), ctx, train.batch_size, train.seed)
         if cfg.unlabelled
