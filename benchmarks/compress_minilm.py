@@ -246,15 +246,15 @@ def lowrank_arms(base: torch.nn.Module, tok: Any, dev: Any, args: argparse.Names
     ls = lowrank.apply(lr0, LowRankConfig(param_ratio=args.param_ratio, targets=("*encoder*",)))
     figures["lowrank"] = {
         "targets": "*encoder* (every Linear of the 6 encoder layers)",
-        "target_params_before": ls.target_params_before,
-        "target_params_after": ls.target_params_after,
+        "target_params_before": ls["target_params_before"],
+        "target_params_after": ls["target_params_after"],
         "kept_param_ratio": ls["target_ratio"],
         "params_before": ls.params_before,
         "params_after": ls.params_after,
         "layers_factorized": len(ls["ranks"]),
         "layers_kept_dense": len(ls["skipped"]),
         "ranks": ls["ranks"],
-        "mean_energy_kept": sum(ls.energy_kept.values()) / max(len(ls.energy_kept), 1),
+        "mean_energy_kept": sum(ls["energy_kept"].values()) / max(len(ls["energy_kept"]), 1),
     }
     acc["lowrank_svd_no_recovery"] = accuracy(lr0, dev)
     lr_fd = copy.deepcopy(lr0)
