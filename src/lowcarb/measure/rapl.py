@@ -243,5 +243,5 @@ class RaplMeter:
             f"machine {machine:.1f} J = idle {self._idle_j:.1f} J ({self.idle.total_w:.2f} W, "
             f"{self.idle.source}) + dynamic {machine - self._idle_j:.1f} J; dynamic by CPU-time "
             f"share: {self._energy_j['cpu']:.1f} J; idle by the share of the host "
-            f"{m.share:.4f} [{m.basis}: {m.reason}]: {charged:.1f} J"
+            f"{m.share:.4f} ({m.basis}: {m.reason}): {charged:.1f} J"
         )

@@ -233,6 +233,6 @@ class SharePolicy:
             per_cpu = "embodied_kg_per_vcpu"
         detail = (
             f"{kg_per_cpu:.4g} kg per logical CPU ({per_cpu}) x {m.cpus:.3g} CPUs x {years}; "
-            f"share {m.share:.4f} [{m.basis}: {m.reason}]; host: {self.reservation.host_source}"
+            f"share {m.share:.4f} ({m.basis}: {m.reason}); host: {self.reservation.host_source}"
         )
         return grams, detail
