@@ -83,3 +83,51 @@ def test_calibration_batches_from_a_host_loader_reach_the_models_device():
     model = bert_on_meta()
     amax = activation_absmax(model, ["bert.encoder.layer.0.attention.self.query"], [batch], 1)
     assert amax["bert.encoder.layer.0.attention.self.query"].device.type == "meta"
+
+
+@pytest.mark.parametrize("kind", ["cnn", "text"])
+def test_a_parsec_space_on_a_device_builds_every_architecture_there(kind):
+    from lowcarb.search.parsec.space import cnn_space, text_space
+
+    space = cnn_space() if kind == "cnn" else text_space()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        built = space.on("meta").build(space.uniform_sample(gen))
+        assert devices(built.model) == {"meta"}
+        assert all(devices(part) <= {"meta"} for part in built.parts.values())
+
+
+def test_searches_get_the_recipes_device(tmp_path, monkeypatch):
+    """`lowcarb parsec` and `lowcarb mutransfer` resolve the recipe's device once and hand it to
+    the search (here the CPU; a GPU that is not there stops them before any run is stored)."""
+    import lowcarb.pipeline.mutransfer_run as mutransfer_run
+    import lowcarb.pipeline.parsec_run as parsec_run
+    from lowcarb.pipeline import recipe_from_dict
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(name):
+        def fake(*args, **kwargs):
+            seen[name] = (kwargs.get("device"), kwargs.get("precision"))
+            raise Stop
+
+        return fake
+
+    monkeypatch.setattr(parsec_run, "run_parsec", capture("parsec"))
+    monkeypatch.setattr(mutransfer_run, "mutransfer", capture("mutransfer"))
+    from lowcarb.store import RunStore
+
+    store = RunStore(tmp_path / "runs.db")
+    with pytest.raises(Stop):
+        parsec_run.parsec_recipe(recipe_from_dict({"device": "cpu", "precision": "bf16"}),
+                                 folder=tmp_path / "p", store=store)
+    (tmp_path / "t.txt").write_text("the cat sat on the mat\n" * 40)
+    recipe = recipe_from_dict({"device": "cpu", "mutransfer": {
+        "text": str(tmp_path / "t.txt"), "model": {"base_width": 8, "n_heads": 2},
+        "proxy_width": 8, "target_width": 16, "log2_lrs": [-6]}})
+    with pytest.raises(Stop):
+        mutransfer_run.mutransfer_recipe(recipe, out_dir=tmp_path / "m", store=store)
+    assert seen == {"parsec": (torch.device("cpu"), "bf16"), "mutransfer": (torch.device("cpu"), None)}

@@ -74,8 +74,19 @@ def test_device_flags_fail_fast_in_one_line(tmp_path, capsys, monkeypatch):
     text = tmp_path / "r.yaml"
     text.write_text("model: {name: minilm}\ndata: {train: t.csv}\n")
     search = Path(__file__).resolve().parents[2] / "recipes" / "search-digits.yaml"
-    for verb in (["run"], ["search", str(search)], ["autodistil", str(text), "--flops-budget", "0.5"]):
-        assert main([*verb, "--device", "cuda", "--out", str(out)]) == 2, verb
+    mutransfer = tmp_path / "m.yaml"
+    mutransfer.write_text("mutransfer:\n  text: t.txt\n  model: {base_width: 8, n_heads: 2}\n"
+                          "  proxy_width: 8\n  target_width: 16\n  log2_lrs: [-6]\n")
+    verbs = [
+        ["run", "--out", str(out)],
+        ["search", str(search), "--out", str(out)],
+        ["autodistil", str(text), "--flops-budget", "0.5", "--out", str(out)],
+        ["parsec", "--out", str(out)],
+        ["mutransfer", str(mutransfer), "--runs", str(out), "--out", str(tmp_path / "m.json")],
+        ["mup", "coord-check", "mlp", "--out", str(out)],
+    ]
+    for argv in verbs:
+        assert main([*argv, "--device", "cuda"]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0, err
         assert "asks for a CUDA GPU" in err and "use device cpu, or auto" in err

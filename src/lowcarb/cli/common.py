@@ -109,14 +109,17 @@ def add_overrides_flag(p: argparse.ArgumentParser, help: str) -> None:
     )
 
 
-def add_device_flags(p: argparse.ArgumentParser) -> None:
-    """--device and --precision: where a verb that trains or evaluates computes."""
+def add_device_flags(p: argparse.ArgumentParser, *, precision: bool = True) -> None:
+    """--device and (unless the verb computes in fp32 by design) --precision: where a verb that
+    trains or evaluates computes."""
     p.add_argument(
         "--device",
         metavar="DEVICE",
         help="auto, cpu, cuda or cuda:N (default: the recipe's device:, else $LOWCARB_DEVICE, "
         "else auto: the first GPU when torch sees one, else the CPU)",
     )
+    if not precision:
+        return
     p.add_argument(
         "--precision",
         metavar="P",

@@ -51,19 +51,22 @@ def add_mup(sub: common.Subparsers) -> None:
     c.add_argument("--tolerance", type=float, default=0.4, help="largest |slope| (default 0.4)")
     c.add_argument("--out", default="coord-check", metavar="DIR",
                    help="folder for coord_check.png and coord_check.json (default ./coord-check)")
+    common.add_device_flags(c, precision=False)  # fp32: the coordinates muP is defined on
     c.set_defaults(handler=_cmd_mup_coord_check)
 
 
 def _cmd_mup_coord_check(args: argparse.Namespace) -> int:
     from lowcarb.search.mup import MupModelConfig
     from lowcarb.search.mup.coord_check import CoordCheckConfig, check_and_save
+    from lowcarb.train.device import resolve_device
 
+    device = resolve_device(args.device)  # before any work: a GPU that is not there stops here
     widths, seeds = _int_list(args.widths), _int_list(args.seeds)
     base = args.base_width or widths[0]
     check = CoordCheckConfig(widths=widths, steps=args.steps, lr=args.lr,
                              optimizer=args.optimizer, seeds=seeds, tolerance=args.tolerance)
     model = MupModelConfig(kind=args.model, width=base, base_width=base)
-    result, png = check_and_save(model, check, args.out)
+    result, png = check_and_save(model, check, args.out, device=device)
     for p in ("mup", "sp"):
         layer, step, slope = result.worst(p)
         verdict = "pass" if result.passes(p) else "fail"
@@ -96,6 +99,7 @@ def add_mutransfer(sub: common.Subparsers) -> None:
                    help="result JSON (default ./mutransfer.json)")
     p.add_argument("--runs", metavar="DIR",
                    help="parent folder of the run's artifacts (default ./lowcarb-runs)")
+    common.add_device_flags(p, precision=False)  # trials train in fp32: muP's learning rates
     common.add_store_flag(p)
     p.set_defaults(handler=_cmd_mutransfer)
 
@@ -110,7 +114,7 @@ def _cmd_mutransfer(args: argparse.Namespace) -> int:
     from lowcarb.pipeline.mutransfer_run import load_mutransfer_recipe, mutransfer_recipe
 
     stored = mutransfer_recipe(
-        load_mutransfer_recipe(args.recipe, args.overrides),
+        load_mutransfer_recipe(args.recipe, [*args.overrides, *common.device_overrides(args)]),
         result_file=args.out,
         out_dir=args.runs,
         store=common.open_store(args),

@@ -39,6 +39,7 @@ def add_parsec(sub: common.Subparsers) -> None:
     p.add_argument("--warm-start", metavar="PRIOR.json", help="start from a saved prior")
     p.add_argument("--seed", type=int, help="default 0")
     common.add_overrides_flag(p, "override a recipe field, e.g. --set data.max_length=64; repeatable")
+    common.add_device_flags(p)
     p.add_argument("--out", default="parsec-out", metavar="DIR",
                    help="folder for result.json, prior.json and search.html (default ./parsec-out)")
     common.add_store_flag(p)
@@ -51,7 +52,7 @@ def _cmd_parsec(args: argparse.Namespace) -> int:
     from lowcarb.search.parsec import ParsecRunConfig
 
     common.require_at_least_one(args, ("iterations", "samples", "top", "epochs"))
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, [*args.overrides, *common.device_overrides(args)])
     flags = {name: getattr(args, name) for name in SECTION_FLAGS if getattr(args, name) is not None}
     section = dataclasses.replace(recipe.parsec or ParsecRunConfig(), **flags)
     stored = parsec_recipe(

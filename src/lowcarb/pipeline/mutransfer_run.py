@@ -23,6 +23,7 @@ from lowcarb.search.mup.charlm import corpus_from_files
 from lowcarb.search.mup.mutransfer import Trial, mutransfer
 from lowcarb.search.mup.section import DATA_KEYS, MutransferSection
 from lowcarb.store.runstore import RunStore
+from lowcarb.train.device import resolve_placement
 
 RESULT_FILE = "mutransfer.json"
 # Top-level keys of the format before muTransfer settings moved into a recipe section.
@@ -74,17 +75,23 @@ def mutransfer_recipe(
     section = recipe.mutransfer
     if section is None:
         raise ConfigError(f"{recipe.source}: the recipe has no mutransfer: section")
+    placement = resolve_placement(recipe.device, recipe.precision)  # before any work
     folder = Path(recipe.source).parent if Path(recipe.source).is_file() else Path.cwd()
     text, val_text = section.data_paths(folder)
     corpus = corpus_from_files(text, val_text, section.column, section.limit)
     config = section.to_config()
-    settings: dict[str, Any] = {"text": str(text), "val_text": None if val_text is None else str(val_text)}
+    settings: dict[str, Any] = {
+        "text": str(text),
+        "val_text": None if val_text is None else str(val_text),
+        "placement": placement.to_dict(),
+    }
     with SearchRun(
         "mutransfer", recipe.name, recipe, settings=settings, store=store, command=command,
         out_dir=out_dir,
     ) as run:
         result = mutransfer(
-            corpus, config, on_close=run.on_close, progress=progress, carbon=run.carbon
+            corpus, config, on_close=run.on_close, progress=progress, carbon=run.carbon,
+            device=placement.device,
         )
         payload = result.to_dict()
         write_json(run.artifacts_dir / RESULT_FILE, payload, indent=1, non_finite="null")

@@ -18,6 +18,7 @@ from lowcarb.pipeline.stored_search import SearchRun, StoredSearch
 from lowcarb.search.ledger import SearchLedger
 from lowcarb.search.parsec import ParsecRunConfig, parsec_space, run_parsec
 from lowcarb.store.runstore import RunStore
+from lowcarb.train.device import resolve_placement
 
 # Where `lowcarb parsec` writes when --out is not given (a fixed folder: --warm-start reads it).
 DEFAULT_FOLDER = "parsec-out"
@@ -34,11 +35,16 @@ def parsec_recipe(
     """Run the recipe's architecture search (its `parsec:` section, else the defaults); the
     chosen trial is the best retrained architecture."""
     config = recipe.parsec or ParsecRunConfig()
+    placement = resolve_placement(recipe.device, recipe.precision)  # before any work
     data = load_data(recipe.data)
     parsec_space(data, config, recipe.data.max_length)  # a data/space mismatch fails before the run
     folder = Path(folder)
     name = f"{config.method}:{config.space}"
-    settings = {"space": config.space, "parsec": recipe.to_dict().get("parsec")}
+    settings = {
+        "space": config.space,
+        "parsec": recipe.to_dict().get("parsec"),
+        "placement": placement.to_dict(),
+    }
     with SearchRun(
         config.method, name, recipe, settings=settings, store=store, command=command, folder=folder
     ) as run:
@@ -48,6 +54,8 @@ def parsec_recipe(
             max_length=recipe.data.max_length,
             ledger=SearchLedger(run.carbon, run.on_close),
             progress=progress,
+            device=placement.device,
+            precision=placement.precision,
         )
         result.prior.save(folder / "prior.json")
         write_json(folder / "result.json", result.to_dict(), non_finite="null")

@@ -20,6 +20,7 @@ from torch import nn
 
 from lowcarb.errors import ConfigError, DataError, MissingPathError
 from lowcarb.search.mup.optim import optimizer
+from lowcarb.train.batches import model_device
 
 UNK = "\x00"  # id 0: characters of the validation text never seen in training
 
@@ -147,9 +148,10 @@ def evaluate_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig) -> flo
         raise DataError(f"validation text shorter than seq_len={cfg.seq_len}")
     starts = torch.linspace(0, n, steps=min(cfg.eval_windows, n + 1)).long()
     model.eval()
+    device = model_device(model)
     total, count = 0.0, 0
     for chunk in starts.split(64):
-        w = _windows(corpus.val, chunk, cfg.seq_len)
+        w = _windows(corpus.val, chunk, cfg.seq_len).to(device)
         logits = model(w[:, :-1])
         total += F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1), reduction="sum"
@@ -169,7 +171,8 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig) -> LMOutc
     n = len(corpus.train) - cfg.seq_len - 1
     if n <= 0:
         raise DataError(f"training text shorter than seq_len={cfg.seq_len}")
-    gen = torch.Generator().manual_seed(cfg.data_seed)
+    gen = torch.Generator().manual_seed(cfg.data_seed)  # on the host: the same batches anywhere
+    device = model_device(model)
     tail: list[float] = []
     model.train()
     for step in range(cfg.steps):
@@ -178,7 +181,7 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig) -> LMOutc
             g["lr"] = base * f
         w = _windows(
             corpus.train, torch.randint(0, n, (cfg.batch_size,), generator=gen), cfg.seq_len
-        )
+        ).to(device, non_blocking=True)
         logits = model(w[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1))
         value = loss.item()

@@ -26,6 +26,7 @@ from lowcarb.search.mup.config import MupModelConfig
 from lowcarb.search.mup.layers import FeedForward, MuReadout, Probe, SelfAttention
 from lowcarb.search.mup.models import build_model
 from lowcarb.search.mup.optim import optimizer
+from lowcarb.train.batches import model_device, to_device
 
 Batch = dict[str, torch.Tensor]
 
@@ -161,10 +162,16 @@ def loss_of(model: nn.Module, batch: Batch) -> torch.Tensor:
 
 
 def _run_one(
-    cfg: MupModelConfig, check: CoordCheckConfig, batches: list[Batch], seed: int
+    cfg: MupModelConfig,
+    check: CoordCheckConfig,
+    batches: list[Batch],
+    seed: int,
+    device: torch.device | str | None = None,
 ) -> list[tuple[int, str, str, float]]:
     torch.manual_seed(seed)
     model = build_model(cfg)
+    if device is not None:
+        model.to(device)
     opt = optimizer(model, check.optimizer, lr=check.lr)
     current: dict[str, float] = {}
     kinds: dict[str, str] = {}
@@ -183,7 +190,7 @@ def _run_one(
     try:
         for step, batch in enumerate(batches):
             current.clear()
-            loss = loss_of(model, batch)
+            loss = loss_of(model, to_device(batch, model_device(model)))
             rows.extend((step, n, kinds[n], v) for n, v in current.items())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -214,8 +221,11 @@ def coord_check(
     config: CoordCheckConfig | None = None,
     batches: Callable[[MupModelConfig, CoordCheckConfig, int], list[Batch]] | None = None,
     parametrizations: tuple[str, ...] = ("mup", "sp"),
+    *,
+    device: torch.device | str | None = None,
 ) -> CoordCheckResult:
-    """Run the check for `model` (its `width` is ignored; `base_width` is kept) at each width."""
+    """Run the check for `model` (its `width` is ignored; `base_width` is kept) at each width,
+    on `device` (None: the CPU; the batches are drawn on the host, the same on any device)."""
     check = config or CoordCheckConfig()
     if check.widths[0] < model.base_width:
         raise ConfigError(
@@ -228,7 +238,7 @@ def coord_check(
             cfg = replace(model, width=w, parametrization=p)  # type: ignore[arg-type]
             sums: dict[tuple[int, str, str], float] = defaultdict(float)
             for seed in check.seeds:
-                for step, name, kind, v in _run_one(cfg, check, make(cfg, check, seed), seed):
+                for step, name, kind, v in _run_one(cfg, check, make(cfg, check, seed), seed, device):
                     sums[(step, name, kind)] += v / len(check.seeds)
             records.extend(
                 CoordRecord(p, w, step, name, kind, v) for (step, name, kind), v in sums.items()
@@ -308,14 +318,19 @@ def plot(result: CoordCheckResult, path: str | Path) -> Path:
 
 
 def check_and_save(
-    model: MupModelConfig, config: CoordCheckConfig, folder: str | Path
+    model: MupModelConfig,
+    config: CoordCheckConfig,
+    folder: str | Path,
+    *,
+    device: torch.device | str | None = None,
 ) -> tuple[CoordCheckResult, Path]:
-    """`coord_check`, then its plot (coord_check.png) and its figures (coord_check.json) in
-    `folder`, checked writable before the training starts. Returns the result and the plot."""
+    """`coord_check` (on `device`), then its plot (coord_check.png) and its figures
+    (coord_check.json) in `folder`, checked writable before the training starts. Returns the
+    result and the plot."""
     from lowcarb.files import check_writable_folder, write_json
 
     folder = check_writable_folder(folder, "--out")
-    result = coord_check(model, config)
+    result = coord_check(model, config, device=device)
     png = plot(result, folder / "coord_check.png")
     write_json(folder / "coord_check.json", result.to_dict(), indent=1, non_finite="null")
     return result, png

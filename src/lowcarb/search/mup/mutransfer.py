@@ -222,9 +222,10 @@ def run_trial(
     seeds: Sequence[int],
     on_close: Callable[[Footprint], None] | None = None,
     carbon: CarbonConfig | None = None,
+    device: torch.device | str | None = None,
 ) -> Trial:
     """Train `model` at `width` with `hp` for each seed inside one ledger window, measured with
-    `carbon` (None: environment, lowcarb.toml, defaults)."""
+    `carbon` (None: environment, lowcarb.toml, defaults), on `device` (None: the CPU)."""
     cfg = replace(
         model,
         width=width,
@@ -239,6 +240,8 @@ def run_trial(
         for seed in seeds:
             torch.manual_seed(seed)
             net = build_model(cfg)
+            if device is not None:
+                net.to(device)
             out = train_lm(net, corpus, replace(train, lr=hp.lr, data_seed=seed))
             losses.append(out.val_loss)
     val = None if any(math.isinf(v) for v in losses) else sum(losses) / len(losses)
@@ -256,9 +259,11 @@ def mutransfer(
     on_close: Callable[[Footprint], None] | None = None,
     progress: Callable[[Trial], None] | None = None,
     carbon: CarbonConfig | None = None,
+    device: torch.device | str | None = None,
 ) -> MutransferResult:
     """Run the four steps; see the module docstring. Every trial's window measures with
-    `carbon` and is handed to `on_close` (a stored search run keeps them)."""
+    `carbon` and is handed to `on_close` (a stored search run keeps them). Trials train on
+    `device` (None: the CPU) in fp32: the learning rates muP transfers are fp32's."""
     trials: list[Trial] = []
     done: dict[tuple[int, HyperParams], Trial] = {}
 
@@ -276,7 +281,8 @@ def mutransfer(
             )
         else:
             t = run_trial(
-                stage, config.model, width, hp, corpus, config.train, config.seeds, on_close, carbon
+                stage, config.model, width, hp, corpus, config.train, config.seeds, on_close, carbon,
+                device,
             )
             done[(width, hp)] = t
         trials.append(t)

@@ -34,6 +34,7 @@ from lowcarb.search.parsec.space import Architecture, Space, arch_key
 from lowcarb.search.parsec.weights import WeightStore
 from lowcarb.search.result import Objective, SearchResult, TrialRecord, window_summary
 from lowcarb.train import TrainConfig, forward, set_seed
+from lowcarb.train.batches import model_device, to_device
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,8 @@ def parsec_step(
     built = space.build(arch)
     store.load_into(built.parts)
     model = built.model.train()
+    device = model_device(model)  # the space builds where the search runs (Space.on)
+    train_batch, val_batch = to_device(train_batch, device), to_device(val_batch, device)
     loss = nn.functional.cross_entropy(forward(model, train_batch), train_batch["labels"])
     model.zero_grad(set_to_none=True)
     loss.backward()

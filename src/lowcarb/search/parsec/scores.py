@@ -23,6 +23,7 @@ from torch import nn
 
 from lowcarb.errors import ConfigError
 from lowcarb.train import forward
+from lowcarb.train.batches import model_device, to_device
 
 Batch = dict[str, torch.Tensor]
 
@@ -43,11 +44,12 @@ def naswot(model: nn.Module, batches: Sequence[Batch]) -> float:
     handles = [
         m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.GELU))
     ]
+    device = model_device(model)
     try:
         total = 0.0
         for batch in batches:
             codes.clear()
-            forward(model, batch)
+            forward(model, to_device(batch, device))
             n = int(batch["labels"].shape[0])
             if not codes:  # no activation at all: every example looks the same
                 total += _logdet(torch.zeros((n, n), dtype=torch.float64))
@@ -71,7 +73,7 @@ def _logdet(k: torch.Tensor) -> float:
     # so that scores can be ranked and averaged: log|K + I| is within log 2 per example of log|K|
     # for a well-separated kernel and finite for a singular one.
     if sign <= 0 or not math.isfinite(float(logabs)):
-        sign, logabs = torch.linalg.slogdet(k + torch.eye(k.shape[0], dtype=k.dtype))
+        sign, logabs = torch.linalg.slogdet(k + torch.eye(k.shape[0], dtype=k.dtype, device=k.device))
     return float(logabs)
 
 
@@ -81,7 +83,7 @@ def synflow(model: nn.Module, batches: Sequence[Batch]) -> float:
         for p in m.parameters():
             p.abs_()
     m.zero_grad(set_to_none=True)
-    batch = batches[0]
+    batch = to_device(batches[0], model_device(m))
     inputs: Batch = {}
     for k, v in batch.items():
         if k == "labels":
@@ -103,8 +105,10 @@ def synflow(model: nn.Module, batches: Sequence[Batch]) -> float:
 
 def gradnorm(model: nn.Module, batches: Sequence[Batch]) -> float:
     m = copy.deepcopy(model).train()  # gradients and BN statistics stay off the caller's model
+    device = model_device(m)
     total = 0.0
     for batch in batches:
+        batch = to_device(batch, device)
         m.zero_grad(set_to_none=True)
         loss = nn.functional.cross_entropy(forward(m, batch), batch["labels"])
         loss.backward()

@@ -13,7 +13,7 @@ that choice there, while only the sampled architecture's modules exist at any on
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import torch
@@ -123,6 +123,18 @@ class Space:
 
     def build(self, arch: Mapping[str, Choice]) -> Built:
         return self.build_fn(self.validate(arch))
+
+    def on(self, device: torch.device | str) -> Space:
+        """The same space, its models built on `device` (the run's: the searches and the
+        retraining then run there, reading the device from each model)."""
+        build = self.build_fn
+
+        def build_on(arch: Architecture) -> Built:
+            built = build(arch)
+            built.model.to(device)  # the parts are its submodules: they move with it
+            return built
+
+        return replace(self, build_fn=build_on)
 
     def uniform_sample(self, generator: torch.Generator) -> Architecture:
         idx = [

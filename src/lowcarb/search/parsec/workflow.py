@@ -12,8 +12,10 @@ command line used to fix is here, with the same defaults.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
+
+import torch
 
 from lowcarb.data import DataBundle
 from lowcarb.errors import ConfigError, DataError
@@ -127,11 +129,19 @@ def run_parsec(
     max_length: int = 128,
     ledger: SearchLedger | None = None,
     progress: Callable[[str], None] | None = None,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
 ) -> ParsecResult:
     """Search the space that fits `data` with the configured method; retrain the best.
-    max_length: tokens per text (the recipe's data.max_length); ledger: where windows go."""
+    max_length: tokens per text (the recipe's data.max_length); ledger: where windows go;
+    device: where every architecture is built, trained and scored (None: the CPU); precision:
+    the retraining's (the shared-weight steps and the training-free scores stay fp32: their
+    log-likelihoods and log-determinants are what the search compares)."""
     space, tokenizer = parsec_space(data, config, max_length)
+    if device is not None:
+        space = space.on(device)
     search_config = config.search_config()
+    search_config = replace(search_config, retrain=replace(search_config.retrain, precision=precision))
     if isinstance(search_config, WeightlessConfig):
         return weightless.search(
             space, data, search_config, tokenizer=tokenizer, progress=progress, ledger=ledger
