@@ -69,3 +69,38 @@ def test_bad_registration_arguments():
 def test_unknown_stage_suggests_close_name():
     with pytest.raises(ValueError, match=r"unknown stage 'evalute' \(did you mean 'evaluate'\?\)"):
         get_stage("evalute")
+
+
+def test_technique_fields_take_the_configs_fields_and_validate_with_them():
+    from pydantic import ValidationError
+
+    from lowcarb.compress.lowrank import LowRankConfig
+    from lowcarb.pipeline.registry import TrainOverrides, technique_fields
+
+    class Stage(technique_fields(LowRankConfig, defaults={"rank": 4, "param_ratio": None}), TrainOverrides):
+        recover: bool = True
+
+    # the dataclass's own fields, types and defaults (one changed for the recipe), no copies
+    assert {"param_ratio", "energy", "rank", "targets", "exclude", "include_conv"} <= set(Stage.model_fields)
+    cfg = Stage.model_validate({"targets": ["*enc*"], "lr": 1e-3})
+    assert cfg.technique() == LowRankConfig(param_ratio=None, rank=4, targets=("*enc*",))
+    assert cfg.train_overrides() == {"epochs": None, "max_steps": None, "lr": 1e-3, "batch_size": None}
+    # the config's own check runs when the stage settings are read
+    with pytest.raises(ValidationError, match="exactly one of param_ratio, energy or rank"):
+        Stage.model_validate({"param_ratio": 0.5})
+    with pytest.raises(ValidationError, match="extra"):
+        Stage.model_validate({"ranks": 3})
+
+
+def test_quantize_stage_settings_belong_to_the_chosen_workflow():
+    from pydantic import ValidationError
+
+    from lowcarb.compress.quantize import WeightOnlyInt4
+    from lowcarb.pipeline.stages.quantize import QuantizeStageConfig
+
+    cfg = QuantizeStageConfig.model_validate({"mode": "weight_only_int4", "group_size": 64})
+    assert cfg.technique() == WeightOnlyInt4(group_size=64)
+    with pytest.raises(ValidationError, match="group_size not a setting of mode 'dynamic'.*weight_only_int4"):
+        QuantizeStageConfig.model_validate({"group_size": 64})
+    with pytest.raises(ValidationError, match="group_size must be one of"):
+        QuantizeStageConfig.model_validate({"mode": "weight_only_int4", "group_size": 48})

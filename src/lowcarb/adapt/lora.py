@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lowcarb.errors import ConfigError
-from lowcarb.models.surgery import count_parameters, set_module
+from lowcarb.models.surgery import count_parameters, read_directly, set_module
 from lowcarb.models.transforms import (
     TransformSummary,
     forget,
@@ -208,7 +208,9 @@ def _output_head_names(model: nn.Module) -> set[str]:
 
 
 def _select(model: nn.Module, config: LoraConfig) -> list[str]:
-    candidates = [(n, m) for n, m in model.named_modules() if n and not isinstance(m, LoraLayer)]
+    direct = read_directly(model)  # attention's out_proj: its owner reads the weight, not calls it
+    candidates = [(n, m) for n, m in model.named_modules()
+                  if n and not isinstance(m, LoraLayer) and n not in direct]
     if config.target_modules == ALL_LINEAR:
         excluded = _output_head_names(model)
         excluded |= {n for n, _ in candidates

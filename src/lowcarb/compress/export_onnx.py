@@ -164,6 +164,70 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:300] if lines else type(exc).__name__
 
 
+def _refuse_quantized(model: nn.Module) -> None:
+    for mod in model.modules():
+        if type(mod).__module__.startswith("torch.ao.nn.quantized") or any(
+            is_subclass_tensor(p) for p in mod.parameters(recurse=False)
+        ):
+            raise ModelError(
+                "this model holds torch int8 modules, which have no ONNX form; export the fp32 "
+                "model and set OnnxExportConfig(int8=True) for onnxruntime int8"
+            )
+
+
+def _dynamic_shapes(inputs: dict[str, Tensor], cfg: OnnxExportConfig) -> dict[str, dict[int, Any]]:
+    batch_dim = torch.export.Dim("batch")
+    seq_dim = torch.export.Dim("sequence")
+    shapes: dict[str, dict[int, Any]] = {}
+    for name, t in inputs.items():
+        axes: dict[int, Any] = {}
+        if cfg.dynamic_batch:
+            axes[0] = batch_dim
+        if cfg.dynamic_sequence and t.ndim == 2 and not t.is_floating_point():
+            axes[1] = seq_dim  # token ids / masks: (batch, sequence)
+        shapes[name] = axes
+    return shapes
+
+
+def _export_graph(
+    model: nn.Module, inputs: dict[str, Tensor], positional: bool, out: Path, cfg: OnnxExportConfig
+) -> np.ndarray:
+    """Write the fp32 graph to ``out``; returns PyTorch's logits on the example (the reference)."""
+    dynamic_shapes = _dynamic_shapes(inputs, cfg)
+    if positional:
+        args, shapes, kwargs = tuple(inputs.values()), tuple(dynamic_shapes.values()), {}
+    else:
+        args, shapes, kwargs = (), dynamic_shapes, inputs
+    with torch.no_grad():
+        # The model is exported as it is; its first output is the logits (a Hugging Face output
+        # dataclass flattens to its non-None fields, logits first without labels). Written to a
+        # temporary name: a failed export leaves no partial .onnx file.
+        with files.replace_file(out) as tmp:
+            try:
+                torch.onnx.export(
+                    model, args, str(tmp), kwargs=kwargs or None, input_names=list(inputs),
+                    opset_version=cfg.opset, dynamo=True,
+                    external_data=False,  # one self-contained file
+                    dynamic_shapes=shapes if any(dynamic_shapes.values()) else None,
+                )  # fmt: skip
+            except (torch.onnx.OnnxExporterError, RuntimeError, ValueError, TypeError) as exc:
+                raise ModelError(
+                    f"this model cannot be exported to ONNX by torch.export: {_first_line(exc)}"
+                ) from exc
+        return _logits(model(*args, **kwargs)).float().numpy()
+
+
+def _int8_file(out: Path, cfg: OnnxExportConfig) -> tuple[Path, str]:
+    """onnxruntime dynamic int8 of the fp32 file, with the weight type this CPU runs exactly."""
+    quantization = _require("onnxruntime.quantization")
+    final = out.with_suffix(".int8.onnx")
+    weight_type = int8_weight_type(cfg.weight_type)
+    q_type = quantization.QuantType.QInt8 if weight_type == "int8" else quantization.QuantType.QUInt8
+    with files.replace_file(final) as tmp:
+        quantization.quantize_dynamic(str(out), str(tmp), per_channel=True, weight_type=q_type)
+    return final, weight_type
+
+
 def export(
     model: nn.Module,
     example_batch: Any,
@@ -175,14 +239,7 @@ def export(
     _require("onnx")
     _require("onnxscript")
     _require("onnxruntime")
-    for mod in model.modules():
-        if type(mod).__module__.startswith("torch.ao.nn.quantized") or any(
-            is_subclass_tensor(p) for p in mod.parameters(recurse=False)
-        ):
-            raise ModelError(
-                "this model holds torch int8 modules, which have no ONNX form; export the fp32 "
-                "model and set OnnxExportConfig(int8=True) for onnxruntime int8"
-            )
+    _refuse_quantized(model)
     out = Path(path)
     if out.suffix != ".onnx":
         raise ConfigError(f"the output path should end in .onnx, got {out}")
@@ -190,80 +247,31 @@ def export(
     _check_length(model, inputs)
     with files.path_errors(out.parent):
         out.parent.mkdir(parents=True, exist_ok=True)
-    positional = not isinstance(example_batch, Mapping)
-    dynamic_shapes: dict[str, dict[int, Any]] = {}
-    batch_dim = torch.export.Dim("batch")
-    seq_dim = torch.export.Dim("sequence")
-    for name, t in inputs.items():
-        axes: dict[int, Any] = {}
-        if cfg.dynamic_batch:
-            axes[0] = batch_dim
-        if cfg.dynamic_sequence and t.ndim == 2 and not t.is_floating_point():
-            axes[1] = seq_dim  # token ids / masks: (batch, sequence)
-        dynamic_shapes[name] = axes
     was_training = model.training
     model.eval()
     start = time.perf_counter()
     try:
-        with torch.no_grad():
-            if positional:
-                args = tuple(inputs.values())
-                shapes: Any = tuple(dynamic_shapes.values())
-                kwargs: dict[str, Tensor] = {}
-            else:
-                args, shapes, kwargs = (), dynamic_shapes, inputs
-            # The model is exported as it is; its first output is the logits (a Hugging Face
-            # output dataclass flattens to its non-None fields, logits first without labels).
-            # Written to a temporary name: a failed export leaves no partial .onnx file.
-            with files.replace_file(out) as tmp:
-                try:
-                    torch.onnx.export(
-                        model,
-                        args,
-                        str(tmp),
-                        kwargs=kwargs or None,
-                        input_names=list(inputs),
-                        opset_version=cfg.opset,
-                        dynamo=True,
-                        external_data=False,  # one self-contained file
-                        dynamic_shapes=shapes if any(dynamic_shapes.values()) else None,
-                    )
-                except (torch.onnx.OnnxExporterError, RuntimeError, ValueError, TypeError) as exc:
-                    raise ModelError(
-                        f"this model cannot be exported to ONNX by torch.export: {_first_line(exc)}"
-                    ) from exc
-            reference = _logits(model(*args, **kwargs)).float().numpy()
+        reference = _export_graph(model, inputs, not isinstance(example_batch, Mapping), out, cfg)
     finally:
         model.train(was_training)
     export_s = time.perf_counter() - start
-    fp32_path = out
-    final = out
-    weight_type = None
-    if cfg.int8:
-        quantization = _require("onnxruntime.quantization")
-        final = out.with_suffix(".int8.onnx")
-        weight_type = int8_weight_type(cfg.weight_type)
-        with files.replace_file(final) as tmp:
-            quantization.quantize_dynamic(
-                str(out), str(tmp), per_channel=True,
-                weight_type=quantization.QuantType.QInt8 if weight_type == "int8" else quantization.QuantType.QUInt8,
-            )  # fmt: skip
+    final, weight_type = _int8_file(out, cfg) if cfg.int8 else (out, None)
     # The fp32 file must match PyTorch (export correctness); the int8 file differs by design.
-    fp32_diff = float(np.abs(run_onnx(fp32_path, example_batch) - reference).max())
+    fp32_diff = float(np.abs(run_onnx(out, example_batch) - reference).max())
     int8_diff = (
         float(np.abs(run_onnx(final, example_batch) - reference).max()) if cfg.int8 else None
     )
     return OnnxExportSummary(
         path=str(final),
-        fp32_path=str(fp32_path),
+        fp32_path=str(out),
         size_bytes=final.stat().st_size,
-        fp32_size_bytes=fp32_path.stat().st_size,
+        fp32_size_bytes=out.stat().st_size,
         int8=cfg.int8,
         input_names=list(inputs),
         opset=cfg.opset,
         max_abs_diff=fp32_diff,
         int8_max_abs_diff=int8_diff,
-        weight_type=weight_type if cfg.int8 else None,
+        weight_type=weight_type,
         export_s=export_s,
     )
 

@@ -44,7 +44,7 @@ from lowcarb.compress.factorized import (
 from lowcarb.compress.saved import load_transformed as load
 from lowcarb.compress.saved import save_transformed as save
 from lowcarb.errors import ConfigError, ModelError
-from lowcarb.models.surgery import count_parameters, select_modules, set_module
+from lowcarb.models.surgery import count_parameters, read_directly, select_modules, set_module
 from lowcarb.models.transforms import TransformSummary, record, register_transform
 
 __all__ = [
@@ -121,10 +121,12 @@ def _candidates(model: nn.Module, include_conv: bool) -> dict[str, nn.Module]:
     kinds: tuple[type, ...] = (nn.Linear, nn.Conv2d) if include_conv else (nn.Linear,)
     # The factors of an already factorized layer are Linear/Conv2d too: never factorize them again.
     inner = tuple(f"{n}." for n in factorized_modules(model))
+    direct = read_directly(model)  # e.g. attention's out_proj, whose weight its owner reads
     return {
         name: mod
         for name, mod in model.named_modules()
         if name and isinstance(mod, kinds) and not name.startswith(inner or ("\0",))
+        and name not in direct
     }
 
 

@@ -25,9 +25,11 @@ __all__ = [
     "batch_spec",
     "call_args",
     "count_parameters",
+    "keep_ordinary_path",
     "listing",
     "matches_any",
     "quantized_weights",
+    "read_directly",
     "select_modules",
     "set_module",
     "without_labels",
@@ -72,6 +74,31 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+    parts = name.split(".")
+    for i in range(len(parts)):
+        keep_ordinary_path(model.get_submodule(".".join(parts[:i])))
+
+
+def keep_ordinary_path(module: nn.Module) -> None:
+    """PyTorch's fused TransformerEncoderLayer kernel reads ``linear1`` / ``linear2``'s weights
+    directly instead of calling them; once a transform replaced one of them (factorized, adapters,
+    int8 modules), the layer must take its ordinary path, which calls the modules. The fused path
+    is used only when ``activation_relu_or_gelu`` is set, so clearing it turns the fused path off."""
+    for layer in module.modules():
+        if isinstance(layer, nn.TransformerEncoderLayer) and not (
+            type(layer.linear1) is nn.Linear and type(layer.linear2) is nn.Linear
+        ):
+            layer.activation_relu_or_gelu = 0
+
+
+def read_directly(model: nn.Module) -> set[str]:
+    """Names of Linears whose owner reads their weight instead of calling them (the output
+    projection of nn.MultiheadAttention): replacing one would break its owner."""
+    return {
+        f"{name}.out_proj" if name else "out_proj"
+        for name, module in model.named_modules()
+        if isinstance(module, nn.MultiheadAttention)
+    }
 
 
 def matches_any(name: str, patterns: Iterable[str]) -> bool:

@@ -11,9 +11,9 @@ import dataclasses
 import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 StageFn = Callable[[Any, Any], Any]
 # check(ctx, cfg) raises a LowcarbError when the stage cannot work on the run's model or data.
@@ -39,18 +39,36 @@ class TrainOverrides(StageConfig):
         return {k: getattr(self, k) for k in TrainOverrides.model_fields}
 
 
+class TechniqueStage(StageConfig):
+    """Base of a stage that embeds a technique's config (``technique_fields``): ``technique()``
+    builds the config from the stage's fields, and validation builds it once, so the config's own
+    checks run at the edge, when the recipe is read."""
+
+    technique_type: ClassVar[type | None] = None
+
+    def technique(self) -> Any:
+        assert self.technique_type is not None
+        return self.technique_type(**technique_values(self, self.technique_type))
+
+    @model_validator(mode="after")
+    def _technique_validates(self) -> TechniqueStage:
+        self.technique()
+        return self
+
+
 def technique_fields(
     *config_types: type,
     include: Iterable[str] | None = None,
     defaults: Mapping[str, Any] | None = None,
     types: Mapping[str, Any] | None = None,
     unset: bool = False,
-) -> type[StageConfig]:
-    """A StageConfig base whose fields are the technique configs' dataclass fields: their types and
-    defaults are read from the dataclasses, so a stage never copies them (the technique validates
-    them when the stage builds its config). ``include`` keeps only those names; ``defaults`` and
-    ``types`` change a field's default or type for the recipe; ``unset`` makes every field default
-    to None, "not given" (a stage over several configs, such as quantize's workflows)."""
+) -> type[TechniqueStage]:
+    """A TechniqueStage base whose fields are the technique configs' dataclass fields: their types
+    and defaults are read from the dataclasses, so a stage never copies them (the technique
+    validates them when the stage builds its config). ``include`` keeps only those names;
+    ``defaults`` and ``types`` change a field's default or type for the recipe; ``unset`` makes
+    every field default to None, "not given" (a stage over several configs, such as quantize's
+    workflows, which then overrides ``technique()``)."""
     wanted = set(include) if include is not None else None
     fields: dict[str, Any] = {}
     for config_type in config_types:
@@ -65,7 +83,9 @@ def technique_fields(
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             fields[f.name] = (annotation, (defaults or {}).get(f.name, default))
     name = "".join(t.__name__ for t in config_types) + "Fields"
-    return create_model(name, __base__=StageConfig, **fields)  # type: ignore[call-overload]
+    base = create_model(name, __base__=TechniqueStage, **fields)  # type: ignore[call-overload]
+    base.technique_type = config_types[0] if len(config_types) == 1 else None
+    return base
 
 
 def technique_values(settings: BaseModel, config_type: type, *, skip_unset: bool = False) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from lowcarb.errors import ConfigError, ModelError
+
 COEFFICIENTS_ATTR = "earlybird_coefficients"
 
 
@@ -69,10 +71,10 @@ class BertCoefficients(nn.Module):
 def attach(model: nn.Module) -> BertCoefficients:
     """Add the coefficients to `model` (as a submodule, so they train with it) and hook them in."""
     if hasattr(model, COEFFICIENTS_ATTR):
-        raise ValueError("model already has early-bird coefficients; call detach(model) first")
+        raise ModelError("model already has early-bird coefficients; call detach(model) first")
     layers = find_layers(model)
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no BERT-like layers (attention.self.query, "
+        raise ModelError(f"{type(model).__name__} has no BERT-like layers (attention.self.query, "
                          "intermediate, output); EarlyBERT needs a BERT-style encoder")
     coefs = BertCoefficients(layers)
     device = layers[0].attention.self.query.weight.device
@@ -98,7 +100,7 @@ def attach(model: nn.Module) -> BertCoefficients:
 def coefficients(model: nn.Module) -> BertCoefficients:
     coefs = getattr(model, COEFFICIENTS_ATTR, None)
     if coefs is None:
-        raise ValueError("model has no early-bird coefficients; call attach(model) first")
+        raise ModelError("model has no early-bird coefficients; call attach(model) first")
     return coefs
 
 
@@ -171,22 +173,22 @@ def check_masks(model: nn.Module, mask: dict[str, torch.Tensor]) -> None:
     layers = find_layers(model)
     heads, ffn = mask.get("heads"), mask.get("ffn")
     if heads is None or ffn is None:
-        raise ValueError(f"a BERT ticket needs 'heads' and 'ffn' masks, got {sorted(mask)}")
+        raise ConfigError(f"a BERT ticket needs 'heads' and 'ffn' masks, got {sorted(mask)}")
     want_h = (len(layers), _num_heads(layers[0]) if layers else 0)
     want_f = (len(layers), layers[0].intermediate.dense.out_features if layers else 0)
     if tuple(heads.shape) != want_h or tuple(ffn.shape) != want_f:
-        raise ValueError(f"ticket masks (heads {tuple(heads.shape)}, ffn {tuple(ffn.shape)}) do "
+        raise ConfigError(f"ticket masks (heads {tuple(heads.shape)}, ffn {tuple(ffn.shape)}) do "
                          f"not fit this model (heads {want_h}, ffn {want_f}); was the ticket drawn "
                          "on another model, or is this model already pruned?")
     if not heads.any(1).all() or not ffn.any(1).all():
-        raise ValueError("a ticket mask removes every head or every neuron of a layer; lower the "
+        raise ConfigError("a ticket mask removes every head or every neuron of a layer; lower the "
                          "pruning ratios")
 
 
 def prune(model: nn.Module, mask: dict[str, torch.Tensor]) -> list[str]:
     """Physically remove the heads and neurons whose mask is False; returns the changed layers."""
     if hasattr(model, COEFFICIENTS_ATTR):
-        raise ValueError("detach(model) the early-bird coefficients before pruning")
+        raise ModelError("detach(model) the early-bird coefficients before pruning")
     check_masks(model, mask)
     names = {id(m): n for n, m in model.named_modules()}
     changed = []
@@ -217,7 +219,7 @@ def describe(model: nn.Module) -> dict[str, list[int]]:
     """
     layers = find_layers(model)
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no BERT-like layers to describe")
+        raise ModelError(f"{type(model).__name__} has no BERT-like layers to describe")
     heads, ffn = [], []
     for layer in layers:
         att = layer.attention.self
@@ -238,15 +240,15 @@ def restore(model: nn.Module, description: dict[str, list[int]]) -> list[str]:
         heads = [int(h) for h in description["heads"]]
         ffn = [int(f) for f in description["ffn"]]
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not a pruned-BERT description ({exc}); it comes from "
+        raise ModelError(f"not a pruned-BERT description ({exc}); it comes from "
                          "bert_structure.describe") from exc
     layers = find_layers(model)
     if len(heads) != len(layers) or len(ffn) != len(layers):
-        raise ValueError(f"the description has {len(heads)} layers, the model {len(layers)}; was it "
+        raise ModelError(f"the description has {len(heads)} layers, the model {len(layers)}; was it "
                          "built like the pruned one?")
     n_heads, n_ffn = _num_heads(layers[0]), layers[0].intermediate.dense.out_features
     if not all(0 < h <= n_heads for h in heads) or not all(0 < f <= n_ffn for f in ffn):
-        raise ValueError(f"described widths (heads {heads}, ffn {ffn}) do not fit a model with "
+        raise ModelError(f"described widths (heads {heads}, ffn {ffn}) do not fit a model with "
                          f"{n_heads} heads and {n_ffn} FFN neurons per layer")
     mask = {
         "heads": torch.arange(n_heads)[None, :] < torch.tensor(heads)[:, None],

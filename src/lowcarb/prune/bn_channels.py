@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from lowcarb.errors import ConfigError, ModelError
+
 _PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Dropout,
                  nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Identity)
 _PASS_FUNCTIONS = {torch.relu, torch.nn.functional.relu, torch.nn.functional.gelu,
@@ -65,7 +67,7 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
     try:
         graph = fx.symbolic_trace(model).graph
     except Exception as exc:  # fx raises many types for untraceable control flow
-        raise ValueError(f"cannot trace {type(model).__name__} with torch.fx ({exc}); BN-channel "
+        raise ModelError(f"cannot trace {type(model).__name__} with torch.fx ({exc}); BN-channel "
                          "pruning needs a model without data-dependent control flow") from exc
     modules = dict(model.named_modules())
     groups = []
@@ -74,12 +76,12 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
         if not isinstance(bn, nn.BatchNorm2d):
             continue
         if not bn.affine:
-            raise ValueError(f"BatchNorm {node.target} has affine=False: no scale to rank "
+            raise ModelError(f"BatchNorm {node.target} has affine=False: no scale to rank "
                              "channels by; use BatchNorm2d(..., affine=True)")
         src = node.args[0]
         conv = _module(modules, src) if isinstance(src, fx.Node) else None
         if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or len(src.users) != 1:
-            raise ValueError(f"BatchNorm {node.target} does not directly follow a plain Conv2d used "
+            raise ModelError(f"BatchNorm {node.target} does not directly follow a plain Conv2d used "
                              "only by it; BN-channel pruning needs conv -> BN chains")
         consumers, frontier, seen = [], list(node.users), set()
         while frontier:
@@ -94,20 +96,20 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
                 after = list(user.users)
                 lin = _module(modules, after[0]) if len(after) == 1 else None
                 if not isinstance(lin, nn.Linear):
-                    raise ValueError(f"after BN {node.target}, Flatten feeds {after}; channel "
+                    raise ModelError(f"after BN {node.target}, Flatten feeds {after}; channel "
                                      "pruning needs Flatten -> Linear")
                 consumers.append((str(after[0].target), True))
             elif _passes_through(modules, user):
                 frontier.extend(user.users)
             else:
-                raise ValueError(f"BN {node.target} channels flow into {user.op} {user.target}, "
+                raise ModelError(f"BN {node.target} channels flow into {user.op} {user.target}, "
                                  "which channel pruning cannot follow (residual add, concat, ...)")
         if len(consumers) != 1:
-            raise ValueError(f"BN {node.target} feeds {len(consumers)} consumers; channel pruning "
+            raise ModelError(f"BN {node.target} feeds {len(consumers)} consumers; channel pruning "
                              "needs exactly one")
         groups.append(ChannelGroup(str(src.target), str(node.target), *consumers[0]))
     if not groups:
-        raise ValueError(f"{type(model).__name__} has no Conv2d -> BatchNorm2d chains to prune")
+        raise ModelError(f"{type(model).__name__} has no Conv2d -> BatchNorm2d chains to prune")
     return groups
 
 
@@ -139,7 +141,7 @@ def _split(model: nn.Module, mask: dict[str, torch.Tensor]) -> dict[str, torch.T
     total = sum(bn.num_features for bn in layers.values())
     if channels is None or channels.numel() != total:
         got = None if channels is None else channels.numel()
-        raise ValueError(f"a CNN ticket needs a 'channels' mask over {total} BN channels, got {got};"
+        raise ConfigError(f"a CNN ticket needs a 'channels' mask over {total} BN channels, got {got};"
                          " was the ticket drawn on another model, or is this one already pruned?")
     out, start = {}, 0
     for name, bn in layers.items():
@@ -198,7 +200,7 @@ def prune(model: nn.Module, mask: dict[str, torch.Tensor]) -> list[str]:
             keep, group = in_keep[name]
             n_ch = modules[group.bn].num_features
             if old.in_features % n_ch:
-                raise ValueError(f"{name} has {old.in_features} inputs, not a multiple of the "
+                raise ModelError(f"{name} has {old.in_features} inputs, not a multiple of the "
                                  f"{n_ch} channels of {group.bn}")
             spatial = old.in_features // n_ch
             idx = (keep[:, None] * spatial + torch.arange(spatial)[None, :]).flatten()
@@ -236,7 +238,7 @@ def describe(model: nn.Module) -> dict[str, dict[str, int]]:
     """{"channels": {bn name: channel count}}: what `restore` needs to rebuild a pruned CNN."""
     layers = bn_layers(model)
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no BatchNorm2d layers to describe")
+        raise ModelError(f"{type(model).__name__} has no BatchNorm2d layers to describe")
     return {"channels": {name: int(bn.num_features) for name, bn in layers.items()}}
 
 
@@ -246,16 +248,16 @@ def restore(model: nn.Module, description: dict[str, dict[str, int]]) -> list[st
     try:
         counts = {str(k): int(v) for k, v in description["channels"].items()}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"not a pruned-CNN description ({exc}); it comes from "
+        raise ModelError(f"not a pruned-CNN description ({exc}); it comes from "
                          "bn_channels.describe") from exc
     layers = bn_layers(model)
     if set(counts) != set(layers):
-        raise ValueError(f"described BatchNorm layers {sorted(counts)} differ from the model's "
+        raise ModelError(f"described BatchNorm layers {sorted(counts)} differ from the model's "
                          f"{sorted(layers)}; was it built like the pruned one?")
     parts = []
     for name, bn in layers.items():
         if not 0 < counts[name] <= bn.num_features:
-            raise ValueError(f"{name}: {counts[name]} channels described, the model has "
+            raise ModelError(f"{name}: {counts[name]} channels described, the model has "
                              f"{bn.num_features}")
         parts.append(torch.arange(bn.num_features) < counts[name])
     return prune(model, {"channels": torch.cat(parts)})

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from lowcarb.errors import ConfigError, DataError, ModelError
 from lowcarb.models.surgery import count_parameters
 from lowcarb.models.transforms import TransformSummary, record, register_transform
 from lowcarb.prune import bert_structure, bn_channels
@@ -51,19 +52,19 @@ class EarlyBirdConfig:
         for name in ("head_prune_ratio", "ffn_prune_ratio", "channel_prune_ratio"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
-                raise ValueError(f"earlybird.{name} must be in [0, 1), got {value}")
+                raise ConfigError(f"earlybird.{name} must be in [0, 1), got {value}")
         if self.l1_coef < 0:
-            raise ValueError(f"earlybird.l1_coef must be >= 0, got {self.l1_coef}")
+            raise ConfigError(f"earlybird.l1_coef must be >= 0, got {self.l1_coef}")
         if self.mask_every_steps < 1:
-            raise ValueError(f"earlybird.mask_every_steps must be >= 1, got {self.mask_every_steps}")
+            raise ConfigError(f"earlybird.mask_every_steps must be >= 1, got {self.mask_every_steps}")
         if not 0.0 < self.distance_threshold <= 1.0:
-            raise ValueError(f"earlybird.distance_threshold must be in (0, 1], got "
+            raise ConfigError(f"earlybird.distance_threshold must be in (0, 1], got "
                              f"{self.distance_threshold}")
         if self.window < 2:
-            raise ValueError(f"earlybird.window must be >= 2 (it compares consecutive masks), got "
+            raise ConfigError(f"earlybird.window must be >= 2 (it compares consecutive masks), got "
                              f"{self.window}")
         if self.max_search_steps < self.mask_every_steps:
-            raise ValueError(f"earlybird.max_search_steps ({self.max_search_steps}) must be >= "
+            raise ConfigError(f"earlybird.max_search_steps ({self.max_search_steps}) must be >= "
                              f"mask_every_steps ({self.mask_every_steps})")
 
 
@@ -156,13 +157,14 @@ def structure_for(model: nn.Module) -> _Structure:
         return _Heads()
     if bn_channels.has_bn_channels(model):
         return _Channels()
-    raise ValueError(f"{type(model).__name__} has neither BERT-like layers nor BatchNorm2d "
+    raise ModelError(f"{type(model).__name__} has neither BERT-like layers nor BatchNorm2d "
                      "channels; early-bird pruning supports BERT-style encoders and CNNs with BN")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EarlyBirdTicket:
-    """The drawn structure (keep-masks) and how the search went."""
+    """The drawn structure (keep-masks) and how the search went. Tickets are equal when their
+    masks and search record are (masks compared as tensors)."""
 
     masks: Mask
     stop_step: int
@@ -176,6 +178,17 @@ class EarlyBirdTicket:
     @property
     def stop_fraction_of_epoch(self) -> float:
         return self.stop_step / self.steps_per_epoch
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EarlyBirdTicket):
+            return NotImplemented
+        same_masks = set(self.masks) == set(other.masks) and all(
+            torch.equal(v, other.masks[k]) for k, v in self.masks.items()
+        )
+        fields = ("stop_step", "stopped_early", "steps_per_epoch", "mask_steps", "distances", "config")
+        return same_masks and all(getattr(self, f) == getattr(other, f) for f in fields)
+
+    __hash__ = None  # type: ignore[assignment]  # masks are tensors: tickets are not hashable
 
     def kept(self) -> dict[str, int]:
         return {k: int(v.sum()) for k, v in self.masks.items()}
@@ -203,12 +216,10 @@ def search(
 ) -> EarlyBirdTicket:
     """Run the early-bird search on a copy of `model` (which stays as it was) and draw the ticket."""
     structure = structure_for(model)
-    try:
-        steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise ValueError("early-bird search needs a sized train loader") from exc
-    if steps_per_epoch == 0:
-        raise ValueError("the train loader has no batches; check the training split is not empty")
+    steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 0
+    if not steps_per_epoch:
+        raise DataError("early-bird search needs a sized train loader with batches (a DataLoader "
+                        "or a list); check the training split is not empty")
     # Copy first, then hook: hooks registered before a deepcopy would still point at the original.
     work = copy.deepcopy(model)
     structure.attach(work)
@@ -274,7 +285,7 @@ def describe_structure(model: nn.Module) -> dict[str, Any]:
         return {"kind": "bert", **bert_structure.describe(model)}
     if bn_channels.has_bn_channels(model):
         return {"kind": "bn_channels", **bn_channels.describe(model)}
-    raise ValueError(f"{type(model).__name__} has neither BERT-like layers nor BatchNorm2d channels")
+    raise ModelError(f"{type(model).__name__} has neither BERT-like layers nor BatchNorm2d channels")
 
 
 def restore_structure(model: nn.Module, description: dict[str, Any]) -> list[str]:
@@ -285,7 +296,7 @@ def restore_structure(model: nn.Module, description: dict[str, Any]) -> list[str
         return bert_structure.restore(model, description)
     if kind == "bn_channels":
         return bn_channels.restore(model, description)
-    raise ValueError(f"unknown pruned-structure kind {kind!r} (expected 'bert' or 'bn_channels')")
+    raise ModelError(f"unknown pruned-structure kind {kind!r} (expected 'bert' or 'bn_channels')")
 
 
 def _ticket_to_json(ticket: EarlyBirdTicket) -> dict[str, Any]:

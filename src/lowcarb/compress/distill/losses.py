@@ -7,7 +7,7 @@ from `capture.trace` (a `Trace`), the attention mask is the batch's (B, T) paddi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -82,43 +82,52 @@ def _check_layer(trace: Trace, layer: int, who: str) -> int:
     return layer % count
 
 
-def attention_kl(
+def _pair_relation_kl(
     student: Trace,
     teacher: Trace,
     mask: Tensor | None,
-    *,
     heads: int,
-    student_layer: int = -1,
-    teacher_layer: int = -1,
+    layers: tuple[int, int],
+    pick: Callable[[Trace, int], tuple[Tensor, Tensor]],
 ) -> Tensor:
+    """KL between the teacher's and the student's relation softmax(A B^T / sqrt(d)) at one layer
+    each, (A, B) = ``pick(trace, layer)``."""
+    s = _check_layer(student, layers[0], "student")
+    t = _check_layer(teacher, layers[1], "teacher")
+    return relation_kl(
+        relation_logits(*pick(student, s), heads, mask),
+        relation_logits(*pick(teacher, t), heads, mask),
+        mask,
+    )
+
+
+def _relation_kl_of(
+    pick: Callable[[Trace, int], tuple[Tensor, Tensor]], doc: str
+) -> Callable[..., Tensor]:
+    def loss(
+        student: Trace,
+        teacher: Trace,
+        mask: Tensor | None,
+        *,
+        heads: int,
+        student_layer: int = -1,
+        teacher_layer: int = -1,
+    ) -> Tensor:
+        return _pair_relation_kl(student, teacher, mask, heads, (student_layer, teacher_layer), pick)
+
+    loss.__doc__ = doc
+    return loss
+
+
+attention_kl = _relation_kl_of(
+    lambda trace, i: (trace.query[i], trace.key[i]),
     """MiniLM's self-attention distribution transfer: KL between the attention maps of one layer
-    each; both models must use the same number of heads (MiniLM v1's constraint)."""
-    s = _check_layer(student, student_layer, "student")
-    t = _check_layer(teacher, teacher_layer, "teacher")
-    return relation_kl(
-        relation_logits(student.query[s], student.key[s], heads, mask),
-        relation_logits(teacher.query[t], teacher.key[t], heads, mask),
-        mask,
-    )
-
-
-def value_relation_kl(
-    student: Trace,
-    teacher: Trace,
-    mask: Tensor | None,
-    *,
-    heads: int,
-    student_layer: int = -1,
-    teacher_layer: int = -1,
-) -> Tensor:
-    """MiniLM's value relation: KL between softmax(V V^T / sqrt(d)) of teacher and student."""
-    s = _check_layer(student, student_layer, "student")
-    t = _check_layer(teacher, teacher_layer, "teacher")
-    return relation_kl(
-        relation_logits(student.value[s], student.value[s], heads, mask),
-        relation_logits(teacher.value[t], teacher.value[t], heads, mask),
-        mask,
-    )
+    each; both models must use the same number of heads (MiniLM v1's constraint).""",
+)
+value_relation_kl = _relation_kl_of(
+    lambda trace, i: (trace.value[i], trace.value[i]),
+    """MiniLM's value relation: KL between softmax(V V^T / sqrt(d)) of teacher and student.""",
+)
 
 
 def minilm_loss(
@@ -169,12 +178,10 @@ def minilmv2_loss(
             )
     total = student.query[s].new_zeros(())
     for name in ("query", "key", "value"):
-        xs, xt = getattr(student, name)[s], getattr(teacher, name)[t]
-        total = total + relation_kl(
-            relation_logits(xs, xs, relation_heads, mask),
-            relation_logits(xt, xt, relation_heads, mask),
-            mask,
-        )
+        total = total + _pair_relation_kl(
+            student, teacher, mask, relation_heads, (s, t),
+            lambda trace, i, name=name: (getattr(trace, name)[i], getattr(trace, name)[i]),
+        )  # fmt: skip
     return total / 3.0
 
 

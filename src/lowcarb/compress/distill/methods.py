@@ -22,7 +22,7 @@ from lowcarb.compress.distill.objectives import (
     hard_label_objective,
     intermediate_relation,
     kd_objective,
-    minilm_relation,
+    minilm_relation_for,
     traced_objective,
 )
 from lowcarb.compress.distill.result import DistillSummary
@@ -131,7 +131,6 @@ def distill(
             f"{type(method).__name__} trains on one loader; unlabelled text is used by "
             "XtremeDistil (or distil_task_agnostic)"
         )
-    extra_params: list[nn.Parameter] = []
     fit_kwargs: dict[str, Any] = {"extra_loss": extra_loss, "param_groups": param_groups}
     if isinstance(method, HardLabels):
         result = fit(
@@ -141,40 +140,7 @@ def distill(
         objective = kd_objective(cache, temperature=method.temperature, alpha=method.alpha)
         result = fit(student, train_loader, dev_loader, train, loss_fn=objective, **fit_kwargs)
     elif isinstance(method, (MiniLM, Intermediate)):
-        teacher_heads = num_heads_of(teacher)
-        # Queries/keys/values are traced only when a loss reads them: hidden-state matching alone
-        # also works for models whose attention has no separate q/k/v Linears (factorized ones).
-        qkv = True
-        if isinstance(method, MiniLM):
-            relation = minilm_relation(
-                version=method.version,
-                relation_heads=method.relation_heads or teacher_heads,
-                student_heads=num_heads_of(student),
-                teacher_heads=teacher_heads,
-                teacher_layer=method.teacher_layer,
-                student_layer=method.student_layer,
-            )
-            weight, kd = method.weight, method.kd
-        else:
-            layer_map = method.layer_map or uniform_layer_map(
-                len(encoder_layers(student)), len(encoder_layers(teacher))
-            )
-            if len(layer_map) != len(encoder_layers(student)):
-                raise ValueError(
-                    f"layer_map {layer_map} has {len(layer_map)} entries but the student has "
-                    f"{len(encoder_layers(student))} layers"
-                )
-            matcher = IntermediateMatcher(
-                layer_map,
-                student_width=hidden_width(student),
-                teacher_width=hidden_width(teacher),
-                heads=teacher_heads if method.attention_weight else None,
-                hidden_weight=method.hidden_weight,
-                attention_weight=method.attention_weight,
-            )
-            extra_params = list(matcher.parameters())
-            relation, weight, kd = intermediate_relation(matcher), 1.0, method.kd
-            qkv = method.attention_weight > 0
+        relation, weight, kd, qkv, extra_params = _matching(method, student, teacher)
         if extra_params:
             groups = list(param_groups or default_param_groups(student, train.weight_decay))
             groups.append({"params": extra_params, "weight_decay": 0.0})
@@ -202,3 +168,31 @@ def distill(
         dev=result.best_dev,
         stages=({"name": type(method).__name__, **result.to_dict()},),
     )
+
+
+def _matching(
+    method: MiniLM | Intermediate, student: nn.Module, teacher: nn.Module
+) -> tuple[Callable[[object, object, Tensor | None], Tensor], float, LogitKD | None, bool, list[nn.Parameter]]:
+    """(relation loss, its weight, the KD term, whether to trace q/k/v, extra trained parameters)
+    of a relation-matching method."""
+    if isinstance(method, MiniLM):
+        return minilm_relation_for(method, student, teacher), method.weight, method.kd, True, []
+    student_layers, teacher_layers = len(encoder_layers(student)), len(encoder_layers(teacher))
+    layer_map = method.layer_map or uniform_layer_map(student_layers, teacher_layers)
+    if len(layer_map) != student_layers:
+        raise ValueError(
+            f"layer_map {layer_map} has {len(layer_map)} entries but the student has "
+            f"{student_layers} layers"
+        )
+    matcher = IntermediateMatcher(
+        layer_map,
+        student_width=hidden_width(student),
+        teacher_width=hidden_width(teacher),
+        heads=num_heads_of(teacher) if method.attention_weight else None,
+        hidden_weight=method.hidden_weight,
+        attention_weight=method.attention_weight,
+    )
+    # Queries/keys/values are traced only when a loss reads them: hidden-state matching alone
+    # also works for models whose attention has no separate q/k/v Linears (factorized ones).
+    qkv = method.attention_weight > 0
+    return intermediate_relation(matcher), 1.0, method.kd, qkv, list(matcher.parameters())

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lowcarb.compress.distill.capture import trace
+from lowcarb.compress.distill.capture import num_heads_of, trace
 from lowcarb.compress.distill.losses import IntermediateMatcher, kd_loss, minilm_loss, minilmv2_loss
 from lowcarb.compress.distill.teacher import TeacherLogits, freeze_teacher
 from lowcarb.train.batches import Batch, forward, logits_of, model_inputs
@@ -127,6 +128,20 @@ def minilm_relation(
             student_layer=student_layer,
         )
     raise ValueError(f"MiniLM version must be 1 or 2, got {version}")
+
+
+def minilm_relation_for(method: Any, student: nn.Module, teacher: nn.Module) -> Callable[[object, object, Tensor | None], Tensor]:
+    """The relation loss of a ``MiniLM`` method config between these two models (their head
+    counts read off the models; relation heads default to the teacher's)."""
+    teacher_heads = num_heads_of(teacher)
+    return minilm_relation(
+        version=method.version,
+        relation_heads=method.relation_heads or teacher_heads,
+        student_heads=num_heads_of(student),
+        teacher_heads=teacher_heads,
+        teacher_layer=method.teacher_layer,
+        student_layer=method.student_layer,
+    )
 
 
 def intermediate_relation(matcher: IntermediateMatcher) -> Callable[[object, object, Tensor | None], Tensor]:

@@ -163,6 +163,13 @@ def build_student(teacher: nn.Module, config: StudentConfig) -> tuple[nn.Module,
     student_config.intermediate_size = ffn
     torch.manual_seed(config.seed)
     student = type(teacher)(student_config).to(model_device(teacher))  # where the teacher runs
+    return _finish(student, teacher, chosen, config)
+
+
+def _finish(
+    student: nn.Module, teacher: nn.Module, chosen: tuple[int, ...], config: StudentConfig
+) -> tuple[nn.Module, StudentSummary]:
+    """The built student initialised (truncated teacher tensors or fresh) and summarised."""
     if config.init == "truncated":
         truncate_into(student, teacher, chosen)
     student.train(teacher.training)
@@ -222,17 +229,7 @@ def _build_text_transformer_student(
         dropout=block.dropout.p,
         pad_token_id=teacher.embed.padding_idx if teacher.embed.padding_idx is not None else 0,
     ).to(model_device(teacher))  # the student trains where the teacher runs
-    if config.init == "truncated":
-        truncate_into(student, teacher, chosen)
-    student.train(teacher.training)
-    summary = StudentSummary(
-        params_before=count_parameters(teacher),
-        params_after=count_parameters(student),
-        teacher_layers=chosen,
-        init=config.init,
-        modules_changed=("all",),
-    )
-    return student, summary
+    return _finish(student, teacher, chosen, config)
 
 
 # Block indices in parameter names: Hugging Face "encoder.layer.3.", torch "encoder.layers.3.".

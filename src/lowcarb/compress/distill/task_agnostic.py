@@ -12,9 +12,8 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from lowcarb.compress.distill.capture import num_heads_of
 from lowcarb.compress.distill.methods import MiniLM
-from lowcarb.compress.distill.objectives import minilm_relation, traced_objective
+from lowcarb.compress.distill.objectives import minilm_relation_for, traced_objective
 from lowcarb.compress.distill.result import DistillSummary
 from lowcarb.compress.distill.teacher import TeacherLogits
 from lowcarb.models.surgery import count_parameters
@@ -39,15 +38,7 @@ def distil_task_agnostic(
             "task-agnostic distillation matches relations only: use MiniLM(kd=None), then "
             "fine-tune the student on the task (with LogitKD if you like)"
         )
-    teacher_heads = num_heads_of(teacher)
-    relation = minilm_relation(
-        version=method.version,
-        relation_heads=method.relation_heads or teacher_heads,
-        student_heads=num_heads_of(student),
-        teacher_heads=teacher_heads,
-        teacher_layer=method.teacher_layer,
-        student_layer=method.student_layer,
-    )
+    relation = minilm_relation_for(method, student, teacher)
     counter = TeacherLogits(teacher)
     train = dataclasses.replace(train, early_stopping_patience=None)
     with traced_objective(

@@ -107,6 +107,55 @@ def _budget(train: TrainConfig, loader: Iterable[Batch]) -> int:
     return min(total, train.max_steps) if train.max_steps is not None else total
 
 
+def _stage_bounds(config: XtremeDistil, budget: int) -> list[int]:
+    """Step counts at the stages' ends, by cumulative rounding: they add up to the budget exactly."""
+    total_fraction = sum(stage.fraction for stage in config.stages)
+    cumulative, bounds = 0.0, [0]
+    for stage in config.stages:
+        cumulative += stage.fraction
+        bounds.append(round(budget * cumulative / total_fraction))
+    return bounds
+
+
+def _fit_stage(
+    stage: Any,
+    student: nn.Module,
+    teacher: nn.Module,
+    loaders: tuple[Iterable[Batch], Iterable[Batch] | None],
+    stage_train: TrainConfig,
+    cache: TeacherLogits,
+    trainable: list[nn.Parameter],
+    unfreezer: Unfreezer,
+) -> Any:
+    """One stage's training: representation matching (through a projection when the widths
+    differ), teacher logits, or labels."""
+    loader, dev_loader = loaders
+    if isinstance(stage, Representation):
+        s_width, t_width = hidden_width(student), hidden_width(teacher)
+        projection: nn.Module = nn.Identity() if s_width == t_width else nn.Linear(s_width, t_width)
+        extra = list(projection.parameters())
+        with traced_objective(
+            student, teacher,
+            representation_relation(projection, teacher_layer=stage.teacher_layer),
+            weight=1.0, kd_temperature=None, qkv=False, counter=cache,
+        ) as objective:
+            return fit(
+                student, loader, None, stage_train, loss_fn=objective,
+                param_groups=_all_param_groups(trainable + extra, stage_train.weight_decay),
+                on_step=unfreezer.on_step,
+            )  # fmt: skip
+    objective = (
+        kd_objective(cache, temperature=stage.temperature, alpha=1.0)
+        if isinstance(stage, Logits)
+        else hard_label_objective()
+    )
+    return fit(
+        student, loader, dev_loader, stage_train, loss_fn=objective,
+        param_groups=_all_param_groups(trainable, stage_train.weight_decay),
+        on_step=unfreezer.on_step,
+    )  # fmt: skip
+
+
 def xtremedistil(
     student: nn.Module,
     teacher: nn.Module,
@@ -122,16 +171,11 @@ def xtremedistil(
     cache = teacher_logits if teacher_logits is not None else TeacherLogits(teacher)
     before = cache.forward_examples
     budget = _budget(train, train_loader)
-    total_fraction = sum(stage.fraction for stage in config.stages)
     transfer_loader = unlabelled_loader if unlabelled_loader is not None else train_loader
     trainable = [p for p in student.parameters() if p.requires_grad]
     records: list[dict[str, Any]] = []
     steps, last_dev = 0, None
-    # Cumulative rounding: the stages' steps add up to the budget exactly.
-    cumulative, bounds = 0.0, [0]
-    for stage in config.stages:
-        cumulative += stage.fraction
-        bounds.append(round(budget * cumulative / total_fraction))
+    bounds = _stage_bounds(config, budget)
     for index, stage in enumerate(config.stages):
         loader = train_loader if isinstance(stage, Labels) else transfer_loader
         stage_steps = max(1, bounds[index + 1] - bounds[index])
@@ -147,35 +191,11 @@ def xtremedistil(
         if every is None:
             every = max(1, stage_steps // (2 * len(unfreezing_groups(student))))
         unfreezer = Unfreezer(student, GradualUnfreezing(every))
-        extra: list[nn.Parameter] = []
         try:
-            if isinstance(stage, Representation):
-                s_width, t_width = hidden_width(student), hidden_width(teacher)
-                projection: nn.Module = (
-                    nn.Identity() if s_width == t_width else nn.Linear(s_width, t_width)
-                )
-                extra = list(projection.parameters())
-                with traced_objective(
-                    student, teacher,
-                    representation_relation(projection, teacher_layer=stage.teacher_layer),
-                    weight=1.0, kd_temperature=None, qkv=False, counter=cache,
-                ) as objective:
-                    result = fit(
-                        student, loader, None, stage_train, loss_fn=objective,
-                        param_groups=_all_param_groups(trainable + extra, train.weight_decay),
-                        on_step=unfreezer.on_step,
-                    )
-            else:
-                objective = (
-                    kd_objective(cache, temperature=stage.temperature, alpha=1.0)
-                    if isinstance(stage, Logits)
-                    else hard_label_objective()
-                )
-                result = fit(
-                    student, loader, dev_loader, stage_train, loss_fn=objective,
-                    param_groups=_all_param_groups(trainable, train.weight_decay),
-                    on_step=unfreezer.on_step,
-                )
+            result = _fit_stage(
+                stage, student, teacher, (loader, dev_loader), stage_train, cache,
+                trainable, unfreezer,
+            )  # fmt: skip
         finally:
             unfreezer.release()
         steps += result.steps

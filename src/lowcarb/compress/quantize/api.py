@@ -26,7 +26,13 @@ from lowcarb.compress.quantize.configs import (
 )
 from lowcarb.compress.quantize.smooth import smooth, smoothed_structure
 from lowcarb.errors import ConfigError, DataError
-from lowcarb.models.surgery import batch_from_spec, batch_spec, count_parameters, select_modules
+from lowcarb.models.surgery import (
+    batch_from_spec,
+    batch_spec,
+    count_parameters,
+    keep_ordinary_path,
+    select_modules,
+)
 from lowcarb.models.transforms import (
     TransformSummary,
     carry_log,
@@ -170,6 +176,7 @@ def quantize_(
     params_before, bytes_before = count_parameters(model), linear_weight_bytes(model)
     choice = choose(config, _device(model))
     applied = workflow(model, config, choice, calibration)
+    keep_ordinary_path(applied.model)  # torch.ao swapped Linears without set_module
     out = carry_log(model, applied.model)
     structure = {"library": choice.library, **applied.structure}
     record(out, config, structure)
@@ -204,6 +211,7 @@ def _replay_dynamic(model: nn.Module, cfg: DynamicInt8, structure: dict[str, Any
     if structure["library"] == "torch.ao":
         torch.backends.quantized.engine = structure["backend"]
         torch_ao.dynamic(model, names, cfg.per_channel)
+        keep_ordinary_path(model)
     else:
         torchao_kernels.dynamic(model, names, cfg.per_channel)
     return model

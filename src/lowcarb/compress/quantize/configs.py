@@ -52,6 +52,14 @@ def _check_calibration(batches: int) -> None:
         raise ConfigError(f"calibration_batches must be at least 1, got {batches}")
 
 
+def _check_int8_fields(config: DynamicInt8 | StaticInt8) -> None:
+    """The fields DynamicInt8 and StaticInt8 share: selection, calibration, library, engine."""
+    _check_selection(config.targets, config.exclude)
+    _check_calibration(config.calibration_batches)
+    _check_choice("library", config.library, LIBRARIES)
+    _check_choice("backend", config.backend, BACKENDS)
+
+
 @dataclass(frozen=True)
 class DynamicInt8:
     """int8 Linear weights (per output channel, or one scale), activations quantized per call.
@@ -70,10 +78,7 @@ class DynamicInt8:
     backend: Backend = "auto"
 
     def __post_init__(self) -> None:
-        _check_selection(self.targets, self.exclude)
-        _check_calibration(self.calibration_batches)
-        _check_choice("library", self.library, LIBRARIES)
-        _check_choice("backend", self.backend, BACKENDS)
+        _check_int8_fields(self)
         if self.smooth_alpha is not None and not 0.0 <= self.smooth_alpha <= 1.0:
             raise ConfigError(f"smooth_alpha must be in [0, 1], got {self.smooth_alpha}")
 
@@ -129,10 +134,7 @@ class StaticInt8:
     backend: Backend = "auto"
 
     def __post_init__(self) -> None:
-        _check_selection(self.targets, self.exclude)
-        _check_calibration(self.calibration_batches)
-        _check_choice("library", self.library, LIBRARIES)
-        _check_choice("backend", self.backend, BACKENDS)
+        _check_int8_fields(self)
 
 
 Workflow = DynamicInt8 | WeightOnlyInt8 | WeightOnlyInt4 | StaticInt8

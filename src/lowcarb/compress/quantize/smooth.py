@@ -17,9 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lowcarb.errors import ConfigError, DataError
-from lowcarb.models.surgery import call_args, set_module
-from lowcarb.train.batches import model_device
+from lowcarb.compress.quantize.calibrate import observe_inputs
+from lowcarb.models.surgery import set_module
 
 __all__ = ["SmoothedLinear", "activation_absmax", "smooth", "smoothed_structure", "smoothing_scales"]
 
@@ -45,36 +44,10 @@ def activation_absmax(
     model: nn.Module, names: list[str], calibration: Iterable[Any], max_batches: int
 ) -> dict[str, Tensor]:
     """Per input channel, the largest |input| each named module saw over the calibration batches."""
-    amax: dict[str, Tensor] = {}
-    handles = []
-    for name in names:
-
-        def hook(_mod: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
-            a = args[0].detach().abs().flatten(0, -2).amax(0).float()
-            amax[name] = torch.maximum(amax[name], a) if name in amax else a
-
-        handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
-    seen = 0
-    try:
-        with torch.no_grad():
-            for batch in calibration:
-                if seen >= max_batches:
-                    break
-                args, kwargs = call_args(batch, model_device(model))
-                model(*args, **kwargs)
-                seen += 1
-    finally:
-        for h in handles:
-            h.remove()
-    if seen == 0:
-        raise DataError("the calibration data has no batches; smoothing needs at least one")
-    silent = [n for n in names if n not in amax]
-    if silent:
-        raise ConfigError(
-            f"Linear modules {silent} never ran on the calibration batches, so they have no "
-            "activation statistics; exclude them (config.exclude) or check the batches"
-        )
-    return amax
+    return observe_inputs(
+        model, names, calibration, max_batches,
+        observe=lambda x: x.abs().flatten(0, -2).amax(0).float(), combine=torch.maximum,
+    )  # fmt: skip
 
 
 def smoothing_scales(amax: Tensor, weight: Tensor, alpha: float) -> Tensor:

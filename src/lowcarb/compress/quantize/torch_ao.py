@@ -98,7 +98,9 @@ def _prepare(model: nn.Module, cfg: StaticInt8, backend: str, example: Any) -> n
     qmap = _qconfig_mapping(model, cfg, backend)
     try:
         return prepare_fx(model.eval(), qmap, example_inputs=_positional(model, example))
-    except (torch.fx.proxy.TraceError, TypeError, NotImplementedError) as exc:
+    # torch.fx fails in many ways on dynamic Python (TraceError, TypeError, ValueError, ...).
+    except (torch.fx.proxy.TraceError, TypeError, NotImplementedError, ValueError, AttributeError,
+            RuntimeError) as exc:
         raise ModelError(
             f"static quantization traces the model with torch.fx, which failed for "
             f"{type(model).__name__} ({type(exc).__name__}: {exc}); use DynamicInt8 (mode "

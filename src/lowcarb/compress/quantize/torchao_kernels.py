@@ -12,9 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lowcarb.compress.quantize.calibrate import observe_inputs
 from lowcarb.errors import ConfigError
-from lowcarb.models.surgery import call_args
-from lowcarb.train.batches import model_device
 
 __all__ = ["dynamic", "int4_groups_fit", "static_calibrate", "static_linear", "weight_only_int4",
            "weight_only_int8"]
@@ -98,31 +97,11 @@ def static_calibrate(
     model: nn.Module, names: list[str], calibration: list[Any]
 ) -> dict[str, tuple[float, int]]:
     """Per named Linear: the largest |input| over the batches and the input's number of dims."""
-    stats: dict[str, tuple[float, int]] = {}
-    handles = []
-    for name in names:
-
-        def hook(_mod: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
-            x = args[0].detach()
-            seen = stats.get(name, (0.0, x.dim()))[0]
-            stats[name] = (max(seen, float(x.abs().max())), x.dim())
-
-        handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            for batch in calibration:
-                args, kwargs = call_args(batch, model_device(model))
-                model(*args, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-    silent = [n for n in names if n not in stats]
-    if silent:
-        raise ConfigError(
-            f"Linear modules {silent} never ran on the calibration batches; exclude them "
-            "(config.exclude) or check the batches"
-        )
-    return stats
+    return observe_inputs(
+        model, names, calibration, len(calibration),
+        observe=lambda x: (float(x.abs().max()), x.dim()),
+        combine=lambda a, b: (max(a[0], b[0]), b[1]),
+    )  # fmt: skip
 
 
 def static_linear(

@@ -32,7 +32,7 @@ from lowcarb.compress.distill import (
 from lowcarb.data import TextSplit, make_loader
 from lowcarb.models.surgery import WithoutLabels
 from lowcarb.pipeline.context import RunContext
-from lowcarb.pipeline.registry import TrainOverrides, register_stage
+from lowcarb.pipeline.registry import TrainOverrides, register_stage, technique_values
 
 
 class DistillStageConfig(TrainOverrides):
@@ -136,18 +136,9 @@ def distill_stage(ctx: RunContext, cfg: DistillStageConfig) -> RunContext:
     sized = any(v is not None for v in (cfg.hidden_size, cfg.num_heads, cfg.intermediate_size))
     layers = tuple(cfg.layers) if cfg.layers is not None else None
     if sized:
-        student, built = build_student(
-            base,
-            StudentConfig(
-                num_layers=cfg.num_layers,
-                hidden_size=cfg.hidden_size,
-                num_heads=cfg.num_heads,
-                intermediate_size=cfg.intermediate_size,
-                init=cfg.init,
-                layers=layers,
-                seed=ctx.recipe.train.seed,
-            ),
-        )
+        # The stage's student fields are StudentConfig's, with the recipe's seed.
+        values = technique_values(cfg, StudentConfig) | {"layers": layers, "seed": ctx.recipe.train.seed}
+        student, built = build_student(base, StudentConfig(**values))
     elif layers is not None or cfg.num_layers is not None or cfg.student_from == "teacher":
         # Default student: half the teacher's blocks.
         count = cfg.num_layers or (None if layers else max(1, len(encoder_layers(base)) // 2))

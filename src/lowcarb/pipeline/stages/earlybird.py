@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from lowcarb.measure import track
 from lowcarb.pipeline.context import RunContext, fit_notes
@@ -13,7 +13,6 @@ from lowcarb.pipeline.registry import (
     TrainOverrides,
     register_stage,
     technique_fields,
-    technique_values,
 )
 from lowcarb.prune import earlybird
 from lowcarb.prune.earlybird import EarlyBirdConfig
@@ -24,14 +23,6 @@ class EarlyBirdStageConfig(technique_fields(EarlyBirdConfig), TrainOverrides):  
     search_lr: float | None = Field(default=None, gt=0)
     # Train the pruned network afterwards (from the weights the stage started with).
     train: bool = True
-
-    def technique(self) -> EarlyBirdConfig:
-        return EarlyBirdConfig(**technique_values(self, EarlyBirdConfig))
-
-    @model_validator(mode="after")
-    def _valid(self) -> EarlyBirdStageConfig:
-        self.technique()
-        return self
 
 
 def _window(fp: Any) -> dict[str, float]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
-
 from lowcarb.adapt import lora, peft_format
 from lowcarb.adapt.lora import LoraConfig
 from lowcarb.pipeline.context import RunContext, fit_notes
@@ -13,7 +11,6 @@ from lowcarb.pipeline.registry import (
     TrainOverrides,
     register_stage,
     technique_fields,
-    technique_values,
 )
 
 # LoraConfig's fields; in a recipe the classifier head trains with the adapters by default.
@@ -26,14 +23,6 @@ class LoraStageConfig(_LoraFields, TrainOverrides):  # type: ignore[misc, valid-
     merge: bool = True
     # Adapter file written to the run's artifacts (adapter/): PEFT's format, lowcarb's, or none.
     save_adapter: Literal["peft", "lowcarb", "none"] = "peft"
-
-    def technique(self) -> LoraConfig:
-        return LoraConfig(**technique_values(self, LoraConfig))
-
-    @model_validator(mode="after")
-    def _valid(self) -> LoraStageConfig:
-        self.technique()
-        return self
 
 
 @register_stage("lora", LoraStageConfig)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from lowcarb.compress import lowrank
 from lowcarb.compress.distill import LogitKD, distill
@@ -43,11 +43,6 @@ class LowRankStageConfig(_LowRankFields, TrainOverrides):  # type: ignore[misc, 
         if all(values[k] is None for k in ("param_ratio", "energy", "rank")):
             values["param_ratio"] = 0.5
         return LowRankConfig(**values)
-
-    @model_validator(mode="after")
-    def _valid(self) -> LowRankStageConfig:
-        self.technique()
-        return self
 
 
 @register_stage("lowrank", LowRankStageConfig)

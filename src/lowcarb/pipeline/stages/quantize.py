@@ -49,21 +49,27 @@ class QuantizeStageConfig(_Fields):  # type: ignore[misc, valid-type]
             values["smooth_alpha"] = smooth_alpha
         return workflow(**values)
 
-    @model_validator(mode="after")
-    def _valid(self) -> QuantizeStageConfig:
-        workflow = WORKFLOWS[self.mode]
-        own = {f.name for f in dataclasses.fields(workflow)}
-        given = {k for k in type(self).model_fields if k not in ("mode", "onnx")}
-        foreign = sorted(k for k in given - own if getattr(self, k) is not None)
+    @model_validator(mode="before")
+    @classmethod
+    def _fields_of_the_mode(cls, values: Any) -> Any:
+        """A field the chosen workflow does not have is named, with the modes it belongs to."""
+        if not isinstance(values, dict):
+            return values
+        mode = values.get("mode", "dynamic")
+        workflow = WORKFLOWS.get(mode)
+        if workflow is None:
+            return values  # the Literal on `mode` says what is allowed
+        own = {f.name for f in dataclasses.fields(workflow)} | {"mode", "onnx"}
+        foreign = sorted(k for k, v in values.items() if k not in own and v is not None
+                         and k in cls.model_fields)
         if foreign:
             users = {k: [m for w, m in MODES.items() if k in {f.name for f in dataclasses.fields(w)}]
                      for k in foreign}
             raise ValueError(
-                f"{', '.join(foreign)} not a setting of mode {self.mode!r} ({workflow.__name__}); "
+                f"{', '.join(foreign)} not a setting of mode {mode!r} ({workflow.__name__}); "
                 + "; ".join(f"{k} applies to mode {', '.join(ms)}" for k, ms in users.items())
             )
-        self.technique()
-        return self
+        return values
 
 
 @register_stage("quantize", QuantizeStageConfig)

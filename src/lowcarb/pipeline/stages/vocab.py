@@ -31,6 +31,12 @@ class VocabStageConfig(_VocabFields):  # type: ignore[misc, valid-type]
     # words the training text lacks keep their own embedding (see vocab.keep_for_texts).
     keep_first: int = Field(default=0, ge=0)
 
+    def technique(self, base: VocabConfig | None = None) -> VocabConfig:
+        """``base`` (the ids of the training text) with this stage's `unknown` and `int8`; without
+        a base, a one-id placeholder, enough to validate the fields when the recipe is read."""
+        base = base or VocabConfig(keep=(0,), unk_id=0)
+        return dataclasses.replace(base, unknown=self.unknown, int8=self.int8)
+
 
 @register_stage("vocab", VocabStageConfig)
 def vocab_stage(ctx: RunContext, cfg: VocabStageConfig) -> RunContext:
@@ -44,8 +50,7 @@ def vocab_stage(ctx: RunContext, cfg: VocabStageConfig) -> RunContext:
         if not path.is_file():
             raise ValueError(f"vocab.extra_text: {cfg.extra_text} is not a file (one text per line)")
         texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    config = vocab.keep_for_texts(texts, ctx.tokenizer, int8=cfg.int8, keep_first=cfg.keep_first)
-    config = dataclasses.replace(config, unknown=cfg.unknown)
+    config = cfg.technique(vocab.keep_for_texts(texts, ctx.tokenizer, keep_first=cfg.keep_first))
     summary = vocab.apply(ctx.model, config)
     notes = summary.to_dict()
     # The kept ids are thousands of numbers: the report shows the counts (vocab_before/_after).
