@@ -13,11 +13,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lowcarb.errors import ConfigError, MissingPathError
-from lowcarb.files import path_errors, write_json
+from lowcarb.files import write_json
 from lowcarb.pipeline.recipe import Recipe, load_recipe
+from lowcarb.pipeline.safe_yaml import load_yaml_file
 from lowcarb.pipeline.stored_search import SearchRun, StoredSearch
 from lowcarb.search.mup.charlm import corpus_from_files
 from lowcarb.search.mup.mutransfer import Trial, mutransfer
@@ -50,8 +49,7 @@ def load_mutransfer_recipe(path: str | Path, overrides: Sequence[str] = ()) -> R
 
 
 def _refuse_old_format(path: Path, exc: ConfigError) -> None:
-    with path_errors(path, "read"):
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = load_yaml_file(path)
     if isinstance(raw, dict) and "mutransfer" not in raw and _OLD_FORMAT_KEYS & set(raw):
         moved = ", ".join(k for k in raw if k not in ("name", "description", "carbon"))
         raise ConfigError(

@@ -17,7 +17,7 @@ block: 4 of 6 -> 0, 2, 3, 5). The largest student of the top sub-space is the te
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -267,7 +267,9 @@ def extract(supernet: Supernet, config: SubnetConfig | None = None) -> nn.Module
     hf_config.architectures = ["BertForSequenceClassification"]
     if hasattr(hf_config, "_attn_implementation"):
         hf_config._attn_implementation = "sdpa"
-    student = BertForSequenceClassification(hf_config).to(model_device(supernet))
+    student = BertForSequenceClassification(hf_config)
+    # transformers types its .to() wrapper for PreTrainedModel only; it is nn.Module.to.
+    cast(nn.Module, student).to(model_device(supernet))
     truncate_into(student, supernet, tuple(range(config.num_layers)))
     student.train(supernet.training)
     return student
