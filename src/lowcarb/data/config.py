@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from lowcarb.errors import ConfigError
 
@@ -43,6 +44,10 @@ class DataConfig:
     # padding then pads little (HWU64: 1.37 padded tokens per real token instead of 1.89;
     # SST-2 phrases: 1.35 instead of 3.0), so an epoch computes on far fewer tokens.
     group_by_length: bool = True
+    # causal-lm only: how {prompt, response} rows are written for the model. "chat" uses the
+    # tokenizer's chat template (a user turn and an assistant turn), "plain" joins prompt and
+    # response tokens, "auto" is "chat" when the tokenizer has a template.
+    prompt_format: Literal["auto", "chat", "plain"] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("dev_fraction", "test_fraction"):
@@ -58,6 +63,10 @@ class DataConfig:
             raise ConfigError(f"data.max_train_examples must be >= 1, got {self.max_train_examples}")
         if self.max_length < 1:
             raise ConfigError(f"data.max_length must be >= 1, got {self.max_length}")
+        if self.prompt_format not in ("auto", "chat", "plain"):
+            raise ConfigError(
+                f"data.prompt_format must be 'auto', 'chat' or 'plain', got {self.prompt_format!r}"
+            )
         if self.train is None and (self.dev is not None or self.test is not None):
             raise ConfigError(
                 "data.dev / data.test were given without data.train; give data.train too "

@@ -29,7 +29,7 @@ TOKENIZER_FILES = (
 )
 # A real vocabulary has thousands of entries; one this small is special tokens only.
 MIN_VOCABULARY = 32
-KNOWN_FAMILIES = ("cnn", "mlp", "transformer", "hf")
+KNOWN_FAMILIES = ("cnn", "mlp", "transformer", "hf", "causal-lm")
 
 
 def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -85,8 +85,9 @@ def check_description(payload: Any, described: Path) -> None:
             f"{described}: unknown model family {family!r}; expected one of {list(KNOWN_FAMILIES)}"
         )
     num_labels = payload.get("num_labels")
-    if not _whole(num_labels) or num_labels < 1:
-        raise ModelError(f"{described}: num_labels must be a whole number >= 1, got {num_labels!r}")
+    least = 0 if family == "causal-lm" else 1  # a language model has no label head
+    if not _whole(num_labels) or num_labels < least:
+        raise ModelError(f"{described}: num_labels must be a whole number >= {least}, got {num_labels!r}")
     names = payload.get("label_names") or []
     if not isinstance(names, list) or (names and len(names) != num_labels):
         raise ModelError(

@@ -13,13 +13,16 @@ from lowcarb.models.config import ModelConfig
 @dataclass
 class ModelHandle:
     """`kind` is the data the model reads ("image" or "text"), matching `DataBundle.kind`;
-    `family` is how it was built ("cnn", "mlp", "transformer", "hf")."""
+    `family` is how it was built ("cnn", "mlp", "transformer", "hf" for a classifier folder,
+    "causal-lm" for a language model). `provenance` says where weights came from when quality
+    figures need that caveat (for example "dequantized from a 4-bit GGUF")."""
 
     model: nn.Module
     tokenizer: Any | None
     kind: Literal["image", "text"]
-    family: Literal["cnn", "mlp", "transformer", "hf"]
+    family: Literal["cnn", "mlp", "transformer", "hf", "causal-lm"]
     config: ModelConfig
     num_labels: int
     label_names: tuple[str, ...] = ()
     input_shape: tuple[int, ...] | None = None  # image models only
+    provenance: str | None = None

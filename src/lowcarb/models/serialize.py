@@ -3,8 +3,9 @@
 Layout of a saved folder:
 - reference models: `model.safetensors` + `lowcarb_model.json` (family, ModelConfig, labels,
   input shape) + tokenizer files when the model reads MiniLM's tokenizer;
-- Hugging Face models: the usual `save_pretrained` folder (config.json, model.safetensors,
-  tokenizer files) + `lowcarb_model.json`, so the folder also loads with transformers alone.
+- Hugging Face models (classifiers and causal LMs): the usual `save_pretrained` folder
+  (config.json, model.safetensors, tokenizer files) + `lowcarb_model.json`, so the folder also
+  loads with transformers alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from safetensors.torch import save_model as save_safetensors_model
 from lowcarb.errors import MissingPathError, ModelError
 from lowcarb.models.build import build_reference_model
 from lowcarb.models.byte_tokenizer import ByteTokenizer
+from lowcarb.models.causal_lm import load_causal_lm_folder
 from lowcarb.models.checks import check_description, check_shapes_match, safetensors_shapes
 from lowcarb.models.config import ModelConfig
 from lowcarb.models.handle import ModelHandle
@@ -61,7 +63,9 @@ def save_model(handle: ModelHandle, folder: str | Path) -> Path:
         "input_shape": list(handle.input_shape) if handle.input_shape is not None else None,
         "config": _config_to_json(handle.config),
     }
-    if handle.family == "hf":
+    if handle.provenance:
+        description["provenance"] = handle.provenance
+    if handle.family in ("hf", "causal-lm"):
         with quiet_transformers():
             handle.model.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[operator]
             if handle.tokenizer is not None:
@@ -102,6 +106,11 @@ def load_model(folder: str | Path) -> ModelHandle:
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{described}: config: {exc}") from None
     names = tuple(str(n) for n in payload.get("label_names") or ())
+    if family == "causal-lm":
+        model, tokenizer = load_causal_lm_folder(folder)
+        return ModelHandle(
+            model, tokenizer, "text", "causal-lm", config, 0, (), None, payload.get("provenance")
+        )
     if family == "hf":
         model, tokenizer = load_hf_classifier(folder)
         return ModelHandle(model, tokenizer, "text", "hf", config, num_labels, names)

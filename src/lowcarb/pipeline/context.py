@@ -16,6 +16,7 @@ from lowcarb.models import ModelHandle, load_model, save_model
 from lowcarb.models.transforms import has_transforms
 from lowcarb.pipeline.recipe import Recipe
 from lowcarb.pipeline.registry import TrainOverrides
+from lowcarb.pipeline.tasks import OnEpoch, Task, task_for
 from lowcarb.train.config import TrainConfig
 from lowcarb.train.device import Placement, cpu_placement
 from lowcarb.train.loop import FitResult, fit
@@ -55,7 +56,7 @@ class RunContext:
     """
 
     recipe: Recipe
-    data: DataBundle
+    data: DataBundle  # an LMBundle for task: causal-lm (same loader() signature)
     handle: ModelHandle
     carbon: CarbonConfig
     artifacts_dir: Path
@@ -86,6 +87,17 @@ class RunContext:
     @property
     def tokenizer(self) -> Any | None:
         return self.handle.tokenizer
+
+    @property
+    def task(self) -> Task:
+        """What the recipe's `task:` makes different: loss, metrics, loading (pipeline.tasks)."""
+        return task_for(self.recipe.task)
+
+    def train_task(self, config: TrainConfig, *, on_epoch: OnEpoch | None = None) -> dict[str, Any]:
+        """Train the current model on the train split with the task's loss (what the train and
+        lora stages call); returns a JSON-able summary for `ctx.note`: steps, stop reason, ...,
+        and for causal LMs also tokens, tokens/s, joules per 1,000 training tokens, peak memory."""
+        return self.task.fit(self, config, on_epoch=on_epoch)
 
     def train_config(self, overrides: TrainOverrides | None = None, **changes: Any) -> TrainConfig:
         """The recipe's training settings (in the run's precision), with a stage's overrides

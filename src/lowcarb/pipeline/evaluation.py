@@ -1,11 +1,17 @@
-"""The evaluation every model of a run gets: quality on dev/test and its serving costs, measured
-by lowcarb.train.costs.serving_costs (the same code the benchmarks use)."""
+"""The evaluation every model of a run gets: quality on dev/test and its serving costs.
+
+`evaluate_model(ctx, ...)` hands the work to the run's task (lowcarb.pipeline.tasks):
+`evaluate_classifier` here for sequence classification (serving measured by
+lowcarb.train.costs.serving_costs, the same code the benchmarks use), and
+`lm_evaluation.evaluate_causal_lm` for causal language models.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from lowcarb.pipeline.context import RunContext
+from lowcarb.pipeline.tasks import EvaluationSettings
 from lowcarb.train.batches import model_device
 from lowcarb.train.costs import serving_costs
 from lowcarb.train.device import device_name, precision_on
@@ -31,8 +37,25 @@ def evaluate_model(
     inferences: int = 1000,
     latency_batch_sizes: tuple[int, ...] = (1, SERVING_BATCH),
     latency_repeats: int | None = None,
+    **lm_settings: Any,
 ) -> dict[str, Any]:
-    """Flat metrics of the current model (the report's columns; see lowcarb.report.summary).
+    """Flat metrics of the current model, from the run's task (the report's columns).
+
+    `lm_settings` are the causal-LM fields of EvaluationSettings (generation_batch_sizes, ...).
+    """
+    settings = EvaluationSettings(
+        splits=splits,
+        threads=threads,
+        inferences=inferences,
+        latency_batch_sizes=latency_batch_sizes,
+        latency_repeats=latency_repeats,
+        **lm_settings,
+    )
+    return ctx.task.evaluate(ctx, settings)
+
+
+def evaluate_classifier(ctx: RunContext, settings: EvaluationSettings) -> dict[str, Any]:
+    """Flat metrics of a classifier (the report's columns; see lowcarb.report.summary).
 
     Quality: `<split>_accuracy`, `<split>_macro_f1`, `<split>_loss` for every split present.
     Serving: params, size_bytes, flops_per_example, latency_b<N>_p50_ms / _p95_ms for each
@@ -44,6 +67,8 @@ def evaluate_model(
     Every figure names where it was measured: `device`, `device_name`, `precision`, and the
     machine's load while timing (`latency_load_1m`, `latency_cores`, `latency_busy`).
     """
+    splits, threads, inferences = settings.splits, settings.threads, settings.inferences
+    latency_batch_sizes, latency_repeats = settings.latency_batch_sizes, settings.latency_repeats
     model = ctx.model
     batch_size = ctx.recipe.train.batch_size
     device = model_device(model)

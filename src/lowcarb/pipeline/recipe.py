@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from lowcarb.data import DataConfig
 from lowcarb.errors import ConfigError
-from lowcarb.models import ModelConfig
+from lowcarb.models import BUILTIN_MODELS, ModelConfig
 from lowcarb.pipeline.recipe_errors import format_validation_errors, mark_set, short_repr, shorten
 from lowcarb.pipeline.recipe_types import section_problems
 from lowcarb.pipeline.registry import get_stage
@@ -68,6 +68,16 @@ class EvaluationSection(_Section):
     # A stage whose model loses more accuracy than this (points) against the model before it is
     # flagged in the terminal and the report: its saving costs accuracy.
     accuracy_tolerance_pt: float = Field(default=2.0, ge=0)
+    # task: causal-lm. Greedy generation with the KV cache is timed at these batch sizes (time to
+    # first token, decode tokens/s); the footprint of `generated_tokens` tokens at the largest
+    # one gives energy and CO2e per 1,000 generated tokens; timed runs generate
+    # `timing_new_tokens` tokens each; exact-match answers stop at `max_new_tokens`.
+    generation_batch_sizes: tuple[Annotated[int, Field(gt=0)], ...] = Field(default=(1, 8), min_length=1)
+    generated_tokens: int = Field(default=1000, gt=0)
+    timing_new_tokens: int = Field(default=32, ge=2)
+    max_new_tokens: int = Field(default=64, gt=0)
+    # Timed generations per batch size (medians with their 95 % interval).
+    generation_repeats: int = Field(default=5, gt=0)
 
 
 class CarbonSection(_Section):
@@ -91,6 +101,9 @@ class CarbonSection(_Section):
 class _RecipeFile(_Section):
     name: str = "run"
     description: str = ""
+    # What the model learns (lowcarb.pipeline.tasks): labels of texts or images, or the next
+    # token (a causal language model: smollm2-135m, a Hugging Face causal-LM folder, a .gguf).
+    task: Literal["sequence-classification", "causal-lm"] = "sequence-classification"
     # The sections are the library's own frozen configs, validated field by field by pydantic:
     # one definition of every setting, and their own checks (__post_init__) run here, at the edge.
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -159,6 +172,7 @@ class Recipe:
     precision: str | None = None
     parsec: ParsecRunConfig | None = None
     mutransfer: MutransferSection | None = None
+    task: str = "sequence-classification"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings; `recipe_from_dict(r.to_dict())` gives the same recipe back."""
@@ -167,6 +181,7 @@ class Recipe:
         out = {
             "name": self.name,
             "description": self.description,
+            "task": self.task,
             "model": _dump(self.model),
             "data": _dump(self.data),
             "train": train,
@@ -270,10 +285,17 @@ def recipe_from_dict(
         raise ConfigError(format_validation_errors(exc, source, _RecipeFile, set_paths)) from None
 
     text_model = str(base.model.name) not in ("cnn", "mlp")
-    if text_model and base.data.train is None:
+    # causal-lm with no data.train runs the task lowcarb generates (lowcarb.data.lm_generated).
+    if text_model and base.data.train is None and base.task != "causal-lm":
         raise ConfigError(
             f"{source}: data.train: model {str(base.model.name)!r} reads text, and no text table "
             "was given; add --set data.train=path/to/train.csv (or .tsv, .jsonl)"
+        )
+
+    if base.task == "causal-lm" and str(base.model.name) in BUILTIN_MODELS:
+        raise ConfigError(
+            f"{source}: model.name: {str(base.model.name)!r} is a classifier; task: causal-lm needs "
+            "a language model: smollm2-135m (shipped), a Hugging Face causal-LM folder or a .gguf file"
         )
 
     steps: list[StageStep] = []
@@ -295,6 +317,11 @@ def recipe_from_dict(
                     exc, source, spec.config_model, set_paths, prefix=f"stages[{index}].{name}"
                 )
             ) from None
+        if base.task not in spec.tasks:
+            raise ConfigError(
+                f"{source}: stages[{index}]: stage {name!r} does not support task {base.task!r} "
+                f"(it supports {', '.join(spec.tasks)})"
+            )
         counts[name] = counts.get(name, 0) + 1
         label_ = name if counts[name] == 1 else f"{name}-{counts[name]}"
         steps.append(StageStep(name=name, label=label_, config=cfg))
@@ -319,6 +346,7 @@ def recipe_from_dict(
         precision=base.precision,
         parsec=base.parsec,
         mutransfer=base.mutransfer,
+        task=base.task,
     )
 
 

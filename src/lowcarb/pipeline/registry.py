@@ -107,6 +107,9 @@ class StageSpec:
     # Called by the runner once the model is built and before any stage runs, so that a stage
     # that cannot work on this model (AutoDistil on a non-BERT model) fails before training.
     check: StageCheck | None = None
+    # The recipe tasks the stage works on (pipeline.tasks); a recipe naming it for another task
+    # is rejected before the run starts.
+    tasks: tuple[str, ...] = ("sequence-classification",)
 
 
 _REGISTRY: dict[str, StageSpec] = {}
@@ -118,11 +121,13 @@ def register_stage(
     *,
     changes_model: bool = True,
     check: StageCheck | None = None,
+    tasks: tuple[str, ...] = ("sequence-classification",),
 ) -> Callable[[StageFn], StageFn]:
     """Decorator: register `fn` as the recipe stage `name`, with settings validated by `config_model`.
 
     `check(ctx, cfg)`, when given, runs before any stage of the run and raises a LowcarbError
     when this stage cannot work on the model or data (checked up front, not after training).
+    `tasks` lists the recipe tasks the stage supports ("sequence-classification", "causal-lm").
     """
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"stage name {name!r} must be letters, digits, '-' or '_'")
@@ -149,7 +154,7 @@ def register_stage(
             )
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = StageSpec(
-            name, fn, config_model, changes_model, doc[0] if doc else "", check
+            name, fn, config_model, changes_model, doc[0] if doc else "", check, tuple(tasks)
         )
         return fn
 

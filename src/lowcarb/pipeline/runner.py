@@ -23,15 +23,14 @@ from typing import Any
 import torch
 
 from lowcarb import files
-from lowcarb.data import load_data
 from lowcarb.errors import LowcarbError
 from lowcarb.interrupts import Terminated, interrupt_on_signals
 from lowcarb.measure import track
 from lowcarb.measure.config import load_carbon_config
-from lowcarb.models import build_model
 from lowcarb.pipeline.context import RunContext, StageRecord
 from lowcarb.pipeline.recipe import Recipe, StageStep
 from lowcarb.pipeline.registry import get_stage
+from lowcarb.pipeline.tasks import task_for
 from lowcarb.store.runstore import RunStore
 from lowcarb.train.batches import logits_of, model_device, to_device, to_host
 from lowcarb.train.device import Placement, resolve_placement
@@ -239,19 +238,22 @@ def _setup(w: _Window, shared: dict[str, Any] | None) -> RunContext:
     w.records.append(setup)
     with track("setup", unit="run", units=1, config=w.carbon, on_close=w.on_close) as fp:
         try:
-            data = load_data(recipe.data)
-            handle = build_model(recipe.model, data, seed=recipe.train.seed)
+            data, handle = task_for(recipe.task).load(recipe)
             handle.model.to(w.placement.device)  # the one place a run's model is placed
         finally:
             setup.footprint = fp
     setup.footprint = fp.to_dict()
     setup.status = "completed"
     setup.summary = {
+        "task": recipe.task,
         "data": data.name,
         "sizes": data.sizes(),
         "model": str(recipe.model.name),
         **w.placement.to_dict(),
     }
+    if handle.provenance:
+        # Where quality figures appear, the report says the weights were quantized before.
+        setup.summary["weights_note"] = handle.provenance
     w.finish_record(setup)
     return RunContext(
         recipe=recipe,
@@ -353,7 +355,7 @@ def _save_final_model(ctx: RunContext, artifacts: Path) -> dict[str, Any]:
     with files.replace_folder(folder) as tmp:
         written, loader = ctx.save_model(tmp)
         written = Path(written)
-        ctx.data.save_label_map(written / "label_map.json")
+        ctx.task.save_extras(ctx, written)
     folder = folder / written.relative_to(tmp)
     info: dict[str, Any] = {
         "path": str(folder),

@@ -32,6 +32,22 @@ def _metric(row: ModelRow | None, key: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _lm_lines(fa: ModelRow | None, fb: ModelRow | None) -> list[tuple[str, Any, Any, Callable[[Any], str], str]]:
+    """Per-token quantities, when either final model is a causal LM."""
+    if not any(r is not None and r.is_lm for r in (fa, fb)):
+        return []
+    split = "test" if all(_metric(r, "test_perplexity") is not None for r in (fa, fb)) else "dev"
+    return [
+        (f"{split} perplexity", _metric(fa, f"{split}_perplexity"), _metric(fb, f"{split}_perplexity"),
+         lambda v: f"{v:.4g}", "ratio"),
+        ("first token b=1", _metric(fa, "gen_b1_ttft_ms"), _metric(fb, "gen_b1_ttft_ms"), fmt_ms, "ratio"),
+        ("decode tok/s b=1", _metric(fa, "gen_b1_decode_tokens_per_s"), _metric(fb, "gen_b1_decode_tokens_per_s"),
+         lambda v: f"{v:.3g}", "ratio"),
+        ("energy / 1k tok.", _metric(fa, "per1k_tokens_energy_j"), _metric(fb, "per1k_tokens_energy_j"), fmt_j, "ratio"),
+        ("CO2e / 1k tok.", _metric(fa, "per1k_tokens_total_g"), _metric(fb, "per1k_tokens_total_g"), fmt_g, "ratio"),
+    ]  # fmt: skip
+
+
 def compare_rows(a: Run, b: Run) -> tuple[list[str], list[list[str]]]:
     """(headers, rows): one line per quantity, the two runs and B relative to A."""
     fa, fb = _final(a), _final(b)
@@ -86,6 +102,7 @@ def compare_rows(a: Run, b: Run) -> tuple[list[str], list[list[str]]]:
             fmt_g,
             "ratio",
         ),
+        *_lm_lines(fa, fb),
         ("run energy", ta["energy_j"], tb["energy_j"], fmt_j, "ratio"),
         ("run CO2e op.", ta["operational_g"], tb["operational_g"], fmt_g, "ratio"),
         ("run CO2e emb.", ta["embodied_g"], tb["embodied_g"], fmt_g, "ratio"),

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from html import escape
 
 from lowcarb.report import plots
+from lowcarb.report.lm import serving_sentence, training_rows, weights_notes
 from lowcarb.report.summary import (
     Run,
     accuracy_split,
@@ -92,21 +93,33 @@ def render_html(run: Run) -> str:
     parts.append("</section>")
 
     parts.append('<section id="models"><h2>Stages: the models and what they cost</h2>')
+    lm = bool(rows) and all(r.is_lm for r in rows)
     if rows:
         headers, body = model_table(rows)
-        parts.append(
-            f"<p>Accuracy on {accuracy_split(rows)}; latency at a fixed thread count; "
-            "energy and CO2e per 1,000 inferences (served in batches of 32), measured; stage columns are the "
-            "cost of producing each model.</p>"
-        )
+        if lm:
+            parts.append(f"<p>{escape(serving_sentence(rows))}</p>")
+        else:
+            parts.append(
+                f"<p>Accuracy on {accuracy_split(rows)}; latency at a fixed thread count; "
+                "energy and CO2e per 1,000 inferences (served in batches of 32), measured; stage columns are the "
+                "cost of producing each model.</p>"
+            )
         parts.append(_table(headers, body, "model-table"))
         parts += [f'<p class="measured-on">{escape(n)}</p>' for n in measurement_notes(run)]
         parts += [
             f'<p class="status-failed busy-warning">warning: {escape(w)}</p>' for w in busy_warnings(run)
         ]
+        for note in weights_notes(run):
+            parts.append(f'<p class="weights-note"><b>Note:</b> {escape(note)}.</p>')
     else:
         parts.append("<p>No model was evaluated in this run.</p>")
     parts.append("</section>")
+
+    train_headers, train_body = training_rows(run)
+    if train_body:
+        parts.append('<section id="training"><h2>Training cost per token</h2>')
+        parts.append(_table(train_headers, train_body, "training-table"))
+        parts.append("</section>")
 
     parts.append('<section id="co2-per-stage"><h2>CO2e per stage</h2>')
     if costs:
@@ -115,10 +128,12 @@ def render_html(run: Run) -> str:
 
     parts.append('<section id="tradeoff"><h2>Accuracy against CO2e and latency</h2>')
     if rows:
+        unit = rows[-1].unit
+        quality = f"{accuracy_split(rows)} {'exact match' if lm else 'accuracy'}"
         parts.append(
             _img(
-                plots.tradeoff_png(rows, f"{accuracy_split(rows)} accuracy"),
-                "accuracy against CO2e per 1,000 inferences and latency, Pareto front marked",
+                plots.tradeoff_png(rows, quality, unit=unit),
+                f"{quality} against CO2e per 1,000 {unit} and latency, Pareto front marked",
                 "tradeoff-plot",
             )
         )
@@ -127,10 +142,11 @@ def render_html(run: Run) -> str:
     parts.append('<section id="payback"><h2>Payback</h2>')
     lines = paybacks(rows, accuracy_tolerance_pt(run))
     if lines:
+        unit = lines[-1].unit
         parts.append(
             "<p>For every stage that changed an evaluated model: the CO2e its ledger window "
-            "spent, the CO2e its model saves per million inferences against the model before it, "
-            "and the number of inferences after which the saving repays the cost.</p>"
+            f"spent, the CO2e its model saves per million {unit} against the model before it, "
+            f"and the number of {unit} after which the saving repays the cost.</p>"
         )
         parts.append('<ul id="payback-lines">')
         for p in lines:

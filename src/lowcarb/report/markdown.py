@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lowcarb.report.lm import serving_sentence, training_rows, weights_notes
 from lowcarb.report.summary import (
     Run,
     accuracy_split,
@@ -61,9 +62,13 @@ def render_markdown(run: Run) -> str:
     ]
     if rows:
         headers, body = model_table(rows)
+        if all(r.is_lm for r in rows):
+            out += [serving_sentence(rows), ""]
         out += [md_table(headers, body), ""]
         out += [line for n in measurement_notes(run) for line in (n, "")]
         out += [line for w in busy_warnings(run) for line in (f"**warning:** {w}", "")]
+        out += [f"**Note:** {note}." for note in weights_notes(run)]
+        out += [""] if weights_notes(run) else []
         points = [
             (r.per1k_total_g, r.accuracy)
             for r in rows
@@ -72,10 +77,13 @@ def render_markdown(run: Run) -> str:
         named = [r.label for r in rows if r.per1k_total_g is not None and r.accuracy is not None]
         front = [named[i] for i in pareto_front(points)]  # type: ignore[arg-type]
         out += [
-            f"Pareto front ({accuracy_split(rows)} accuracy against CO2e per 1,000 inferences): "
+            f"Pareto front ({accuracy_split(rows)} accuracy against CO2e per 1,000 {rows[-1].unit}): "
             + (", ".join(front) or "-"),
             "",
         ]
+        train_headers, train_body = training_rows(run)
+        if train_body:
+            out += ["## Training cost per token", "", md_table(train_headers, train_body), ""]
     else:
         out += ["No model was evaluated in this run.", ""]
     out += ["## Payback", ""]

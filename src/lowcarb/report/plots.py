@@ -71,8 +71,9 @@ def _scatter(ax: Any, xs: list[float], ys: list[float], names: list[str], xlabel
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def tradeoff_png(rows: Sequence[ModelRow], accuracy_label: str = "accuracy") -> bytes:
-    """Accuracy against CO2e per 1,000 inferences, and against latency; Pareto fronts marked."""
+def tradeoff_png(rows: Sequence[ModelRow], accuracy_label: str = "accuracy", unit: str = "inferences") -> bytes:
+    """Accuracy against CO2e per 1,000 `unit` (inferences, or generated tokens), and against
+    latency at batch 1 (per decoded token for causal LMs); Pareto fronts marked."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
     pts = [r for r in rows if r.accuracy is not None and r.per1k_total_g is not None]
     _scatter(
@@ -80,7 +81,7 @@ def tradeoff_png(rows: Sequence[ModelRow], accuracy_label: str = "accuracy") -> 
         [r.per1k_total_g * 1000 for r in pts],  # type: ignore[operator]
         [r.accuracy for r in pts],  # type: ignore[misc]
         [r.label for r in pts],
-        "CO2e per 1,000 inferences (mg)",
+        f"CO2e per 1,000 {unit} (mg)",
     )
     pts = [r for r in rows if r.accuracy is not None and r.latency_ms is not None]
     _scatter(
@@ -88,7 +89,7 @@ def tradeoff_png(rows: Sequence[ModelRow], accuracy_label: str = "accuracy") -> 
         [r.latency_ms for r in pts],  # type: ignore[misc]
         [r.accuracy for r in pts],  # type: ignore[misc]
         [r.label for r in pts],
-        "latency p50, batch 1 (ms)",
+        "decode time per token, batch 1 (ms)" if unit == "generated tokens" else "latency p50, batch 1 (ms)",
     )
     left.set_ylabel(accuracy_label)
     right.set_ylabel(accuracy_label)

@@ -55,11 +55,26 @@ class ModelRow:
         return accuracy_of(self.metrics)
 
     @property
+    def is_lm(self) -> bool:
+        """A causal LM, served per generated token (lowcarb.pipeline.lm_evaluation)."""
+        return "per1k_tokens_total_g" in self.metrics
+
+    @property
+    def unit(self) -> str:
+        """What the serving cost counts: inferences, or generated tokens for a causal LM."""
+        return "generated tokens" if self.is_lm else "inferences"
+
+    @property
     def per1k_total_g(self) -> float | None:
-        return _num(self.metrics.get("per1k_total_g"))
+        """CO2e per 1,000 serving units (`unit`: inferences, or generated tokens)."""
+        return _num(self.metrics.get("per1k_tokens_total_g" if self.is_lm else "per1k_total_g"))
 
     @property
     def latency_ms(self) -> float | None:
+        """Batch-1 latency: of an inference, or (causal LM) of one decoded token."""
+        if self.is_lm:
+            rate = _num(self.metrics.get("gen_b1_decode_tokens_per_s"))
+            return 1000.0 / rate if rate else None
         return _num(self.metrics.get("latency_b1_p50_ms"))
 
 
@@ -71,9 +86,10 @@ class Payback:
     against: str  # the model it is compared with
     spent_g: float  # CO2e spent producing the new model (the stage's ledger window)
     saved_g_per_million: float  # CO2e saved per 1e6 inferences (negative: the model costs more)
-    payback_inferences: float | None  # inferences until the saving repays `spent_g`; None if never
+    payback_inferences: float | None  # units until the saving repays `spent_g`; None if never
     accuracy_delta: float | None
     tolerance_pt: float = ACCURACY_TOLERANCE_PT
+    unit: str = "inferences"  # or "generated tokens" (causal LMs): what the saving is counted in
 
     @property
     def cheaper(self) -> bool:
@@ -98,20 +114,20 @@ class Payback:
             return (
                 f"{self.label}: spent {fmt_g(self.spent_g)} CO2e; the model is not cheaper to run "
                 f"than {self.against} ({fmt_g(-self.saved_g_per_million)} more per million "
-                f"inferences){acc}"
+                f"{self.unit}){acc}"
             )
         if self.accuracy_lost:
             # The saving is real but bought with accuracy: say so before the payback figure.
             return (
                 f"{self.label}: spent {fmt_g(self.spent_g)} CO2e; the saving costs accuracy: it "
-                f"saves {fmt_g(self.saved_g_per_million)} per million inferences against "
+                f"saves {fmt_g(self.saved_g_per_million)} per million {self.unit} against "
                 f"{self.against} and would pay back after {fmt_count(self.payback_inferences)} "
-                f"inferences{acc}"
+                f"{self.unit}{acc}"
             )
         return (
             f"{self.label}: spent {fmt_g(self.spent_g)} CO2e, saves "
-            f"{fmt_g(self.saved_g_per_million)} per million inferences against {self.against}, "
-            f"pays back after {fmt_count(self.payback_inferences)} inferences{acc}"
+            f"{fmt_g(self.saved_g_per_million)} per million {self.unit} against {self.against}, "
+            f"pays back after {fmt_count(self.payback_inferences)} {self.unit}{acc}"
         )
 
 
@@ -186,7 +202,7 @@ def paybacks(rows: Sequence[ModelRow], tolerance_pt: float = ACCURACY_TOLERANCE_
     out = []
     for previous, current in zip(rows, rows[1:], strict=False):
         before, after = previous.per1k_total_g, current.per1k_total_g
-        if before is None or after is None:
+        if before is None or after is None or previous.unit != current.unit:
             continue
         saved_per_inference = (before - after) / 1000.0
         spent = current.cost_total_g
@@ -205,6 +221,7 @@ def paybacks(rows: Sequence[ModelRow], tolerance_pt: float = ACCURACY_TOLERANCE_
                     else None
                 ),
                 tolerance_pt=tolerance_pt,
+                unit=current.unit,
             )
         )
     return out
@@ -399,12 +416,18 @@ def measurement_notes(run: Run) -> list[str]:
             continue
         key = (m.get("device"), m.get("device_name"), m.get("precision"), m.get("threads"))
         groups.setdefault(key, []).append(r.label)
+    lm = any(r.is_lm for r in model_rows(run))
+    how = (
+        "first-token time and decode rate are medians of repeated greedy generations with the KV "
+        "cache, with their 95 % interval."
+        if lm
+        else "latency is the median of repeated forward passes with its 95 % interval."
+    )
     for (device, name, precision, threads), labels in groups.items():
         who = "every model" if len(groups) == 1 else ", ".join(labels)
         notes.append(
             f"Latency and serving energy of {who}: measured on {device} ({name}) in {precision} "
-            f"at {threads} thread(s); latency is the median of repeated forward passes with its "
-            "95 % interval."
+            f"at {threads} thread(s); {how}"
         )
     return notes
 
@@ -425,6 +448,10 @@ def busy_warnings(run: Run) -> list[str]:
 
 # The model table, shared by every form: (header, function of a ModelRow -> text).
 def model_table(rows: Sequence[ModelRow]) -> tuple[list[str], list[list[str]]]:
+    if rows and all(r.is_lm for r in rows):
+        from lowcarb.report.lm import lm_model_table  # LM columns: per generated token
+
+        return lm_model_table(rows)
     split = accuracy_split(rows)
     headers = [
         "model (after stage)",

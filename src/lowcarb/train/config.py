@@ -48,6 +48,10 @@ class TrainConfig:
     head_lr: float | None = None
     head_modules: tuple[str, ...] = ("classifier", "score")
     frozen_modules: tuple[str, ...] = ()
+    # Recompute activations in the backward pass instead of storing them (Hugging Face models):
+    # less memory for about a third more compute. Honoured by the run's tasks (pipeline.tasks)
+    # and fit_causal_lm through lowcarb.train.memory.gradient_checkpointing.
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "fp16"):

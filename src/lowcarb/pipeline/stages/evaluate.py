@@ -1,4 +1,5 @@
-"""The `evaluate` stage: accuracy and macro-F1 on dev/test, latency, size, FLOPs, CO2e per 1,000."""
+"""The `evaluate` stage: quality on dev/test and serving cost (per 1,000 inferences, or per 1,000
+generated tokens for causal LMs), through the run's task."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pydantic import Field
 from lowcarb.pipeline.context import RunContext
 from lowcarb.pipeline.evaluation import evaluate_model
 from lowcarb.pipeline.registry import StageConfig, register_stage
+from lowcarb.pipeline.tasks import TASK_NAMES
 
 
 class EvaluateConfig(StageConfig):
@@ -21,7 +23,7 @@ class EvaluateConfig(StageConfig):
     latency_repeats: int | None = Field(default=None, gt=0)
 
 
-@register_stage("evaluate", EvaluateConfig, changes_model=False)
+@register_stage("evaluate", EvaluateConfig, changes_model=False, tasks=TASK_NAMES)
 def evaluate_stage(ctx: RunContext, cfg: EvaluateConfig) -> RunContext:
     """Evaluate the current model: quality, latency, size, FLOPs and the footprint of serving."""
     settings = ctx.recipe.evaluation
@@ -32,6 +34,11 @@ def evaluate_stage(ctx: RunContext, cfg: EvaluateConfig) -> RunContext:
         inferences=cfg.inferences or settings.inferences,
         latency_batch_sizes=settings.latency_batch_sizes,
         latency_repeats=cfg.latency_repeats,
+        generation_batch_sizes=settings.generation_batch_sizes,
+        generated_tokens=settings.generated_tokens,
+        timing_new_tokens=settings.timing_new_tokens,
+        max_new_tokens=settings.max_new_tokens,
+        generation_repeats=settings.generation_repeats,
     )
     ctx.set_metrics(metrics)
     return ctx

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from lowcarb.adapt import lora, peft_format
 from lowcarb.adapt.lora import LoraConfig
-from lowcarb.pipeline.context import RunContext, fit_notes
+from lowcarb.pipeline.context import RunContext
 from lowcarb.pipeline.registry import (
     TrainOverrides,
     register_stage,
     technique_fields,
+    technique_values,
 )
+from lowcarb.pipeline.tasks import CAUSAL_LM, TASK_NAMES
 
-# LoraConfig's fields; in a recipe the classifier head trains with the adapters by default.
+# LoraConfig's fields. target_modules and modules_to_save unset (None) take the task's default:
+# a classifier adapts attention query/value and trains its fresh head in full; a causal LM adapts
+# every projection of its blocks (Llama names; all-linear on other models) and nothing else.
 # Unset training values come from the recipe's `train:` section (LoRA usually wants a higher lr).
-_LoraFields = technique_fields(LoraConfig, defaults={"modules_to_save": ("classifier",)})
+CLASSIFIER_DEFAULTS: dict[str, Any] = {"target_modules": ("query", "value"), "modules_to_save": ("classifier",)}
+LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_LoraFields = technique_fields(
+    LoraConfig,
+    defaults={"target_modules": None, "modules_to_save": None},
+    types={"target_modules": tuple[str, ...] | str | None, "modules_to_save": tuple[str, ...] | None},
+)
 
 
 class LoraStageConfig(_LoraFields, TrainOverrides):  # type: ignore[misc, valid-type]
@@ -24,12 +34,26 @@ class LoraStageConfig(_LoraFields, TrainOverrides):  # type: ignore[misc, valid-
     # Adapter file written to the run's artifacts (adapter/): PEFT's format, lowcarb's, or none.
     save_adapter: Literal["peft", "lowcarb", "none"] = "peft"
 
+    def technique(self, defaults: dict[str, Any] | None = None) -> LoraConfig:
+        """The LoraConfig; unset targets come from `defaults` (the task's; a classifier's if None)."""
+        given = technique_values(self, LoraConfig, skip_unset=True)
+        return LoraConfig(**{**(defaults or CLASSIFIER_DEFAULTS), **given})
 
-@register_stage("lora", LoraStageConfig)
+
+def task_defaults(ctx: RunContext) -> dict[str, Any]:
+    """What LoRA adapts when the recipe does not say: per task, and per model for causal LMs."""
+    if ctx.recipe.task != CAUSAL_LM:
+        return CLASSIFIER_DEFAULTS
+    names = {n.rpartition(".")[2] for n, _ in ctx.model.named_modules()}
+    targets = LLAMA_PROJECTIONS if set(LLAMA_PROJECTIONS) <= names else "all-linear"
+    return {"target_modules": targets, "modules_to_save": ()}
+
+
+@register_stage("lora", LoraStageConfig, tasks=TASK_NAMES)
 def lora_stage(ctx: RunContext, cfg: LoraStageConfig) -> RunContext:
     """Fine-tune with LoRA adapters on the frozen model, then merge them into a plain model."""
-    summary = lora.apply(ctx.model, cfg.technique())
-    result = ctx.fit(cfg)
+    summary = lora.apply(ctx.model, cfg.technique(task_defaults(ctx)))
+    fit_summary = ctx.train_task(ctx.train_config(cfg))
     adapter_path = None
     if cfg.save_adapter != "none":
         save = peft_format.save_peft if cfg.save_adapter == "peft" else peft_format.save_adapter
@@ -39,5 +63,5 @@ def lora_stage(ctx: RunContext, cfg: LoraStageConfig) -> RunContext:
         # A merged model trains like the original: everything trainable again for later stages.
         for p in ctx.model.parameters():
             p.requires_grad_(True)
-    ctx.note(**summary.to_dict(), **fit_notes(result), adapter=adapter_path, merged=cfg.merge)
+    ctx.note(**summary.to_dict(), **fit_summary, adapter=adapter_path, merged=cfg.merge)
     return ctx
