@@ -4,6 +4,9 @@ import os
 
 import pytest
 
+# Tiny causal LMs (random Llama, GPT-2, a GGUF) as session fixtures for every package's tests.
+pytest_plugins = ["tests.lm_tiny"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
