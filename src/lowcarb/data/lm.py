@@ -52,6 +52,9 @@ class LMBundle:
     name: str
     max_length: int = 128
     prompt_format: str = "auto"
+    # The default for shuffled loaders (DataConfig.group_by_length): rows of similar length share
+    # a batch, so right padding wastes little compute.
+    group_by_length: bool = True
     kind: Literal["lm"] = "lm"
     # (split, id(tokenizer)) -> (tokenizer, encoded); the tokenizer is kept so its id stays unique.
     _encoded: dict[tuple[str, int], tuple[Any, EncodedSplit]] = field(
@@ -91,7 +94,7 @@ class LMBundle:
         shuffle: bool = False,
         tokenizer: Any | None = None,
         seed: int = 0,
-        group_by_length: bool = True,
+        group_by_length: bool | None = None,
         pin_memory: bool = False,
     ) -> DataLoader[Any]:
         """Batches of `split`; shuffled ones are length-bucketed (similar lengths share a batch).
@@ -104,6 +107,8 @@ class LMBundle:
         def collate(indices: list[int]) -> dict[str, torch.Tensor]:
             return collate_training([examples[i] for i in indices], pad_id)
 
+        if group_by_length is None:
+            group_by_length = self.group_by_length
         if shuffle and group_by_length:
             generator = torch.Generator().manual_seed(seed)
             lengths = [len(e.input_ids) for e in examples]
@@ -156,7 +161,7 @@ def load_lm_data(config: DataConfig) -> LMBundle:
     if config.max_train_examples is not None and config.max_train_examples < len(train):
         rng = np.random.default_rng(config.seed)
         train = train.subset(np.sort(rng.choice(len(train), config.max_train_examples, replace=False)).tolist())
-    return LMBundle(train, dev, test, name, config.max_length, config.prompt_format)
+    return LMBundle(train, dev, test, name, config.max_length, config.prompt_format, config.group_by_length)
 
 
 def _seeded_split(split: LMSplit, fraction: float, seed: int) -> tuple[LMSplit, LMSplit]:
