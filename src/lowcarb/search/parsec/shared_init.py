@@ -15,9 +15,12 @@ import contextvars
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 import torch
 from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass
@@ -47,16 +50,14 @@ def shared_init(shared: SharedInit) -> Iterator[SharedInit]:
         _SHARED_INIT.reset(token)
 
 
-def part(key: str, factory: Callable[[], nn.Module]) -> nn.Module:
+def part(key: str, factory: Callable[[], M]) -> M:
     """The module for weight-store key `key`, as a space's builder makes it: `factory()` (fresh,
     the default), or inside `shared_init` the key's shared module, made once under its own seed."""
     shared = _SHARED_INIT.get()
     if shared is None:
         return factory()
-    module = shared.modules.get(key)
-    if module is None:
+    if key not in shared.modules:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(shared.seed * 1_000_003 + zlib.crc32(key.encode()))
-            module = factory()
-        shared.modules[key] = module
-    return module
+            shared.modules[key] = factory()
+    return cast(M, shared.modules[key])  # made by this key's factory

@@ -12,6 +12,7 @@ that choice there, while only the sampled architecture's modules exist at any on
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -294,7 +295,7 @@ def cnn_space(cfg: CnnSpaceConfig | None = None) -> Space:
                     # Key: decision, choice, position. The edge's input choice does not change
                     # the op's weights (every state has the same shape), so it is not in the key.
                     key = f"cell{p}/node{i}.op{j}={op}"
-                    module = part(key, lambda op=op: cnn_op(op, cfg.channels))
+                    module = part(key, functools.partial(cnn_op, op, cfg.channels))
                     cell[f"node{i}_{j}"] = module
                     parts[key] = module
             cells.append(cell)
@@ -444,7 +445,7 @@ def text_space(cfg: TextSpaceConfig | None = None) -> Space:
         for i in range(int(arch["layers"])):
             mixer = str(arch[f"layer{i}.mixer"])
             key = f"width={width}/layer{i}.mixer={mixer}"
-            block = part(key, lambda mixer=mixer: TextBlock(mixer, width))
+            block = part(key, functools.partial(TextBlock, mixer, width))
             parts[key] = block
             blocks.append(block)
         pooling = str(arch["pooling"])
