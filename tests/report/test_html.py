@@ -71,3 +71,17 @@ def test_final_model_line(two_model_run):
     assert "reload it with lowcarb.models.load_model(folder)" in render_html(run)
     broken = dict(run, model={"path": "out/model", "reloads": False, "reload_error": "KeyError: x"})
     assert "reloading it failed: KeyError: x" in render_markdown(broken)
+
+
+def test_compare_says_where_each_final_model_was_measured(two_model_run):
+    import copy
+
+    gpu = copy.deepcopy(two_model_run)
+    gpu["stages"][4]["metrics"].update(device="cuda:0", device_name="NVIDIA H100", precision="bf16", threads=1)
+    cpu = copy.deepcopy(two_model_run)
+    cpu["stages"][4]["metrics"].update(device="cpu", device_name="AMD EPYC", precision="fp32", threads=1)
+    rows = {r[0]: r for r in compare_rows(cpu, gpu)[1]}
+    assert rows["measured on"] == ["measured on", "cpu (AMD EPYC), fp32, 1 thread(s)",
+                                   "cuda:0 (NVIDIA H100), bf16, 1 thread(s)", "differs"]
+    assert {r[0]: r for r in compare_rows(cpu, cpu)[1]}["measured on"][3] == "same"
+    assert {r[0]: r for r in compare_rows(two_model_run, two_model_run)[1]}["measured on"][1] == "-"

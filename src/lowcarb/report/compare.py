@@ -48,6 +48,13 @@ def _lm_lines(fa: ModelRow | None, fb: ModelRow | None) -> list[tuple[str, Any, 
     ]  # fmt: skip
 
 
+def _measured_on(row: ModelRow | None) -> str:
+    if row is None or row.metrics.get("device") is None:
+        return "-"
+    m = row.metrics
+    return f"{m['device']} ({m.get('device_name')}), {m.get('precision')}, {m.get('threads')} thread(s)"
+
+
 def compare_rows(a: Run, b: Run) -> tuple[list[str], list[list[str]]]:
     """(headers, rows): one line per quantity, the two runs and B relative to A."""
     fa, fb = _final(a), _final(b)
@@ -118,6 +125,9 @@ def compare_rows(a: Run, b: Run) -> tuple[list[str], list[list[str]]]:
     for label, x, y, fmt, kind in lines:
         if label == "final model":
             body.append([label, fa.label if fa else "-", fb.label if fb else "-", ""])
+            # Where each final model was timed: latency and energy compare only on like hardware.
+            where = [_measured_on(fa), _measured_on(fb)]
+            body.append(["measured on", *where, "same" if where[0] == where[1] else "differs"])
             continue
         rel = diff_points(x, y) if kind == "points" else ratio(x, y)
         body.append(

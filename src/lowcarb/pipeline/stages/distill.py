@@ -108,7 +108,7 @@ def _texts_only(texts: tuple[str, ...], ctx: RunContext, batch_size: int, seed: 
     split = TextSplit(texts, tuple(0 for _ in texts), "unlabelled")
     return WithoutLabels(make_loader(
         split, batch_size, shuffle=True, tokenizer=ctx.tokenizer,
-        max_length=ctx.data.max_length, seed=seed,
+        max_length=ctx.data.max_length, seed=seed, pin_memory=ctx.placement.pin_memory,
     ))  # fmt: skip
 
 
