@@ -55,7 +55,7 @@ def check_precision(text: Any, *, where: str = "precision") -> str:
     if value not in ("auto", *PRECISIONS):
         prefix = f"{where}: " if where else ""
         raise ConfigError(f"{prefix}{text!r} is not a precision; use auto, fp32, bf16 or fp16")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _setting(value: str | None, env_name: str, environ: Mapping[str, str]) -> tuple[str, str]:

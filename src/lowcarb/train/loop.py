@@ -269,7 +269,9 @@ class _Run:
         self.pending: list[torch.Tensor] = []  # detached losses of steps not read yet
         self.recent_losses: list[float] = []
         self.history: list[dict[str, float]] = []
-        self.best_acc, self.best_dev, self.best_step = -math.inf, None, None
+        self.best_acc = -math.inf
+        self.best_dev: dict[str, float] | None = None
+        self.best_step: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.evals_since_best = 0
 
