@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from lowcarb.cli import common
 from lowcarb.errors import ConfigError
@@ -34,8 +33,6 @@ def add_autodistil(sub: common.Subparsers) -> None:
 
 
 def _cmd_autodistil(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from lowcarb.pipeline import run_recipe
     from lowcarb.pipeline.stage_recipe import recipe_with_stage
     from lowcarb.report.terminal import final_table
@@ -48,13 +45,11 @@ def _cmd_autodistil(args: argparse.Namespace) -> int:
     recipe = recipe_with_stage(
         args.recipe, "autodistil", settings, common.recipe_overrides(args)
     )
-    console = Console(stderr=False)
+    console = common.make_console()
     result = run_recipe(recipe, out_dir=args.out, quiet=args.quiet, store=common.open_store(args),
                         command=common.command_line())
     if result.status != "completed":
-        print(f"lowcarb autodistil: error: {result.error} (run {result.run_id} marked "
-              f"{result.status}; details in {result.artifacts_dir / 'error.txt'})", file=sys.stderr)
-        return 130 if result.status == "interrupted" else 1
+        return common.run_outcome("autodistil", result)
     console.print(final_table(result.run))
     record = next(s for s in result.run["stages"] if s["name"] == "autodistil" and not s.get("auto"))
     notes = record["summary"]

@@ -9,7 +9,7 @@ import argparse
 import shutil
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lowcarb.errors import ConfigError
 
@@ -175,8 +175,15 @@ def require_at_least_one(args: argparse.Namespace, names: tuple[str, ...]) -> No
 def make_console() -> Console:
     from rich.console import Console
 
-    # Pipes get rich's 80 columns by default, too narrow for the run tables.
-    return Console(highlight=False, width=max(120, shutil.get_terminal_size().columns))
+    # Pipes get rich's 80 columns by default, too narrow for the run tables. Markup and emoji
+    # codes are off: what is printed holds run names, paths and messages users and files chose,
+    # and `[/bold]` or `[link=...]` in a name must print as typed (style with rich Text instead).
+    return Console(
+        highlight=False,
+        markup=False,
+        emoji=False,
+        width=max(120, shutil.get_terminal_size().columns),
+    )
 
 
 def footprint_table(fp: dict, title: str) -> Table:
@@ -276,3 +283,26 @@ def carbon_config(args: argparse.Namespace) -> CarbonConfig:
         embodied_kg_per_vcpu=args.embodied_kg_per_vcpu,
         rapl_idle_w=args.rapl_idle_w,
     )
+
+
+def run_outcome(verb: str, result: Any) -> int:
+    """The exit status of a finished `run_recipe` (RunResult), with one line on stderr when it
+    did not complete: 130 interrupted, 1 failed (0 completed)."""
+    from lowcarb.report.escape import plain
+
+    if result.status == "interrupted":
+        print(
+            f"lowcarb {verb}: {plain(result.error)}; run {result.run_id} keeps its finished stages",
+            file=sys.stderr,
+        )
+        return 130
+    if result.status != "completed":
+        details = result.artifacts_dir / "error.txt"
+        where = f"; details in {details}" if details.exists() else ""
+        print(
+            f"lowcarb {verb}: error: {plain(result.error)} (run {result.run_id} marked "
+            f"{result.status}{where})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -128,9 +128,9 @@ def add_runs(sub: common.Subparsers) -> None:
 def _cmd_runs(args: argparse.Namespace) -> int:
     import json
 
-    from rich.markup import escape
     from rich.table import Table
 
+    from lowcarb.report.escape import plain as escape
     from lowcarb.store import StoreNotFound
 
     if args.delete:
@@ -201,7 +201,7 @@ def add_show(sub: common.Subparsers) -> None:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from rich.markup import escape
+    from lowcarb.report.escape import plain as escape
 
     store = common.open_store_for_runs(args, [args.run_id])
     run_id = store.resolve_id(args.run_id)
@@ -212,12 +212,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     totals = store.run_totals(run_id)
     console = common.make_console()
     gone = " (its process is gone: killed before it finished)" if store.writer_gone(run_id) else ""
-    console.print(f"run {run.run_id}: {run.kind} {run.name!r}, {run.status}{gone}")
+    console.print(f"run {run.run_id}: {escape(run.kind)} {escape(repr(run.name))}, {run.status}{gone}")
     console.print(f"started {run.started_at}, ended {run.ended_at or '-'}")
     if run.command:
-        console.print(f"command: {run.command} (exit code {run.exit_code})")
+        console.print(f"command: {escape(run.command)} (exit code {run.exit_code})")
     if run.artifacts_dir:
-        console.print(f"artifacts: {run.artifacts_dir}")
+        console.print(f"artifacts: {escape(run.artifacts_dir)}")
     console.print(
         f"total: {common.fmt_j(totals['energy_j'])}, {common.fmt_g(totals['total_g'])} CO2e "
         f"(operational {common.fmt_g(totals['operational_g'])}, embodied {common.fmt_g(totals['embodied_g'])}"

@@ -28,20 +28,24 @@ def add_run(sub: common.Subparsers) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from rich.text import Text
 
     from lowcarb.pipeline import load_recipe, run_recipe
+    from lowcarb.report.escape import plain
     from lowcarb.report.summary import busy_warnings, fmt_g, fmt_j, measurement_notes
     from lowcarb.report.terminal import final_table, payback_lines
 
     recipe = load_recipe(args.recipe, common.recipe_overrides(args))
-    console = Console(stderr=False)
+    console = common.make_console()
 
     def on_stage(record) -> None:  # one line per finished ledger window
         fp = record.footprint or {}
         console.print(
-            f"[green]done[/green] {record.label:<22} {fp.get('duration_s', 0.0):7.1f} s  "
-            f"{fmt_j(fp.get('energy_j')):>9}  {fmt_g(fp.get('total_g')):>9} CO2e"
+            Text.assemble(
+                ("done", "green"),
+                f" {plain(record.label):<22} {fp.get('duration_s', 0.0):7.1f} s  "
+                f"{fmt_j(fp.get('energy_j')):>9}  {fmt_g(fp.get('total_g')):>9} CO2e",
+            )
         )
 
     result = run_recipe(
@@ -54,25 +58,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     console.print(final_table(result.run))
     for line in measurement_notes(result.run):
-        console.print(line, markup=False)
+        console.print(plain(line))
     for line in payback_lines(result.run):
         console.print(f"payback: {line}")
     for line in busy_warnings(result.run):
-        print(f"lowcarb run: warning: {line}", file=sys.stderr)
+        print(f"lowcarb run: warning: {plain(line)}", file=sys.stderr)
     report = result.reports.get("html") or result.reports.get("md")
     if report is not None:
-        console.print(f"report: {report}")
-    if result.status == "interrupted":
-        print(f"lowcarb run: interrupted; run {result.run_id} keeps its finished stages", file=sys.stderr)
-        return 130
-    if result.status != "completed":
-        print(
-            f"lowcarb run: error: {result.error} (run {result.run_id} marked {result.status}; "
-            f"details in {result.artifacts_dir / 'error.txt'})",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+        console.print(f"report: {plain(report)}")
+    return common.run_outcome("run", result)
 
 
 def add_report(sub: common.Subparsers) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from html import escape
 
 from lowcarb.report import plots
+from lowcarb.report.escape import html as escape
 from lowcarb.report.lm import serving_sentence, training_rows, weights_notes
 from lowcarb.report.summary import (
     Run,

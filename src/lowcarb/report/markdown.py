@@ -1,9 +1,14 @@
-"""The report as markdown: the same tables and payback lines as the HTML form, no figures."""
+"""The report as markdown: the same tables and payback lines as the HTML form, no figures.
+
+Every value that comes from the run (names, paths, labels, errors, notes) goes through
+`escape.markdown`, so a name holding HTML, links or emphasis shows as the text it is.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lowcarb.report import escape
 from lowcarb.report.lm import serving_sentence, training_rows, weights_notes
 from lowcarb.report.summary import (
     Run,
@@ -26,7 +31,7 @@ from lowcarb.report.summary import (
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     def cell(text: object) -> str:
-        return str(text).replace("|", "\\|").replace("\n", " ")
+        return escape.markdown(text)
 
     lines = [
         "| " + " | ".join(cell(h) for h in headers) + " |",
@@ -41,14 +46,15 @@ def render_markdown(run: Run) -> str:
     costs = stage_costs(run)
     total = totals(run)
     out = [
-        f"# lowcarb report: {run.get('name', 'run')}",
+        f"# lowcarb report: {escape.markdown(run.get('name', 'run'))}",
         "",
-        f"run `{run.get('id', '?')}` · status **{run.get('status', '?')}** · started "
-        f"{run.get('started_at', '?')} · recipe {run.get('source', '')}",
+        f"run {escape.markdown(run.get('id', '?'))} · status "
+        f"**{escape.markdown(run.get('status', '?'))}** · started "
+        f"{escape.markdown(run.get('started_at', '?'))} · recipe {escape.markdown(run.get('source', ''))}",
         "",
     ]
     if run.get("error"):
-        out += [f"**error:** {run['error']}", ""]
+        out += [f"**error:** {escape.markdown(run['error'])}", ""]
     out += [
         "## Summary",
         "",
@@ -56,7 +62,7 @@ def render_markdown(run: Run) -> str:
         f"operational + {fmt_g(total['embodied_g'])} embodied CO2e over "
         f"{total['duration_s']:.1f} s. {len(rows)} model(s) evaluated.",
         "",
-        *([model_sentence(run) or "", ""] if run.get("model") else []),
+        *([escape.markdown(model_sentence(run) or ""), ""] if run.get("model") else []),
         "## Stages: the models and what they cost",
         "",
     ]
@@ -65,9 +71,11 @@ def render_markdown(run: Run) -> str:
         if all(r.is_lm for r in rows):
             out += [serving_sentence(rows), ""]
         out += [md_table(headers, body), ""]
-        out += [line for n in measurement_notes(run) for line in (n, "")]
-        out += [line for w in busy_warnings(run) for line in (f"**warning:** {w}", "")]
-        out += [f"**Note:** {note}." for note in weights_notes(run)]
+        out += [line for n in measurement_notes(run) for line in (escape.markdown(n), "")]
+        out += [
+            line for w in busy_warnings(run) for line in (f"**warning:** {escape.markdown(w)}", "")
+        ]
+        out += [f"**Note:** {escape.markdown(note)}." for note in weights_notes(run)]
         out += [""] if weights_notes(run) else []
         points = [
             (r.per1k_total_g, r.accuracy)
@@ -78,7 +86,7 @@ def render_markdown(run: Run) -> str:
         front = [named[i] for i in pareto_front(points)]  # type: ignore[arg-type]
         out += [
             f"Pareto front ({accuracy_split(rows)} accuracy against CO2e per 1,000 {rows[-1].unit}): "
-            + (", ".join(front) or "-"),
+            + (", ".join(escape.markdown(f) for f in front) or "-"),
             "",
         ]
         train_headers, train_body = training_rows(run)
@@ -88,7 +96,7 @@ def render_markdown(run: Run) -> str:
         out += ["No model was evaluated in this run.", ""]
     out += ["## Payback", ""]
     lines = paybacks(rows, accuracy_tolerance_pt(run))
-    out += [f"- {p.sentence()}" for p in lines] or [
+    out += [f"- {escape.markdown(p.sentence())}" for p in lines] or [
         "No stage changed an already evaluated model, so there is nothing to pay back."
     ]
     out += [
@@ -119,6 +127,10 @@ def render_markdown(run: Run) -> str:
     notes = stage_notes(run)
     if notes:
         out += ["## What each stage did", ""]
-        out += [f"- **{label}**: " + "; ".join(f"{k}: {v}" for k, v in items) for label, items in notes]
+        out += [
+            f"- **{escape.markdown(label)}**: "
+            + "; ".join(f"{escape.markdown(k)}: {escape.markdown(v)}" for k, v in items)
+            for label, items in notes
+        ]
         out.append("")
     return "\n".join(out)

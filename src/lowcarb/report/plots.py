@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lowcarb.report import escape  # noqa: E402
 from lowcarb.report.summary import ModelRow, pareto_front  # noqa: E402
 
 _OPERATIONAL = "#d95f02"
@@ -28,7 +29,7 @@ def _png(fig: Any) -> bytes:
 
 def co2_per_stage_png(costs: Sequence[dict[str, Any]]) -> bytes:
     """Stacked bars: operational and embodied CO2e of every ledger window of the run."""
-    labels = [c["label"] for c in costs]
+    labels = [escape.matplotlib(c["label"]) for c in costs]
     op = [c["operational_g"] for c in costs]
     emb = [c["embodied_g"] for c in costs]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) + 2), 3.4))
@@ -47,7 +48,7 @@ def _scatter(ax: Any, xs: list[float], ys: list[float], names: list[str], xlabel
     ax.scatter(xs, ys, color="#555555", zorder=3)
     ax.margins(x=0.15)  # room for the point labels
     for x, y, name in zip(xs, ys, names, strict=True):
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(escape.matplotlib(name), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     front = sorted(pareto_front(list(zip(xs, ys, strict=True))), key=lambda i: xs[i])
     if front:
         ax.plot(
