@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 from lowcarb.cli.autodistil import add_autodistil
-from lowcarb.cli.common import AddVerb, Handler, one_line_warnings
+from lowcarb.cli.common import AddVerb, Handler, OneLineParser, one_line_warnings
 from lowcarb.cli.compress import add_export_onnx
 from lowcarb.cli.ledger import LEDGER_VERBS
 from lowcarb.cli.mup import add_mup, add_mutransfer
@@ -25,6 +25,9 @@ from lowcarb.cli.parsec import add_parsec
 from lowcarb.cli.run import add_compare, add_report, add_run
 from lowcarb.cli.search import add_search
 from lowcarb.errors import LowcarbError
+from lowcarb.files import os_error_message
+from lowcarb.interrupts import Terminated, interrupt_on_signals
+from lowcarb.report.escape import plain
 
 __all__ = ["VERBS", "build_parser", "main"]
 
@@ -44,7 +47,8 @@ VERBS: list[AddVerb] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # Usage errors are one line too (the subparsers inherit the class).
+    parser = OneLineParser(
         prog="lowcarb",
         description=(
             "Make AI models cheaper to build and to run, and prove it in joules and grams of CO2e."
@@ -65,18 +69,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return handler(args)
+        # SIGTERM (timeout, Slurm, docker stop) and SIGHUP end a verb as Ctrl-C does: stored runs
+        # are marked interrupted and their finished work is kept.
+        with interrupt_on_signals():
+            return handler(args)
     except LowcarbError as exc:
-        print(f"lowcarb {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"lowcarb {args.verb}: error: {plain(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            print(f"lowcarb {args.verb}: {exc}; stopped", file=sys.stderr)
+            return 128 + exc.signum
         print(f"lowcarb {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.filename is None:
+            return _bug(args.verb)
+        # A file the system refused (a full disk, permissions): the user's to fix, not a bug.
+        message = os_error_message(exc, exc.filename, "use")
+        print(f"lowcarb {args.verb}: error: {plain(message)}", file=sys.stderr)
+        return 2
     except Exception:
-        traceback.print_exc()
-        print(
-            f"lowcarb {args.verb}: this is a bug in lowcarb, not in what you typed; please report "
-            "it with the traceback above",
-            file=sys.stderr,
-        )
-        return 1
+        return _bug(args.verb)
+
+
+def _bug(verb: str) -> int:
+    traceback.print_exc()
+    print(
+        f"lowcarb {verb}: this is a bug in lowcarb, not in what you typed; please report "
+        "it with the traceback above",
+        file=sys.stderr,
+    )
+    return 1

@@ -21,7 +21,7 @@ def add_autodistil(sub: common.Subparsers) -> None:
         ),
     )
     p.add_argument("recipe", help="recipe YAML (a text task and a BERT-style model, e.g. minilm)")
-    p.add_argument("--flops-budget", type=float, required=True, metavar="F",
+    p.add_argument("--flops-budget", type=common.finite_float, required=True, metavar="F",
                    help="forward FLOPs per example at --seq-len tokens; a value in (0, 1] is a "
                    "fraction of the teacher's FLOPs (0.5: half)")
     p.add_argument("--seq-len", type=int, help="tokens per example for FLOPs (default: data.max_length)")

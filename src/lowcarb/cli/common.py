@@ -6,10 +6,11 @@ Each helper is written once here so that a flag means the same on every verb tha
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from lowcarb.errors import ConfigError
 
@@ -40,6 +41,28 @@ def fmt_g(co2_g: float | None) -> str:
     return f"{co2_g:.4g} g"
 
 
+def finite_float(text: str) -> float:
+    """argparse type for a number option: `inf` and `nan` are refused here, at the edge, so they
+    never reach a computation or a JSON file (where they would be written as Infinity/NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit 2), like every other
+    error lowcarb prints; the usage is one `--help` away."""
+
+    def error(self, message: str) -> NoReturn:
+        from lowcarb.report.escape import plain
+
+        self.exit(2, f"{self.prog}: error: {plain(message)} (see {self.prog} --help)\n")
+
+
 def add_store_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--store",
@@ -65,7 +88,9 @@ def one_line_warnings() -> None:
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, LowcarbWarning):
-            print(f"lowcarb: warning: {message}", file=sys.stderr)
+            from lowcarb.report.escape import plain
+
+            print(f"lowcarb: warning: {plain(message)}", file=sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)
 
@@ -230,34 +255,34 @@ def footprint_table(fp: dict, title: str) -> Table:
 def add_carbon_flags(p: argparse.ArgumentParser) -> None:
     """The carbon accounting settings (flags > environment > lowcarb.toml > defaults)."""
     p.add_argument("--region", help="country (FR, FRA, France) or cloud region (gcp:europe-west1)")
-    p.add_argument("--intensity", type=float, metavar="G_PER_KWH", help="grid intensity, gCO2e/kWh")
-    p.add_argument("--pue", type=float, help="power usage effectiveness, >= 1.0 (default 1.58)")
-    p.add_argument("--embodied-kg", type=float, help="hardware manufacturing footprint, kgCO2e")
-    p.add_argument("--lifetime-years", type=float, help="hardware lifetime, years")
-    p.add_argument("--resource-share", type=float, help="share of the machine reserved, (0, 1]")
+    p.add_argument("--intensity", type=finite_float, metavar="G_PER_KWH", help="grid intensity, gCO2e/kWh")
+    p.add_argument("--pue", type=finite_float, help="power usage effectiveness, >= 1.0 (default 1.58)")
+    p.add_argument("--embodied-kg", type=finite_float, help="hardware manufacturing footprint, kgCO2e")
+    p.add_argument("--lifetime-years", type=finite_float, help="hardware lifetime, years")
+    p.add_argument("--resource-share", type=finite_float, help="share of the machine reserved, (0, 1]")
     p.add_argument("--hardware-profile", help="server, desktop, laptop or workstation")
-    p.add_argument("--cpu-power-w", type=float, help="processor power at full load, W")
-    p.add_argument("--sample-interval", type=float, metavar="S", help="sampling period, s")
+    p.add_argument("--cpu-power-w", type=finite_float, help="processor power at full load, W")
+    p.add_argument("--sample-interval", type=finite_float, metavar="S", help="sampling period, s")
     p.add_argument(
-        "--gpu-embodied-kg", type=float,
+        "--gpu-embodied-kg", type=finite_float,
         help="one GPU card's manufacturing footprint, kgCO2e (default 143, Boavizta's A100 card)",
     )
-    p.add_argument("--gpu-lifetime-years", type=float, help="GPU lifetime, years (default 3)")
+    p.add_argument("--gpu-lifetime-years", type=finite_float, help="GPU lifetime, years (default 3)")
     p.add_argument(
         "--host-logical-cpus",
-        type=float,
+        type=finite_float,
         metavar="N",
         help="logical CPUs of the host a VM runs on (default 96 for a server)",
     )
     p.add_argument(
         "--embodied-kg-per-vcpu",
-        type=float,
+        type=finite_float,
         metavar="KG",
         help="manufacturing footprint of one logical CPU of the host (default embodied-kg / N)",
     )
     p.add_argument(
         "--rapl-idle-w",
-        type=float,
+        type=finite_float,
         metavar="W",
         help="CPU package power of the idle machine (default: measured when the ledger starts)",
     )

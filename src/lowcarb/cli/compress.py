@@ -33,8 +33,11 @@ def add_export_onnx(sub: common.Subparsers) -> None:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import torch
 
+    from lowcarb import files
     from lowcarb.compress.export_onnx import (
         OnnxExportConfig,
         export,
@@ -46,6 +49,10 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or (args.seq_len is not None and args.seq_len < 1):
         raise ConfigError("--batch-size and --seq-len must be >= 1")
+    out = Path(args.out)
+    if out.suffix != ".onnx":
+        raise ConfigError(f"the output path should end in .onnx, got {out}")
+    files.check_writable_folder(out.parent, "the folder of OUT")  # before any work
     handle = load_compressed(args.model) if is_compressed(args.model) else load_model(args.model)
     if handle.kind == "text":
         if handle.tokenizer is None:

@@ -28,7 +28,7 @@ def add_measure(sub: common.Subparsers) -> None:
     )
     common.add_carbon_flags(p)
     p.add_argument("--unit", help="functional unit name (sample, inference, token, ...)")
-    p.add_argument("--units", type=float, help="how many units the command processes")
+    p.add_argument("--units", type=common.finite_float, help="how many units the command processes")
     p.add_argument("--name", help="run name (default: the command's name)")
     p.add_argument("--json", action="store_true", help="print the footprint as JSON (last line)")
     common.add_store_flag(p)

@@ -45,10 +45,10 @@ def add_mup(sub: common.Subparsers) -> None:
                    help="comma-separated, increasing (default 32,64,128,256)")
     c.add_argument("--base-width", type=int, help="default: the smallest width")
     c.add_argument("--steps", type=int, default=4, help="training steps per width (default 4)")
-    c.add_argument("--lr", type=float, default=1e-2, help="base learning rate (default 0.01)")
+    c.add_argument("--lr", type=common.finite_float, default=1e-2, help="base learning rate (default 0.01)")
     c.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw")
     c.add_argument("--seeds", default="0,1", help="averaged (default 0,1)")
-    c.add_argument("--tolerance", type=float, default=0.4, help="largest |slope| (default 0.4)")
+    c.add_argument("--tolerance", type=common.finite_float, default=0.4, help="largest |slope| (default 0.4)")
     c.add_argument("--out", default="coord-check", metavar="DIR",
                    help="folder for coord_check.png and coord_check.json (default ./coord-check)")
     common.add_device_flags(c, precision=False)  # fp32: the coordinates muP is defined on

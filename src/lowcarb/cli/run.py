@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from lowcarb.cli import common
+from lowcarb.errors import PathError
 
 
 def add_run(sub: common.Subparsers) -> None:
@@ -85,21 +86,27 @@ def add_report(sub: common.Subparsers) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from lowcarb import files
     from lowcarb.report import render_html, render_markdown
+    from lowcarb.report.escape import plain
     from lowcarb.report.stored import load_run
 
-    run = load_run(common.open_store_for_runs(args, [args.run_id]), args.run_id)
-    text = render_html(run) if args.format == "html" else render_markdown(run)
     if args.out:
         path = Path(args.out)
-    else:
-        folder = Path(run["artifacts_dir"] or Path.cwd())
-        folder.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise PathError(f"--out {path} is a folder; give a file name (report.{args.format})")
+        files.check_writable_folder(path.parent if str(path.parent) else Path("."), "--out folder")
+    run = load_run(common.open_store_for_runs(args, [args.run_id]), args.run_id)
+    if not args.out:
+        folder = files.check_writable_folder(
+            Path(run["artifacts_dir"] or Path.cwd()), "the run's folder (give --out FILE instead)"
+        )
         path = folder / f"report.{args.format}"
-    path.write_text(text, encoding="utf-8")
+    text = render_html(run) if args.format == "html" else render_markdown(run)
+    files.write_text(path, text)
     if args.format == "md":
         print(text)
-    print(f"report: {path}")
+    print(f"report: {plain(path)}")
     return 0
 
 
@@ -121,24 +128,26 @@ def add_compare(sub: common.Subparsers) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rich.console import Console
-
+    from lowcarb import files
     from lowcarb.report import compare_rows, md_table, render_compare_html
+    from lowcarb.report.escape import markdown, plain
     from lowcarb.report.stored import load_run
     from lowcarb.report.terminal import table_from_rows
 
+    # Checked before any work: a folder that cannot hold the comparison is one line.
+    folder = files.check_writable_folder(Path(args.out or "lowcarb-runs"), "--out")
     store = common.open_store_for_runs(args, [args.run_a, args.run_b])
     a, b = load_run(store, args.run_a), load_run(store, args.run_b)
     headers, body = compare_rows(a, b)
-    Console().print(table_from_rows(f"compare {a['id']} vs {b['id']}", headers, body))
-    folder = Path(args.out or "lowcarb-runs")
-    folder.mkdir(parents=True, exist_ok=True)
+    common.make_console().print(table_from_rows(f"compare {a['id']} vs {b['id']}", headers, body))
     stem = folder / f"compare-{a['id']}-{b['id']}"
     html_path, md_path = stem.with_suffix(".html"), stem.with_suffix(".md")
-    html_path.write_text(render_compare_html(a, b, (headers, body)), encoding="utf-8")
-    md_path.write_text(
-        f"# lowcarb compare: {a['id']} vs {b['id']}\n\n" + md_table(headers, body) + "\n",
-        encoding="utf-8",
+    files.write_text(html_path, render_compare_html(a, b, (headers, body)))
+    files.write_text(
+        md_path,
+        f"# lowcarb compare: {markdown(a['id'])} vs {markdown(b['id'])}\n\n"
+        + md_table(headers, body)
+        + "\n",
     )
-    print(f"comparison: {html_path} and {md_path}")
+    print(f"comparison: {plain(html_path)} and {plain(md_path)}")
     return 0
