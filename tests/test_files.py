@@ -12,7 +12,7 @@ from lowcarb.errors import LowcarbError, PathError
 
 
 def _leftovers(folder):
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(files.TEMPORARY_PREFIX))
 
 
 @pytest.fixture
@@ -143,3 +143,18 @@ def test_os_error_message_is_one_line_with_advice(tmp_path):
 def test_write_json_can_write_non_finite_values_as_null(tmp_path):
     files.write_json(tmp_path / "m.json", {"a": [float("inf"), 1.5], "b": float("nan")}, non_finite="null")
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": [None, 1.5], "b": None}
+
+
+def test_native_io_errors_with_an_errno_name_the_path(tmp_path):
+    class SafetensorError(Exception):  # what safetensors raises for a Rust I/O error
+        pass
+
+    target = tmp_path / "model"
+    with pytest.raises(PathError, match=r"model: No space left on device"), files.replace_folder(target):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert not target.exists()
+    with pytest.raises(ValueError, match="not an I/O error"), files.path_errors(target):
+        raise ValueError("not an I/O error")
+    wrapped = RuntimeError("saving failed")
+    wrapped.__cause__ = OSError(errno.EROFS, os.strerror(errno.EROFS))
+    assert files.os_error_of(wrapped).errno == errno.EROFS

@@ -23,6 +23,7 @@ import errno
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -32,8 +33,10 @@ from typing import Any
 from lowcarb.errors import PathError
 
 __all__ = [
+    "TEMPORARY_PREFIX",
     "check_writable_folder",
     "finite_or_none",
+    "os_error_of",
     "os_error_message",
     "path_errors",
     "replace_file",
@@ -67,20 +70,48 @@ def os_error_message(exc: OSError, path: str | Path, action: str = "write") -> s
     return f"cannot {action} {path}: {reason}" + (f"; {advice}" if advice else "")
 
 
+# How Rust's I/O errors read once a library (safetensors, tokenizers) passes them on as its own
+# exception type: "I/O error: No space left on device (os error 28)".
+_RUST_IO_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """The operating-system error behind `exc`: itself, one in its cause chain, or the errno a
+    native library wrote into its message. None when it is not an I/O error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        found = _RUST_IO_ERROR.search(str(seen))
+        if found:
+            code = int(found.group(1))
+            return OSError(code, os.strerror(code))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 @contextlib.contextmanager
 def path_errors(path: str | Path, action: str = "write") -> Iterator[None]:
-    """Turn an OSError raised inside the block into a PathError naming `path` (one line)."""
+    """Turn an OSError raised inside the block (or a native library's I/O error that carries an
+    errno) into a PathError naming `path` (one line)."""
     try:
         yield
     except PathError:
         raise
-    except OSError as exc:
-        raise PathError(os_error_message(exc, path, action)) from exc
+    except Exception as exc:
+        error = os_error_of(exc)
+        if error is None:
+            raise
+        raise PathError(os_error_message(error, path, action)) from exc
+
+
+TEMPORARY_PREFIX = ".tmp-"
 
 
 def temporary_name(path: Path) -> Path:
-    """A hidden, unique sibling of `path` (same folder, so the rename is atomic)."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    """A hidden, unique sibling of `path` (same folder, so the rename is atomic), ending like
+    `path` (writers such as matplotlib choose the format by the suffix)."""
+    return path.with_name(f"{TEMPORARY_PREFIX}{secrets.token_hex(4)}-{path.name}")
 
 
 def _fsync_folder(folder: Path) -> None:

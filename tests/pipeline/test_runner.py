@@ -313,7 +313,7 @@ def full_disk(monkeypatch):
 
 
 def _no_temporaries(folder):
-    return [str(p) for p in folder.rglob("*") if p.name.endswith(".tmp")]
+    return [str(p) for p in folder.rglob("*") if p.name.startswith(files.TEMPORARY_PREFIX)]
 
 
 @pytest.mark.parametrize("bad", ["a-file", "a-file/sub", "/proc/lowcarb-out"])

@@ -286,15 +286,22 @@ def _interrupt_text(exc: KeyboardInterrupt) -> str:
 
 
 def _error_text(exc: BaseException) -> str:
-    """A user's error is its message; anything else is named by its type (it is a bug)."""
+    """A user's error is its message, a file the system refused names the file; anything else
+    is named by its type (it is a bug)."""
     if isinstance(exc, KeyboardInterrupt):
         return _interrupt_text(exc)
-    return str(exc) if isinstance(exc, LowcarbError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, LowcarbError):
+        return str(exc)
+    io_error = files.os_error_of(exc)
+    if io_error is not None and io_error.filename is not None:
+        return files.os_error_message(io_error, io_error.filename)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _write_traceback(artifacts: Path, exc: BaseException) -> None:
     """error.txt for a bug (a user's error is its one-line message); never fails the run again."""
-    if isinstance(exc, LowcarbError):
+    io_error = files.os_error_of(exc)
+    if isinstance(exc, LowcarbError) or (io_error is not None and io_error.filename is not None):
         return
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     with contextlib.suppress(OSError):

@@ -72,7 +72,10 @@ def _line(event: events.Event) -> str:
 
 def _check_size(text: str, source: str) -> None:
     """One pass over the parser's events: nesting depth and expanded size, before building."""
-    loader = StrictLoader(text)
+    try:
+        loader = StrictLoader(text)  # the reader refuses control characters here already
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source) from None
     try:
         depth, total = 0, 0
         open_nodes: list[tuple[str | None, int]] = []  # (anchor, values counted before it)

@@ -327,10 +327,12 @@ def check_and_save(
     """`coord_check` (on `device`), then its plot (coord_check.png) and its figures
     (coord_check.json) in `folder`, checked writable before the training starts. Returns the
     result and the plot."""
-    from lowcarb.files import check_writable_folder, write_json
+    from lowcarb.files import check_writable_folder, replace_file, write_json
 
     folder = check_writable_folder(folder, "--out")
     result = coord_check(model, config, device=device)
-    png = plot(result, folder / "coord_check.png")
+    png = folder / "coord_check.png"
+    with replace_file(png) as tmp:  # a full disk leaves no half-drawn PNG
+        plot(result, tmp)
     write_json(folder / "coord_check.json", result.to_dict(), indent=1, non_finite="null")
     return result, png
