@@ -18,11 +18,17 @@ def add_run(sub: common.Subparsers) -> None:
             "evaluate each model it produces, save the run and write report.html / report.md."
         ),
     )
-    p.add_argument("recipe", nargs="?", help="recipe YAML file (default: the packaged digits recipe)")
+    p.add_argument(
+        "recipe",
+        nargs="?",
+        help="recipe YAML file (default: the packaged digits recipe); relative data: paths in it "
+        "(train, dev, test) are read from the recipe file's folder",
+    )
     common.add_overrides_flag(
         p,
         "override a recipe field, e.g. --set train.epochs=2 --set data.train=my.csv "
-        "(stage settings: --set stages.lowrank.param_ratio=0.5); repeatable",
+        "(stage settings: --set stages.lowrank.param_ratio=0.5); repeatable; a path given here "
+        "is relative to the working directory",
     )
     common.add_recipe_run_flags(p, "no progress bars or stage lines (CI)")
     p.set_defaults(handler=_cmd_run)
