@@ -240,6 +240,11 @@ def _cases(base: Path) -> tuple[list[dict], dict[str, str]]:
         table.append({"id": case_id, "argv": argv, "cwd": str(work), "timeout_s": 240})
     for case_id, argv in legal[2:]:
         table.append({"id": case_id, "argv": argv, "cwd": str(work), "timeout_s": 240, "legal": True})
+    table.append({
+        "id": "sigterm-measure", "cwd": str(work), "timeout_s": 60, "signal": "SIGTERM",
+        "signal_after": "child started",  # printed by the measured command itself
+        "argv": ["measure", "--name", "sleeper", "--", "sh", "-c", "echo child started; sleep 30"],
+    })
     for case_id, sig in signals:
         table.append({
             "id": case_id, "cwd": str(work), "timeout_s": 240, "signal": sig, "signal_after": "done setup",
@@ -393,6 +398,19 @@ def test_sigterm_and_sighup_mark_the_run_interrupted(fuzz):
         assert line.startswith("lowcarb run: interrupted by " + name), line
         run_id = re.search(r"run ([0-9a-f]{8})", line).group(1)
         assert store.get_run(run_id).status == "interrupted"
+
+
+def test_sigterm_stops_measure_and_its_command(fuzz):
+    from lowcarb.store import RunStore
+
+    r = fuzz["results"]["sigterm-measure"]
+    assert r["signalled"] and not r["timed_out"]
+    assert r["seconds"] < 25, "the measured command got the signal too (it would sleep 30 s)"
+    assert r["rc"] == 128 + 15, r["stderr"]
+    (line,) = _error_lines(r["stderr"])
+    assert line == "lowcarb measure: stopped by SIGTERM"
+    (run,) = [x for x in RunStore(fuzz["home"] / "runs.db").list_runs(limit=1000) if x.name == "sleeper"]
+    assert run.status == "interrupted"
 
 
 def test_full_disk_is_one_line_and_leaves_nothing_half_written(fuzz):

@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         if isinstance(exc, Terminated):
-            print(f"lowcarb {args.verb}: {exc}; stopped", file=sys.stderr)
+            print(f"lowcarb {args.verb}: {exc}", file=sys.stderr)
             return 128 + exc.signum
         print(f"lowcarb {args.verb}: interrupted", file=sys.stderr)
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -75,18 +76,24 @@ def measure_command(
         probes=probes,
         window_id=window_id,
     )
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     with window as fp:
         while True:
             try:
                 _, status, rusage = os.wait4(proc.pid, 0)
                 break
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 # The terminal sent SIGINT to the child too (same process group): let it finish
-                # its own clean-up, reap it, and record the window before re-raising.
-                interrupted = True
+                # its own clean-up, reap it, and record the window before re-raising. A SIGTERM
+                # or SIGHUP sent to lowcarb alone (`kill`, docker stop; lowcarb.interrupts raises
+                # it with its number) is passed on, or the child would run on unaware.
+                signum = getattr(exc, "signum", None)
+                if signum is not None and interrupted is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signum)
+                interrupted = interrupted or exc
         proc.returncode = exit_code_of(status)
         probes.tree.set_final_cpu_s(rusage.ru_utime + rusage.ru_stime)
-        if interrupted:
-            raise KeyboardInterrupt
+        if interrupted is not None:
+            raise interrupted
     return proc.returncode, fp
