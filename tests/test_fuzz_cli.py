@@ -139,6 +139,11 @@ def _cases(base: Path) -> tuple[list[dict], dict[str, str]]:
         "broken_quote": _write(work / "quote.csv", _table(["text,label", *_good_rows(), '"never closed,pos'])),
         "a_file": _write(work / "a-file", "not a folder\n"),
         "plain": _write(work / "plain.yaml", "name: plain\n"),
+        "corpus": _write(work / "corpus.txt", "".join(f"a small line of text number {i}\n" for i in range(50))),
+        "mutransfer": _write(work / "mut.yaml", "mutransfer:\n  text: corpus.txt\n  model: {base_width: 8, "
+                             "depth: 1, n_heads: 2, max_len: 16}\n  proxy_width: 8\n  target_width: 16\n"
+                             "  log2_lrs: [-6]\n  train: {steps: 2, batch_size: 2, seq_len: 8}\n"),
+        "mutransfer_old": _write(work / "mut-old.yaml", "text: corpus.txt\nproxy_width: 8\ntarget_width: 16\n"),
         "search_recipe": str(shutil.copy(ROOT / "recipes" / "search-digits.yaml", work / "search.yaml")),
         "nonbert": _write(work / "nonbert.yaml", "model: {name: transformer, d_model: 16, num_heads: 2, "
                           "num_layers: 1, ffn_dim: 32}\ndata: {train: good.csv}\nstages: [train, autodistil]\n"),
@@ -215,7 +220,11 @@ def _cases(base: Path) -> tuple[list[dict], dict[str, str]]:
         ("parsec-out-is-a-file", ["parsec", "--iterations", "1", "--top", "1", "--epochs", "1",
                                   "--out", f["a_file"]]),
         ("parsec-text-space-on-digits", ["parsec", "--space", "text", "--iterations", "1"]),
-        ("mutransfer-out-unwritable", ["mutransfer", f["search_recipe"], "--out", unwritable + "/m.json"]),
+        ("mutransfer-out-unwritable", ["mutransfer", f["mutransfer"], "--out", unwritable + "/m.json"]),
+        ("mutransfer-out-is-a-folder", ["mutransfer", f["mutransfer"], "--out", str(work)]),
+        ("mutransfer-old-format", ["mutransfer", f["mutransfer_old"]]),
+        ("mutransfer-no-section", ["mutransfer", f["plain"]]),
+        ("mutransfer-text-missing", ["mutransfer", f["mutransfer"], "--set", "mutransfer.text=nope.txt"]),
         ("unknown-flag", ["run", "--no-such-flag"]),
     ]
     legal = [
@@ -244,6 +253,13 @@ def _cases(base: Path) -> tuple[list[dict], dict[str, str]]:
         "id": "sigterm-measure", "cwd": str(work), "timeout_s": 60, "signal": "SIGTERM",
         "signal_after": "child started",  # printed by the measured command itself
         "argv": ["measure", "--name", "sleeper", "--", "sh", "-c", "echo child started; sleep 30"],
+    })
+    table.append({
+        "id": "sigterm-search", "cwd": str(work), "timeout_s": 240, "signal": "SIGTERM",
+        "signal_after": "trial   0",  # during the second trial
+        "argv": ["search", f["search_recipe"], "--n-trials", "4", "--set", "train.epochs=20",
+                 "--set", "evaluation.inferences=16", "--set", "evaluation.latency_batch_sizes=[1]",
+                 "--set", "evaluation.latency_budget_s=0.1"],
     })
     for case_id, sig in signals:
         table.append({
@@ -348,6 +364,9 @@ def test_each_message_names_what_was_wrong(fuzz):
         "compare-out-is-a-file": "a-file is a file, not a folder",
         "mup-out-is-a-file": "a-file",
         "parsec-out-is-a-file": "a-file",
+        "mutransfer-out-unwritable": "/proc/lowcarb-fuzz/out",
+        "mutransfer-old-format": "mutransfer:` section",
+        "search-out-is-a-file": "a-file",
     }
     wrong = {k: r[k]["stderr"] for k, v in expect.items() if v not in r[k]["stderr"]}
     assert not wrong, wrong
@@ -364,9 +383,11 @@ def test_no_run_is_left_running_and_no_file_half_written(fuzz):
     assert leftovers == []
     for report in fuzz["base"].rglob("report.html"):
         assert report.read_text().rstrip().endswith("</html>"), report
+    def non_standard(constant: str) -> None:
+        raise AssertionError(f"{constant} in a JSON file")
+
     for metrics in fuzz["base"].rglob("metrics.json"):
-        json.loads(metrics.read_text())  # whole, standard JSON
-        assert "Infinity" not in metrics.read_text() and "NaN" not in metrics.read_text()
+        json.loads(metrics.read_text(), parse_constant=non_standard)  # whole, standard JSON
 
 
 def test_hostile_names_are_listed_shown_compared_and_reported(fuzz):
@@ -411,6 +432,14 @@ def test_sigterm_stops_measure_and_its_command(fuzz):
     assert line == "lowcarb measure: stopped by SIGTERM"
     (run,) = [x for x in RunStore(fuzz["home"] / "runs.db").list_runs(limit=1000) if x.name == "sleeper"]
     assert run.status == "interrupted"
+
+
+def test_sigterm_during_a_search_is_one_line_and_ends_every_run(fuzz):
+    r = fuzz["results"]["sigterm-search"]
+    assert r["signalled"] and not r["timed_out"], r["stdout"][-500:]
+    assert r["rc"] in (130, 143) and "Traceback" not in r["stderr"], r["stderr"][-2000:]
+    lines = _error_lines(r["stderr"])
+    assert len(lines) == 1 and lines[0].startswith("lowcarb search: "), r["stderr"]
 
 
 def test_full_disk_is_one_line_and_leaves_nothing_half_written(fuzz):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from lowcarb.cli import common
 from lowcarb.errors import ConfigError
@@ -46,6 +47,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours
+    # A failed or interrupted trial is one of our lines (its run keeps the details, the summary
+    # counts it); Optuna's own report of it is two lines and a traceback (Ctrl-C printed one).
+    logging.getLogger("optuna.study._optimize").setLevel(logging.ERROR)
 
     def on_trial(number: int, status: str, params) -> None:
         shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lowcarb.errors import ConfigError, MissingPathError
-from lowcarb.files import write_json
+from lowcarb.errors import ConfigError, MissingPathError, PathError
+from lowcarb.files import check_writable_folder, write_json
 from lowcarb.pipeline.recipe import Recipe, load_recipe
 from lowcarb.pipeline.safe_yaml import load_yaml_file
 from lowcarb.pipeline.stored_search import SearchRun, StoredSearch
@@ -49,7 +49,10 @@ def load_mutransfer_recipe(path: str | Path, overrides: Sequence[str] = ()) -> R
 
 
 def _refuse_old_format(path: Path, exc: ConfigError) -> None:
-    raw = load_yaml_file(path)
+    try:
+        raw = load_yaml_file(path, "recipe")  # the same limits: a hostile file is not re-read
+    except ConfigError:
+        return  # the file itself is broken: the first error says how
     if isinstance(raw, dict) and "mutransfer" not in raw and _OLD_FORMAT_KEYS & set(raw):
         moved = ", ".join(k for k in raw if k not in ("name", "description", "carbon"))
         raise ConfigError(
@@ -74,6 +77,10 @@ def mutransfer_recipe(
     if section is None:
         raise ConfigError(f"{recipe.source}: the recipe has no mutransfer: section")
     placement = resolve_placement(recipe.device, recipe.precision)  # before any work
+    if result_file is not None:  # checked before the sweep, not after it
+        if Path(result_file).is_dir():
+            raise PathError(f"--out {result_file} is a folder; give a file name ({RESULT_FILE})")
+        check_writable_folder(Path(result_file).parent, "--out folder")
     folder = Path(recipe.source).parent if Path(recipe.source).is_file() else Path.cwd()
     text, val_text = section.data_paths(folder)
     corpus = corpus_from_files(text, val_text, section.column, section.limit)

@@ -85,8 +85,8 @@ class SearchRun:
     ) -> None:
         # Settings and folders are checked before the run exists: a typo leaves no failed run.
         self.carbon: CarbonConfig = load_carbon_config(**recipe.carbon.overrides())
-        if folder is not None:
-            check_writable_folder(folder, "--out")
+        parent = Path(out_dir) if out_dir is not None else Path(DEFAULT_OUT_DIR)
+        check_writable_folder(folder if folder is not None else parent, "--out")
         self.store = store if store is not None else RunStore.default()
         self.command = command
         self.method = method
@@ -98,11 +98,14 @@ class SearchRun:
             **(settings or {}),
         }
         self.run_id = self.store.create_run("search", name, command=command, settings=all_settings)
-        parent = Path(out_dir) if out_dir is not None else Path(DEFAULT_OUT_DIR)
         self.artifacts_dir = Path(folder) if folder is not None else parent / self.run_id
-        check_writable_folder(self.artifacts_dir, "--out")
-        self.store.set_artifacts_dir(self.run_id, self.artifacts_dir.resolve())
         self.finished = False
+        try:
+            check_writable_folder(self.artifacts_dir, "--out")
+            self.store.set_artifacts_dir(self.run_id, self.artifacts_dir.resolve())
+        except BaseException as exc:  # the run exists: it must not stay `running`
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
 
     def on_close(self, fp: Footprint) -> None:
         """Store a finished top-level window of the search with the run (pass as `on_close`)."""
