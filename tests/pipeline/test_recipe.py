@@ -305,3 +305,15 @@ def test_data_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch):
 def test_special_files_are_not_read_as_recipes():
     with pytest.raises(ConfigError, match="not a regular file"):
         load_recipe("/dev/zero")
+
+
+def test_a_verb_built_around_one_stage_reads_data_paths_from_the_recipe_folder(tmp_path, monkeypatch):
+    from lowcarb.pipeline.stage_recipe import recipe_with_stage
+
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    path = folder / "r.yaml"
+    path.write_text("model: {name: transformer}\ndata: {train: train.csv}\n")
+    monkeypatch.chdir(tmp_path)
+    recipe = recipe_with_stage(path, "evaluate")
+    assert Path(recipe.data.train) == folder / "train.csv"

@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lowcarb.pipeline.recipe import Recipe, load_recipe, recipe_from_dict
-from lowcarb.pipeline.safe_yaml import load_yaml_file
+from lowcarb.pipeline.recipe import Recipe, load_recipe, read_recipe_file, recipe_from_dict
 
 
 def recipe_with_stage(
@@ -26,7 +25,8 @@ def recipe_with_stage(
     """The recipe at `path` with `stage` appended when it has none, `settings` (None values are
     left out) applied to the first such stage, then `overrides`."""
     load_recipe(path, [])  # the usual one-line errors for a missing or broken file
-    raw = load_yaml_file(path) or {}
+    # Read as `lowcarb run` reads it: within the limits, data: paths from the recipe's folder.
+    raw = read_recipe_file(path)
     stages = list(raw.get("stages") or ["train", "evaluate"])
     names = [next(iter(s)) if isinstance(s, Mapping) else s for s in stages]
     if stage not in names:
