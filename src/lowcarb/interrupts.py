@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["HANDLED_SIGNALS", "Terminated", "interrupt_on_signals"]
+__all__ = ["HANDLED_SIGNALS", "Terminated", "interrupt_behind", "interrupt_on_signals"]
 
 HANDLED_SIGNALS: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
@@ -67,3 +67,20 @@ def interrupt_on_signals(signals: tuple[signal.Signals, ...] = HANDLED_SIGNALS) 
     finally:
         for sig, before in previous.items():
             signal.signal(sig, before)
+
+
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or `Terminated` that `exc` was raised while handling, if any.
+
+    A library whose clean-up code fails when interrupted (Optuna 4's `_run_trial` reads a variable
+    its `try` never set) replaces the KeyboardInterrupt with its own error; the interrupt is still
+    in the exception's context chain, and it, not the library's error, is what happened.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -26,7 +26,7 @@ from lowcarb.cli.run import add_compare, add_report, add_run
 from lowcarb.cli.search import add_search
 from lowcarb.errors import LowcarbError
 from lowcarb.files import os_error_message
-from lowcarb.interrupts import Terminated, interrupt_on_signals
+from lowcarb.interrupts import Terminated, interrupt_behind, interrupt_on_signals
 from lowcarb.report.escape import plain
 
 __all__ = ["VERBS", "build_parser", "main"]
@@ -77,11 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lowcarb {args.verb}: error: {plain(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        if isinstance(exc, Terminated):
-            print(f"lowcarb {args.verb}: {exc}", file=sys.stderr)
-            return 128 + exc.signum
-        print(f"lowcarb {args.verb}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(args.verb, exc)
     except OSError as exc:
         if exc.filename is None:
             return _bug(args.verb)
@@ -89,8 +85,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = os_error_message(exc, exc.filename, "use")
         print(f"lowcarb {args.verb}: error: {plain(message)}", file=sys.stderr)
         return 2
-    except Exception:
+    except Exception as exc:
+        interrupt = interrupt_behind(exc)
+        if interrupt is not None:  # a library's clean-up failed on the way out of an interrupt
+            return _interrupted(args.verb, interrupt)
         return _bug(args.verb)
+
+
+def _interrupted(verb: str, exc: KeyboardInterrupt) -> int:
+    if isinstance(exc, Terminated):
+        print(f"lowcarb {verb}: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    print(f"lowcarb {verb}: interrupted", file=sys.stderr)
+    return 130
 
 
 def _bug(verb: str) -> int:

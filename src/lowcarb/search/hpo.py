@@ -31,6 +31,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from lowcarb.errors import ConfigError
+from lowcarb.interrupts import interrupt_behind
 from lowcarb.search.pruning import (
     INTERMEDIATE_ATTR,
     MultiObjectiveMedianPruner,
@@ -330,7 +331,15 @@ class _Worker:
                 # its trial comes back for retry.
                 time.sleep(min(1.0, self.config.heartbeat_s))
                 continue
-            self.study.optimize(self._objective, n_trials=1, catch=(Exception,))
+            try:
+                self.study.optimize(self._objective, n_trials=1, catch=(Exception,))
+            except Exception as exc:
+                # Optuna's trial clean-up can turn a Ctrl-C/SIGTERM into its own error; the
+                # interrupt is what happened, so the caller marks the run interrupted.
+                interrupt = interrupt_behind(exc)
+                if interrupt is None:
+                    raise
+                raise interrupt from None
             if self.abort is not None:
                 raise ConfigError(self.abort)
             if len(self.failures) >= self.config.max_failed_trials:
