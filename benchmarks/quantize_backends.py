@@ -25,7 +25,7 @@ rounds of the time of one pass over fixed SST-2 dev batches (``--b32-batches`` b
 has one shape), divided per call. torch.compile runs inductor with torchao's
 recommended settings (``recommended_inductor_config_setter``) and static shapes.
 
-Run:    .venv/bin/python benchmarks/quantize_backends.py            (about 20 minutes, 1 core)
+Run:    .venv/bin/python benchmarks/quantize_backends.py   (alone: refuses above load 1.5; ~20 min)
 Smoke:  .venv/bin/python benchmarks/quantize_backends.py --quick    (tiny settings, no file)
 """
 
@@ -46,7 +46,14 @@ os.environ.setdefault("LOWCARB_NO_STORE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _common import claim, median, reported, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    add_load_arguments,
+    check_quiet_machine,
+    claim,
+    median,
+    reported,
+    write_results,
+)
 
 NAME = "quantize_backends"
 Batch = dict[str, torch.Tensor]
@@ -59,6 +66,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--b1-examples", type=int, default=8, help="single sentences per timed pass")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile arms")
     p.add_argument("--quick", action="store_true", help="smoke test: tiny settings, no file")
+    add_load_arguments(p)
     args = p.parse_args()
     if args.quick:
         args.rounds, args.b32_batches, args.b1_examples = 1, 1, 2
@@ -238,6 +246,7 @@ def claims_of(lat: dict[str, dict[str, float]], info: dict[str, Any]) -> list[di
 
 def main() -> None:
     args = parse_args()
+    load = check_quiet_machine(args.allow_load or args.quick)
     torch.set_num_threads(1)
     base, tokenizer = minilm()
     b1, b32 = text_batches(tokenizer, args)
@@ -258,7 +267,7 @@ def main() -> None:
     if args.quick:
         log("quick run: no results file written")
         return
-    log(f"wrote {write_results(NAME, figures, claims)}")
+    log(f"wrote {write_results(NAME, figures, claims, load=load)}")
 
 
 if __name__ == "__main__":
