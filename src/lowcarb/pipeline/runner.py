@@ -32,7 +32,7 @@ from lowcarb.pipeline.recipe import Recipe, StageStep
 from lowcarb.pipeline.registry import get_stage
 from lowcarb.pipeline.tasks import task_for
 from lowcarb.store.runstore import RunStore
-from lowcarb.train.batches import logits_of, model_device, to_device, to_host
+from lowcarb.train.batches import logits_of, model_device, model_inputs, to_device, to_host
 from lowcarb.train.device import Placement, resolve_placement
 
 EVALUATE = "evaluate"
@@ -376,7 +376,7 @@ def _save_final_model(ctx: RunContext, artifacts: Path) -> dict[str, Any]:
     try:
         reloaded = loader(folder)
         batch = next(iter(ctx.loader("dev", batch_size=4)))
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        inputs = model_inputs(batch)
         # Compared where the run's model is (the folder loads onto the CPU), in fp32.
         device = model_device(ctx.model)
         reloaded.model.to(device)

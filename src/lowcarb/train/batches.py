@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lowcarb.models.surgery import without_labels
+
 Batch = dict[str, torch.Tensor]
 
 
@@ -53,8 +55,8 @@ def to_host(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def model_inputs(batch: Batch) -> Batch:
-    """Every key except "labels" is a keyword argument of the model."""
-    return {k: v for k, v in batch.items() if k != "labels"}
+    """Every key except "labels" is a keyword argument of the model (models.surgery's rule)."""
+    return without_labels(batch)
 
 
 def forward(model: nn.Module, batch: Batch) -> torch.Tensor:

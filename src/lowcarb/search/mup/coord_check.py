@@ -26,7 +26,7 @@ from lowcarb.search.mup.config import MupModelConfig
 from lowcarb.search.mup.layers import FeedForward, MuReadout, Probe, SelfAttention
 from lowcarb.search.mup.models import build_model
 from lowcarb.search.mup.optim import optimizer
-from lowcarb.train.batches import model_device, to_device
+from lowcarb.train.batches import model_device, model_inputs, to_device
 
 Batch = dict[str, torch.Tensor]
 
@@ -155,8 +155,7 @@ def default_batches(cfg: MupModelConfig, check: CoordCheckConfig, seed: int) -> 
 
 def loss_of(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Cross-entropy for any of the reference models (LM: next token at every position)."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs)
+    logits = model(**model_inputs(batch))
     labels = batch["labels"]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
