@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lowcarb import files
 from lowcarb.adapt import lora
 from lowcarb.adapt.lora import LoraConfig
 from lowcarb.models.transforms import TransformSummary
@@ -87,7 +88,7 @@ def save_adapter(model: nn.Module, folder: str | Path) -> Path:
     save_file(state, str(folder / LOWCARB_WEIGHTS))
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config.to_dict(),
             "modules": list(lora.lora_layers(model))}
-    (folder / LOWCARB_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    files.write_json(folder / LOWCARB_CONFIG, meta)
     return folder
 
 
@@ -146,7 +147,7 @@ def save_peft(model: nn.Module, folder: str | Path, *, base_model_name_or_path: 
         "layers_pattern": None,
         "revision": None,
     }
-    (folder / PEFT_CONFIG).write_text(json.dumps(peft_config, indent=2) + "\n")
+    files.write_json(folder / PEFT_CONFIG, peft_config)
     return folder
 
 

@@ -7,6 +7,7 @@ import functools
 import sys
 from typing import TYPE_CHECKING, Any
 
+from lowcarb import files
 from lowcarb.cli import common
 from lowcarb.errors import ConfigError, PathError
 
@@ -288,10 +289,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.is_dir():
             raise PathError(f"--out {out} is a folder; give a file name")
-        try:
-            out.write_text(text)
-        except OSError as exc:
-            raise PathError(f"cannot write {out}: {exc.strerror or exc}") from None
+        files.write_text(out, text)  # a PathError naming the file when it cannot be written
         print(f"wrote {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save_model as save_safetensors_model
 
+from lowcarb import files
 from lowcarb.errors import MissingPathError, ModelError
 from lowcarb.models.build import build_reference_model
 from lowcarb.models.byte_tokenizer import ByteTokenizer
@@ -77,7 +78,7 @@ def save_model(handle: ModelHandle, folder: str | Path) -> Path:
         description["tokenizer"] = "bytes" if tokenizer is None or isinstance(tokenizer, ByteTokenizer) else "saved"
         if description["tokenizer"] == "saved":
             tokenizer.save_pretrained(str(folder))
-    (folder / DESCRIPTION_FILE).write_text(json.dumps(description, indent=2) + "\n")
+    files.write_json(folder / DESCRIPTION_FILE, description)
     return folder
 
 

@@ -13,12 +13,12 @@ loss, the chosen one marked) go to the stage's notes and to `autodistil/candidat
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
+from lowcarb import files
 from lowcarb.compress.distill import HardLabels, LogitKD, distill
 from lowcarb.data import TextSplit, make_loader
 from lowcarb.errors import ConfigError, ModelError
@@ -125,8 +125,8 @@ def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
     folder = ctx.artifacts_dir / "autodistil"
     save_search(search, folder, with_json=False)
     plot_candidates(summary, folder / "candidates.png")
-    (folder / "candidates.md").write_text(candidates_markdown(summary), encoding="utf-8")
-    (folder / "search.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    files.write_text(folder / "candidates.md", candidates_markdown(summary))
+    files.write_json(folder / "search.json", summary, indent=1, non_finite="null")
 
     finetuned: dict[str, Any] = {"finetune": cfg.finetune}
     if cfg.finetune != "none":

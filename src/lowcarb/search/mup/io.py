@@ -8,6 +8,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lowcarb import files
 from lowcarb.errors import MissingPathError, ModelError
 from lowcarb.search.mup.config import MupModelConfig
 from lowcarb.search.mup.models import construct
@@ -36,7 +37,7 @@ def save(model: nn.Module, folder: str | Path) -> Path:
         "config": cfg.to_dict(),
         "base_shapes": shapes_to_json(get_base_shapes(model)),
     }
-    (folder / META).write_text(json.dumps(meta, indent=1) + "\n")
+    files.write_json(folder / META, meta, indent=1)
     return folder
 
 

@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lowcarb import files
 from lowcarb.errors import MissingPathError, ModelError
 
 ParamKind = Literal["matrix", "vector", "scalar"]
@@ -169,7 +170,7 @@ def param_scale(p: torch.Tensor, shape: BaseShape) -> ParamScale:
 
 def save_base_shapes(shapes: Mapping[str, BaseShape], path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(shapes_to_json(shapes), indent=1) + "\n")
+    files.write_json(path, shapes_to_json(shapes), indent=1)
     return path
 
 
