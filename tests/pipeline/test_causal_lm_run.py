@@ -42,7 +42,8 @@ def test_causal_lm_recipe_trains_evaluates_reports_and_reloads(tiny_llama_folder
         assert summary["steps"] == 2 and summary["train_tokens"] > 0
         assert summary["j_per_1k_train_tokens"] > 0 and summary["peak_memory_bytes"] > 0
     assert records["lora"]["summary"]["modules_changed"][0].endswith("q_proj")  # the LLM default targets
-    assert (result.artifacts_dir / "adapter" / "adapter_config.json").is_file()
+    adapter = json.loads((result.artifacts_dir / "adapter" / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "CAUSAL_LM" and adapter["peft_type"] == "LORA"
     metrics = records["lora:evaluate"]["metrics"]
     for key in ("dev_perplexity", "dev_exact_match", "test_perplexity", "gen_b1_ttft_ms",
                 "gen_b2_decode_tokens_per_s", "per1k_tokens_energy_j", "per1k_tokens_total_g", "size_bytes"):

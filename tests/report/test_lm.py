@@ -74,6 +74,7 @@ def test_every_form_shows_lm_columns_and_the_weights_note(lm_run):
     for text in (md, html):
         assert "first token b=1" in text and "per million generated tokens" in text
         assert "Q4_1 (210 tensors)" in text and "Training cost per token" in text
+    assert 'id="generation-plot"' in html and 'id="tradeoff-plot"' in html
     console = Console(record=True, width=200)
     console.print(final_table(lm_run))
     printed = console.export_text()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from lowcarb.report import plots
 from lowcarb.report.escape import html as escape
-from lowcarb.report.lm import serving_sentence, training_rows, weights_notes
+from lowcarb.report.lm import generation_batch_sizes, serving_sentence, training_rows, weights_notes
 from lowcarb.report.summary import (
     Run,
     accuracy_split,
@@ -138,6 +138,17 @@ def render_html(run: Run) -> str:
             )
         )
     parts.append("</section>")
+
+    if lm:
+        parts.append('<section id="generation"><h2>Generation speed</h2>')
+        parts.append(
+            _img(
+                plots.generation_png(rows, generation_batch_sizes(rows)),
+                "decode tokens per second at each batch size, time to first token above each bar",
+                "generation-plot",
+            )
+        )
+        parts.append("</section>")
 
     parts.append('<section id="payback"><h2>Payback</h2>')
     lines = paybacks(rows, accuracy_tolerance_pt(run))

@@ -96,3 +96,25 @@ def tradeoff_png(rows: Sequence[ModelRow], accuracy_label: str = "accuracy", uni
     right.set_ylabel(accuracy_label)
     fig.suptitle("Accuracy against cost (up and left is better)")
     return _png(fig)
+
+
+def generation_png(rows: Sequence[ModelRow], batch_sizes: Sequence[int]) -> bytes:
+    """Causal LMs: decode tokens per second of every model at each generation batch size (bars),
+    with time to first token written above each bar."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(rows) * len(batch_sizes) + 2), 3.4))
+    width = 0.8 / max(1, len(batch_sizes))
+    for j, size in enumerate(batch_sizes):
+        xs = [i + (j - (len(batch_sizes) - 1) / 2) * width for i in range(len(rows))]
+        rates = [float(r.metrics.get(f"gen_b{size}_decode_tokens_per_s") or 0.0) for r in rows]
+        bars = ax.bar(xs, rates, width, label=f"batch {size}")
+        for bar, r in zip(bars, rows, strict=True):
+            ttft = r.metrics.get(f"gen_b{size}_ttft_ms")
+            if ttft is not None:
+                ax.annotate(f"{float(ttft):.0f} ms", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)  # fmt: skip
+    ax.set_xticks(list(range(len(rows))), [r.label for r in rows], rotation=20, ha="right")
+    ax.set_ylabel("decode tokens / s")
+    ax.set_title("Greedy decoding with the KV cache (labels: time to first token)")
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)

@@ -55,9 +55,13 @@ def lora_stage(ctx: RunContext, cfg: LoraStageConfig) -> RunContext:
     summary = lora.apply(ctx.model, cfg.technique(task_defaults(ctx)))
     fit_summary = ctx.train_task(ctx.train_config(cfg))
     adapter_path = None
-    if cfg.save_adapter != "none":
+    folder = ctx.artifacts_dir / "adapter"
+    if cfg.save_adapter == "peft" and ctx.recipe.task == CAUSAL_LM:
+        # PEFT's task type lets AutoPeftModelForCausalLM pick the model class when it loads.
+        adapter_path = str(peft_format.save_peft(ctx.model, folder, task_type="CAUSAL_LM"))
+    elif cfg.save_adapter != "none":
         save = peft_format.save_peft if cfg.save_adapter == "peft" else peft_format.save_adapter
-        adapter_path = str(save(ctx.model, ctx.artifacts_dir / "adapter"))
+        adapter_path = str(save(ctx.model, folder))
     if cfg.merge:
         ctx.model = lora.merge_and_unload(ctx.model)
         # A merged model trains like the original: everything trainable again for later stages.
