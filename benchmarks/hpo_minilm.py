@@ -19,7 +19,7 @@ one objective (accuracy: every trial serves the same architecture, so CO2e per i
 separate them). Pruner: lowcarb's median pruner, no warm-up steps, after 4 finished trials.
 
 Run alone on a quiet machine (refuses above load 1.5; --allow-load overrides):
-    .venv/bin/python benchmarks/hpo_minilm.py                 # 16 trials per study
+    .venv/bin/python benchmarks/hpo_minilm.py                 # 12 trials per study
     .venv/bin/python benchmarks/hpo_minilm.py --quick         # smoke run: tiny budgets, no results
 """
 
@@ -113,7 +113,7 @@ def make_trial(args: argparse.Namespace, dev_split: TextSplit, kept: dict[str, A
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=16, help="finished trials per study")
+    ap.add_argument("--trials", type=int, default=12, help="finished trials per study")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-steps", type=int, default=None, help="cap per trial (smoke runs)")
     ap.add_argument("--n", type=int, default=8000, help="training subset (as every MiniLM benchmark)")

@@ -25,7 +25,7 @@ TABLES: dict[str, dict[str, Any]] = {
     "lowrank_sst2": {"logs": ["sst2_lowrank"]},
     "earlybert_sst2": {"logs": ["sst2_earlybert", "earlybert_steps"]},
     "compress_all_sst2": {"logs": ["sst2_distill", "sst2_chain"]},
-    "weightless": {"logs": ["weightless_tau"]},
+    "weightless": {"logs": ["weightless_tau", "weightless_ratio"]},
 }
 DECISIONS = HERE / "decisions.json"
 
