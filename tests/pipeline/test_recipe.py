@@ -317,3 +317,13 @@ def test_a_verb_built_around_one_stage_reads_data_paths_from_the_recipe_folder(t
     monkeypatch.chdir(tmp_path)
     recipe = recipe_with_stage(path, "evaluate")
     assert Path(recipe.data.train) == folder / "train.csv"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_validates_with_only_the_data_paths_set(tmp_path, path):
+    # The shipped defaults are what a user runs with nothing but the data paths changed.
+    sets = [] if "digits" in path.name else [f"data.train={tmp_path / 'train.csv'}"]
+    recipe = load_recipe(path, sets)
+    assert recipe.stages
+    if recipe.train.head_lr is not None:  # a fresh head's lr is above the body's, never below
+        assert recipe.train.head_lr > recipe.train.lr
