@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 # Output table -> (log files it gathers, what was chosen and how). The choice is stated here and
 # checked against the logs: collect.py fails if the named trial is missing.
 TABLES: dict[str, dict[str, Any]] = {
-    "hwu64": {"logs": ["hwu64_full", "hwu64_lora", "hwu64_earlybert", "hwu64_lowrank", "hwu64_distill"]},
+    "hwu64": {"logs": ["hwu64_full", "hwu64_lora", "hwu64_earlybert", "hwu64_lowrank", "hwu64_distill", "hwu64_chain"]},
     "full_sst2": {"logs": ["sst2_full"]},
     "lora_sst2": {"logs": ["sst2_lora", "sst2_full"]},
     "lowrank_sst2": {"logs": ["sst2_lowrank"]},
