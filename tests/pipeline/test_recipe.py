@@ -38,7 +38,7 @@ def test_text_recipe_needs_a_table_and_takes_one_with_set(tmp_path):
     recipe = load_recipe(path, [f"data.train={table}", "train.epochs=1"])
     assert recipe.model.name == "minilm"
     assert recipe.data.train == str(table) and recipe.train.epochs == 1
-    assert recipe.train.lr == pytest.approx(5e-5)
+    assert recipe.train.lr == pytest.approx(1e-4) and recipe.train.head_lr == pytest.approx(3e-3)
 
 
 def test_typo_names_file_field_and_suggestion(tmp_path):
