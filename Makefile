@@ -24,6 +24,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/mypy src
 
 # The tests run with a throw-away PostgreSQL server up (distributed search); see .ci/postgres.sh.
 test: setup lint

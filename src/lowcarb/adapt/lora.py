@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lowcarb.errors import ConfigError
-from lowcarb.models.surgery import count_parameters, read_directly, set_module
+from lowcarb.models.surgery import conv_geometry, count_parameters, read_directly, set_module
 from lowcarb.models.transforms import (
     TransformSummary,
     forget,
@@ -109,6 +109,9 @@ class LoraLayer(nn.Module):
       as PEFT names them.
     """
 
+    lora_A: nn.Linear | nn.Conv1d | nn.Conv2d
+    lora_B: nn.Linear | nn.Conv1d | nn.Conv2d
+
     def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float, use_rslora: bool):
         super().__init__()
         if not isinstance(base, _SUPPORTED):
@@ -124,7 +127,7 @@ class LoraLayer(nn.Module):
         self.merged = False
         self.lora_dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         device, dtype = base.weight.device, base.weight.dtype
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         if isinstance(base, nn.Linear):
             self.lora_A = nn.Linear(base.in_features, r, bias=False, **kw)
             self.lora_B = nn.Linear(r, base.out_features, bias=False, **kw)
@@ -135,9 +138,9 @@ class LoraLayer(nn.Module):
             self.lora_embedding_B = nn.Parameter(torch.zeros(base.embedding_dim, r, **kw))
             nn.init.kaiming_uniform_(self.lora_embedding_A, a=math.sqrt(5))
         else:
-            conv = nn.Conv1d if isinstance(base, nn.Conv1d) else nn.Conv2d
-            self.lora_A = conv(base.in_channels, r, base.kernel_size, base.stride, base.padding,
-                               base.dilation, bias=False, **kw)
+            conv: type[nn.Conv1d] | type[nn.Conv2d] = (
+                nn.Conv1d if isinstance(base, nn.Conv1d) else nn.Conv2d)
+            self.lora_A = conv(base.in_channels, r, bias=False, **conv_geometry(base), **kw)
             self.lora_B = conv(r, base.out_channels, 1, 1, bias=False, **kw)
             nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
             nn.init.zeros_(self.lora_B.weight)

@@ -194,6 +194,7 @@ def _export_graph(
 ) -> np.ndarray:
     """Write the fp32 graph to ``out``; returns PyTorch's logits on the example (the reference)."""
     dynamic_shapes = _dynamic_shapes(inputs, cfg)
+    shapes: tuple[dict[int, Any], ...] | dict[str, dict[int, Any]]
     if positional:
         args, shapes, kwargs = tuple(inputs.values()), tuple(dynamic_shapes.values()), {}
     else:

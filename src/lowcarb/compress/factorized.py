@@ -134,7 +134,7 @@ class FactorizedConv2d(nn.Module):
             new.v.weight.copy_(v.reshape(rank, c, kh, 1))
             # U[(o, b), r] -> second conv weight (o, r, 1, kw)
             new.u.weight.copy_(u.reshape(o, kw, rank).permute(0, 2, 1).reshape(o, rank, 1, kw))
-            if conv.bias is not None:
+            if conv.bias is not None and new.u.bias is not None:
                 new.u.bias.copy_(conv.bias.detach())
         return new
 
@@ -185,7 +185,7 @@ def matrix_shape(module: nn.Module) -> tuple[int, int]:
 def as_matrix(module: nn.Module) -> Tensor:
     if isinstance(module, nn.Linear):
         return module.weight.detach()
-    return FactorizedConv2d.as_matrix(module.weight.detach())
+    return FactorizedConv2d.as_matrix(module.get_parameter("weight").detach())
 
 
 def break_even_rank(m: int, n: int) -> float:

@@ -118,7 +118,7 @@ class LowRankConfig:
 
 
 def _candidates(model: nn.Module, include_conv: bool) -> dict[str, nn.Module]:
-    kinds: tuple[type, ...] = (nn.Linear, nn.Conv2d) if include_conv else (nn.Linear,)
+    kinds: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d) if include_conv else (nn.Linear,)
     # The factors of an already factorized layer are Linear/Conv2d too: never factorize them again.
     inner = tuple(f"{n}." for n in factorized_modules(model))
     direct = read_directly(model)  # e.g. attention's out_proj, whose weight its owner reads
@@ -242,7 +242,7 @@ def _budget_ranks(
 def _weight_params(module: nn.Module) -> int:
     if isinstance(module, Factorized):
         return module.u.weight.numel() + module.v.weight.numel()
-    return module.weight.numel()
+    return module.get_parameter("weight").numel()
 
 
 def apply(model: nn.Module, config: LowRankConfig | None = None) -> TransformSummary:
@@ -262,6 +262,7 @@ def apply(model: nn.Module, config: LowRankConfig | None = None) -> TransformSum
         if isinstance(mod, nn.Linear):
             new = FactorizedLinear.from_dense(mod, rank)
         else:
+            assert isinstance(mod, nn.Conv2d)  # _candidates selects Linear and Conv2d only
             new = FactorizedConv2d.from_dense(mod, rank)
         new.train(mod.training)
         set_module(model, name, new)

@@ -28,6 +28,7 @@ from torch import nn
 
 from lowcarb.errors import MissingPathError, ModelError
 from lowcarb.models import ModelHandle, build_reference_model, save_model
+from lowcarb.models.handle import kind_of
 from lowcarb.models.state import encode_state, load_state
 from lowcarb.models.transforms import (
     record_from_json,
@@ -168,9 +169,8 @@ def _base_handle(src: Path) -> tuple[ModelHandle, Any | None]:
             from lowcarb.models import ByteTokenizer
 
             tokenizer = ByteTokenizer()
-    kind = "text" if family in ("hf", "transformer") else "image"
     handle = ModelHandle(
-        nn.Identity(), tokenizer, kind, family, config_from_json(desc["config"]),
+        nn.Identity(), tokenizer, kind_of(family), family, config_from_json(desc["config"]),
         int(desc["num_labels"]), tuple(desc.get("label_names") or ()),
         tuple(desc["input_shape"]) if desc.get("input_shape") else None,
     )  # fmt: skip

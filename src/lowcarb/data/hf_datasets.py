@@ -26,7 +26,7 @@ def _columns(dataset: Any, text_column: str | None, label_column: str, source: s
     text_col = pick_text_column(columns, text_column, source)
     check_label_column(columns, label_column, source)
     feature = dataset.features.get(label_column)
-    labels: list[object] = list(dataset[label_column])
+    labels: list[Any] = list(dataset[label_column])  # a dataset column holds any values
     # ClassLabel features store integers; keep their names so reports show "positive", not "1".
     names = getattr(feature, "names", None)
     for index, value in enumerate(labels):

@@ -102,6 +102,7 @@ class LMBundle:
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         examples = self.encoded(split, tokenizer).examples
+        assert tokenizer is not None  # encoded() refused a missing one with a DataError
         pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
 
         def collate(indices: list[int]) -> dict[str, torch.Tensor]:
@@ -110,9 +111,8 @@ class LMBundle:
         if group_by_length is None:
             group_by_length = self.group_by_length
         if shuffle and group_by_length:
-            generator = torch.Generator().manual_seed(seed)
             lengths = [len(e.input_ids) for e in examples]
-            sampler = LengthGroupedBatchSampler(lengths, batch_size, generator)
+            sampler = LengthGroupedBatchSampler(lengths, batch_size, torch.Generator().manual_seed(seed))
             return DataLoader(
                 _Indices(len(examples)), batch_sampler=sampler, collate_fn=collate, pin_memory=pin_memory
             )
@@ -141,6 +141,8 @@ class LMBundle:
 
 def load_lm_data(config: DataConfig) -> LMBundle:
     """Read and split causal-LM data (DataError names the file, line and field of a bad row)."""
+    dev: LMSplit | None
+    test: LMSplit | None
     if config.train is None:
         splits = generated_splits(config.seed)
         train, dev, test = splits["train"], splits["dev"], splits["test"]

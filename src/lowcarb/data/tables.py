@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lowcarb.errors import DataError, LowcarbWarning, MissingPathError
 
@@ -109,7 +109,11 @@ class _QuotingError(Exception):
         self.line, self.reason = line, reason
 
 
-def _records(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str]]]:
+# csv's quoting constants (QUOTE_MINIMAL, QUOTE_ALL, QUOTE_NONNUMERIC, QUOTE_NONE).
+Quoting = Literal[0, 1, 2, 3]
+
+
+def _records(path: Path, delimiter: str, quoting: Quoting) -> Iterator[tuple[int, list[str]]]:
     """(start line, fields) per record; strict quoting raises _QuotingError with the line."""
     # utf-8-sig: spreadsheet exports start with a byte-order mark that would otherwise become
     # part of the first column's name.
@@ -127,7 +131,7 @@ def _records(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, li
             start = reader.line_num + 1
 
 
-def _parse_delimited(path: Path, delimiter: str, quoting: int) -> tuple[list[str], list[Row]]:
+def _parse_delimited(path: Path, delimiter: str, quoting: Quoting) -> tuple[list[str], list[Row]]:
     records = _records(path, delimiter, quoting)
     first = next(records, None)
     if first is None:

@@ -171,7 +171,8 @@ class LowcarbCallback(TrainerCallback):
         self._close_evaluation(kwargs.get("eval_dataloader"))
 
     def on_predict(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+        metrics: Any = None, **kwargs: Any,
     ) -> None:
         if self.evaluation is not None:
             self.evaluation.footprint.name = f"{self.name} predict"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from importlib import resources
@@ -18,10 +19,10 @@ from typing import Any
 
 from lowcarb.errors import ConfigError
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 # Uptime Institute Global Data Center Survey 2023: average annual PUE of 1.58. The default assumes
 # the work runs in a typical data centre; set pue = 1.0 for a laptop or a desktop.
@@ -77,7 +78,7 @@ _FLOAT_KEYS = {
 def hardware_profiles() -> dict[str, dict[str, Any]]:
     """Packaged hardware profiles (Boavizta medians): name -> embodied_kg, lifetime_years,
     host_logical_cpus (servers: the host size a VM's vCPUs are a share of, else None), source."""
-    text = resources.files("lowcarb.measure").joinpath("tables", "hardware.csv").read_text("utf-8")
+    text = (resources.files("lowcarb.measure") / "tables" / "hardware.csv").read_text("utf-8")
     return {
         r["profile"]: {
             "embodied_kg": float(r["embodied_kg"]),

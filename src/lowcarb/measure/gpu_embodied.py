@@ -23,7 +23,7 @@ from lowcarb.measure.gpu_meter import GpuUse, uses_of
 @lru_cache(maxsize=1)
 def gpu_default() -> dict[str, Any]:
     """The packaged default for one GPU card: embodied_kg, lifetime_years, source."""
-    text = resources.files("lowcarb.measure").joinpath("tables", "gpu.csv").read_text("utf-8")
+    text = (resources.files("lowcarb.measure") / "tables" / "gpu.csv").read_text("utf-8")
     row = next(r for r in csv.DictReader(text.splitlines()) if r["gpu"] == "default")
     return {
         "embodied_kg": float(row["embodied_kg"]),

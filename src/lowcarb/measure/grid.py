@@ -33,7 +33,7 @@ class GridRegion:
 
 
 def _read_table(filename: str) -> list[dict[str, str]]:
-    text = resources.files("lowcarb.measure").joinpath("tables", filename).read_text("utf-8")
+    text = (resources.files("lowcarb.measure") / "tables" / filename).read_text("utf-8")
     return list(csv.DictReader(text.splitlines()))
 
 

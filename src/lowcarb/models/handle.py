@@ -9,6 +9,13 @@ from torch import nn
 
 from lowcarb.models.config import ModelConfig
 
+ModelKind = Literal["image", "text"]
+
+
+def kind_of(family: str) -> ModelKind:
+    """The data a model family reads: images for the CNN and MLP, text for every other."""
+    return "image" if family in ("cnn", "mlp") else "text"
+
 
 @dataclass
 class ModelHandle:
@@ -19,7 +26,7 @@ class ModelHandle:
 
     model: nn.Module
     tokenizer: Any | None
-    kind: Literal["image", "text"]
+    kind: ModelKind
     family: Literal["cnn", "mlp", "transformer", "hf", "causal-lm"]
     config: ModelConfig
     num_labels: int

@@ -26,7 +26,7 @@ from lowcarb.models.byte_tokenizer import ByteTokenizer
 from lowcarb.models.causal_lm import load_causal_lm_folder
 from lowcarb.models.checks import check_description, check_shapes_match, safetensors_shapes
 from lowcarb.models.config import ModelConfig
-from lowcarb.models.handle import ModelHandle
+from lowcarb.models.handle import ModelHandle, kind_of
 from lowcarb.models.hf import load_hf_classifier, load_tokenizer, quiet_transformers
 
 DESCRIPTION_FILE = "lowcarb_model.json"
@@ -75,8 +75,10 @@ def save_model(handle: ModelHandle, folder: str | Path) -> Path:
         # save_model (not save_file) copes with tied/shared tensors.
         save_safetensors_model(handle.model, str(folder / WEIGHTS_FILE))
         tokenizer = handle.tokenizer
-        description["tokenizer"] = "bytes" if tokenizer is None or isinstance(tokenizer, ByteTokenizer) else "saved"
-        if description["tokenizer"] == "saved":
+        if tokenizer is None or isinstance(tokenizer, ByteTokenizer):
+            description["tokenizer"] = "bytes"
+        else:
+            description["tokenizer"] = "saved"
             tokenizer.save_pretrained(str(folder))
     files.write_json(folder / DESCRIPTION_FILE, description)
     return folder
@@ -90,12 +92,12 @@ def load_model(folder: str | Path) -> ModelHandle:
     described = folder / DESCRIPTION_FILE
     if not described.exists():
         # A plain Hugging Face folder: keep its own head and labels.
-        model, tokenizer = load_hf_classifier(folder)
-        id2label = getattr(model.config, "id2label", {}) or {}
+        hf_model, hf_tokenizer = load_hf_classifier(folder)
+        hf_config: Any = hf_model.config  # a transformers PretrainedConfig
+        id2label = getattr(hf_config, "id2label", {}) or {}
         names = tuple(str(id2label[i]) for i in sorted(id2label))
-        return ModelHandle(
-            model, tokenizer, "text", "hf", ModelConfig(name=str(folder)), model.config.num_labels, names
-        )
+        return ModelHandle(hf_model, hf_tokenizer, "text", "hf", ModelConfig(name=str(folder)),
+                           int(hf_config.num_labels), names)
     try:
         payload = json.loads(described.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -108,13 +110,12 @@ def load_model(folder: str | Path) -> ModelHandle:
         raise ModelError(f"{described}: config: {exc}") from None
     names = tuple(str(n) for n in payload.get("label_names") or ())
     if family == "causal-lm":
-        model, tokenizer = load_causal_lm_folder(folder)
         return ModelHandle(
-            model, tokenizer, "text", "causal-lm", config, 0, (), None, payload.get("provenance")
+            *load_causal_lm_folder(folder), "text", "causal-lm", config, 0, (), None,
+            payload.get("provenance"),
         )
     if family == "hf":
-        model, tokenizer = load_hf_classifier(folder)
-        return ModelHandle(model, tokenizer, "text", "hf", config, num_labels, names)
+        return ModelHandle(*load_hf_classifier(folder), "text", "hf", config, num_labels, names)
     shape = tuple(payload["input_shape"]) if payload.get("input_shape") else None
     tokenizer: Any | None = None
     if family == "transformer":
@@ -136,5 +137,4 @@ def load_model(folder: str | Path) -> ModelHandle:
     check_shapes_match(expected, safetensors_shapes(weights), weights, described)
     model = build_reference_model(config, num_labels, shape, tokenizer)
     model.load_state_dict(load_file(str(weights)), strict=True)
-    kind = "image" if family in ("cnn", "mlp") else "text"
-    return ModelHandle(model, tokenizer, kind, family, config, num_labels, names, shape)
+    return ModelHandle(model, tokenizer, kind_of(family), family, config, num_labels, names, shape)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import torch
 from torch import Tensor, nn
@@ -29,12 +29,23 @@ _DTYPES = {
 }
 
 
-def is_subclass_tensor(value: Any) -> bool:
+def is_subclass_tensor(value: Any) -> TypeGuard[Tensor]:
     """A wrapper tensor subclass (torchao's quantized weights), not a plain tensor or Parameter."""
     if not isinstance(value, Tensor):
         return False
     data = value.data if isinstance(value, nn.Parameter) else value
     return type(data) is not Tensor and hasattr(data, "__tensor_flatten__")
+
+
+def subclass_parts(value: Tensor) -> tuple[Tensor, list[str]]:
+    """The subclass tensor under a Parameter and the names of its inner tensors.
+
+    ``__tensor_flatten__`` is defined by torchao's subclasses (see is_subclass_tensor), not by
+    Tensor's stubs, hence the Any.
+    """
+    data = value.data if isinstance(value, nn.Parameter) else value
+    attrs, _ = cast(Any, data).__tensor_flatten__()
+    return data, list(attrs)
 
 
 def _encode_qtensor(key: str, value: Tensor, tensors: dict[str, Tensor]) -> dict[str, Any]:
@@ -54,8 +65,7 @@ def _encode_qtensor(key: str, value: Tensor, tensors: dict[str, Tensor]) -> dict
 
 def _encode(key: str, value: Any, tensors: dict[str, Tensor]) -> dict[str, Any]:
     if is_subclass_tensor(value):
-        data = value.data if isinstance(value, nn.Parameter) else value
-        attrs, _ = data.__tensor_flatten__()
+        data, attrs = subclass_parts(value)
         return {
             "kind": "subclass",
             "type": type(data).__name__,

@@ -79,6 +79,16 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
         keep_ordinary_path(model.get_submodule(".".join(parts[:i])))
 
 
+def conv_geometry(conv: nn.Conv1d | nn.Conv2d) -> dict[str, Any]:
+    """Keyword arguments that give a new convolution `conv`'s kernel, stride, padding and dilation.
+
+    torch types these attributes `tuple[int, ...]` while the constructors want a tuple of their
+    own rank; the values are the module's own, so they fit the same class by construction.
+    """
+    return {"kernel_size": conv.kernel_size, "stride": conv.stride, "padding": conv.padding,
+            "dilation": conv.dilation}
+
+
 def keep_ordinary_path(module: nn.Module) -> None:
     """PyTorch's fused TransformerEncoderLayer kernel reads ``linear1`` / ``linear2``'s weights
     directly instead of calling them; once a transform replaced one of them (factorized, adapters,
@@ -165,7 +175,8 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     if trainable_only:  # quantized weights are frozen by construction
         return total
     for module, weight in quantized_weights(model):
-        bias = module.bias() if callable(getattr(module, "bias", None)) else None
+        packed_bias = getattr(module, "bias", None)
+        bias = packed_bias() if callable(packed_bias) else None
         total += weight.numel() + (bias.numel() if bias is not None else 0)
     for module in model.modules():
         for name in _INT8_BUFFERS:

@@ -12,6 +12,7 @@ from torch import nn
 
 from lowcarb.data import DataBundle
 from lowcarb.measure.config import CarbonConfig
+from lowcarb.measure.footprint import Footprint
 from lowcarb.models import ModelHandle, load_model, save_model
 from lowcarb.models.transforms import has_transforms
 from lowcarb.pipeline.recipe import Recipe
@@ -37,7 +38,8 @@ class StageRecord:
     model_version: int
     auto: bool = False  # added by the runner (the evaluation after a model-changing stage)
     status: str = "running"  # running, completed, failed, interrupted
-    footprint: dict[str, Any] | None = None
+    # The live Footprint while the stage runs (kept if it fails), its dict once it has ended.
+    footprint: dict[str, Any] | Footprint | None = None
     metrics: dict[str, Any] | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None

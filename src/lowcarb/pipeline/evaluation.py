@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lowcarb.pipeline.context import RunContext
-from lowcarb.pipeline.tasks import EvaluationSettings
+from lowcarb.pipeline.tasks import EvalSplit, EvaluationSettings
 from lowcarb.train.batches import model_device
 from lowcarb.train.costs import serving_costs
 from lowcarb.train.device import device_name, precision_on
@@ -32,7 +32,7 @@ def _first_batch(ctx: RunContext, split: str, size: int) -> Any:
 def evaluate_model(
     ctx: RunContext,
     *,
-    splits: tuple[str, ...] = ("dev", "test"),
+    splits: tuple[EvalSplit, ...] = ("dev", "test"),
     threads: int = 1,
     inferences: int = 1000,
     latency_batch_sizes: tuple[int, ...] = (1, SERVING_BATCH),

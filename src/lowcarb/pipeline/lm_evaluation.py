@@ -26,6 +26,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
+from lowcarb.data.lm import LMBundle, SplitName
 from lowcarb.pipeline.context import RunContext
 from lowcarb.pipeline.tasks import EvaluationSettings
 from lowcarb.train.batches import model_device
@@ -35,8 +38,16 @@ from lowcarb.train.lm_eval import exact_match, perplexity, prompt_batch
 from lowcarb.train.size import count_parameters, size_on_disk_bytes
 
 
+def _lm_parts(ctx: RunContext) -> tuple[nn.Module, Any, LMBundle]:
+    """The model, its tokenizer and the text: a causal-LM run always loads all three."""
+    if not isinstance(ctx.data, LMBundle) or ctx.tokenizer is None:
+        raise TypeError(f"a causal-LM evaluation needs an LMBundle and a tokenizer, got "
+                        f"{type(ctx.data).__name__} and {type(ctx.tokenizer).__name__}")
+    return ctx.model, ctx.tokenizer, ctx.data
+
+
 def evaluate_causal_lm(ctx: RunContext, settings: EvaluationSettings) -> dict[str, Any]:
-    model, tokenizer, data = ctx.model, ctx.tokenizer, ctx.data
+    model, tokenizer, data = _lm_parts(ctx)
     batch_size = ctx.recipe.train.batch_size
     gen_batch = max(settings.generation_batch_sizes)
     precision = _precision(ctx)
@@ -47,10 +58,11 @@ def evaluate_causal_lm(ctx: RunContext, settings: EvaluationSettings) -> dict[st
         loader = ctx.loader(split, batch_size=batch_size)
         quality = perplexity(model, loader, quiet=ctx.quiet, precision=precision)
         out.update({f"{split}_{k}": v for k, v in quality.items()})
-        examples = [e for e in data.encoded(split, tokenizer).examples if e.prompt_ids is not None]
-        if examples:
+        pairs = [(e.prompt_ids, e.reference) for e in data.encoded(split, tokenizer).examples
+                 if e.prompt_ids is not None and e.reference is not None]
+        if pairs:
             em = exact_match(
-                model, tokenizer, [e.prompt_ids for e in examples], [e.reference for e in examples],
+                model, tokenizer, [p for p, _ in pairs], [r for _, r in pairs],
                 batch_size=gen_batch, max_new_tokens=settings.max_new_tokens, quiet=ctx.quiet,
                 precision=precision,
             )  # fmt: skip
@@ -71,10 +83,10 @@ def _precision(ctx: RunContext) -> str:
 
 def serving_costs(ctx: RunContext, settings: EvaluationSettings) -> dict[str, Any]:
     """Size, generation timing at each batch size and the footprint of 1,000 generated tokens."""
-    model, tokenizer, data = ctx.model, ctx.tokenizer, ctx.data
+    model, tokenizer, data = _lm_parts(ctx)
     device, precision = model_device(model), _precision(ctx)
     pad_id = int(tokenizer.pad_token_id)
-    split = "test" if data.test is not None else "dev"
+    split: SplitName = "test" if data.test is not None else "dev"
     examples = data.encoded(split, tokenizer).examples
     # Rows with a prompt serve their prompt; plain-text rows serve their first half.
     prompts = [e.prompt_ids or e.input_ids[: max(2, len(e.input_ids) // 2)] for e in examples]

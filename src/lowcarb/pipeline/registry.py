@@ -80,10 +80,14 @@ def technique_fields(
             if unset:
                 fields[f.name] = (annotation | None, None)
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default: Any = ...  # pydantic's "required": a dataclass field without a default
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
             fields[f.name] = (annotation, (defaults or {}).get(f.name, default))
     name = "".join(t.__name__ for t in config_types) + "Fields"
-    base = create_model(name, __base__=TechniqueStage, **fields)  # type: ignore[call-overload]
+    base = create_model(name, __base__=TechniqueStage, **fields)
     base.technique_type = config_types[0] if len(config_types) == 1 else None
     return base
 

@@ -27,6 +27,7 @@ from lowcarb.errors import LowcarbError
 from lowcarb.interrupts import Terminated, interrupt_on_signals
 from lowcarb.measure import track
 from lowcarb.measure.config import load_carbon_config
+from lowcarb.measure.footprint import Footprint
 from lowcarb.pipeline.context import RunContext, StageRecord
 from lowcarb.pipeline.recipe import Recipe, StageStep
 from lowcarb.pipeline.registry import get_stage
@@ -275,7 +276,7 @@ def _close_records(records: list[StageRecord], status: str, error: str | None) -
         if record.status == "running":
             record.status = status if status != "completed" else "failed"
             record.error = error
-            if not isinstance(record.footprint, dict) and record.footprint is not None:
+            if isinstance(record.footprint, Footprint):
                 record.footprint = record.footprint.to_dict()
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from lowcarb.data import load_data
 from lowcarb.data.lm import load_lm_data
@@ -35,13 +35,14 @@ CLASSIFICATION = "sequence-classification"
 CAUSAL_LM = "causal-lm"
 TASK_NAMES = (CLASSIFICATION, CAUSAL_LM)
 OnEpoch = Callable[[int, dict[str, float]], None]
+EvalSplit = Literal["dev", "test"]  # the splits a model is scored on (train is what it learnt)
 
 
 @dataclass(frozen=True)
 class EvaluationSettings:
     """The recipe's `evaluation:` section and the evaluate stage's overrides, resolved."""
 
-    splits: tuple[str, ...] = ("dev", "test")
+    splits: tuple[EvalSplit, ...] = ("dev", "test")
     threads: int = 1
     inferences: int = 1000
     latency_batch_sizes: tuple[int, ...] = (1, 32)

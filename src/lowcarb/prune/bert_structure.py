@@ -11,6 +11,8 @@ attention reshapes with `view(..., -1, head_size)`, so fewer heads need no other
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -19,8 +21,13 @@ from lowcarb.errors import ConfigError, ModelError
 
 COEFFICIENTS_ATTR = "earlybird_coefficients"
 
+# A Hugging Face BERT-style layer, recognised by its attributes (find_layers), whatever its class.
+# Its submodules are reached through nn.Module.__getattr__, which torch types `Tensor | Module`,
+# so the layer is duck-typed: every attribute used here is checked by find_layers or its tests.
+BertLayer = Any
 
-def find_layers(model: nn.Module) -> list[nn.Module]:
+
+def find_layers(model: nn.Module) -> list[BertLayer]:
     """The transformer layers of a BERT-like model, in order."""
     layers = []
     for module in model.modules():
@@ -41,12 +48,12 @@ def is_bert_like(model: nn.Module) -> bool:
     return bool(find_layers(model))
 
 
-def _head_size(layer: nn.Module) -> int:
+def _head_size(layer: BertLayer) -> int:
     return int(layer.attention.self.attention_head_size)
 
 
-def _num_heads(layer: nn.Module) -> int:
-    return layer.attention.self.query.out_features // _head_size(layer)
+def _num_heads(layer: BertLayer) -> int:
+    return int(layer.attention.self.query.out_features) // _head_size(layer)
 
 
 class BertCoefficients(nn.Module):
@@ -56,7 +63,7 @@ class BertCoefficients(nn.Module):
     leave them out of weight decay: the L1 penalty is the only force on them.
     """
 
-    def __init__(self, layers: list[nn.Module]) -> None:
+    def __init__(self, layers: list[BertLayer]) -> None:
         super().__init__()
         self.heads = nn.ParameterList([nn.Parameter(torch.ones(_num_heads(la))) for la in layers])
         self.neurons = nn.ParameterList(
@@ -161,7 +168,7 @@ def _slice_linear(linear: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
                     dtype=weight.dtype)
     with torch.no_grad():
         new.weight.copy_(weight)
-        if linear.bias is not None:
+        if linear.bias is not None and new.bias is not None:
             bias = linear.bias.detach()
             new.bias.copy_(bias.index_select(0, idx) if dim == 0 else bias)
     new.requires_grad_(linear.weight.requires_grad)

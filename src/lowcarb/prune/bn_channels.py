@@ -16,6 +16,7 @@ import torch
 from torch import fx, nn
 
 from lowcarb.errors import ConfigError, ModelError
+from lowcarb.models.surgery import conv_geometry
 
 _PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Dropout,
                  nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Identity)
@@ -170,12 +171,12 @@ def _conv_like(conv: nn.Conv2d, in_idx: torch.Tensor | None, out_idx: torch.Tens
         w = w.index_select(0, out_idx)
     if in_idx is not None:
         w = w.index_select(1, in_idx)
-    new = nn.Conv2d(w.shape[1], w.shape[0], conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, bias=conv.bias is not None, padding_mode=conv.padding_mode,
-                    device=w.device, dtype=w.dtype)
+    new = nn.Conv2d(w.shape[1], w.shape[0], bias=conv.bias is not None,
+                    padding_mode=conv.padding_mode, device=w.device, dtype=w.dtype,
+                    **conv_geometry(conv))
     with torch.no_grad():
         new.weight.copy_(w)
-        if conv.bias is not None:
+        if conv.bias is not None and new.bias is not None:
             b = conv.bias.detach()
             new.bias.copy_(b.index_select(0, out_idx) if out_idx is not None else b)
     return new
@@ -209,13 +210,14 @@ def prune(model: nn.Module, mask: dict[str, torch.Tensor]) -> list[str]:
                             dtype=w.dtype)
             with torch.no_grad():
                 new.weight.copy_(w)
-                if old.bias is not None:
+                if old.bias is not None and new.bias is not None:
                     new.bias.copy_(old.bias.detach())
         new.train(old.training)
         _set(model, name, new)
         changed.append(name)
     for g in groups:
-        old_bn: nn.BatchNorm2d = modules[g.bn]  # type: ignore[assignment]
+        old_bn = modules[g.bn]
+        assert isinstance(old_bn, nn.BatchNorm2d)  # channel_groups pairs convs with BatchNorm2d
         keep = out_keep[g.conv]
         bn = nn.BatchNorm2d(len(keep), eps=old_bn.eps, momentum=old_bn.momentum,
                             affine=old_bn.affine, track_running_stats=old_bn.track_running_stats,
@@ -225,9 +227,11 @@ def prune(model: nn.Module, mask: dict[str, torch.Tensor]) -> list[str]:
                 bn.weight.copy_(old_bn.weight[keep])
                 bn.bias.copy_(old_bn.bias[keep])
             if old_bn.track_running_stats:
-                bn.running_mean.copy_(old_bn.running_mean[keep])
-                bn.running_var.copy_(old_bn.running_var[keep])
-                bn.num_batches_tracked.copy_(old_bn.num_batches_tracked)
+                # get_buffer: torch types these buffers Optional, present whenever tracked.
+                for stat in ("running_mean", "running_var"):
+                    bn.get_buffer(stat).copy_(old_bn.get_buffer(stat)[keep])
+                bn.get_buffer("num_batches_tracked").copy_(
+                    old_bn.get_buffer("num_batches_tracked"))
         bn.train(old_bn.training)  # a fresh module would be in training mode (batch statistics)
         _set(model, g.bn, bn)
         changed.append(g.bn)

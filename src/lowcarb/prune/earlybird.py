@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -216,7 +216,7 @@ def search(
 ) -> EarlyBirdTicket:
     """Run the early-bird search on a copy of `model` (which stays as it was) and draw the ticket."""
     structure = structure_for(model)
-    steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else 0
+    steps_per_epoch = len(train_loader) if isinstance(train_loader, Sized) else 0
     if not steps_per_epoch:
         raise DataError("early-bird search needs a sized train loader with batches (a DataLoader "
                         "or a list); check the training split is not empty")

@@ -83,7 +83,7 @@ def render_markdown(run: Run) -> str:
             if r.per1k_total_g is not None and r.accuracy is not None
         ]
         named = [r.label for r in rows if r.per1k_total_g is not None and r.accuracy is not None]
-        front = [named[i] for i in pareto_front(points)]  # type: ignore[arg-type]
+        front = [named[i] for i in pareto_front(points)]
         out += [
             f"Pareto front ({accuracy_split(rows)} accuracy against CO2e per 1,000 {rows[-1].unit}): "
             + (", ".join(escape.markdown(f) for f in front) or "-"),

@@ -8,16 +8,20 @@ $LOWCARB_HOME/lowcarb.toml) > $LOWCARB_HOME/runs.db (default ~/.lowcarb/runs.db)
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lowcarb.measure.config import find_config_file
 from lowcarb.store.records import StoreError
 
-try:  # Python 3.11+
+if TYPE_CHECKING:  # runstore imports this module at run time
+    from lowcarb.store.runstore import RunStore
+
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -59,7 +63,7 @@ def default_location() -> str | Path:
     return _configured_location() or default_store_path()
 
 
-def backend_for(location: Any) -> type:
+def backend_for(location: Any) -> type[RunStore]:
     """The RunStore subclass for a location (a path, or a postgresql:// URL)."""
     if location is None or (isinstance(location, str) and not location.strip()):
         raise StoreError("no run store given: pass a file path or a postgresql:// URL")

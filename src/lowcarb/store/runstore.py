@@ -75,9 +75,10 @@ class RunStore(ABC):
     @classmethod
     def default(cls, *, create: bool = True, readonly: bool = False) -> RunStore:
         """The store that LOWCARB_STORE, lowcarb.toml's [store] or $LOWCARB_HOME/runs.db names."""
-        from lowcarb.store.location import default_location
+        from lowcarb.store.location import backend_for, default_location
 
-        return RunStore(default_location(), create=create, readonly=readonly)
+        location = default_location()
+        return backend_for(location)(location, create=create, readonly=readonly)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r})"

@@ -51,7 +51,7 @@ def shifted_logits_and_targets(model: nn.Module, batch: Batch) -> tuple[torch.Te
     # logits at position p predict the token at p + 1; keep p from the first labelled target on.
     first = int(labelled.nonzero()[0]) if bool(labelled.any()) else width - 1
     keep = width - first
-    kwargs = model_inputs(batch)
+    kwargs: dict[str, Any] = model_inputs(batch)
     if _accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = keep
     if _accepts(model, "use_cache"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -21,9 +22,9 @@ def _int8_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, torch.Tenso
     for module, weight in quantized_weights(model):
         yield names[id(module)], module, weight
     for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(module, nn.Linear) and is_subclass_tensor(weight):
-            yield name, module, weight
+        linear_weight = getattr(module, "weight", None)
+        if isinstance(module, nn.Linear) and is_subclass_tensor(linear_weight):
+            yield name, module, linear_weight
 
 
 @torch.inference_mode()
@@ -41,15 +42,15 @@ def flops_per_example(model: nn.Module, example_batch: Batch) -> float:
     layers = list(_int8_layers(model))
     by_shape = [0]
 
-    def count(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        weight = module.weight() if callable(module.weight) else module.weight
+    def count(weight: torch.Tensor, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         if weight.dim() == 2:  # Linear: 2 * in * out per row of the input
             rows = output.numel() // weight.shape[0]
             by_shape[0] += 2 * weight.shape[0] * weight.shape[1] * rows
         else:  # ConvNd: 2 * (in/groups * kernel) per output element
             by_shape[0] += 2 * output.numel() * (weight.numel() // weight.shape[0])
 
-    handles = [module.register_forward_hook(count) for _, module, _ in layers]
+    handles = [module.register_forward_hook(functools.partial(count, weight))
+               for _, module, weight in layers]
     try:
         # The fused CPU attention kernel is invisible to FlopCounterMode; the math backend does the
         # same products as visible matmuls, so attention's 4*T^2*d term is counted.

@@ -30,7 +30,7 @@ def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
         # Tied weights are one storage under two keys of the state dict: store them once.
         source = state.get(key)
         if isinstance(source, torch.Tensor) and not source.is_quantized and type(source.data) is torch.Tensor:
-            ident = (source.untyped_storage().data_ptr(), source.storage_offset(), tuple(source.shape))
+            ident = (source.untyped_storage().data_ptr(), int(source.storage_offset()), tuple(source.shape))
             if ident in seen:
                 continue
             seen.add(ident)

@@ -7,6 +7,7 @@ from `capture.trace` (a `Trace`), the attention mask is the batch's (B, T) paddi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -80,6 +81,12 @@ def _check_layer(trace: Trace, layer: int, who: str) -> int:
     if not -count <= layer < count:
         raise ValueError(f"{who} layer {layer} does not exist: the {who} has {count} layers")
     return layer % count
+
+
+def _self_pair(name: str, trace: Trace, layer: int) -> tuple[Tensor, Tensor]:
+    """One projection (query, key or value) paired with itself: its self-relation at `layer`."""
+    x = getattr(trace, name)[layer]
+    return x, x
 
 
 def _pair_relation_kl(
@@ -180,7 +187,7 @@ def minilmv2_loss(
     for name in ("query", "key", "value"):
         total = total + _pair_relation_kl(
             student, teacher, mask, relation_heads, (s, t),
-            lambda trace, i, name=name: (getattr(trace, name)[i], getattr(trace, name)[i]),
+            functools.partial(_self_pair, name),
         )  # fmt: skip
     return total / 3.0
 

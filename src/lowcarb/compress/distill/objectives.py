@@ -145,7 +145,7 @@ def minilm_relation_for(method: Any, student: nn.Module, teacher: nn.Module) -> 
 
 
 def intermediate_relation(matcher: IntermediateMatcher) -> Callable[[object, object, Tensor | None], Tensor]:
-    return lambda s, t, m: matcher(s, t, m)  # type: ignore[arg-type]
+    return lambda s, t, m: matcher(s, t, m)
 
 
 def representation_relation(
@@ -154,7 +154,7 @@ def representation_relation(
     """XtremeDistil stage 1: MSE between the student's last hidden states (projected to the
     teacher's width) and the teacher's hidden states of `teacher_layer`, over real tokens."""
 
-    def relation(s, t, mask: Tensor | None) -> Tensor:  # type: ignore[no-untyped-def]
+    def relation(s, t, mask: Tensor | None) -> Tensor:
         count = len(t.hidden) - 1
         if not -count <= teacher_layer < count:
             raise ValueError(f"teacher layer {teacher_layer} does not exist: the teacher has {count}")

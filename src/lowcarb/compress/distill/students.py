@@ -92,7 +92,7 @@ def select_layers(
         # Hugging Face blocks carry their index for KV caches; keep it consistent.
         for module in block.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = new_index
+                setattr(module, "layer_idx", new_index)  # noqa: B010 - a plain int attribute, not a submodule
     owner, name = _parent_of(student, blocks)
     setattr(owner, name, kept)
     _set_layer_count(student, owner, len(chosen))

@@ -55,6 +55,11 @@ class CompactEmbedding(nn.Module):
     that is dequantized only for the rows a batch looks up.
     """
 
+    old_to_new: Tensor
+    rows_int8: Tensor
+    row_scale: Tensor
+    weight: nn.Parameter | None
+
     def __init__(self, old_to_new: Tensor, table: Tensor, int8: bool) -> None:
         super().__init__()
         self.num_embeddings = int(old_to_new.numel())  # the tokenizer's vocabulary size
@@ -75,13 +80,20 @@ class CompactEmbedding(nn.Module):
 
     @property
     def rows(self) -> int:
-        return int(self.rows_int8.shape[0] if self.int8 else self.weight.shape[0])  # type: ignore[union-attr]
+        return int(self.table().shape[0])
+
+    def table(self) -> Tensor:
+        """The stored rows: int8 codes, or the fp32 parameter."""
+        if self.int8:
+            return self.rows_int8
+        assert self.weight is not None  # set whenever int8 is off
+        return self.weight
 
     def forward(self, input_ids: Tensor) -> Tensor:
         index = self.old_to_new[input_ids].long()
         if self.int8:
             return self.rows_int8[index].float() * self.row_scale[index].unsqueeze(-1)
-        return F.embedding(index, self.weight)  # type: ignore[arg-type]
+        return F.embedding(index, self.table())
 
     def extra_repr(self) -> str:
         return f"vocab={self.num_embeddings}, rows={self.rows}, dim={self.embedding_dim}, int8={self.int8}"
@@ -108,8 +120,9 @@ def token_ids_in(texts: Iterable[str], tokenizer: Any, *, chunk: int = 2000) -> 
 
 def _word_embeddings(model: nn.Module) -> tuple[nn.Module, str, nn.Embedding]:
     embeddings = embedding_module(model)
-    if embeddings is not None and isinstance(getattr(embeddings, "word_embeddings", None), nn.Embedding):
-        return embeddings, "word_embeddings", embeddings.word_embeddings
+    words = getattr(embeddings, "word_embeddings", None)
+    if embeddings is not None and isinstance(words, nn.Embedding):
+        return embeddings, "word_embeddings", words
     for owner_name in ("embed", "embedding"):
         table = getattr(model, owner_name, None)
         if isinstance(table, nn.Embedding):
@@ -163,7 +176,7 @@ def apply(model: nn.Module, config: VocabConfig) -> TransformSummary:
     table_bytes = (
         compact.rows_int8.numel() + compact.row_scale.numel() * 4
         if config.int8
-        else compact.weight.numel() * 4  # type: ignore[union-attr]
+        else compact.table().numel() * 4
     ) + compact.old_to_new.numel() * compact.old_to_new.element_size()
     name = next(n for n, m in model.named_modules() if m is compact)
     record(model, config, describe(model))

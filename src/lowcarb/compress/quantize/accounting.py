@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import Tensor, nn
 
-from lowcarb.models.state import is_subclass_tensor
+from lowcarb.models.state import is_subclass_tensor, subclass_parts
 
 __all__ = ["linear_weight_bytes", "sqnr_db", "tensor_bytes"]
 
@@ -14,8 +16,7 @@ def tensor_bytes(t: Tensor) -> int:
     """Bytes a weight really holds: torchao subclasses their payload and scales, torch.ao int8
     tensors their values plus scales and zero points, plain tensors numel x element size."""
     if is_subclass_tensor(t):
-        data = t.data if isinstance(t, nn.Parameter) else t
-        attrs, _ = data.__tensor_flatten__()
+        data, attrs = subclass_parts(t)
         return sum(tensor_bytes(getattr(data, a)) for a in attrs)
     if t.is_quantized:
         n = t.numel() * t.element_size()
@@ -42,7 +43,7 @@ def linear_weight_bytes(model: nn.Module) -> int:
     total = 0
     for mod in model.modules():
         if ao_linears and isinstance(mod, ao_linears):
-            total += tensor_bytes(mod.weight())
+            total += tensor_bytes(cast(Any, mod).weight())  # packed: weight() unpacks it
         elif isinstance(mod, nn.Linear):
             total += tensor_bytes(mod.weight)
     return total

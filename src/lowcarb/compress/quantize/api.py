@@ -95,7 +95,8 @@ def _dynamic(model: nn.Module, cfg: DynamicInt8, choice: Choice, calibration: An
     names = wrapped = _linears(model, cfg)
     if cfg.smooth_alpha is not None:
         names = smooth(model, wrapped, cfg.smooth_alpha, calibration, cfg.calibration_batches)
-    structure = {"modules": names, "smoothed": wrapped if cfg.smooth_alpha is not None else []}
+    structure: dict[str, Any] = {
+        "modules": names, "smoothed": wrapped if cfg.smooth_alpha is not None else []}
     if choice.library == "torch.ao":
         structure["backend"] = _set_engine(cfg.backend)
         torch_ao.dynamic(model, names, cfg.per_channel)

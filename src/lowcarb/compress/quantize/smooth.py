@@ -28,6 +28,8 @@ class SmoothedLinear(nn.Module):
     ``input_scale``: the dense layer's function, with its input's outlier channels scaled down
     before the (int8) ``linear`` quantizes them."""
 
+    input_scale: Tensor
+
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.linear = linear

@@ -92,7 +92,7 @@ def _qconfig_mapping(model: nn.Module, cfg: StaticInt8, backend: str) -> Any:
     return qmap
 
 
-def _prepare(model: nn.Module, cfg: StaticInt8, backend: str, example: Any) -> nn.Module:
+def _prepare(model: nn.Module, cfg: StaticInt8, backend: str, example: Any) -> torch.fx.GraphModule:
     from torch.ao.quantization.quantize_fx import prepare_fx
 
     qmap = _qconfig_mapping(model, cfg, backend)

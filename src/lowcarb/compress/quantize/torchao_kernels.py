@@ -59,6 +59,7 @@ def int4_groups_fit(model: nn.Module, names: list[str], group_size: int) -> tupl
     fit, skipped = [], {}
     for name in names:
         layer = model.get_submodule(name)
+        assert isinstance(layer, nn.Linear)  # the workflows select plain Linears only
         if layer.in_features % group_size:
             skipped[name] = f"in_features {layer.in_features} is not a multiple of group_size {group_size}"
         elif layer.out_features % INT4_ROW_TILE:

@@ -98,7 +98,7 @@ def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
     texts = ctx.data.train
     assert isinstance(texts, TextSplit)  # check_autodistil made sure
     held = cfg.score_batches * train.batch_size
-    loader_args = {"tokenizer": ctx.tokenizer, "max_length": ctx.data.max_length,
+    loader_args: dict[str, Any] = {"tokenizer": ctx.tokenizer, "max_length": ctx.data.max_length,
                    "pin_memory": ctx.placement.pin_memory}
     unlabelled = make_loader(texts.subset(range(len(texts) - held)), train.batch_size, shuffle=True,
                              seed=train.seed, **loader_args)
