@@ -7,7 +7,8 @@
 - `report` reads stored results and trains nothing: no `train.loop`, no `fit`, no technique, no
   runner;
 - only `cli/` imports argparse (it is the one place that parses command-line strings);
-- no private name (`_x`) is imported from another lowcarb module.
+- no private name (`_x`) is imported from another lowcarb module;
+- no module is over 500 lines and no function over 80 (from its `def` line to its last line).
 
 The checks parse the sources (ast), so they run without importing torch. Each rule is also run on
 a synthetic tree that breaks it, so a check that cannot fail is caught here too.
@@ -148,8 +149,30 @@ def private_name_violations(src: Path) -> list[str]:
     return out
 
 
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def size_violations(src: Path) -> list[str]:
+    out = []
+    for path in sorted(src.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        name = module_name(path, src)
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            out.append(f"{name} has {lines} lines (at most {MAX_MODULE_LINES}): split it by what it does")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    out.append(f"{name}:{node.lineno} {node.name}() has {length} lines "
+                               f"(at most {MAX_FUNCTION_LINES})")
+    return out
+
+
 RULES = {
     "layers": layer_violations,
+    "size": size_violations,
     "report": report_violations,
     "argparse": argparse_violations,
     "private": private_name_violations,
@@ -198,7 +221,14 @@ BROKEN = {
         "pipeline/stages/lora.py": "from lowcarb.pipeline.stages._compressed import save\n",
     },
 }
-EXPECTED_COUNT = {"layers": 4, "report": 3, "argparse": 1, "private": 2}
+BROKEN["size"] = {
+    "report/long.py": "x = 1\n" * (MAX_MODULE_LINES + 1),
+    "train/loop.py": "def fit():\n" + "    x = 1\n" * MAX_FUNCTION_LINES,
+    # At the limits exactly: not a violation.
+    "train/ok.py": "x = 1\n" * (MAX_MODULE_LINES - MAX_FUNCTION_LINES)
+    + "def f():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 1),
+}
+EXPECTED_COUNT = {"layers": 4, "report": 3, "argparse": 1, "private": 2, "size": 2}
 
 
 @pytest.mark.parametrize("rule", sorted(BROKEN))

@@ -284,6 +284,33 @@ def recipe_from_dict(
     except ValidationError as exc:
         raise ConfigError(format_validation_errors(exc, source, _RecipeFile, set_paths)) from None
 
+    _check_model_for_task(base, source)
+    steps = _stage_steps(base, source, set_paths)
+
+    return Recipe(
+        name=base.name,
+        description=base.description,
+        model=base.model,
+        data=base.data,
+        train=base.train,
+        evaluation=base.evaluation,
+        carbon=base.carbon,
+        stages=steps,
+        report=base.report,
+        threads=base.threads,
+        source=source,
+        overrides=tuple(overrides),
+        search=base.search,
+        device=base.device,
+        precision=base.precision,
+        parsec=base.parsec,
+        mutransfer=base.mutransfer,
+        task=base.task,
+    )
+
+
+def _check_model_for_task(base: _RecipeFile, source: str) -> None:
+    """A text model needs text, and a causal-LM task a language model."""
     text_model = str(base.model.name) not in ("cnn", "mlp")
     # causal-lm with no data.train runs the task lowcarb generates (lowcarb.data.lm_generated).
     if text_model and base.data.train is None and base.task != "causal-lm":
@@ -298,6 +325,11 @@ def recipe_from_dict(
             "a language model: smollm2-135m (shipped), a Hugging Face causal-LM folder or a .gguf file"
         )
 
+
+def _stage_steps(
+    base: _RecipeFile, source: str, set_paths: list[tuple[str, ...]]
+) -> tuple[StageStep, ...]:
+    """Each stage's settings validated by its own config model; repeated stages get -2, -3 labels."""
     steps: list[StageStep] = []
     counts: dict[str, int] = {}
     for index, item in enumerate(base.stages):
@@ -327,27 +359,7 @@ def recipe_from_dict(
         steps.append(StageStep(name=name, label=label_, config=cfg))
     if not steps:
         raise ConfigError(f"{source}: stages: the list is empty; name at least one stage (train)")
-
-    return Recipe(
-        name=base.name,
-        description=base.description,
-        model=base.model,
-        data=base.data,
-        train=base.train,
-        evaluation=base.evaluation,
-        carbon=base.carbon,
-        stages=tuple(steps),
-        report=base.report,
-        threads=base.threads,
-        source=source,
-        overrides=tuple(overrides),
-        search=base.search,
-        device=base.device,
-        precision=base.precision,
-        parsec=base.parsec,
-        mutransfer=base.mutransfer,
-        task=base.task,
-    )
+    return tuple(steps)
 
 
 def _normalise_stages(stages: Any, source: str) -> list[dict[str, Any]]:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from lowcarb.report import plots
 from lowcarb.report.escape import html as escape
 from lowcarb.report.lm import generation_batch_sizes, serving_sentence, training_rows, weights_notes
+from lowcarb.report.sections import LEDGER_HEADERS, ledger_rows, summary_sentence
 from lowcarb.report.summary import (
+    ModelRow,
     Run,
     accuracy_split,
     accuracy_tolerance_pt,
     busy_warnings,
-    fmt_g,
-    fmt_j,
     measurement_notes,
     model_rows,
     model_sentence,
@@ -67,7 +68,46 @@ def render_html(run: Run) -> str:
     """The full report as one HTML string (figures embedded as data: URIs, no external files)."""
     rows = model_rows(run)
     costs = stage_costs(run)
-    total = totals(run)
+    lm = bool(rows) and all(r.is_lm for r in rows)
+    parts = _head(run, rows)
+    parts += _models_section(run, rows, lm)
+    train_headers, train_body = training_rows(run)
+    if train_body:
+        parts.append('<section id="training"><h2>Training cost per token</h2>')
+        parts.append(_table(train_headers, train_body, "training-table"))
+        parts.append("</section>")
+    parts += _figures(rows, costs, lm)
+    parts += _payback_section(run, rows)
+    parts.append('<section id="ledger"><h2>Ledger: every window</h2>')
+    parts.append(_table(LEDGER_HEADERS, ledger_rows(costs), "ledger-table"))
+    parts.append("</section>")
+
+    from lowcarb.report.search import search_section_html, search_summaries
+
+    # Search summaries (a search run's search.json, a search stage's notes): plot, trials, total.
+    parts += [search_section_html(search) for search in search_summaries(run)]
+
+    notes = stage_notes(run)
+    if notes:
+        parts.append('<section id="notes"><h2>What each stage did</h2><dl>')
+        for label, items in notes:
+            text = "; ".join(f"{k}: {v}" for k, v in items)
+            parts.append(f"<dt><b>{escape(label)}</b></dt><dd>{escape(text)}</dd>")
+        parts.append("</dl></section>")
+
+    recipe = run.get("recipe")
+    if recipe:
+        parts.append(
+            '<section id="recipe"><h2>Recipe</h2><pre>'
+            + escape(json.dumps(recipe, indent=2, default=str))
+            + "</pre></section>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _head(run: Run, rows: Sequence[ModelRow]) -> list[str]:
+    """The document head, the title line and the summary section."""
     status = str(run.get("status", "?"))
     name = str(run.get("name", "run"))
     parts = [
@@ -82,18 +122,18 @@ def render_html(run: Run) -> str:
     if run.get("error"):
         parts.append(f'<p class="status-failed">error: {escape(str(run["error"]))}</p>')
     parts.append(
-        '<section id="summary"><h2>Summary</h2>'
-        f"<p>The run used {fmt_j(total['energy_j'])} and emitted {fmt_g(total['operational_g'])} "
-        f"operational + {fmt_g(total['embodied_g'])} embodied CO2e over "
-        f"{total['duration_s']:.1f} s. {len(rows)} model(s) evaluated.</p>"
+        f'<section id="summary"><h2>Summary</h2><p>{summary_sentence(totals(run), len(rows))}</p>'
     )
     saved = model_sentence(run)
     if saved:
         parts.append(f'<p id="final-model">{escape(saved)}</p>')
     parts.append("</section>")
+    return parts
 
-    parts.append('<section id="models"><h2>Stages: the models and what they cost</h2>')
-    lm = bool(rows) and all(r.is_lm for r in rows)
+
+def _models_section(run: Run, rows: Sequence[ModelRow], lm: bool) -> list[str]:
+    """The model table with how it was measured, its warnings and notes."""
+    parts = ['<section id="models"><h2>Stages: the models and what they cost</h2>']
     if rows:
         headers, body = model_table(rows)
         if lm:
@@ -114,14 +154,12 @@ def render_html(run: Run) -> str:
     else:
         parts.append("<p>No model was evaluated in this run.</p>")
     parts.append("</section>")
+    return parts
 
-    train_headers, train_body = training_rows(run)
-    if train_body:
-        parts.append('<section id="training"><h2>Training cost per token</h2>')
-        parts.append(_table(train_headers, train_body, "training-table"))
-        parts.append("</section>")
 
-    parts.append('<section id="co2-per-stage"><h2>CO2e per stage</h2>')
+def _figures(rows: Sequence[ModelRow], costs: list[dict[str, Any]], lm: bool) -> list[str]:
+    """CO2e per stage, the accuracy trade-off and (language models) generation speed."""
+    parts = ['<section id="co2-per-stage"><h2>CO2e per stage</h2>']
     if costs:
         parts.append(_img(plots.co2_per_stage_png(costs), "CO2e per stage", "co2-per-stage-plot"))
     parts.append("</section>")
@@ -149,8 +187,11 @@ def render_html(run: Run) -> str:
             )
         )
         parts.append("</section>")
+    return parts
 
-    parts.append('<section id="payback"><h2>Payback</h2>')
+
+def _payback_section(run: Run, rows: Sequence[ModelRow]) -> list[str]:
+    parts = ['<section id="payback"><h2>Payback</h2>']
     lines = paybacks(rows, accuracy_tolerance_pt(run))
     if lines:
         unit = lines[-1].unit
@@ -171,50 +212,7 @@ def render_html(run: Run) -> str:
             "train, for example) gets a payback line here.</p>"
         )
     parts.append("</section>")
-
-    parts.append('<section id="ledger"><h2>Ledger: every window</h2>')
-    parts.append(
-        _table(
-            ["window", "status", "duration", "energy", "CO2e op.", "CO2e emb.", "how measured"],
-            [
-                [
-                    c["label"],
-                    c["status"],
-                    f"{c['duration_s']:.2f} s",
-                    fmt_j(c["energy_j"]),
-                    fmt_g(c["operational_g"]),
-                    fmt_g(c["embodied_g"]),
-                    c["method"],
-                ]
-                for c in costs
-            ],
-            "ledger-table",
-        )
-    )
-    parts.append("</section>")
-
-    from lowcarb.report.search import search_section_html, search_summaries
-
-    # Search summaries (a search run's search.json, a search stage's notes): plot, trials, total.
-    parts += [search_section_html(search) for search in search_summaries(run)]
-
-    notes = stage_notes(run)
-    if notes:
-        parts.append('<section id="notes"><h2>What each stage did</h2><dl>')
-        for label, items in notes:
-            text = "; ".join(f"{k}: {v}" for k, v in items)
-            parts.append(f"<dt><b>{escape(label)}</b></dt><dd>{escape(text)}</dd>")
-        parts.append("</dl></section>")
-
-    recipe = run.get("recipe")
-    if recipe:
-        parts.append(
-            '<section id="recipe"><h2>Recipe</h2><pre>'
-            + escape(json.dumps(recipe, indent=2, default=str))
-            + "</pre></section>"
-        )
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return parts
 
 
 def render_compare_html(a: Run, b: Run, table: tuple[list[str], list[list[str]]]) -> str:
