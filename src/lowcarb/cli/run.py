@@ -39,7 +39,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from lowcarb.pipeline import load_recipe, run_recipe
     from lowcarb.report.escape import plain
-    from lowcarb.report.summary import busy_warnings, fmt_g, fmt_j, measurement_notes
+    from lowcarb.report.formatting import fmt_g, fmt_j
+    from lowcarb.report.summary import busy_warnings, measurement_notes
     from lowcarb.report.terminal import final_table, payback_lines
 
     recipe = load_recipe(args.recipe, common.recipe_overrides(args))

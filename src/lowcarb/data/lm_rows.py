@@ -16,13 +16,13 @@ Keys other than these are ignored (an `id` or a `source` field is common in inst
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lowcarb.data.jsonl import json_objects
 from lowcarb.errors import DataError
 
 LM_SUFFIXES = (".jsonl", ".txt", ".csv", ".tsv")
@@ -125,18 +125,8 @@ def _check_one_kind(rows: list[LMRow], path: Path) -> None:
 
 
 def _jsonl_rows(path: Path, text_column: str | None) -> Iterator[LMRow]:
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            yield row_from_mapping(obj, where, text_column)
+    for number, obj in json_objects(path):
+        yield row_from_mapping(obj, f"{path}:{number}", text_column)
 
 
 def row_from_mapping(obj: dict[str, Any], where: str, text_column: str | None = None) -> LMRow:

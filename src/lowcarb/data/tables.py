@@ -15,7 +15,6 @@ quotes as plain text.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 import warnings
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from lowcarb.data.jsonl import json_objects
 from lowcarb.errors import DataError, LowcarbWarning, MissingPathError
 
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl")
@@ -172,20 +172,11 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], list[Row]]:
 def _read_jsonl(path: Path) -> tuple[list[str], list[Row]]:
     rows: list[Row] = []
     columns: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{line_no}: each line must be a JSON object, got {type(row).__name__}")
-            for key in row:
-                if key not in columns:
-                    columns.append(key)
-            rows.append((line_no, row, 0))
+    for line_no, row in json_objects(path):
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+        rows.append((line_no, row, 0))
     return columns, rows
 
 

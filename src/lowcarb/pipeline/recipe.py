@@ -25,6 +25,7 @@ see `lowcarb.pipeline.safe_yaml`), and numbers must be of the declared kind
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -287,26 +288,13 @@ def recipe_from_dict(
     _check_model_for_task(base, source)
     steps = _stage_steps(base, source, set_paths)
 
-    return Recipe(
-        name=base.name,
-        description=base.description,
-        model=base.model,
-        data=base.data,
-        train=base.train,
-        evaluation=base.evaluation,
-        carbon=base.carbon,
-        stages=steps,
-        report=base.report,
-        threads=base.threads,
-        source=source,
-        overrides=tuple(overrides),
-        search=base.search,
-        device=base.device,
-        precision=base.precision,
-        parsec=base.parsec,
-        mutransfer=base.mutransfer,
-        task=base.task,
-    )
+    # Every section of the file as validated; the stages as built above, and where it came from.
+    sections = {
+        f.name: getattr(base, f.name)
+        for f in dataclasses.fields(Recipe)
+        if f.name in _RecipeFile.model_fields and f.name != "stages"
+    }
+    return Recipe(**sections, stages=steps, source=source, overrides=tuple(overrides))
 
 
 def _check_model_for_task(base: _RecipeFile, source: str) -> None:

@@ -5,19 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lowcarb.report.summary import (
-    ModelRow,
-    Run,
-    accuracy_of,
-    fmt_bytes,
-    fmt_g,
-    fmt_j,
-    fmt_ms,
-    fmt_num,
-    fmt_pct,
-    model_rows,
-    totals,
-)
+from lowcarb.report.formatting import fmt_bytes, fmt_g, fmt_j, fmt_ms, fmt_num, fmt_pct
+from lowcarb.report.summary import ModelRow, Run, accuracy_of, model_rows, totals
 
 
 def _final(run: Run) -> ModelRow | None:

@@ -9,31 +9,15 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lowcarb.report.summary import (
-    ModelRow,
-    Run,
-    fmt_bytes,
-    fmt_g,
-    fmt_j,
-    fmt_num,
-    fmt_pct,
-)
+from lowcarb.report.formatting import fmt_bytes, fmt_j, fmt_num, fmt_pct, number
+from lowcarb.report.summary import ModelRow, Run, cost_cells
 
 _GEN_KEY = re.compile(r"^gen_b(\d+)_ttft_ms$")
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def lm_split(rows: Sequence[ModelRow]) -> str:
     """The split the quality columns show: test where every row has it, else dev."""
-    if rows and all(_num(r.metrics.get("test_perplexity")) is not None for r in rows):
+    if rows and all(number(r.metrics.get("test_perplexity")) is not None for r in rows):
         return "test"
     return "dev"
 
@@ -64,25 +48,21 @@ def lm_model_table(rows: Sequence[ModelRow]) -> tuple[list[str], list[list[str]]
     body = []
     for r in rows:
         m = r.metrics
-        ppl = _num(m.get(f"{split}_perplexity"))
+        ppl = number(m.get(f"{split}_perplexity"))
         timing = []
         for n in sizes:
-            ttft = _num(m.get(f"gen_b{n}_ttft_ms"))
-            rate = _num(m.get(f"gen_b{n}_decode_tokens_per_s"))
+            ttft = number(m.get(f"gen_b{n}_ttft_ms"))
+            rate = number(m.get(f"gen_b{n}_decode_tokens_per_s"))
             timing += ["-" if ttft is None else f"{ttft:.3g} ms", "-" if rate is None else f"{rate:.3g}"]
         body.append(
             [
                 r.label,
-                fmt_pct(_num(m.get(f"{split}_exact_match"))),
+                fmt_pct(number(m.get(f"{split}_exact_match"))),
                 "-" if ppl is None else f"{ppl:.4g}",
                 *timing,
-                fmt_num(_num(m.get("params"))),
-                fmt_bytes(_num(m.get("size_bytes"))),
-                fmt_j(_num(m.get("per1k_tokens_energy_j"))),
-                fmt_g(_num(m.get("per1k_tokens_operational_g"))),
-                fmt_g(_num(m.get("per1k_tokens_embodied_g"))),
-                fmt_j(r.cost_energy_j) if r.version else "-",
-                f"{fmt_g(r.cost_operational_g)} + {fmt_g(r.cost_embodied_g)}" if r.version else "-",
+                fmt_num(number(m.get("params"))),
+                fmt_bytes(number(m.get("size_bytes"))),
+                *cost_cells(r, "per1k_tokens"),
             ]
         )
     return headers, body
@@ -120,14 +100,14 @@ def training_rows(run: Run) -> tuple[list[str], list[list[str]]]:
         summary: Mapping[str, Any] = record.get("summary") or {}
         if "train_tokens" not in summary:
             continue
-        j = _num(summary.get("j_per_1k_train_tokens"))
-        rate = _num(summary.get("tokens_per_s"))
-        peak = _num(summary.get("peak_memory_bytes"))
+        j = number(summary.get("j_per_1k_train_tokens"))
+        rate = number(summary.get("tokens_per_s"))
+        peak = number(summary.get("peak_memory_bytes"))
         checkpointing = " (gradient checkpointing)" if summary.get("gradient_checkpointing") else ""
         body.append(
             [
                 str(record.get("label", "?")),
-                fmt_num(_num(summary.get("train_tokens"))),
+                fmt_num(number(summary.get("train_tokens"))),
                 "-" if rate is None else f"{rate:.4g}",
                 fmt_j(j),
                 fmt_bytes(peak) + checkpointing,

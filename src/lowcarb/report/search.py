@@ -24,7 +24,8 @@ matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lowcarb.report.summary import SEARCH_NOTE, fmt_g, fmt_j  # noqa: E402
+from lowcarb.report.formatting import fmt_g, fmt_j  # noqa: E402
+from lowcarb.report.summary import SEARCH_NOTE  # noqa: E402
 
 Search = Mapping[str, Any]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lowcarb.report.summary import fmt_g, fmt_j
+from lowcarb.report.formatting import fmt_g, fmt_j
 
 LEDGER_HEADERS = ["window", "status", "duration", "energy", "CO2e op.", "CO2e emb.", "how measured"]
 

@@ -23,6 +23,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lowcarb.report.formatting import (
+    fmt_bytes,
+    fmt_count,
+    fmt_g,
+    fmt_interval,
+    fmt_j,
+    fmt_ms,
+    fmt_num,
+    fmt_pct,
+    number,
+)
+
 # The note under which a stage records a search result (lowcarb.search.result.SearchResult).
 SEARCH_NOTE = "search"
 
@@ -67,15 +79,15 @@ class ModelRow:
     @property
     def per1k_total_g(self) -> float | None:
         """CO2e per 1,000 serving units (`unit`: inferences, or generated tokens)."""
-        return _num(self.metrics.get("per1k_tokens_total_g" if self.is_lm else "per1k_total_g"))
+        return number(self.metrics.get("per1k_tokens_total_g" if self.is_lm else "per1k_total_g"))
 
     @property
     def latency_ms(self) -> float | None:
         """Batch-1 latency: of an inference, or (causal LM) of one decoded token."""
         if self.is_lm:
-            rate = _num(self.metrics.get("gen_b1_decode_tokens_per_s"))
+            rate = number(self.metrics.get("gen_b1_decode_tokens_per_s"))
             return 1000.0 / rate if rate else None
-        return _num(self.metrics.get("latency_b1_p50_ms"))
+        return number(self.metrics.get("latency_b1_p50_ms"))
 
 
 @dataclass(frozen=True)
@@ -132,19 +144,10 @@ class Payback:
 
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def accuracy_of(metrics: Mapping[str, Any]) -> float | None:
     """Test accuracy where there is a test split, else dev accuracy."""
     for key in ("test_accuracy", "dev_accuracy"):
-        value = _num(metrics.get(key))
+        value = number(metrics.get(key))
         if value is not None:
             return value
     return None
@@ -152,7 +155,7 @@ def accuracy_of(metrics: Mapping[str, Any]) -> float | None:
 
 def accuracy_split(rows: Sequence[ModelRow]) -> str:
     """Which split the accuracy column shows."""
-    if rows and all(_num(r.metrics.get("test_accuracy")) is not None for r in rows):
+    if rows and all(number(r.metrics.get("test_accuracy")) is not None for r in rows):
         return "test"
     return "dev"
 
@@ -181,9 +184,9 @@ def model_rows(run: Run) -> list[ModelRow]:
                 label=str(made_by["label"]) if made_by else "input model",
                 version=version,
                 metrics=evaluated[version],
-                cost_energy_j=_num(fp.get("energy_j")) or 0.0,
-                cost_operational_g=_num(fp.get("operational_g")) or 0.0,
-                cost_embodied_g=_num(fp.get("embodied_g")) or 0.0,
+                cost_energy_j=number(fp.get("energy_j")) or 0.0,
+                cost_operational_g=number(fp.get("operational_g")) or 0.0,
+                cost_embodied_g=number(fp.get("embodied_g")) or 0.0,
             )
         )
     return rows
@@ -192,7 +195,7 @@ def model_rows(run: Run) -> list[ModelRow]:
 def accuracy_tolerance_pt(run: Run) -> float:
     """The run's accuracy tolerance in points (its recipe's evaluation section, else the default)."""
     evaluation = (run.get("recipe") or {}).get("evaluation") or {}
-    value = _num(evaluation.get("accuracy_tolerance_pt")) if isinstance(evaluation, Mapping) else None
+    value = number(evaluation.get("accuracy_tolerance_pt")) if isinstance(evaluation, Mapping) else None
     return ACCURACY_TOLERANCE_PT if value is None else value
 
 
@@ -250,10 +253,10 @@ def stage_costs(run: Run) -> list[dict[str, Any]]:
             {
                 "label": record.get("label", "?"),
                 "status": record.get("status", "?"),
-                "duration_s": _num(fp.get("duration_s")) or 0.0,
-                "energy_j": _num(fp.get("energy_j")) or 0.0,
-                "operational_g": _num(fp.get("operational_g")) or 0.0,
-                "embodied_g": _num(fp.get("embodied_g")) or 0.0,
+                "duration_s": number(fp.get("duration_s")) or 0.0,
+                "energy_j": number(fp.get("energy_j")) or 0.0,
+                "operational_g": number(fp.get("operational_g")) or 0.0,
+                "embodied_g": number(fp.get("embodied_g")) or 0.0,
                 "method": energy_method(fp),
             }
         )
@@ -315,88 +318,6 @@ def totals(run: Run) -> dict[str, float]:
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# number formatting shared by the HTML, markdown and terminal forms
-# ---------------------------------------------------------------------------------------------
-
-
-def fmt_g(grams: float | None) -> str:
-    if grams is None:
-        return "-"
-    a = abs(grams)
-    if a >= 1000:
-        return f"{grams / 1000:.3g} kg"
-    if a >= 1 or a == 0:
-        return f"{grams:.3g} g"
-    if a >= 1e-3:
-        return f"{grams * 1e3:.3g} mg"
-    return f"{grams * 1e6:.3g} µg"
-
-
-def fmt_j(joules: float | None) -> str:
-    if joules is None:
-        return "-"
-    a = abs(joules)
-    if a >= 3.6e6:
-        return f"{joules / 3.6e6:.3g} kWh"
-    if a >= 1000:
-        return f"{joules / 1000:.3g} kJ"
-    if a >= 1 or a == 0:
-        return f"{joules:.3g} J"
-    return f"{joules * 1000:.3g} mJ"
-
-
-def fmt_count(n: float | None) -> str:
-    if n is None:
-        return "never"
-    if n >= 1e9:
-        return f"{n / 1e9:.3g} billion"
-    if n >= 1e6:
-        return f"{n / 1e6:.3g} million"
-    if n >= 1e3:
-        return f"{n / 1e3:.3g} thousand"
-    return f"{n:.0f}"
-
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{n:.0f} B"
-
-
-def fmt_num(n: float | None, digits: int = 3) -> str:
-    if n is None:
-        return "-"
-    if abs(n) >= 1e9:
-        return f"{n / 1e9:.{digits}g} G"
-    if abs(n) >= 1e6:
-        return f"{n / 1e6:.{digits}g} M"
-    if abs(n) >= 1e3:
-        return f"{n / 1e3:.{digits}g} k"
-    return f"{n:.{digits}g}"
-
-
-def fmt_pct(x: float | None) -> str:
-    return "-" if x is None else f"{x * 100:.2f}%"
-
-
-def fmt_ms(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3g} ms"
-
-
-def fmt_interval(metrics: Mapping[str, Any], batch: str) -> str:
-    """" +-2.1%": half the median's 95 % interval, relative to it ("" when not recorded)."""
-    p50 = _num(metrics.get(f"latency_{batch}_p50_ms"))
-    low = _num(metrics.get(f"latency_{batch}_p50_low_ms"))
-    high = _num(metrics.get(f"latency_{batch}_p50_high_ms"))
-    if p50 is None or low is None or high is None or p50 <= 0:
-        return ""
-    return f" ±{(high - low) / 2 / p50 * 100:.1f}%"
-
-
 def measurement_notes(run: Run) -> list[str]:
     """Where the run computed and where its serving figures were measured (device, its name,
     precision, threads), one sentence per distinct setting."""
@@ -447,6 +368,20 @@ def busy_warnings(run: Run) -> list[str]:
 
 
 # The model table, shared by every form: (header, function of a ModelRow -> text).
+def cost_cells(row: ModelRow, serving: str) -> list[str]:
+    """The model table's last columns: energy, operational and embodied CO2e of serving 1,000
+    (`serving`: the metrics' prefix, per1k or per1k_tokens), then what producing the model cost."""
+    m = row.metrics
+    produced = bool(row.version)  # version 0, the model as loaded, cost nothing in this run
+    return [
+        fmt_j(number(m.get(f"{serving}_energy_j"))),
+        fmt_g(number(m.get(f"{serving}_operational_g"))),
+        fmt_g(number(m.get(f"{serving}_embodied_g"))),
+        fmt_j(row.cost_energy_j) if produced else "-",
+        f"{fmt_g(row.cost_operational_g)} + {fmt_g(row.cost_embodied_g)}" if produced else "-",
+    ]
+
+
 def model_table(rows: Sequence[ModelRow]) -> tuple[list[str], list[list[str]]]:
     if rows and all(r.is_lm for r in rows):
         from lowcarb.report.lm import lm_model_table  # LM columns: per generated token
@@ -473,8 +408,8 @@ def model_table(rows: Sequence[ModelRow]) -> tuple[list[str], list[list[str]]]:
         m = r.metrics
 
         def latency(batch: str, m: Mapping[str, Any] = m) -> str:
-            p50 = _num(m.get(f"latency_{batch}_p50_ms"))
-            p95 = _num(m.get(f"latency_{batch}_p95_ms"))
+            p50 = number(m.get(f"latency_{batch}_p50_ms"))
+            p95 = number(m.get(f"latency_{batch}_p95_ms"))
             if p50 is None:
                 return "-"
             return f"{p50:.3g}{fmt_interval(m, batch)} / {fmt_ms(p95)}"
@@ -482,18 +417,14 @@ def model_table(rows: Sequence[ModelRow]) -> tuple[list[str], list[list[str]]]:
         body.append(
             [
                 r.label,
-                fmt_pct(_num(m.get(f"{split}_accuracy"))),
-                fmt_pct(_num(m.get(f"{split}_macro_f1"))),
+                fmt_pct(number(m.get(f"{split}_accuracy"))),
+                fmt_pct(number(m.get(f"{split}_macro_f1"))),
                 latency("b1"),
                 latency("b32"),
-                fmt_num(_num(m.get("params"))),
-                fmt_bytes(_num(m.get("size_bytes"))),
-                fmt_num(_num(m.get("flops_per_example"))),
-                fmt_j(_num(m.get("per1k_energy_j"))),
-                fmt_g(_num(m.get("per1k_operational_g"))),
-                fmt_g(_num(m.get("per1k_embodied_g"))),
-                fmt_j(r.cost_energy_j) if r.version else "-",
-                f"{fmt_g(r.cost_operational_g)} + {fmt_g(r.cost_embodied_g)}" if r.version else "-",
+                fmt_num(number(m.get("params"))),
+                fmt_bytes(number(m.get("size_bytes"))),
+                fmt_num(number(m.get("flops_per_example"))),
+                *cost_cells(r, "per1k"),
             ]
         )
     return headers, body

@@ -11,17 +11,13 @@ from typing import Any
 from rich.table import Table
 
 from lowcarb.report.escape import plain, terminal
+from lowcarb.report.formatting import fmt_bytes, fmt_g, fmt_j, fmt_ms, fmt_pct
 from lowcarb.report.lm import lm_split, weights_notes
 from lowcarb.report.summary import (
     ModelRow,
     Run,
     accuracy_split,
     accuracy_tolerance_pt,
-    fmt_bytes,
-    fmt_g,
-    fmt_j,
-    fmt_ms,
-    fmt_pct,
     model_rows,
     paybacks,
 )
