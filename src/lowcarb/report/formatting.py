@@ -16,30 +16,29 @@ def number(value: Any) -> float | None:
         return None
 
 
+# (size, unit) rungs, largest first: a value is shown in the unit of the first size its magnitude
+# reaches; the last rung takes everything smaller, and zero shows in the unit of size 1.
+_GRAMS = ((1000.0, " kg"), (1.0, " g"), (1e-3, " mg"), (1e-6, " µg"))
+_JOULES = ((3.6e6, " kWh"), (1000.0, " kJ"), (1.0, " J"), (1e-3, " mJ"))
+_MAGNITUDES = ((1e9, " G"), (1e6, " M"), (1e3, " k"), (1.0, ""))
+
+
+def _on_scale(value: float, rungs: tuple[tuple[float, str], ...], digits: int = 3) -> str:
+    a = abs(value)
+    size, unit = next(
+        ((size, unit) for size, unit in rungs if a >= size or (a == 0 and size == 1)), rungs[-1]
+    )
+    # Below 1 multiply by a whole factor (1000, not / 1e-3): the same rounding as "x * 1e3".
+    scaled = value / size if size >= 1 else value * round(1 / size)
+    return f"{scaled:.{digits}g}{unit}"
+
+
 def fmt_g(grams: float | None) -> str:
-    if grams is None:
-        return "-"
-    a = abs(grams)
-    if a >= 1000:
-        return f"{grams / 1000:.3g} kg"
-    if a >= 1 or a == 0:
-        return f"{grams:.3g} g"
-    if a >= 1e-3:
-        return f"{grams * 1e3:.3g} mg"
-    return f"{grams * 1e6:.3g} µg"
+    return "-" if grams is None else _on_scale(grams, _GRAMS)
 
 
 def fmt_j(joules: float | None) -> str:
-    if joules is None:
-        return "-"
-    a = abs(joules)
-    if a >= 3.6e6:
-        return f"{joules / 3.6e6:.3g} kWh"
-    if a >= 1000:
-        return f"{joules / 1000:.3g} kJ"
-    if a >= 1 or a == 0:
-        return f"{joules:.3g} J"
-    return f"{joules * 1000:.3g} mJ"
+    return "-" if joules is None else _on_scale(joules, _JOULES)
 
 
 def fmt_count(n: float | None) -> str:
@@ -64,15 +63,7 @@ def fmt_bytes(n: float | None) -> str:
 
 
 def fmt_num(n: float | None, digits: int = 3) -> str:
-    if n is None:
-        return "-"
-    if abs(n) >= 1e9:
-        return f"{n / 1e9:.{digits}g} G"
-    if abs(n) >= 1e6:
-        return f"{n / 1e6:.{digits}g} M"
-    if abs(n) >= 1e3:
-        return f"{n / 1e3:.{digits}g} k"
-    return f"{n:.{digits}g}"
+    return "-" if n is None else _on_scale(n, _MAGNITUDES, digits)
 
 
 def fmt_pct(x: float | None) -> str:
