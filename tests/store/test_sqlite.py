@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from lowcarb.store import RunStore, SqliteRunStore
-from lowcarb.store.records import SCHEMA_VERSION
+from lowcarb.store.records import SCHEMA, SCHEMA_VERSION
 from lowcarb.store.sqlite import APPLICATION_ID
 
 # The schema lowcarb 0.1 wrote (user_version 1): no jobs.
@@ -97,3 +101,71 @@ def test_paths_with_uri_characters(tmp_path):
     run_id = store.create_run("track", "odd")
     assert path.exists() and RunStore(path, readonly=True).get_run(run_id).name == "odd"
     assert not (tmp_path / "odd").exists()
+
+
+def _open_each_store(folder: Path, count: int, barrier: Any, errors: Any) -> None:
+    """A worker of the creation race: at each barrier, open (and so create) store number i."""
+    found = []
+    for i in range(count):
+        try:
+            barrier.wait(60)
+            SqliteRunStore(folder / f"s{i}.db")
+        except Exception as exc:  # collected: the parent asserts there were none
+            found.append(f"{type(exc).__name__}: {exc}")
+    errors.put(found)
+
+
+def test_processes_creating_one_store_at_once_all_open_it(tmp_path):
+    # 8 processes released together onto each of 300 fresh paths: before creation was made safe
+    # this failed in every try ("not a lowcarb run store" for a store caught half-made, or
+    # "database is locked" on the switch to WAL); now every open succeeds.
+    ctx = multiprocessing.get_context("fork")
+    workers, stores = 8, 300
+    barrier, errors = ctx.Barrier(workers), ctx.Queue()
+    procs = [
+        ctx.Process(target=_open_each_store, args=(tmp_path, stores, barrier, errors))
+        for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    found = [e for _ in procs for e in errors.get(timeout=300)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert found == []
+    for i in (0, stores - 1):
+        with sqlite3.connect(tmp_path / f"s{i}.db") as conn:
+            assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_store_being_created_elsewhere_is_waited_for(tmp_path):
+    # Another process holds the creating transaction open: opening waits for it, then reads
+    # the store it made (never calls it foreign, never creates it twice).
+    path = tmp_path / "runs.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA journal_mode = WAL")
+    other.execute("BEGIN IMMEDIATE")
+    for statement in SCHEMA.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT").split(";"):
+        if statement.strip():
+            other.execute(statement)
+    other.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    other.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    opened: list[Any] = []
+    thread = threading.Thread(target=lambda: opened.append(SqliteRunStore(path)))
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive()  # waiting on the other's transaction, not failing
+    other.execute("COMMIT")
+    other.close()
+    thread.join(timeout=60)
+    (store,) = opened
+    assert store.schema_version == SCHEMA_VERSION and store.list_runs() == []
+
+
+def test_an_empty_file_is_a_store_being_created(tmp_path):
+    path = tmp_path / "runs.db"
+    path.touch()  # what a creator leaves for an instant before its first write
+    assert RunStore(path, readonly=True).list_runs() == []
+    store = RunStore(path)
+    assert store.schema_version == SCHEMA_VERSION and store.create_run("track", "x")

@@ -9,7 +9,9 @@ SQLite file is refused, never modified.
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +31,9 @@ from lowcarb.store.runstore import RunStore
 # "LOWC" as a big-endian int: marks a file as a lowcarb store (PRAGMA application_id).
 APPLICATION_ID = 0x4C4F5743
 BUSY_TIMEOUT_S = 60.0
+# How long a reader waits for a store that exists as a file but has no tables yet (another
+# process is creating it) before it reads it as an empty store.
+BEING_CREATED_WAIT_S = 1.0
 
 
 class _Tx:
@@ -50,6 +55,7 @@ class SqliteRunStore(RunStore):
         self.location = str(self.file)
         self.readonly = readonly
         self._uri_mode = "ro" if readonly else "rwc" if create else "rw"
+        self._empty = False  # a read-only store without tables: read as an empty in-memory one
         self._check_place(create and not readonly)
         with self._connect("opening the store") as conn:
             self.schema_version = self._init(conn)
@@ -98,6 +104,10 @@ class SqliteRunStore(RunStore):
         return StoreError(f"run store {self.file}: {msg} while {doing}")
 
     def _open(self) -> sqlite3.Connection:
+        if self._empty:
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            conn.executescript(SCHEMA.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
+            return conn
         # Quoted: a path may hold '?', '#' or '%', which a URI would read as its own syntax.
         uri = f"file:{urllib.parse.quote(str(self.file))}?mode={self._uri_mode}"
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
@@ -153,23 +163,64 @@ class SqliteRunStore(RunStore):
 
     # -- schema --------------------------------------------------------------------------------
     def _init(self, conn: sqlite3.Connection) -> int:
+        # Another process may be creating this store at this very moment: SQLite answers some
+        # steps of that ("database is locked" on the switch to WAL) at once instead of waiting on
+        # the busy timeout, so those are retried here until the same deadline.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                return self._init_once(conn)
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05))
+
+    def _header(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
+        """(application id, table count, schema version) read in one transaction: read one by
+        one, a store another process creates in between looks half-made (tables, no id)."""
+        conn.execute("BEGIN")
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("COMMIT")
+        return int(app_id), int(tables), int(version)
+
+    def _wait_for_creator(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
+        """A file without tables is most likely a store another process is creating right now
+        (its file exists a moment before its schema): give that process a moment to finish."""
+        deadline = time.monotonic() + BEING_CREATED_WAIT_S
+        header = self._header(conn)
+        while not header[1] and time.monotonic() < deadline:
+            time.sleep(0.05)
+            header = self._header(conn)
+        return header
+
+    def _check_header(self, app_id: int, tables: int, version: int) -> None:
         if tables and app_id != APPLICATION_ID:
             raise StoreError(
                 f"{self.file} is an SQLite database but not a lowcarb run store; lowcarb will "
                 "not modify it: use another path (--store PATH or LOWCARB_HOME)"
             )
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"run store {self.file} was written by a newer lowcarb (schema {version}); "
                 "upgrade lowcarb or use another store"
             )
+
+    def _init_once(self, conn: sqlite3.Connection) -> int:
+        app_id, tables, version = self._header(conn)
+        if self.readonly and not tables:
+            app_id, tables, version = self._wait_for_creator(conn)
+        self._check_header(app_id, tables, version)
         if not self.readonly and (not tables or version < SCHEMA_VERSION):
             version = self._create_or_migrate(conn)
         elif not tables:
-            version = SCHEMA_VERSION  # an empty file opened read-only: no runs, nothing to read
+            # An empty file opened read-only: no runs. Reads go to an empty in-memory store of
+            # the same schema, so every read answers "nothing" instead of "no such table".
+            self._empty = True
+            version = SCHEMA_VERSION
         # A quick structural check catches a damaged file before we write into it.
         ok = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
         if ok != "ok":
@@ -183,18 +234,35 @@ class SqliteRunStore(RunStore):
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"run store {self.file}: cannot enable WAL (got {mode})")
-        # One transaction: two processes creating (or migrating) the same store do not interleave.
+        # One IMMEDIATE transaction: two processes creating (or migrating) the same store take
+        # turns, and the second reads again what the first made before it changes anything.
         conn.execute("BEGIN IMMEDIATE")
-        current = conn.execute("PRAGMA user_version").fetchone()[0]
-        if current == 1:
-            for statement in MIGRATE_1_TO_2.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        if current < SCHEMA_VERSION:
-            for statement in SCHEMA.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT").split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
+        try:
+            app_id, tables, current = (
+                conn.execute("PRAGMA application_id").fetchone()[0],
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0],
+                conn.execute("PRAGMA user_version").fetchone()[0],
+            )
+            self._check_header(app_id, tables, current)
+            if current == 1:
+                for statement in MIGRATE_1_TO_2.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            if current < SCHEMA_VERSION:
+                schema = SCHEMA.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT")
+                for statement in schema.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         return SCHEMA_VERSION
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    msg = str(exc)
+    return "database is locked" in msg or "database is busy" in msg
