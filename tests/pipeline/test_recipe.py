@@ -327,3 +327,44 @@ def test_every_shipped_recipe_validates_with_only_the_data_paths_set(tmp_path, p
     assert recipe.stages
     if recipe.train.head_lr is not None:  # a fresh head's lr is above the body's, never below
         assert recipe.train.head_lr > recipe.train.lr
+
+
+_SEARCH = {
+    "objectives": [{"metric": "accuracy", "direction": "maximize"}],
+    "params": {"train.lr": {"float": [1e-4, 1e-2], "log": True}},
+}
+_MUTRANSFER = {"text": "a.txt", "model": {"base_width": 8}, "proxy_width": 8, "target_width": 16,
+               "log2_lrs": [-3]}
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ({"parsec": {"sapce": "cnn"}}, "parsec.sapce: unknown field (did you mean 'space'?)"),
+        ({"search": {**_SEARCH, "n_trails": 3}},
+         "search.n_trails: unknown field (did you mean 'n_trials'?)"),
+        ({"search": {**_SEARCH, "objectives": [{"metirc": "accuracy", "direction": "maximize"}]}},
+         "search.objectives[0].metirc: unknown field (did you mean 'metric'?)"),
+        ({"search": {**_SEARCH, "params": {"train.lr": {"flaot": [1e-4, 1e-2]}}}},
+         "unknown field (did you mean 'float'?); allowed: float, int, choices"),
+        ({"search": {**_SEARCH, "pruning": {"warmup_step": 2}}},
+         "search.pruning.warmup_step: unknown field (did you mean 'warmup_steps'?)"),
+        ({"mutransfer": {**_MUTRANSFER, "proxy_widht": 8}},
+         "mutransfer.proxy_widht: unknown field (did you mean 'proxy_width'?)"),
+        ({"mutransfer": {**_MUTRANSFER, "model": {"base_widht": 8}}},
+         "(did you mean 'base_width' for 'base_widht'?)"),
+        ({"mutransfer": {**_MUTRANSFER, "train": {"stpes": 3}}},
+         "(did you mean 'steps' for 'stpes'?)"),
+        ({"evaluation": {"latency_batch_size": [1]}},
+         "evaluation.latency_batch_size: unknown field (did you mean 'latency_batch_sizes'?)"),
+        ({"stages": ["train", {"quantize": {"mdoe": "dynamic"}}]},
+         "stages[1].quantize.mdoe: unknown field (did you mean 'mode'?)"),
+        ({"stages": [{"lora": {"alpah": 4}}]},
+         "stages[0].lora.alpah: unknown field (did you mean 'alpha'?)"),
+    ],
+)
+def test_typos_in_optional_sections_and_stages_get_a_hint(section, expected):
+    with pytest.raises(ConfigError) as err:
+        recipe_from_dict({"model": {"name": "mlp"}, **section}, source="r.yaml")
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)

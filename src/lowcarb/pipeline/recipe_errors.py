@@ -52,12 +52,20 @@ def _field_type(cls: Any, name: str) -> Any:
     else:
         field = (getattr(cls, "model_fields", None) or {}).get(name)
         hint = field.annotation if field is not None else None
-    candidates = [hint, *getattr(hint, "__args__", ())]
-    for candidate in candidates:
-        if isinstance(candidate, type) and (
-            dataclasses.is_dataclass(candidate) or issubclass(candidate, BaseModel)
-        ):
-            return candidate
+    return _config_in(hint)
+
+
+def _config_in(hint: Any, depth: int = 0) -> Any:
+    """The config class a type hint holds: itself, or inside `X | None`, `list[X]` or
+    `dict[str, X]` (one level of each is enough for recipes); None if there is none."""
+    if isinstance(hint, type) and (dataclasses.is_dataclass(hint) or issubclass(hint, BaseModel)):
+        return hint
+    if depth > 3:
+        return None
+    for arg in typing.get_args(hint):
+        found = _config_in(arg, depth + 1)
+        if found is not None:
+            return found
     return None
 
 
@@ -83,7 +91,7 @@ def format_validation_errors(
         if field in lines:
             continue
         if unknown:
-            allowed = _fields_at(model, [str(p) for p in err["loc"][:-1]])
+            allowed = _fields_at(model, list(err["loc"][:-1]))
             hint = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
             msg = "unknown field"
             if hint:
@@ -119,15 +127,20 @@ def mark_set(problems: list[str], set_paths: list[tuple[str, ...]]) -> list[str]
 def _field_names(cls: Any) -> list[str]:
     if dataclasses.is_dataclass(cls):
         return [f.name for f in dataclasses.fields(cls)]
-    return list(getattr(cls, "model_fields", None) or {})
+    # A field with an alias (`float_` written `float:`) is named as a recipe writes it.
+    fields = getattr(cls, "model_fields", None) or {}
+    return [field.alias or name for name, field in fields.items()]
 
 
-def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
-    """Field names of the nested config (pydantic model or dataclass) at `loc`, for hints."""
+def _fields_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
+    """Field names of the nested config (pydantic model or dataclass) at `loc`, for hints. The
+    walk goes through optional sections (`parsec:`, `search:`, `mutransfer:`), list items
+    (`objectives[0]`) and mapping values (`params.train.lr`): a part that names no field (a list
+    index, a mapping key, a union branch pydantic adds) keeps the walk where it is."""
     current: Any = model
     for part in loc:
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
-            return []
-        current = fields[part].annotation
+        if isinstance(part, str) and part in _field_names(current):
+            current = _field_type(current, part)
+            if current is None:
+                return []
     return _field_names(current)

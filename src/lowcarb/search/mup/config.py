@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -116,4 +117,17 @@ def reject_unknown(cls: type, raw: dict[str, Any], what: str) -> None:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"unknown {what} setting(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(
+            f"unknown {what} setting(s) {unknown}{did_you_mean(unknown, known)}; "
+            f"known: {sorted(known)}"
+        )
+
+
+def did_you_mean(unknown: list[str], known: set[str]) -> str:
+    """` (did you mean 'x'?)` for the closest known name to the unknown keys ('' when none is
+    close): the same hint the recipe's top-level keys get."""
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), sorted(known), n=1)
+        if close:
+            return f" (did you mean {close[0]!r} for {str(key)!r}?)"
+    return ""

@@ -27,7 +27,7 @@ from lowcarb.errors import ConfigError
 from lowcarb.measure import Footprint, track
 from lowcarb.measure.config import CarbonConfig
 from lowcarb.search.mup.charlm import CharCorpus, LMTrainConfig, train_lm
-from lowcarb.search.mup.config import MupModelConfig, reject_unknown
+from lowcarb.search.mup.config import MupModelConfig, did_you_mean, reject_unknown
 from lowcarb.search.mup.models import build_model
 from lowcarb.search.result import Objective, SearchResult, TrialRecord, window_summary
 
@@ -84,7 +84,10 @@ class MutransferConfig:
         train = raw.get("train", {})
         train_known = {f.name for f in fields(LMTrainConfig)} - {"lr"}
         if not isinstance(train, dict) or set(train) - train_known:
-            raise ConfigError(f"'train' takes only {sorted(train_known)} (lr is what is swept)")
+            hint = did_you_mean(sorted(set(train) - train_known), train_known) if isinstance(train, dict) else ""
+            raise ConfigError(
+                f"'train' takes only {sorted(train_known)} (lr is what is swept){hint}"
+            )
         kw["train"] = LMTrainConfig(**train)
         for key in ("log2_lrs", "output_mults", "init_stds", "verify_octaves"):
             if key in kw:
