@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 
 import pytest
@@ -49,6 +50,21 @@ def test_lora_stage_trains_adapters_saves_peft_and_merges(tmp_path):
     fresh = DigitsCNN((1, 8, 8), 10, channels=(8, 16))
     loaded = peft_format.load_adapter(fresh, adapter)
     assert loaded.modules_changed == ["features.0", "features.3"]
+
+
+def test_a_disk_that_fills_while_saving_the_adapter_leaves_no_half_adapter(tmp_path, monkeypatch):
+    def fills_after_the_weights(model, folder, **kwargs):
+        (folder / "adapter_model.safetensors").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(peft_format, "save_peft", fills_after_the_weights)
+    recipe = recipe_from_dict({**BASE, "stages": [{"lora": {"r": 2, "target_modules": ["features.0"],
+                                                             "max_steps": 1}}]})
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=RunStore(tmp_path / "r.db"))
+    assert result.status == "failed" and "No space left on device" in result.error
+    assert "adapter" in result.error  # the message names the folder it could not write
+    assert not (result.artifacts_dir / "adapter").exists()
+    assert [p.name for p in result.artifacts_dir.iterdir() if "adapter" in p.name] == []
 
 
 def test_lora_stage_bad_pattern_fails_the_run_with_a_listing(tmp_path):

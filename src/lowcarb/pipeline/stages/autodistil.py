@@ -124,7 +124,8 @@ def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
 
     folder = ctx.artifacts_dir / "autodistil"
     save_search(search, folder, with_json=False)
-    plot_candidates(summary, folder / "candidates.png")
+    with files.replace_file(folder / "candidates.png") as png:  # a full disk leaves no half PNG
+        plot_candidates(summary, png)
     files.write_text(folder / "candidates.md", candidates_markdown(summary))
     files.write_json(folder / "search.json", summary, indent=1, non_finite="null")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from lowcarb import files
 from lowcarb.adapt import lora, peft_format
 from lowcarb.adapt.lora import LoraConfig
 from lowcarb.pipeline.context import RunContext
@@ -56,12 +57,17 @@ def lora_stage(ctx: RunContext, cfg: LoraStageConfig) -> RunContext:
     fit_summary = ctx.train_task(ctx.train_config(cfg))
     adapter_path = None
     folder = ctx.artifacts_dir / "adapter"
-    if cfg.save_adapter == "peft" and ctx.recipe.task == CAUSAL_LM:
-        # PEFT's task type lets AutoPeftModelForCausalLM pick the model class when it loads.
-        adapter_path = str(peft_format.save_peft(ctx.model, folder, task_type="CAUSAL_LM"))
-    elif cfg.save_adapter != "none":
-        save = peft_format.save_peft if cfg.save_adapter == "peft" else peft_format.save_adapter
-        adapter_path = str(save(ctx.model, folder))
+    if cfg.save_adapter != "none":
+        # Written whole or not at all: the weights go to a temporary folder renamed at the end.
+        with files.replace_folder(folder) as tmp:
+            if cfg.save_adapter == "peft" and ctx.recipe.task == CAUSAL_LM:
+                # PEFT's task type lets AutoPeftModelForCausalLM pick the model class when it loads.
+                peft_format.save_peft(ctx.model, tmp, task_type="CAUSAL_LM")
+            elif cfg.save_adapter == "peft":
+                peft_format.save_peft(ctx.model, tmp)
+            else:
+                peft_format.save_adapter(ctx.model, tmp)
+        adapter_path = str(folder)
     if cfg.merge:
         ctx.model = lora.merge_and_unload(ctx.model)
         # A merged model trains like the original: everything trainable again for later stages.
