@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from lowcarb.cli import common
-from lowcarb.errors import PathError
 
 
 def add_run(sub: common.Subparsers) -> None:
@@ -91,29 +90,16 @@ def add_report(sub: common.Subparsers) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from lowcarb import files
-    from lowcarb.report import render_html, render_markdown
     from lowcarb.report.escape import plain
-    from lowcarb.report.stored import load_run
+    from lowcarb.report.write import check_report_file, write_run_report
 
     if args.out:
-        path = Path(args.out)
-        if path.is_dir():
-            raise PathError(f"--out {path} is a folder; give a file name (report.{args.format})")
-        files.check_writable_folder(path.parent if str(path.parent) else Path("."), "--out folder")
-    run = load_run(common.open_store_for_runs(args, [args.run_id]), args.run_id)
-    if not args.out:
-        folder = files.check_writable_folder(
-            Path(run["artifacts_dir"] or Path.cwd()), "the run's folder (give --out FILE instead)"
-        )
-        path = folder / f"report.{args.format}"
-    text = render_html(run) if args.format == "html" else render_markdown(run)
-    files.write_text(path, text)
+        check_report_file(args.out, args.format)  # before the store is opened
+    store = common.open_store_for_runs(args, [args.run_id])
+    written = write_run_report(store, args.run_id, args.format, args.out)
     if args.format == "md":
-        print(text)
-    print(f"report: {plain(path)}")
+        print(written.text)
+    print(f"report: {plain(written.path)}")
     return 0
 
 
@@ -133,28 +119,15 @@ def add_compare(sub: common.Subparsers) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from lowcarb import files
-    from lowcarb.report import compare_rows, md_table, render_compare_html
-    from lowcarb.report.escape import markdown, plain
-    from lowcarb.report.stored import load_run
+    from lowcarb.report.escape import plain
     from lowcarb.report.terminal import table_from_rows
+    from lowcarb.report.write import write_comparison
 
-    # Checked before any work: a folder that cannot hold the comparison is one line.
-    folder = files.check_writable_folder(Path(args.out or "lowcarb-runs"), "--out")
+    folder = files.check_writable_folder(args.out or "lowcarb-runs", "--out")  # before any work
     store = common.open_store_for_runs(args, [args.run_a, args.run_b])
-    a, b = load_run(store, args.run_a), load_run(store, args.run_b)
-    headers, body = compare_rows(a, b)
-    common.make_console().print(table_from_rows(f"compare {a['id']} vs {b['id']}", headers, body))
-    stem = folder / f"compare-{a['id']}-{b['id']}"
-    html_path, md_path = stem.with_suffix(".html"), stem.with_suffix(".md")
-    files.write_text(html_path, render_compare_html(a, b, (headers, body)))
-    files.write_text(
-        md_path,
-        f"# lowcarb compare: {markdown(a['id'])} vs {markdown(b['id'])}\n\n"
-        + md_table(headers, body)
-        + "\n",
-    )
-    print(f"comparison: {plain(html_path)} and {plain(md_path)}")
+    done = write_comparison(store, args.run_a, args.run_b, folder)
+    title = f"compare {done.run_a['id']} vs {done.run_b['id']}"
+    common.make_console().print(table_from_rows(title, done.headers, done.rows))
+    print(f"comparison: {plain(done.html_path)} and {plain(done.md_path)}")
     return 0
