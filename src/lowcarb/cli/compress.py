@@ -33,52 +33,23 @@ def add_export_onnx(sub: common.Subparsers) -> None:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
-    from lowcarb import files
-    from lowcarb.compress.export_onnx import (
-        OnnxExportConfig,
-        export,
-        max_sequence_length,
-        onnx_latency,
-    )
-    from lowcarb.compress.saved import is_compressed, load_compressed
-    from lowcarb.models import load_model
+    from lowcarb.compress.export_folder import SequenceTooLong, export_model_folder
+    from lowcarb.compress.export_onnx import OnnxExportConfig
 
     if args.batch_size < 1 or (args.seq_len is not None and args.seq_len < 1):
         raise ConfigError("--batch-size and --seq-len must be >= 1")
-    out = Path(args.out)
-    if out.suffix != ".onnx":
-        raise ConfigError(f"the output path should end in .onnx, got {out}")
-    files.check_writable_folder(out.parent, "the folder of OUT")  # before any work
-    handle = load_compressed(args.model) if is_compressed(args.model) else load_model(args.model)
-    if handle.kind == "text":
-        if handle.tokenizer is None:
-            raise ConfigError(f"{args.model}: a text model without a tokenizer cannot be exported")
-        longest = max_sequence_length(handle.model)
-        seq_len = args.seq_len or min(64, longest or 64)
-        if longest is not None and seq_len > longest:
-            raise ConfigError(f"--seq-len {seq_len}: {args.model} takes at most {longest} tokens")
-        # A fixed-length example; the exported graph keeps batch and sequence axes free.
-        words = " ".join(["token"] * seq_len)
-        batch = dict(
-            handle.tokenizer(
-                [words] * args.batch_size,
-                padding=True,
-                truncation=True,
-                max_length=seq_len,
-                return_tensors="pt",
-            )
+    try:
+        done = export_model_folder(
+            args.model,
+            args.out,
+            OnnxExportConfig(opset=args.opset, int8=args.int8),
+            batch_size=args.batch_size,
+            seq_len=args.seq_len,
+            threads=args.threads,
         )
-    else:
-        if handle.input_shape is None:
-            raise ConfigError(f"{args.model}: the model description has no input shape")
-        batch = {"pixel_values": torch.rand(args.batch_size, *handle.input_shape)}
-    # A missing onnx extra is a DependencyError that says what to install.
-    summary = export(handle.model, batch, args.out, OnnxExportConfig(opset=args.opset, int8=args.int8))
-    latency = onnx_latency(summary.path, batch, threads=args.threads)
+    except SequenceTooLong as exc:
+        raise ConfigError(f"--seq-len {exc.seq_len}: {exc.model} takes at most {exc.longest} tokens") from None
+    summary, latency = done.summary, done.latency
     print(
         f"exported {summary.path} ({summary.size_bytes / 1e6:.2f} MB"
         + (f", fp32 {summary.fp32_size_bytes / 1e6:.2f} MB" if summary.int8 else "")
@@ -90,8 +61,8 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
         )
     )
     print(
-        f"onnxruntime latency at batch {args.batch_size}"
-        + (f", seq {batch['input_ids'].shape[1]}" if "input_ids" in batch else "")
+        f"onnxruntime latency at batch {done.batch_size}"
+        + (f", seq {done.seq_len}" if done.seq_len is not None else "")
         + f", {args.threads} thread(s): "
         f"p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms"
     )
