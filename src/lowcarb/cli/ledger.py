@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
-from typing import TYPE_CHECKING, Any
 
 from lowcarb import files
 from lowcarb.cli import common
 from lowcarb.errors import ConfigError, PathError
-
-if TYPE_CHECKING:
-    from lowcarb.measure import Footprint
-    from lowcarb.store import RunStore
 
 
 def add_measure(sub: common.Subparsers) -> None:
@@ -37,17 +31,11 @@ def add_measure(sub: common.Subparsers) -> None:
     p.set_defaults(handler=_cmd_measure)
 
 
-def _save_window(store: RunStore, run_id: str, fp: Footprint) -> None:
-    store.add_footprint(run_id, fp)
-
-
 def _cmd_measure(args: argparse.Namespace) -> int:
-    import dataclasses
     import json
-    import shlex
 
-    from lowcarb.measure.command import check_command, measure_command
-    from lowcarb.store.tracked import child_env, open_run
+    from lowcarb.measure.command import check_command
+    from lowcarb.store.measured import MeasuredCommand, measure_and_save
 
     argv = list(args.command)
     if argv and argv[0] == "--":
@@ -57,50 +45,26 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     if args.units is not None and not args.unit:
         raise ConfigError("--units needs --unit NAME (for example --unit sample --units 60000)")
     config = common.carbon_config(args)
-    check_command(argv)
+    check_command(argv)  # before the store is opened
     store = common.open_store(args)
-    name = args.name or argv[0].rsplit("/", 1)[-1]
-    settings = {"config": dataclasses.asdict(config), "unit": args.unit, "units": args.units}
-    # A new run; or the job's (LOWCARB_JOB); or, inside a tracked parent, the parent's run.
-    run_id, owns = open_run(store, "measure", name, command=shlex.join(argv), settings=settings)
+    console = common.make_console()
 
-    def finish(status: str, **kwargs: Any) -> None:
-        if owns:  # an inherited run is finished by the process that started it
-            store.finish_run(run_id, status, **kwargs)
-
-    try:
-        exit_code, fp = measure_command(
-            argv,
-            name=name,
-            unit=args.unit,
-            units=args.units,
-            config=config,
-            on_close=functools.partial(_save_window, store, run_id),
-            # windows the command opens itself save into this run, nested in its window
-            env=child_env(store, run_id),
-        )
-    except KeyboardInterrupt:
-        finish("interrupted", exit_code=130)
-        raise
-    except BaseException:
-        finish("failed")
-        raise
-    d = fp.to_dict()
-    # The figures first: if the store cannot take them (full disk), they are still shown.
-    if args.json:
-        print(json.dumps({"run_id": run_id, "exit_code": exit_code, "footprint": d}))
-    else:
-        console = common.make_console()
-        console.print(common.footprint_table(d, f"lowcarb: {name} ({d['duration_s']:.1f} s), run {run_id}"))
+    def show(done: MeasuredCommand) -> None:
+        # The figures first: if the store cannot take them (full disk), they are still shown.
+        d = done.footprint.to_dict()
+        if args.json:
+            print(json.dumps({"run_id": done.run_id, "exit_code": done.exit_code, "footprint": d}))
+            return
+        title = f"lowcarb: {done.name} ({d['duration_s']:.1f} s), run {done.run_id}"
+        console.print(common.footprint_table(d, title))
         console.print(f"intensity: {d['intensity_source']}")
-    finish(
-        "completed" if exit_code == 0 else "failed",
-        exit_code=exit_code,
-        metrics={k: d[k] for k in ("duration_s", "energy_j", "operational_g", "embodied_g", "total_g")},
+
+    done = measure_and_save(
+        store, argv, config=config, name=args.name, unit=args.unit, units=args.units, on_measured=show
     )
     if not args.json:
-        console.print(f"saved as run {run_id} in {store.location} (lowcarb show {run_id})")
-    return exit_code
+        console.print(f"saved as run {done.run_id} in {store.location} (lowcarb show {done.run_id})")
+    return done.exit_code
 
 
 def add_runs(sub: common.Subparsers) -> None:
