@@ -96,6 +96,28 @@ def _check_finite(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
 
 
+def _check_at_least(
+    name: str,
+    value: float | None,
+    low: float,
+    *,
+    strict: bool = False,
+    says: str = "",
+    unit: str = "",
+    note: str = "",
+    advice: str = "",
+) -> None:
+    """None (not given) passes; else `value` must be finite and >= `low` (> with `strict`). The
+    error reads "<says or name> must be >= <low> <unit> (<note>), got <value>; <advice>"."""
+    if value is None:
+        return
+    _check_finite(name, value)
+    if value > low or (value == low and not strict):
+        return
+    bound = f"{'>' if strict else '>='} {low}" + (f" {unit}" if unit else "") + (f" ({note})" if note else "")
+    raise ConfigError(f"{says or name} must be {bound}, got {value}" + (f"; {advice}" if advice else ""))
+
+
 @dataclass(frozen=True)
 class HardwareProfile:
     """The SCI embodied-emissions inputs: M = TE x (time / lifetime) x share.
@@ -127,25 +149,11 @@ class HardwareProfile:
     embodied_kg_per_vcpu: float | None = None
 
     def __post_init__(self) -> None:
-        _check_finite("embodied_kg", self.embodied_kg)
-        _check_finite("lifetime_years", self.lifetime_years)
-        if self.embodied_kg < 0:
-            raise ConfigError(f"embodied_kg must be >= 0 kgCO2e, got {self.embodied_kg}")
-        if self.lifetime_years <= 0:
-            raise ConfigError(f"lifetime_years must be > 0, got {self.lifetime_years}")
-        if self.host_logical_cpus is not None:
-            _check_finite("host_logical_cpus", self.host_logical_cpus)
-            if self.host_logical_cpus < 1:
-                raise ConfigError(
-                    f"host_logical_cpus must be >= 1 (the host's logical CPUs, e.g. 96), "
-                    f"got {self.host_logical_cpus}"
-                )
-        if self.embodied_kg_per_vcpu is not None:
-            _check_finite("embodied_kg_per_vcpu", self.embodied_kg_per_vcpu)
-            if self.embodied_kg_per_vcpu < 0:
-                raise ConfigError(
-                    f"embodied_kg_per_vcpu must be >= 0 kgCO2e, got {self.embodied_kg_per_vcpu}"
-                )
+        _check_at_least("embodied_kg", self.embodied_kg, 0, unit="kgCO2e")
+        _check_at_least("lifetime_years", self.lifetime_years, 0, strict=True)
+        _check_at_least("host_logical_cpus", self.host_logical_cpus, 1,
+                        note="the host's logical CPUs, e.g. 96")
+        _check_at_least("embodied_kg_per_vcpu", self.embodied_kg_per_vcpu, 0, unit="kgCO2e")
         if self.resource_share is not None:
             _check_finite("resource_share", self.resource_share)
             if not 0 < self.resource_share <= 1:
@@ -185,43 +193,17 @@ class CarbonConfig:
     system_root: str = DEFAULT_SYSTEM_ROOT  # where the reservation is read (tests script a tree)
 
     def __post_init__(self) -> None:
-        _check_finite("pue", self.pue)
-        if self.pue < 1.0:
-            raise ConfigError(
-                f"PUE must be >= 1.0 (total facility power / IT power), got {self.pue}; "
-                "use 1.0 for a machine outside a data centre"
-            )
-        if self.intensity_g_per_kwh is not None:
-            _check_finite("intensity_g_per_kwh", self.intensity_g_per_kwh)
-            if self.intensity_g_per_kwh < 0:
-                raise ConfigError(
-                    f"grid intensity must be >= 0 gCO2e/kWh, got {self.intensity_g_per_kwh}"
-                )
-        if self.cpu_power_w is not None:
-            _check_finite("cpu_power_w", self.cpu_power_w)
-            if self.cpu_power_w <= 0:
-                raise ConfigError(
-                    f"CPU power must be > 0 W (the processor's power at full load), "
-                    f"got {self.cpu_power_w}"
-                )
-        if self.gpu_embodied_kg is not None:
-            _check_finite("gpu_embodied_kg", self.gpu_embodied_kg)
-            if self.gpu_embodied_kg < 0:
-                raise ConfigError(f"gpu_embodied_kg must be >= 0 kgCO2e, got {self.gpu_embodied_kg}")
-        if self.gpu_lifetime_years is not None:
-            _check_finite("gpu_lifetime_years", self.gpu_lifetime_years)
-            if self.gpu_lifetime_years <= 0:
-                raise ConfigError(f"gpu_lifetime_years must be > 0, got {self.gpu_lifetime_years}")
-        _check_finite("sample_interval_s", self.sample_interval_s)
-        if self.sample_interval_s <= 0:
-            raise ConfigError(f"sample_interval_s must be > 0, got {self.sample_interval_s}")
-        if self.rapl_idle_w is not None:
-            _check_finite("rapl_idle_w", self.rapl_idle_w)
-            if self.rapl_idle_w < 0:
-                raise ConfigError(
-                    f"rapl_idle_w must be >= 0 W (the CPU packages' power when the machine is "
-                    f"idle), got {self.rapl_idle_w}"
-                )
+        _check_at_least("pue", self.pue, 1.0, says="PUE", note="total facility power / IT power",
+                        advice="use 1.0 for a machine outside a data centre")
+        _check_at_least("intensity_g_per_kwh", self.intensity_g_per_kwh, 0, says="grid intensity",
+                        unit="gCO2e/kWh")
+        _check_at_least("cpu_power_w", self.cpu_power_w, 0, strict=True, says="CPU power", unit="W",
+                        note="the processor's power at full load")
+        _check_at_least("gpu_embodied_kg", self.gpu_embodied_kg, 0, unit="kgCO2e")
+        _check_at_least("gpu_lifetime_years", self.gpu_lifetime_years, 0, strict=True)
+        _check_at_least("sample_interval_s", self.sample_interval_s, 0, strict=True)
+        _check_at_least("rapl_idle_w", self.rapl_idle_w, 0, unit="W",
+                        note="the CPU packages' power when the machine is idle")
         if self.region is not None and self.intensity_g_per_kwh is None:
             from lowcarb.measure.grid import lookup_region
 

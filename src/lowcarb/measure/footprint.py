@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lowcarb.errors import ConfigError
@@ -36,12 +36,7 @@ class ComponentEnergy:
     incomplete: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "energy_j": self.energy_j,
-            "method": self.method,
-            "detail": self.detail,
-            "incomplete": self.incomplete,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ComponentEnergy:

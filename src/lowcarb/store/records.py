@@ -15,7 +15,7 @@ import os
 import platform
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,20 +116,7 @@ class RunRecord:
     job_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "kind": self.kind,
-            "name": self.name,
-            "status": self.status,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "command": self.command,
-            "settings": self.settings,
-            "metrics": self.metrics,
-            "artifacts_dir": self.artifacts_dir,
-            "exit_code": self.exit_code,
-            "job_id": self.job_id,
-        }
+        return asdict(self)
 
 
 def loads_or_warn(text: str | None, what: str, location: str) -> Any:
