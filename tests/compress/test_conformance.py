@@ -163,6 +163,10 @@ TRANSFORMS = {
             m, quantize.DynamicInt8(smooth_alpha=0.5), calibration=_calibration(t)), ALL),
         Transform("weight_only_int8", lambda m, t: quantize.quantize_(m, quantize.WeightOnlyInt8()), ALL),
         Transform("weight_only_int4", lambda m, t: quantize.quantize_(m, quantize.WeightOnlyInt4()), ALL),
+        Transform("weight_only_int8_bf16", lambda m, t: quantize.quantize_(
+            m, quantize.WeightOnlyInt8(compute_dtype="bfloat16")), ALL),
+        Transform("weight_only_int4_bf16", lambda m, t: quantize.quantize_(
+            m, quantize.WeightOnlyInt4(compute_dtype="bfloat16")), ALL),
         Transform("static_int8", lambda m, t: quantize.quantize_(
             m, quantize.StaticInt8(), calibration=_calibration(t)), ("cnn", "mlp")),
         Transform("static_int8_torchao", lambda m, t: quantize.quantize_(

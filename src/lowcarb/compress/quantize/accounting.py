@@ -7,6 +7,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from lowcarb.compress.quantize.compute_dtype import PackedInt8Linear
 from lowcarb.models.state import is_subclass_tensor, subclass_parts
 
 __all__ = ["linear_weight_bytes", "sqnr_db", "tensor_bytes"]
@@ -42,7 +43,9 @@ def linear_weight_bytes(model: nn.Module) -> int:
     ao_linears = _torch_ao_linear_types()
     total = 0
     for mod in model.modules():
-        if ao_linears and isinstance(mod, ao_linears):
+        if isinstance(mod, PackedInt8Linear):
+            total += tensor_bytes(mod.weight_int8) + tensor_bytes(mod.scales)
+        elif ao_linears and isinstance(mod, ao_linears):
             total += tensor_bytes(cast(Any, mod).weight())  # packed: weight() unpacks it
         elif isinstance(mod, nn.Linear):
             total += tensor_bytes(mod.weight)

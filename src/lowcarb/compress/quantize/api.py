@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lowcarb.compress.quantize import torch_ao, torchao_kernels
+from lowcarb.compress.quantize import compute_dtype, torch_ao, torchao_kernels
 from lowcarb.compress.quantize.accounting import linear_weight_bytes
 from lowcarb.compress.quantize.backends import Choice, choose, resolve_backend
 from lowcarb.compress.quantize.configs import (
@@ -111,11 +111,26 @@ def _set_engine(backend: str) -> str:
     return engine
 
 
+def _int8_weights(model: nn.Module, names: list[str], cfg: WeightOnlyInt8) -> str:
+    """Quantize the named Linears to int8 weights; returns the kernel used (the structure's
+    ``kernel``): PyTorch's packed int8 kernel for bf16 compute on CPU, else torchao."""
+    if cfg.compute_dtype is None:
+        torchao_kernels.weight_only_int8(model, names, cfg.per_channel)
+        return "torchao"
+    dtype = compute_dtype.torch_dtype(cfg.compute_dtype)
+    if _device(model).type == "cpu":
+        compute_dtype.packed_int8(model, names, cfg.per_channel, dtype)
+        return "int8pack_mm"
+    compute_dtype.cast_around(model, names, dtype)
+    torchao_kernels.weight_only_int8(model, names, cfg.per_channel)
+    return "torchao"
+
+
 def _weight_only_int8(model: nn.Module, cfg: WeightOnlyInt8, choice: Choice, calibration: Any) -> Applied:
     _refuse_calibration(cfg, calibration)
     names = _linears(model, cfg)
-    torchao_kernels.weight_only_int8(model, names, cfg.per_channel)
-    return Applied(model, names, {"modules": names})
+    kernel = _int8_weights(model, names, cfg)
+    return Applied(model, names, {"modules": names, "kernel": kernel}, {"kernel": kernel})
 
 
 def _weight_only_int4(model: nn.Module, cfg: WeightOnlyInt4, choice: Choice, calibration: Any) -> Applied:
@@ -126,6 +141,8 @@ def _weight_only_int4(model: nn.Module, cfg: WeightOnlyInt4, choice: Choice, cal
             f"no targeted Linear has an input size that is a multiple of group_size "
             f"{cfg.group_size}: {skipped}; use a smaller group_size"
         )
+    if cfg.compute_dtype is not None:
+        compute_dtype.cast_around(model, names, compute_dtype.torch_dtype(cfg.compute_dtype))
     layout = torchao_kernels.weight_only_int4(model, names, cfg.group_size, _device(model))
     return Applied(model, names, {"modules": names, "layout": layout}, {"skipped": skipped})
 
@@ -219,11 +236,18 @@ def _replay_dynamic(model: nn.Module, cfg: DynamicInt8, structure: dict[str, Any
 
 
 def _replay_weight_only_int8(model: nn.Module, cfg: WeightOnlyInt8, structure: dict[str, Any]) -> nn.Module:
-    torchao_kernels.weight_only_int8(model.eval(), list(structure["modules"]), cfg.per_channel)
+    kernel = _int8_weights(model.eval(), list(structure["modules"]), cfg)
+    if kernel != structure.get("kernel", "torchao"):
+        raise ConfigError(
+            f"this int8 model was quantized for the {structure.get('kernel')} kernel and is being "
+            f"loaded as {kernel}: load it on the device kind it was quantized on"
+        )
     return model
 
 
 def _replay_weight_only_int4(model: nn.Module, cfg: WeightOnlyInt4, structure: dict[str, Any]) -> nn.Module:
+    if cfg.compute_dtype is not None:
+        compute_dtype.cast_around(model.eval(), list(structure["modules"]), compute_dtype.torch_dtype(cfg.compute_dtype))
     layout = torchao_kernels.weight_only_int4(
         model.eval(), list(structure["modules"]), cfg.group_size, _device(model)
     )
