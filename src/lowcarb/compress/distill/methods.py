@@ -2,7 +2,8 @@
 
 The method is a typed config, dispatched by type:
 - `HardLabels()`: the student on labels alone (the baseline every method is compared with);
-- `LogitKD(temperature, alpha)`: Hinton KD, teacher logits computed once per example;
+- `LogitKD(temperature, alpha)`: Hinton KD, teacher logits computed once per example (a causal
+  LM: per next-token position of the responses, lowcarb.compress.distill.causal_lm);
 - `MiniLM(version=2, relation_heads, teacher_layer)`: self-attention relation transfer (+ KD);
 - `Intermediate(layer_map)`: TinyBERT-style hidden-state and attention matching (+ KD);
 - `XtremeDistil(...)` (in `xtremedistil.py`): the three-stage schedule with gradual unfreezing.
@@ -17,6 +18,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lowcarb.compress.distill.capture import encoder_layers, hidden_width, num_heads_of
+from lowcarb.compress.distill.causal_lm import distill_causal_lm, is_causal_lm
 from lowcarb.compress.distill.losses import IntermediateMatcher, uniform_layer_map
 from lowcarb.compress.distill.objectives import (
     hard_label_objective,
@@ -132,6 +134,8 @@ def distill(
             "XtremeDistil (or distil_task_agnostic)"
         )
     fit_kwargs: dict[str, Any] = {"extra_loss": extra_loss, "param_groups": param_groups}
+    if is_causal_lm(student):  # per-token KD on the responses, teacher run per batch
+        return distill_causal_lm(student, teacher, train_loader, method, train, **fit_kwargs)
     if isinstance(method, HardLabels):
         result = fit(
             student, train_loader, dev_loader, train, loss_fn=hard_label_objective(), **fit_kwargs
