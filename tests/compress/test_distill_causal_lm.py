@@ -62,7 +62,7 @@ def test_a_student_keeps_evenly_spaced_blocks_and_still_generates_with_its_cache
     ids = prompts["input_ids"]
     mask = prompts["attention_mask"]
     with torch.no_grad():
-        for step in range(6):
+        for _ in range(6):
             logits = student(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -1]
             ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
