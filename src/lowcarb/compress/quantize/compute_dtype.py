@@ -17,7 +17,7 @@ layer's original dtype: the rest of the model (norms, attention, softmax) stays 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -40,13 +40,16 @@ class PackedInt8Linear(nn.Module):
     the output dtype. The output has the input's dtype.
     """
 
+    weight_int8: Tensor
+    scales: Tensor
+    bias: Tensor | None
+
     def __init__(self, in_features: int, out_features: int, bias: bool, compute: torch.dtype,
                  out_dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
         super().__init__()
         self.in_features, self.out_features, self.compute = in_features, out_features, compute
         self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("scales", torch.ones(out_features, dtype=compute))
-        self.bias: Tensor | None
         self.register_buffer("bias", torch.zeros(out_features, dtype=out_dtype) if bias else None)
 
     @classmethod
@@ -77,7 +80,8 @@ def packed_int8(model: nn.Module, names: list[str], per_channel: bool, compute: 
     from lowcarb.models.surgery import set_module
 
     for name in names:
-        set_module(model, name, PackedInt8Linear.from_linear(model.get_submodule(name), per_channel, compute))
+        layer = cast(nn.Linear, model.get_submodule(name))
+        set_module(model, name, PackedInt8Linear.from_linear(layer, per_channel, compute))
 
 
 def cast_around(model: nn.Module, names: list[str], compute: torch.dtype) -> dict[str, torch.dtype]:
@@ -85,7 +89,7 @@ def cast_around(model: nn.Module, names: list[str], compute: torch.dtype) -> dic
     Linear's former dtype (hooks; the quantization is applied after). Returns the former dtypes."""
     former: dict[str, torch.dtype] = {}
     for name in names:
-        layer = model.get_submodule(name)
+        layer = cast(nn.Linear, model.get_submodule(name))
         former[name] = out_dtype = layer.weight.dtype
         # New parameters, not layer.to(): a tied lm_head shares its weight with the embedding,
         # which must keep its dtype (the tie is broken; the embedding stays as it was).
