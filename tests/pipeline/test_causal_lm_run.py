@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from lowcarb.pipeline import load_recipe, recipe_from_dict, run_recipe
 from lowcarb.store.runstore import RunStore
@@ -71,6 +72,42 @@ def test_stages_that_do_not_support_causal_lm_are_rejected_before_the_run(tiny_l
     train, dev = _data(tmp_path)
     with pytest.raises(ValueError, match=r"stages\[1\]: stage 'lowrank' does not support task 'causal-lm'"):
         _recipe(tiny_llama_folder, train, dev, ["train", "lowrank"])
+
+
+def test_a_causal_lm_quantized_for_serving_is_evaluated_and_reloads_to_the_same_answers(tiny_llama_folder, tmp_path):
+    train, dev = _data(tmp_path)
+    stages = ["train", {"quantize": {"mode": "weight_only", "compute_dtype": "bfloat16"}}]
+    result = run_recipe(_recipe(tiny_llama_folder, train, dev, stages), out_dir=tmp_path / "out", quiet=True,
+                        store=RunStore(tmp_path / "runs.db"))  # fmt: skip
+    assert result.status == "completed", result.error
+    records = {r["label"]: r for r in result.run["stages"]}
+    summary = records["quantize"]["summary"]
+    assert summary["kernel"] == "int8pack_mm" and "lm_head" in summary["modules_changed"]
+    metrics = records["quantize:evaluate"]["metrics"]
+    assert metrics["dev_perplexity"] > 1.0 and metrics["gen_b1_decode_tokens_per_s"] > 0
+    assert result.run["model"]["reloads"], result.run["model"]
+    # the saved folder replays the transform log (the run checked its logits against the run's
+    # model: "reloads"); greedy answers are deterministic across reloads
+    from lowcarb.compress.saved import load_compressed
+    from lowcarb.train.generation import greedy_generate, left_pad
+
+    folder = Path(result.run["model"]["path"])
+    reloaded = load_compressed(folder)
+    assert reloaded.family == "causal-lm" and type(reloaded.model.lm_head).__name__ == "PackedInt8Linear"
+    prompts = left_pad([[5, 9, 33, 7], [12, 44, 3]], pad_id=int(reloaded.tokenizer.pad_token_id))
+    kwargs = {"eos_token_id": None, "pad_token_id": int(reloaded.tokenizer.pad_token_id)}
+    twice = load_compressed(folder)
+    assert torch.equal(greedy_generate(reloaded.model, prompts, 8, **kwargs), greedy_generate(twice.model, prompts, 8, **kwargs))
+
+
+def test_quantize_modes_that_do_not_apply_to_a_causal_lm_fail_before_any_work(tiny_llama_folder, tmp_path):
+    train, dev = _data(tmp_path)
+    for settings, message in (({"mode": "static"}, "does not apply to task causal-lm"),
+                              ({"mode": "dynamic", "onnx": True}, "onnx: true does not apply")):  # fmt: skip
+        recipe = _recipe(tiny_llama_folder, train, dev, ["evaluate", {"quantize": settings}])
+        result = run_recipe(recipe, out_dir=tmp_path / "out", quiet=True, store=RunStore(tmp_path / "runs.db"))
+        assert result.status == "failed" and message in str(result.error)
+        assert [r["label"] for r in result.run["stages"]] in ([], ["setup"])
 
 
 def test_a_classifier_name_with_causal_lm_is_rejected():

@@ -110,9 +110,13 @@ def load_transformed(model: nn.Module, folder: str | Path) -> nn.Module:
 # ---------------------------------------------------------------------------------------------
 
 
+# Families saved as a Hugging Face folder (config.json + tokenizer files).
+HF_FAMILIES = ("hf", "causal-lm")
+
+
 def _fresh_base(handle: ModelHandle, hf_config: Any | None) -> nn.Module:
     """An fp32 model of the handle's base architecture (random weights, overwritten on load)."""
-    if handle.family != "hf":
+    if handle.family not in HF_FAMILIES:
         return build_reference_model(
             handle.config, handle.num_labels, handle.input_shape, handle.tokenizer
         )
@@ -127,6 +131,8 @@ def _fresh_base(handle: ModelHandle, hf_config: Any | None) -> nn.Module:
     arch = (getattr(hf_config, "architectures", None) or [None])[0]
     if arch and isinstance(getattr(transformers, arch, None), type):
         return getattr(transformers, arch)(hf_config)
+    if handle.family == "causal-lm":
+        return transformers.AutoModelForCausalLM.from_config(hf_config)
     return transformers.AutoModelForSequenceClassification.from_config(hf_config)
 
 
@@ -154,7 +160,7 @@ def _base_handle(src: Path) -> tuple[ModelHandle, Any | None]:
     family = desc["family"]
     tokenizer: Any | None = None
     hf_config = None
-    if family == "hf":
+    if family in HF_FAMILIES:
         from transformers import AutoConfig, AutoTokenizer
 
         hf_config = AutoConfig.from_pretrained(str(src), local_files_only=True)
@@ -172,7 +178,7 @@ def _base_handle(src: Path) -> tuple[ModelHandle, Any | None]:
     handle = ModelHandle(
         nn.Identity(), tokenizer, kind_of(family), family, config_from_json(desc["config"]),
         int(desc["num_labels"]), tuple(desc.get("label_names") or ()),
-        tuple(desc["input_shape"]) if desc.get("input_shape") else None,
+        tuple(desc["input_shape"]) if desc.get("input_shape") else None, provenance=desc.get("provenance"),
     )  # fmt: skip
     return handle, hf_config
 

@@ -21,8 +21,10 @@ from lowcarb.compress.quantize import (
     WeightOnlyInt8,
     Workflow,
 )
+from lowcarb.errors import ConfigError
 from lowcarb.pipeline.context import RunContext
 from lowcarb.pipeline.registry import register_stage, technique_fields, technique_values
+from lowcarb.pipeline.tasks import CAUSAL_LM, TASK_NAMES
 
 WORKFLOWS: dict[str, type] = {mode: workflow for workflow, mode in MODES.items()}
 
@@ -72,7 +74,27 @@ class QuantizeStageConfig(_Fields):  # type: ignore[misc, valid-type]
         return values
 
 
-@register_stage("quantize", QuantizeStageConfig)
+# Static int8 traces the model with torch.fx and the ONNX export feeds classifier batches: neither
+# takes a Hugging Face causal LM (its generate loop and KV cache), so a causal-lm recipe may use
+# the workflows that replace Linear layers in place.
+CAUSAL_LM_MODES = ("weight_only", "weight_only_int4", "dynamic")
+
+
+def check_quantize(ctx: RunContext, cfg: QuantizeStageConfig) -> None:
+    """Before any stage runs: a causal LM takes weight-only int8/int4 or dynamic int8, no ONNX."""
+    if ctx.recipe.task != CAUSAL_LM:
+        return
+    if cfg.mode not in CAUSAL_LM_MODES:
+        raise ConfigError(
+            f"quantize: mode {cfg.mode!r} does not apply to task causal-lm (it traces the model with "
+            f"torch.fx); use mode {', '.join(CAUSAL_LM_MODES)} (weight_only with compute_dtype: "
+            "bfloat16 is the fast one for decoding on CPU)"
+        )
+    if cfg.onnx:
+        raise ConfigError("quantize: onnx: true does not apply to task causal-lm; remove it")
+
+
+@register_stage("quantize", QuantizeStageConfig, check=check_quantize, tasks=TASK_NAMES)
 def quantize_stage(ctx: RunContext, cfg: QuantizeStageConfig) -> RunContext:
     """Quantize the model for serving (int8 or int4)."""
     notes: dict[str, Any] = {}
