@@ -25,7 +25,8 @@ How it runs:
   created with (torch first, so that codecarbon pulls no other torch):
       python3.11 -m venv benchmarks/.venv-codecarbon
       benchmarks/.venv-codecarbon/bin/pip install torch==2.13.0
-      benchmarks/.venv-codecarbon/bin/pip install codecarbon==3.3.2
+      benchmarks/.venv-codecarbon/bin/pip install codecarbon==3.3.2 matplotlib
+  (matplotlib: `python -m lowcarb` imports its report module; codecarbon pulls the rest.)
   This script starts that venv's python for the CodeCarbon worker (the workload code is this same
   file) and for the header check, with PYTHONPATH=src for lowcarb; without the venv the CodeCarbon
   figures are null and the reason is recorded.
@@ -312,11 +313,12 @@ def main() -> int:
     pg_url, pg_reason = postgres_store(args.postgres_url)
     skipped = {"codecarbon": cc_reason, "lowcarb-postgres": pg_reason}
     arms = [a for a in ARMS if skipped.get(a) is None]
+    load_before = os.getloadavg()
+    header = header_check(cc_reason)  # first: a broken venv fails in seconds, not after the rounds
     iters, per_iter = calibrate(args.target_s)
     print(f"workload: {iters} steps (~{iters * per_iter:.0f} s at calibration), arms {arms}", flush=True)
     runs = run_rounds(arms, iters, args.repeats, pg_url)
     tick_cpu_ms, tick_wall_ms = tick_cost_ms()
-    header = header_check(cc_reason)
     figures = {
         "workload": "MLP 512-1024-1024-10, batch 128, SGD, fixed random data, torch threads 1",
         "iterations": iters,
@@ -332,8 +334,9 @@ def main() -> int:
         "sampler_tick_wall_ms_median": tick_wall_ms,
         # CPU the sampler takes per second of workload at 1 s sampling, in percent
         "sampler_cpu_overhead_bound_pct": tick_cpu_ms / 1000.0 / 1.0 * 100.0,
+        "load_average_before": load_before,
         "load_average_at_end": os.getloadavg(),
-        "note": "other engineers' jobs shared the 2 CPU cores during the run; arms alternated",
+        "note": "run alone (nothing else heavy on the 2 cores); arms alternated round by round",
     }
     claims = [
         claim("ledger.overhead_pct", figures["lowcarb_overhead_pct"], "<=", 1.0),
