@@ -70,8 +70,8 @@ def test_gguf_weights_carry_their_note_into_the_report(tiny_gguf, tmp_path):
 
 def test_stages_that_do_not_support_causal_lm_are_rejected_before_the_run(tiny_llama_folder, tmp_path):
     train, dev = _data(tmp_path)
-    with pytest.raises(ValueError, match=r"stages\[1\]: stage 'lowrank' does not support task 'causal-lm'"):
-        _recipe(tiny_llama_folder, train, dev, ["train", "lowrank"])
+    with pytest.raises(ValueError, match=r"stages\[1\]: stage 'earlybird' does not support task 'causal-lm'"):
+        _recipe(tiny_llama_folder, train, dev, ["train", "earlybird"])
 
 
 def test_a_causal_lm_quantized_for_serving_is_evaluated_and_reloads_to_the_same_answers(tiny_llama_folder, tmp_path):

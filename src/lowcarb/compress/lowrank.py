@@ -59,6 +59,7 @@ __all__ = [
     "param_groups",
     "restore",
     "save",
+    "select_layers",
 ]
 
 
@@ -130,7 +131,9 @@ def _candidates(model: nn.Module, include_conv: bool) -> dict[str, nn.Module]:
     }
 
 
-def _select(model: nn.Module, cfg: LowRankConfig) -> dict[str, nn.Module]:
+def select_layers(model: nn.Module, cfg: LowRankConfig) -> dict[str, nn.Module]:
+    """The layers ``apply`` would consider (by name): ``cfg.targets`` minus ``cfg.exclude`` among
+    the Linear (and Conv2d) modules. A pattern that matches nothing is a ConfigError naming them."""
     cands = _candidates(model, cfg.include_conv)
     kinds = "Linear/Conv2d" if cfg.include_conv else "Linear"
     names = select_modules(cands, cfg.targets, cfg.exclude, kinds, listed_as="candidates are")
@@ -252,7 +255,7 @@ def apply(model: nn.Module, config: LowRankConfig | None = None) -> TransformSum
     ``target_params_before`` / ``_after`` / ``target_ratio`` (weights of the targeted layers).
     """
     cfg = config or LowRankConfig()
-    layers = _select(model, cfg)
+    layers = select_layers(model, cfg)
     params_before = count_parameters(model)
     target_before = sum(_weight_params(m) for m in layers.values())
     ranks, kept, skipped = _choose_ranks(layers, cfg)

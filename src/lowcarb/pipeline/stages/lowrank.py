@@ -3,6 +3,19 @@ fine-tune with Frobenius decay on the factors (Khodak et al., ICLR 2021).
 
 The recovery learns from the model as it was before factorizing (logit KD, T = 2, half the loss on
 the labels: `recover_loss: kd`) or from the labels alone (`ce`).
+
+Which layers (`targets`, fnmatch patterns over module names, minus `exclude`):
+- a classifier: every Linear and Conv2d (`*`);
+- a causal LM (`task: causal-lm`): the MLP projections of every decoder block (`gate_proj`,
+  `up_proj`, `down_proj`). The MLP holds most of a block's Linear weights (3/4 in SmolLM2-135M:
+  3 x 576 x 1536 against attention's 0.88 M; about 2/3 in Llama-2-7B), so that is where a rank
+  cut saves parameters and decode time. Attention stays dense: its grouped-query k/v projections
+  are already narrow (576 x 192 in SmolLM2: rank 144 breaks even), so factorizing them saves
+  little. The (tied) lm_head and the embeddings are never factorized, whatever `targets` says:
+  the embedding keeps the full matrix anyway, so factorizing a tied head adds parameters, and the
+  vocabulary logits carry every token's error. On a causal LM, `recover_loss: kd` learns the dense
+  model's next-token distributions on the response tokens (lowcarb.compress.distill.causal_lm),
+  `ce` the plain next-token loss on them.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ import copy
 from typing import Literal
 
 from pydantic import Field
+from torch import nn
 
 from lowcarb.compress import lowrank
 from lowcarb.compress.distill import LogitKD, distill
@@ -22,10 +36,20 @@ from lowcarb.pipeline.registry import (
     technique_fields,
     technique_values,
 )
-from lowcarb.train.loop import default_param_groups
+from lowcarb.pipeline.tasks import CAUSAL_LM, TASK_NAMES
+from lowcarb.train.causal_lm import causal_lm_loss
+from lowcarb.train.loop import default_param_groups, fit
+
+# The MLP projections of a Llama-style decoder block (Llama, Mistral, Qwen2, SmolLM2 name them so).
+CAUSAL_LM_TARGETS = ("*.gate_proj", "*.up_proj", "*.down_proj")
 
 # How to choose ranks: one of param_ratio, energy, rank (param_ratio 0.5 when none is set).
-_LowRankFields = technique_fields(LowRankConfig, defaults={"param_ratio": None})
+# targets unset (None): the task's default (every layer of a classifier, the MLP of a causal LM).
+_LowRankFields = technique_fields(
+    LowRankConfig,
+    defaults={"param_ratio": None, "targets": None},
+    types={"targets": tuple[str, ...] | None},
+)
 
 
 class LowRankStageConfig(_LowRankFields, TrainOverrides):  # type: ignore[misc, valid-type]
@@ -38,18 +62,42 @@ class LowRankStageConfig(_LowRankFields, TrainOverrides):  # type: ignore[misc, 
     # What the recovery learns from: the dense model's logits (kd) or the labels (ce).
     recover_loss: Literal["kd", "ce"] = "kd"
 
-    def technique(self) -> LowRankConfig:
+    def technique(self, model: nn.Module | None = None, task: str | None = None) -> LowRankConfig:
+        """The LowRankConfig; for a causal LM (`task`), unset targets are the MLP projections and
+        `model`'s output embedding (lm_head) is always excluded."""
         values = technique_values(self, LowRankConfig)
         if all(values[k] is None for k in ("param_ratio", "energy", "rank")):
             values["param_ratio"] = 0.5
+        if values["targets"] is None:
+            values["targets"] = CAUSAL_LM_TARGETS if task == CAUSAL_LM else ("*",)
+        if task == CAUSAL_LM and model is not None:
+            values["exclude"] = tuple(values["exclude"]) + output_layers(model)
         return LowRankConfig(**values)
 
 
-@register_stage("lowrank", LowRankStageConfig)
+def output_layers(model: nn.Module) -> tuple[str, ...]:
+    """Names of the Linear modules that hold the output embedding (lm_head, tied or not)."""
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if head is None:
+        return ()
+    return tuple(n for n, m in model.named_modules() if m is head or getattr(m, "weight", None) is head.weight)
+
+
+def check_lowrank(ctx: RunContext, cfg: LowRankStageConfig) -> None:
+    """Before any stage runs, on a causal LM: the targets name Linear layers of this model (a
+    ConfigError lists them otherwise), so a typo does not fail after a long fine-tune."""
+    if ctx.recipe.task == CAUSAL_LM:
+        lowrank.select_layers(ctx.model, cfg.technique(ctx.model, CAUSAL_LM))
+
+
+@register_stage("lowrank", LowRankStageConfig, check=check_lowrank, tasks=TASK_NAMES)
 def lowrank_stage(ctx: RunContext, cfg: LowRankStageConfig) -> RunContext:
-    """Factorize dense layers into spectral-initialised U V, then recover with Frobenius decay."""
+    """Factorize dense layers (a causal LM's MLP) into spectral-initialised U V, then recover
+    with Frobenius decay."""
+    causal = ctx.recipe.task == CAUSAL_LM
     teacher = copy.deepcopy(ctx.model).eval() if cfg.recover and cfg.recover_loss == "kd" else None
-    summary = lowrank.apply(ctx.model, cfg.technique())
+    summary = lowrank.apply(ctx.model, cfg.technique(ctx.model, ctx.recipe.task))
     notes = summary.to_dict()
     notes.pop("energy_kept")  # per-layer detail: the ranks say enough in the report
     if cfg.recover:
@@ -59,15 +107,21 @@ def lowrank_stage(ctx: RunContext, cfg: LowRankStageConfig) -> RunContext:
             extra = lowrank.frobenius_decay_loss(cfg.frobenius_decay)
         else:
             groups, extra = default_param_groups(ctx.model, train.weight_decay), None
+        train_loader = ctx.loader("train", train.batch_size, shuffle=True, seed=train.seed)
         if teacher is not None:
-            kd = distill(ctx.model, teacher, ctx.loader("train", train.batch_size, shuffle=True, seed=train.seed),
-                         ctx.loader("dev", train.batch_size), LogitKD(temperature=2.0, alpha=0.5), train,
-                         extra_loss=extra, param_groups=groups)
+            # A causal LM has no dev accuracy to select on: distill dispatches it to per-token KD.
+            dev_loader = None if causal else ctx.loader("dev", train.batch_size)
+            kd = distill(ctx.model, teacher, train_loader, dev_loader, LogitKD(temperature=2.0, alpha=0.5),
+                         train, extra_loss=extra, param_groups=groups)  # fmt: skip
             fit_summary = {k: v for k, v in kd.stages[-1].items() if k != "history"}
             fit_summary["teacher_forward_examples"] = kd.teacher_forward_examples
             notes.update({f"recover_{k}": v for k, v in fit_summary.items()})
+        elif causal:
+            result = fit(ctx.model, train_loader, None, train, loss_fn=causal_lm_loss,
+                         extra_loss=extra, param_groups=groups)  # fmt: skip
+            notes.update(fit_notes(result, prefix="recover_"))
         else:
-            result = ctx.fit(train=train, extra_loss=extra, param_groups=groups)
+            result = ctx.fit(train=train, train_loader=train_loader, extra_loss=extra, param_groups=groups)
             notes.update(fit_notes(result, prefix="recover_"))
         notes["recover_loss"] = cfg.recover_loss
     notes["decay"] = cfg.decay if cfg.recover else None
