@@ -5,6 +5,8 @@ A claim's `met` is always computed here from the measured value, never typed in.
 
 from __future__ import annotations
 
+import argparse
+import ast
 import datetime as _dt
 import json
 import operator
@@ -17,6 +19,25 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Smoke runs (tiny budgets) and runs that overrode the quiet-machine check write here instead
+# (gitignored): their figures are not claims, and a smoke file once replaced a real one on main.
+SMOKE_DIR = RESULTS_DIR / "smoke"
+
+# Parsed-argument name -> option of every flag that makes a run a smoke run or lets it start on a
+# busy machine. write_results() routes such runs to SMOKE_DIR; the results-file test refuses a
+# committed command that names one.
+SMOKE_OPTIONS: dict[str, str] = {
+    "smoke": "--smoke",
+    "quick": "--quick",
+    "dry_run": "--dry-run",
+    "dev_limit": "--dev-limit",
+    "max_dev": "--max-dev",
+    "allow_load": "--allow-load",
+}
+
+# What every results file holds, and every claim in it (benchmarks/RESULTS.md is built from them).
+RESULTS_KEYS = ("benchmark", "command", "machine", "figures", "claims")
+CLAIM_KEYS = ("id", "value", "target", "met")
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "<=": operator.le,
@@ -51,12 +72,64 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def claim(claim_id: str, value: Any, op: str, target: Any) -> dict[str, Any]:
-    """A claim with `met` computed from the measured value; `value=None` (not measured) is unmet."""
+def meets(value: Any, op: str, target: Any) -> bool:
+    """Whether a measured value meets `op target`; `value=None` (not measured) is unmet."""
     if op not in _OPS:
         raise ValueError(f"unknown comparison {op!r}; use one of {sorted(_OPS)}")
-    met = value is not None and bool(_OPS[op](value, target))
+    return value is not None and bool(_OPS[op](value, target))
+
+
+def claim(claim_id: str, value: Any, op: str, target: Any) -> dict[str, Any]:
+    """A claim with `met` computed from the measured value; `value=None` (not measured) is unmet."""
+    met = meets(value, op, target)
     return {"id": claim_id, "value": value, "target": f"{op} {target}", "met": met}
+
+
+def parse_target(target: str) -> tuple[str, Any]:
+    """"<= 0.75" -> ("<=", 0.75): the inverse of the target text claim() writes."""
+    op, _, bound = target.partition(" ")
+    if op not in _OPS:
+        raise ValueError(f"target {target!r} does not start with one of {sorted(_OPS)} and a space")
+    try:
+        return op, ast.literal_eval(bound)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"target {target!r}: {bound!r} is not a number or literal") from None
+
+
+def met_for(value: Any, target: str | None) -> bool | None:
+    """The `met` a results file must hold for this value and target text: None for a figure
+    reported without a target, else the comparison claim() makes (unmeasured is unmet)."""
+    if target is None:
+        return None
+    return meets(value, *parse_target(target))
+
+
+def results_file_problems(data: Any) -> list[str]:
+    """What is wrong with one parsed results file (empty when nothing): the five keys, each
+    claim's four keys, `met` as the value and target give it, no smoke / allow-load command."""
+    if not isinstance(data, dict):
+        return [f"a results file is a JSON object, not {type(data).__name__}"]
+    problems = [f"no {key!r}" for key in RESULTS_KEYS if key not in data]
+    flags = smoke_flags_in(str(data.get("command", "")))
+    if flags:
+        problems.append(f"command {data['command']!r} is a smoke / busy-machine run ({', '.join(flags)})")
+    claims = data.get("claims", [])
+    if not isinstance(claims, list):
+        return [*problems, "'claims' is not a list"]
+    for i, c in enumerate(claims):
+        missing = [key for key in CLAIM_KEYS if not isinstance(c, dict) or key not in c]
+        if missing:
+            problems.append(f"claim {i} lacks {missing}")
+            continue
+        try:
+            expected = met_for(c["value"], c["target"])
+        except (ValueError, TypeError) as exc:
+            problems.append(f"claim {c['id']!r}: {exc}")
+            continue
+        if c["met"] is not expected:
+            problems.append(f"claim {c['id']!r}: met is {c['met']!r}, but {c['value']!r} {c['target']} gives {expected!r}")
+    return problems
+
 
 
 def reported(claim_id: str, value: Any) -> dict[str, Any]:
@@ -96,13 +169,20 @@ def check_quiet_machine(allow_load: bool = False, max_load: float = MAX_LOAD) ->
             file=sys.stderr,
             flush=True,
         )
-    return {"before": load, "max_load": max_load, "busy": busy, "allowed_busy": bool(allow_load and busy)}
+    return {
+        "before": load,
+        "max_load": max_load,
+        "busy": busy,
+        "allow_load": bool(allow_load),  # the check was overridden: write_results() treats it as smoke
+        "allowed_busy": bool(allow_load and busy),
+    }
 
 
 def add_load_arguments(parser: Any) -> None:
     parser.add_argument(
         "--allow-load", action="store_true",
-        help=f"run even when the 1-minute load average is above {MAX_LOAD} (recorded as busy)",
+        help=f"run even when the 1-minute load average is above {MAX_LOAD} (a trial run: its JSON "
+        "goes to results/smoke/, never results/)",
     )  # fmt: skip
 
 
@@ -144,23 +224,63 @@ def drop_over_seeds(reference: list[float], technique: list[float]) -> dict[str,
     return out
 
 
+def smoke_options(args: argparse.Namespace | None) -> list[str]:
+    """The smoke / allow-load options set in parsed arguments (after argparse, so abbreviations
+    such as `--allow` count too)."""
+    if args is None:
+        return []
+    return [flag for attr, flag in SMOKE_OPTIONS.items() if getattr(args, attr, None) not in (None, False)]
+
+
+def smoke_flags_in(command: str) -> list[str]:
+    """The smoke / allow-load options a command line names (`--dev-limit=8` counts)."""
+    words = {word.split("=", 1)[0] for word in command.split()}
+    return [flag for flag in SMOKE_OPTIONS.values() if flag in words]
+
+
+def results_dir_for(reasons: list[str]) -> Path:
+    """RESULTS_DIR for a full run on a quiet machine, SMOKE_DIR when any smoke reason is given."""
+    return SMOKE_DIR if reasons else RESULTS_DIR
+
+
 def write_results(
     name: str,
     figures: dict[str, Any],
     claims: list[dict[str, Any]],
     command: str | None = None,
     load: dict[str, Any] | None = None,
+    args: argparse.Namespace | None = None,
 ) -> Path:
-    """Write results/<name>.json; `load` is check_quiet_machine()'s record (load before the run)."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    payload = {
+    """Write results/<name>.json; `load` is check_quiet_machine()'s record (load before the run).
+
+    A smoke run (a smoke option in `args` or in the command) or one whose quiet-machine check was
+    overridden goes to results/smoke/<name>.json instead, with the reasons in the file: only full
+    runs on a quiet machine may produce claims."""
+    command = command or " ".join([Path(sys.executable).name, *sys.argv])
+    reasons = list(dict.fromkeys([
+        *smoke_options(args),
+        *smoke_flags_in(command),
+        *(["--allow-load"] if (load or {}).get("allow_load") else []),
+    ]))  # fmt: skip
+    payload: dict[str, Any] = {
         "benchmark": name,
-        "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command,
         "machine": machine_info(),
         "load_average": {**(load or {}), "after": load_average()},
         "figures": figures,
         "claims": claims,
     }
-    path = RESULTS_DIR / f"{name}.json"
+    if reasons:
+        payload["smoke"] = reasons
+    folder = results_dir_for(reasons)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    if reasons:
+        print(
+            f"smoke run ({', '.join(reasons)}): results written to {path}, not to {RESULTS_DIR} "
+            "(claims come only from full runs on a quiet machine)",
+            file=sys.stderr,
+            flush=True,
+        )
     return path

@@ -280,7 +280,7 @@ def main() -> None:
         reported(f"{prefix}.flops_ratio_vs_handmade", round(chosen.flops / budget, 4)),
         reported(f"{prefix}.candidates", len(result.candidates)),
     ]
-    path = write_results(name, figures, claims, load=load)
+    path = write_results(name, figures, claims, load=load, args=args)
     log(f"wrote {path}")
     for c in claims:
         log(f"{c['id']}: {c['value']} (target {c['target']}, met {c['met']})")

@@ -219,7 +219,7 @@ def main() -> int:
             DEFAULT_RUN_TARGET_S,
         ),
     ]
-    path = write_results(NAME, figures, claims, load=load)
+    path = write_results(NAME, figures, claims, load=load, args=args)
     print(json.dumps(claims, indent=2))
     print(f"wrote {path}")
     return 0

@@ -290,7 +290,7 @@ def main() -> None:
     for key, way in first["ways"].items():
         claims.append(reported(f"distill.{key}.dev_accuracy", way["dev_accuracy"]))
         claims.append(reported(f"distill.{key}.train_energy_j", way["train"]["energy_j"]))
-    path = write_results(NAME, figures, claims, load=load)
+    path = write_results(NAME, figures, claims, load=load, args=args)
     log(f"wrote {path}")
     for c in claims:
         log(f"{c['id']}: {c['value']} (target {c['target']}, met {c['met']})")

@@ -255,7 +255,7 @@ def main() -> int:
         reported("earlybert.params_ratio",
                  round(first["summary"].params_after / first["summary"].params_before, 4)),
     ]
-    path = write_results(NAME, figures, claims, load=load)
+    path = write_results(NAME, figures, claims, load=load, args=args)
     print(json.dumps(claims, indent=2))
     print(f"wrote {path}")
     return 0

@@ -461,7 +461,7 @@ def main() -> int:
         reported("hpo.digits_pruning_search_energy_ratio", pruning_value),
         claim("hpo.two_workers_wall_ratio", workers["ratio"], "<=", 0.65),
     ]
-    path = write_results(NAME, figures, claims, load=load)
+    path = write_results(NAME, figures, claims, load=load, args=args)
     print(json.dumps(claims, indent=2))
     print(f"wrote {path}")
     return 0

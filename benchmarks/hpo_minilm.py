@@ -20,7 +20,7 @@ separate them). Pruner: lowcarb's median pruner, no warm-up steps, after 4 finis
 
 Run alone on a quiet machine (refuses above load 1.5; --allow-load overrides):
     .venv/bin/python benchmarks/hpo_minilm.py                 # 12 trials per study
-    .venv/bin/python benchmarks/hpo_minilm.py --quick         # smoke run: tiny budgets, no results
+    .venv/bin/python benchmarks/hpo_minilm.py --quick         # smoke run: tiny budgets, JSON in results/smoke/
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=8000, help="training subset (as every MiniLM benchmark)")
     ap.add_argument("--dev-n", type=int, default=4000, help="held-out train phrases the search reads")
     ap.add_argument("--min-words", type=int, default=6)
-    ap.add_argument("--quick", action="store_true", help="smoke run: tiny budgets, writes nothing")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny budgets, JSON in results/smoke/")
     add_load_arguments(ap)
     args = ap.parse_args()
     if args.quick:
@@ -181,10 +181,7 @@ def main() -> int:
     ]
     for c in claims:
         print(f"{c['id']:<40} {c['value']!s:>10}  target {c['target']!s:<8} met {c['met']}")
-    if args.quick:
-        print("quick run: no results file written")
-        return 0
-    path = write_results(NAME, figures, claims, load=load)
+    path = write_results(NAME, figures, claims, load=load, args=args)
     print(json.dumps(claims, indent=2))
     print(f"wrote {path}")
     return 0

@@ -30,7 +30,7 @@ Wall time (the default command, alone on 2 idle cores): see the `estimate` print
 and docs in benchmarks/RESULTS.md; every arm runs with `--threads` torch threads.
 
     python benchmarks/llm_lora.py                   # full run, writes benchmarks/results/llm_lora.json
-    python benchmarks/llm_lora.py --smoke           # tiny budgets, end to end (delete its JSON)
+    python benchmarks/llm_lora.py --smoke           # tiny budgets, end to end (JSON in results/smoke/)
 """
 
 from __future__ import annotations
@@ -383,7 +383,7 @@ def main() -> int:
         "wall_s": time.perf_counter() - started,
     }  # fmt: skip
     claims = claims_of(timing, memory, memory_ckpt, acc)
-    path = write_results(NAME, figures, claims)
+    path = write_results(NAME, figures, claims, args=args)
     print(json.dumps(claims, indent=2))
     print(f"wrote {path} after {figures['wall_s']:.0f} s")
     return 0

@@ -58,7 +58,7 @@ this 2-core machine, 2 threads: 15 s per fine-tuning step x 150, 5.7 s per disti
 students and the 872-row evaluations are most of it. The JSON records each phase's wall time.
 
     python benchmarks/llm_serve.py              # full run, writes benchmarks/results/llm_serve.json
-    python benchmarks/llm_serve.py --smoke      # tiny budgets, end to end (delete its JSON)
+    python benchmarks/llm_serve.py --smoke      # tiny budgets, end to end (JSON in results/smoke/)
 """
 
 from __future__ import annotations
@@ -395,7 +395,7 @@ def main() -> int:
         "wall_s": time.perf_counter() - started,
     }  # fmt: skip
     claims = claims_of(q, timing["b1"], energy, student, tuning["as_shipped_ppl"])
-    path = write_results(NAME, figures, claims, load=load)
+    path = write_results(NAME, figures, claims, load=load, args=args)
     print(json.dumps(claims, indent=2))
     print(f"wrote {path} after {figures['wall_s']:.0f} s")
     return 0

@@ -430,7 +430,7 @@ def main() -> int:
             claim("lora.adapter_size_ratio", round(size_ratio, 5), "<=", 0.02),
             reported("lora.training_peak_rss_mb", round(first["peak_rss_mb"], 1)),
         ]
-    path = write_results(NAME, figures, claims, load=load)
+    path = write_results(NAME, figures, claims, load=load, args=args)
     print(json.dumps(claims, indent=2))
     print(f"wrote {path}")
     return 0

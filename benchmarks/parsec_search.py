@@ -476,7 +476,7 @@ def main() -> None:
         reported("weightless.kendall_tau", comparison[chosen]["kendall_tau"]),
     ]
     name = NAME + ("_quick" if quick else "")
-    path = write_results(name, figures, claims, load=load)
+    path = write_results(name, figures, claims, load=load, args=args)
     p_result.prior.save(ROOT / "benchmarks" / ".cache" / f"{name}_prior.json")
     for c in claims:
         print(f"{c['id']:<42} {c['value']!s:<24} {c['target']!s:<8} {c['met']}")

@@ -26,7 +26,7 @@ has one shape), divided per call. torch.compile runs inductor with torchao's
 recommended settings (``recommended_inductor_config_setter``) and static shapes.
 
 Run:    .venv/bin/python benchmarks/quantize_backends.py   (alone: refuses above load 1.5; ~20 min)
-Smoke:  .venv/bin/python benchmarks/quantize_backends.py --quick    (tiny settings, no file)
+Smoke:  .venv/bin/python benchmarks/quantize_backends.py --quick    (tiny settings, JSON in results/smoke/)
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--b32-batches", type=int, default=2, help="dev batches of 32 per timed pass")
     p.add_argument("--b1-examples", type=int, default=8, help="single sentences per timed pass")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile arms")
-    p.add_argument("--quick", action="store_true", help="smoke test: tiny settings, no file")
+    p.add_argument("--quick", action="store_true", help="smoke test: tiny settings, JSON in results/smoke/")
     add_load_arguments(p)
     args = p.parse_args()
     if args.quick:
@@ -264,10 +264,7 @@ def main() -> None:
     claims = claims_of(lat, info)
     for c in claims:
         log(f"{c['id']}: {c['value']} {c['target'] or ''} {'' if c['met'] is None else c['met']}")
-    if args.quick:
-        log("quick run: no results file written")
-        return
-    log(f"wrote {write_results(NAME, figures, claims, load=load)}")
+    log(f"wrote {write_results(NAME, figures, claims, load=load, args=args)}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,15 @@ def claims_table(results_dir: Path = HERE / "results") -> str:
     return "\n".join(rows)
 
 
+def split_markers(text: str, md: Path) -> tuple[str, str, str]:
+    """(before, table, after) of a RESULTS.md text: the table is what lies between the markers."""
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{md} has no {BEGIN} ... {END} markers; add them where the table goes")
+    head, rest = text.split(BEGIN, 1)
+    table, tail = rest.split(END, 1)
+    return head, table.strip("\n"), tail
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", action="store_true", help="update the table in RESULTS.md")
@@ -42,11 +51,7 @@ def main() -> None:
         print(table)
         return
     md = HERE / "RESULTS.md"
-    text = md.read_text()
-    if BEGIN not in text:
-        raise SystemExit(f"{md} has no {BEGIN} ... {END} markers; add them where the table goes")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    head, _, tail = split_markers(md.read_text(), md)
     md.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
 
 
