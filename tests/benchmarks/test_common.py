@@ -1,0 +1,93 @@
+"""benchmarks/_common.py: smoke and busy-machine runs never write into benchmarks/results/, and the
+target text claim() writes parses back to the comparison it made."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from tests.benchmarks.test_results_files import load
+
+common = load("_common")
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    results, smoke = tmp_path / "results", tmp_path / "results" / "smoke"
+    monkeypatch.setattr(common, "RESULTS_DIR", results)
+    monkeypatch.setattr(common, "SMOKE_DIR", smoke)
+    monkeypatch.setattr(common, "machine_info", lambda: {"cpu": "test"})
+    return results, smoke
+
+
+CLAIMS = [{"id": "x.ratio", "value": 0.5, "target": "<= 0.75", "met": True}]
+
+
+def test_a_full_run_writes_into_results(dirs):
+    results, smoke = dirs
+    args = argparse.Namespace(quick=False, allow_load=False, dev_limit=None, seeds="0,1,2")
+    path = common.write_results("x", {"a": 1}, CLAIMS, command="python x.py --seeds 0,1,2",
+                                load={"allow_load": False}, args=args)  # fmt: skip
+    assert path == results / "x.json"
+    data = json.loads(path.read_text())
+    assert "smoke" not in data and data["claims"] == CLAIMS
+    assert not smoke.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "command", "load", "reason"),
+    [
+        (argparse.Namespace(smoke=True), "python x.py --smoke", None, "--smoke"),
+        # parsed arguments catch what the command line hides (an abbreviation argparse accepts)
+        (argparse.Namespace(quick=True), "python x.py --qu", None, "--quick"),
+        (argparse.Namespace(dev_limit=32), "python x.py", None, "--dev-limit"),
+        (argparse.Namespace(max_dev=8), "python x.py", None, "--max-dev"),
+        (argparse.Namespace(allow_load=True), "python x.py --allow", None, "--allow-load"),
+        # no parsed arguments (a script without argparse): the command line still counts
+        (None, "python x.py --n 64 --allow-load", None, "--allow-load"),
+        (None, "python x.py --dev-limit=8", None, "--dev-limit"),
+        # the quiet-machine record says the check was overridden
+        (None, "python x.py", {"allow_load": True, "busy": False}, "--allow-load"),
+    ],
+)
+def test_a_smoke_or_busy_run_writes_into_smoke(dirs, capsys, args, command, load, reason):
+    results, smoke = dirs
+    path = common.write_results("x", {"a": 1}, CLAIMS, command=command, load=load, args=args)
+    assert path == smoke / "x.json"
+    assert not (results / "x.json").exists()
+    assert reason in json.loads(path.read_text())["smoke"]
+    err = capsys.readouterr().err
+    assert str(path) in err and "smoke run" in err
+
+
+def test_the_quiet_machine_record_says_whether_the_check_was_overridden(monkeypatch):
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert common.check_quiet_machine(False)["allow_load"] is False
+    assert common.check_quiet_machine(True)["allow_load"] is True
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    with pytest.raises(SystemExit, match="--allow-load"):
+        common.check_quiet_machine(False)
+
+
+def test_smoke_dir_is_ignored_by_git_and_summarize():
+    root = common.RESULTS_DIR.parents[1]
+    assert "benchmarks/results/smoke/" in (root / ".gitignore").read_text().splitlines()
+    assert common.SMOKE_DIR.parent == common.RESULTS_DIR  # summarize globs results/*.json only
+
+
+@pytest.mark.parametrize(("value", "op", "target"), [(0.5, "<=", 0.75), (0.9, "<=", 0.75), (3, ">=", 4),
+                                                     (True, "==", True), (None, ">=", 0.85), (1.0, "<", 1.0)])  # fmt: skip
+def test_met_for_recomputes_what_claim_computed(value, op, target):
+    c = common.claim("x", value, op, target)
+    assert common.parse_target(c["target"]) == (op, target)
+    assert common.met_for(c["value"], c["target"]) is c["met"]
+    assert c["met"] is (value is not None and eval(f"{value!r} {op} {target!r}"))  # noqa: S307
+
+
+def test_a_reported_figure_has_no_met():
+    r = common.reported("x", 3.0)
+    assert common.met_for(r["value"], r["target"]) is None and r["met"] is None
+    with pytest.raises(ValueError, match="unknown comparison"):
+        common.claim("x", 1, "=>", 2)
