@@ -282,3 +282,12 @@ def test_applying_twice_does_not_refactorize_factors():
     lowrank.apply(model, LowRankConfig(param_ratio=None, rank=8, targets=("0",)))
     summary = lowrank.apply(model, LowRankConfig(param_ratio=None, rank=4))
     assert "0.u" not in summary["ranks"] and "0.v" not in summary["ranks"]
+
+
+def test_progress_is_shown_only_when_asked(capsys):
+    lowrank.apply(_mlp(), LowRankConfig(param_ratio=0.5))
+    assert capsys.readouterr().out == ""  # the library default is quiet
+    summary = lowrank.apply(_mlp(), LowRankConfig(param_ratio=0.5), quiet=False)
+    out = capsys.readouterr().out  # not a terminal: plain lines, one per phase at the end
+    assert "lowrank: spectra: done, 3/3 steps" in out
+    assert f"lowrank: factorize: done, {len(summary['ranks'])}/{len(summary['ranks'])} steps" in out

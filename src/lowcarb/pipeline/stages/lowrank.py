@@ -93,11 +93,13 @@ def check_lowrank(ctx: RunContext, cfg: LowRankStageConfig) -> None:
 
 @register_stage("lowrank", LowRankStageConfig, check=check_lowrank, tasks=TASK_NAMES)
 def lowrank_stage(ctx: RunContext, cfg: LowRankStageConfig) -> RunContext:
-    """Factorize dense layers (a causal LM's MLP) into spectral-initialised U V, then recover
-    with Frobenius decay."""
+    """Factorize dense layers (a causal LM's MLP) into spectral U V; recover with Frobenius decay.
+
+    Which layers and why: the module docstring."""
     causal = ctx.recipe.task == CAUSAL_LM
     teacher = copy.deepcopy(ctx.model).eval() if cfg.recover and cfg.recover_loss == "kd" else None
-    summary = lowrank.apply(ctx.model, cfg.technique(ctx.model, ctx.recipe.task))
+    quiet = ctx.quiet or ctx.recipe.train.quiet
+    summary = lowrank.apply(ctx.model, cfg.technique(ctx.model, ctx.recipe.task), quiet=quiet)
     notes = summary.to_dict()
     notes.pop("energy_kept")  # per-layer detail: the ranks say enough in the report
     if cfg.recover:
