@@ -175,3 +175,11 @@ def test_targets_that_match_nothing_fail_before_any_stage_with_one_line_naming_t
     assert "target pattern '*.fc1' matches no Linear/Conv2d module" in result.error and "gate_proj" in result.error
     assert "\n" not in result.error
     assert [r["label"] for r in result.run["stages"]] in ([], ["setup"])  # nothing trained
+
+
+def test_a_causal_lm_without_llama_mlp_names_is_told_to_set_targets(tiny_gpt2_folder, tmp_path):
+    # GPT-2's MLP is transformers' Conv1D, not a Linear: only its lm_head is a candidate, and never chosen
+    result = _run(tiny_gpt2_folder, tmp_path, [{"lowrank": {"param_ratio": 0.5}}])
+    assert result.status == "failed"
+    assert "target pattern '*.gate_proj' matches no Linear/Conv2d module; candidates are: lm_head" in result.error
+    assert "set the stage's targets: to this model's MLP Linear layers" in result.error and "\n" not in result.error

@@ -29,6 +29,7 @@ from torch import nn
 from lowcarb.compress import lowrank
 from lowcarb.compress.distill import LogitKD, distill
 from lowcarb.compress.lowrank import LowRankConfig
+from lowcarb.errors import ConfigError
 from lowcarb.pipeline.context import RunContext, fit_notes
 from lowcarb.pipeline.registry import (
     TrainOverrides,
@@ -87,8 +88,16 @@ def output_layers(model: nn.Module) -> tuple[str, ...]:
 def check_lowrank(ctx: RunContext, cfg: LowRankStageConfig) -> None:
     """Before any stage runs, on a causal LM: the targets name Linear layers of this model (a
     ConfigError lists them otherwise), so a typo does not fail after a long fine-tune."""
-    if ctx.recipe.task == CAUSAL_LM:
+    if ctx.recipe.task != CAUSAL_LM:
+        return
+    try:
         lowrank.select_layers(ctx.model, cfg.technique(ctx.model, CAUSAL_LM))
+    except ConfigError as exc:
+        hint = "" if cfg.targets else (
+            f"; the default targets are a Llama-style MLP ({' '.join(CAUSAL_LM_TARGETS)}): set the "
+            "stage's targets: to this model's MLP Linear layers"
+        )  # fmt: skip
+        raise ConfigError(f"lowrank: {exc}{hint}") from None
 
 
 @register_stage("lowrank", LowRankStageConfig, check=check_lowrank, tasks=TASK_NAMES)
