@@ -46,13 +46,13 @@ def tiny_tokenizer(chat_template: bool = True, pad: bool = True):
     return tok
 
 
-def save_tiny_llama(folder: Path, seed: int = 0, tie: bool = True) -> Path:
+def save_tiny_llama(folder: Path, seed: int = 0, tie: bool = True, layers: int = 2) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = tiny_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
         tie_word_embeddings=tie, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id, architectures=["LlamaForCausalLM"],

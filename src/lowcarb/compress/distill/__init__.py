@@ -37,6 +37,7 @@ from lowcarb.compress.distill.students import (
     StudentSummary,
     build_student,
     select_layers,
+    spread_layers,
 )
 from lowcarb.compress.distill.task_agnostic import distil_task_agnostic
 from lowcarb.compress.distill.teacher import TeacherLogits
@@ -71,6 +72,7 @@ __all__ = [
     "minilm_loss",
     "minilmv2_loss",
     "select_layers",
+    "spread_layers",
     "trace",
     "uniform_layer_map",
     "unfreezing_groups",

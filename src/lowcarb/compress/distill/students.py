@@ -67,6 +67,21 @@ def _resolve_layers(
     return chosen
 
 
+def spread_layers(count: int, total: int) -> tuple[int, ...]:
+    """`count` of `total` blocks (0-based), evenly spaced with the first and the last kept:
+    15 of 30 -> (0, 2, 4, 6, 8, 10, 12, 14, 17, 19, 21, 23, 25, 27, 29). A decoder LLM's bottom
+    block turns token embeddings into what every later block reads and its top block feeds the
+    vocabulary head, so a shallower student keeps both (uniform_layer_map, TinyBERT's map for
+    encoders, drops the bottom block)."""
+    if not 1 <= count <= total:
+        raise ValueError(
+            f"cannot keep {count} of {total} blocks: a student has between 1 and {total} blocks"
+        )
+    if count == 1:
+        return (total - 1,)
+    return tuple(round(i * (total - 1) / (count - 1)) for i in range(count))
+
+
 def _set_layer_count(model: nn.Module, owner: nn.Module, count: int) -> None:
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "num_hidden_layers"):

@@ -6,6 +6,12 @@ selection (`num_layers` / `layers`) or as a smaller configuration (`hidden_size`
 `intermediate_size`, with `init: truncated | fresh`), then trained with `method`:
 hard (labels only), kd (Hinton), minilm (relations + KD), tinybert (intermediate matching + KD),
 xtremedistil (three stages with gradual unfreezing, optionally on extra `unlabelled` text).
+
+On task: causal-lm the student is the model so far with fewer decoder blocks (`layers: 15`, a
+fraction such as `layers: 0.5`, or a list of teacher blocks; a count keeps the first and the last
+block, evenly spaced between), trained with per-token logit KD on the training rows' response
+tokens (`method: kd`, temperature and alpha) or next-token cross-entropy alone (`method: hard`,
+the no-teacher baseline): lowcarb.compress.distill.causal_lm. Encoder options are refused.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from lowcarb.data import TextSplit, make_loader
 from lowcarb.models.surgery import WithoutLabels
 from lowcarb.pipeline.context import RunContext
 from lowcarb.pipeline.registry import TrainOverrides, register_stage, technique_values
+from lowcarb.pipeline.stages.distill_lm import check_distill, distill_causal_lm_stage, student_size
+from lowcarb.pipeline.tasks import CAUSAL_LM, TASK_NAMES
 
 
 class DistillStageConfig(TrainOverrides):
@@ -42,8 +50,10 @@ class DistillStageConfig(TrainOverrides):
     # Build the student from the teacher (default) or from the model so far (with a checkpoint
     # teacher, e.g. a pretrained model taught by a fine-tuned one).
     student_from: Literal["teacher", "model"] = "teacher"
-    # Layer selection: teacher blocks to keep, or how many (evenly spaced, ending at the top).
-    layers: list[int] | None = None
+    # Layer selection: teacher blocks to keep (a list), or how many (a count, or a fraction of
+    # the teacher's blocks in (0, 1)); a count is evenly spaced, ending at the top block (a causal
+    # LM also keeps the bottom one).
+    layers: list[int] | int | float | None = None
     num_layers: int | None = Field(default=None, gt=0)
     # A smaller configuration (Hugging Face models and the reference transformer).
     hidden_size: int | None = Field(default=None, gt=0)
@@ -62,8 +72,15 @@ class DistillStageConfig(TrainOverrides):
 
     @model_validator(mode="after")
     def _one_student_shape(self) -> DistillStageConfig:
-        if self.layers is not None and self.num_layers is not None and len(self.layers) != self.num_layers:
+        if isinstance(self.layers, float) and not 0 < self.layers < 1:
+            raise ValueError(f"layers: {self.layers} is not a fraction in (0, 1); give a count, a "
+                             "fraction such as 0.5, or a list of teacher blocks")  # fmt: skip
+        if isinstance(self.layers, int) and self.layers < 1:
+            raise ValueError(f"layers: {self.layers}; a student keeps at least one block")
+        if isinstance(self.layers, list) and self.num_layers is not None and len(self.layers) != self.num_layers:
             raise ValueError(f"layers {self.layers} and num_layers={self.num_layers} disagree")
+        if not isinstance(self.layers, list | None) and self.num_layers is not None:
+            raise ValueError("give the student's size once: layers (a count or fraction) or num_layers")
         if self.unlabelled is not None and self.method != "xtremedistil":
             raise ValueError("unlabelled text is used by method: xtremedistil only")
         return self
@@ -128,20 +145,24 @@ def _read_unlabelled(path_text: str, ctx: RunContext) -> tuple[str, ...]:
     return texts
 
 
-@register_stage("distill", DistillStageConfig)
+@register_stage("distill", DistillStageConfig, check=check_distill, tasks=TASK_NAMES)
 def distill_stage(ctx: RunContext, cfg: DistillStageConfig) -> RunContext:
     """Distil the model (or a checkpoint teacher) into a smaller student, which replaces it."""
+    if ctx.recipe.task == CAUSAL_LM:
+        return distill_causal_lm_stage(ctx, cfg, _method(cfg))
     teacher = load_teacher(ctx, cfg.teacher) if cfg.teacher else ctx.model
     base = teacher if cfg.student_from == "teacher" else ctx.model
     sized = any(v is not None for v in (cfg.hidden_size, cfg.num_heads, cfg.intermediate_size))
-    layers = tuple(cfg.layers) if cfg.layers is not None else None
+    layers, num_layers = student_size(cfg, base)
     if sized:
         # The stage's student fields are StudentConfig's, with the recipe's seed.
-        values = technique_values(cfg, StudentConfig) | {"layers": layers, "seed": ctx.recipe.train.seed}
+        values = technique_values(cfg, StudentConfig) | {
+            "layers": layers, "num_layers": num_layers, "seed": ctx.recipe.train.seed,
+        }  # fmt: skip
         student, built = build_student(base, StudentConfig(**values))
-    elif layers is not None or cfg.num_layers is not None or cfg.student_from == "teacher":
+    elif layers is not None or num_layers is not None or cfg.student_from == "teacher":
         # Default student: half the teacher's blocks.
-        count = cfg.num_layers or (None if layers else max(1, len(encoder_layers(base)) // 2))
+        count = num_layers or (None if layers else max(1, len(encoder_layers(base)) // 2))
         student, built = select_layers(base, layers, num_layers=count)
     else:
         student, built = ctx.model, None

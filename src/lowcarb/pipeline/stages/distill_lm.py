@@ -1,0 +1,121 @@
+"""The `distill` stage on task: causal-lm (and the student size both tasks read).
+
+The teacher is the run's model so far (LoRA adapters merged into it first); the student is a copy
+with fewer decoder blocks (lowcarb.compress.distill.select_layers), trained by
+lowcarb.compress.distill.distill_causal_lm: logit KD per response token, or next-token
+cross-entropy alone (`method: hard`). What only an encoder student can do (MiniLM relations,
+TinyBERT intermediate matching, XtremeDistil, a narrower width, a checkpoint teacher) is refused
+before the run does any work.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from lowcarb.adapt import lora
+from lowcarb.compress.distill import encoder_layers, select_layers, spread_layers
+from lowcarb.compress.distill.causal_lm import distill_causal_lm
+from lowcarb.errors import ConfigError
+from lowcarb.models.transforms import has_transforms, transform_log
+from lowcarb.pipeline.context import RunContext
+from lowcarb.pipeline.tasks import CAUSAL_LM
+
+if TYPE_CHECKING:
+    from lowcarb.pipeline.stages.distill import DistillStageConfig
+
+# Settings of the stage that only an encoder (classifier) student reads.
+ENCODER_ONLY = ("teacher", "student_from", "hidden_size", "num_heads", "intermediate_size", "init",
+                "relation_heads", "teacher_layer", "minilm_version", "unlabelled")  # fmt: skip
+CAUSAL_LM_METHODS = ("kd", "hard")
+
+
+def student_size(cfg: DistillStageConfig, teacher: nn.Module) -> tuple[tuple[int, ...] | None, int | None]:
+    """The stage's `layers` / `num_layers` as (teacher blocks named, block count): a fraction is
+    of the teacher's blocks (rounded, at least one)."""
+    if isinstance(cfg.layers, list):
+        return tuple(cfg.layers), cfg.num_layers
+    if isinstance(cfg.layers, float):
+        return None, max(1, round(cfg.layers * len(encoder_layers(teacher))))
+    if isinstance(cfg.layers, int):
+        return None, cfg.layers
+    return None, cfg.num_layers
+
+
+def decoder_blocks(cfg: DistillStageConfig, teacher: nn.Module) -> tuple[int, ...]:
+    """The teacher's decoder blocks the student keeps: the list given, or a count evenly spaced
+    with the first and last kept (default: half of them)."""
+    total = len(encoder_layers(teacher))
+    named, count = student_size(cfg, teacher)
+    if named is not None:
+        bad = [i for i in named if not 0 <= i < total]
+        if bad or len(set(named)) != len(named):
+            raise ConfigError(
+                f"distill: layers {list(named)} must name distinct teacher blocks 0..{total - 1}"
+            )
+        return named
+    count = count or max(1, total // 2)
+    if count > total:
+        raise ConfigError(f"distill: layers: {count} but the teacher has {total} decoder blocks")
+    return spread_layers(count, total)
+
+
+def check_distill(ctx: RunContext, cfg: DistillStageConfig) -> None:
+    """Before any stage runs: a causal LM distils with kd or hard into fewer decoder blocks."""
+    if ctx.recipe.task != CAUSAL_LM:
+        return
+    foreign = [name for name in ENCODER_ONLY if name in cfg.model_fields_set]
+    if cfg.method not in CAUSAL_LM_METHODS:
+        foreign.insert(0, f"method: {cfg.method}")
+    if foreign:
+        raise ConfigError(
+            f"distill: {', '.join(foreign)} does not apply to task causal-lm (encoder distillation); "
+            "a causal LM distils the model so far with method kd (temperature, alpha) or hard into "
+            "fewer decoder blocks (layers: a count, a fraction or a list)"
+        )
+    decoder_blocks(cfg, ctx.model)  # a bad block list fails now, not after earlier stages
+
+
+def teacher_of(ctx: RunContext) -> tuple[nn.Module, bool]:
+    """The run's model as the teacher, with any unmerged LoRA adapters merged into its weights
+    (the student copies the weights the model computes with); True when it merged."""
+    model = ctx.model
+    if has_transforms(model) and not lora.lora_layers(model):
+        kinds = sorted({type(r.config).__name__ for r in transform_log(model)})
+        raise ConfigError(
+            f"distill: the model so far carries {', '.join(kinds)}; put distill before the stages "
+            "that quantize or factorize the model (distil, then compress the student)"
+        )
+    if not lora.lora_layers(model):
+        return model, False
+    ctx.model = lora.merge_and_unload(model)
+    return ctx.model, True
+
+
+def distill_causal_lm_stage(
+    ctx: RunContext,
+    cfg: DistillStageConfig,
+    method: Any,
+) -> RunContext:
+    """Replace the causal LM with a student of fewer decoder blocks trained on its logits."""
+    teacher, merged = teacher_of(ctx)
+    student, built = select_layers(teacher, decoder_blocks(cfg, teacher))
+    for p in student.parameters():
+        p.requires_grad_(True)  # LoRA left the base weights frozen; the student trains them all
+    train = ctx.train_config(cfg)
+    loader = ctx.loader("train", train.batch_size, shuffle=True, seed=train.seed)
+    summary = distill_causal_lm(student, teacher, loader, method, train)
+    ctx.model = student
+    notes = summary.to_dict()
+    notes["stages"] = [{k: v for k, v in s.items() if k != "history"} for s in notes["stages"]]
+    ctx.note(
+        **notes,
+        teacher_layers=list(built.teacher_layers),
+        teacher_blocks=len(encoder_layers(teacher)),
+        student_blocks=len(built.teacher_layers),
+        student_init=built.init,
+        teacher="the model so far" + (" (LoRA adapters merged)" if merged else ""),
+        train_examples=len(ctx.data.train),
+    )
+    return ctx
