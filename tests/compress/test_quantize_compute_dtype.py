@@ -48,6 +48,22 @@ def test_packed_int8_linear_is_the_dequantized_matmul_in_bf16():
     assert int(packed.weight_int8.abs().amax(dim=1).min()) == 127
 
 
+@pytest.mark.parametrize("in_features", [10, 209])  # 209: SmolLM2's MLP rank at param_ratio 0.5
+def test_packed_int8_linear_pads_an_input_width_the_kernel_cannot_take(in_features):
+    # _weight_int8pack_mm crashes the process on an input width that is not a multiple of 8
+    torch.manual_seed(0)
+    layer = nn.Linear(in_features, 24, bias=False)
+    packed = PackedInt8Linear.from_linear(layer, per_channel=True, compute=torch.bfloat16)
+    assert packed.weight_int8.shape == (24, -(-in_features // 8) * 8)
+    assert not packed.weight_int8[:, in_features:].any()
+    x = torch.randn(2, 3, in_features)
+    dequant = packed.weight_int8[:, :in_features].float() * packed.scales.float()[:, None]
+    got = packed(x)
+    assert got.shape == (2, 3, 24)
+    assert torch.allclose(got, x.bfloat16().float() @ dequant.t(), atol=0.05, rtol=0.02)
+    assert torch.allclose(got, layer(x), atol=0.1, rtol=0.05)
+
+
 @pytest.mark.parametrize(
     ("config", "kind"),
     [(quantize.WeightOnlyInt8(compute_dtype="bfloat16"), PackedInt8Linear),

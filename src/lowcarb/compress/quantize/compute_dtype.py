@@ -26,6 +26,8 @@ from lowcarb.compress.quantize.configs import COMPUTE_DTYPES
 
 __all__ = ["PackedInt8Linear", "cast_around", "packed_int8", "torch_dtype"]
 
+PACK_BLOCK = 8  # the input width _weight_int8pack_mm needs a multiple of
+
 
 def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype of a config's ``compute_dtype`` (validated by the config)."""
@@ -36,8 +38,12 @@ def torch_dtype(name: str) -> torch.dtype:
 class PackedInt8Linear(nn.Module):
     """A Linear with int8 weights (symmetric, one scale per output row) computed in ``compute``.
 
-    Buffers ``weight_int8`` (out, in) int8 and ``scales`` (out,) in the compute dtype; ``bias`` in
-    the output dtype. The output has the input's dtype.
+    Buffers ``weight_int8`` (out, in rounded up to a multiple of 8) int8 and ``scales`` (out,) in
+    the compute dtype; ``bias`` in the output dtype. The output has the input's dtype.
+    ``aten._weight_int8pack_mm`` reads the input dimension in blocks of 8 and crashes the process
+    (SIGSEGV, torch 2.13 CPU) on any other width, such as a low-rank factor's rank (209 for
+    SmolLM2's MLP at half the parameters): the weight gets zero columns up to the next multiple
+    of 8 and the input zeros to match, which leave the product unchanged.
     """
 
     weight_int8: Tensor
@@ -48,7 +54,8 @@ class PackedInt8Linear(nn.Module):
                  out_dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
         super().__init__()
         self.in_features, self.out_features, self.compute = in_features, out_features, compute
-        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.padded_in = -(-in_features // PACK_BLOCK) * PACK_BLOCK
+        self.register_buffer("weight_int8", torch.zeros(out_features, self.padded_in, dtype=torch.int8))
         self.register_buffer("scales", torch.ones(out_features, dtype=compute))
         self.register_buffer("bias", torch.zeros(out_features, dtype=out_dtype) if bias else None)
 
@@ -59,7 +66,9 @@ class PackedInt8Linear(nn.Module):
         scales = amax.clamp(min=1e-12) / 127.0
         out = cls(layer.in_features, layer.out_features, layer.bias is not None, compute, layer.weight.dtype)
         out.to(layer.weight.device)
-        out.weight_int8.copy_(torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8))
+        out.weight_int8[:, : layer.in_features].copy_(
+            torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        )
         out.scales.copy_(scales.to(compute))
         if layer.bias is not None and out.bias is not None:
             out.bias.copy_(layer.bias.detach())
@@ -67,6 +76,8 @@ class PackedInt8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         flat = x.reshape(-1, self.in_features).to(self.compute)
+        if self.padded_in != self.in_features:
+            flat = nn.functional.pad(flat, (0, self.padded_in - self.in_features))
         y = torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, self.scales)
         y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y + self.bias.to(x.dtype) if self.bias is not None else y
