@@ -10,6 +10,7 @@ before the run does any work.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -103,7 +104,8 @@ def distill_causal_lm_stage(
     student, built = select_layers(teacher, decoder_blocks(cfg, teacher))
     for p in student.parameters():
         p.requires_grad_(True)  # LoRA left the base weights frozen; the student trains them all
-    train = ctx.train_config(cfg)
+    # The student's lm_head is the teacher's, trained: no fresh-head lr (train.head_lr) for it.
+    train = dataclasses.replace(ctx.train_config(cfg), head_lr=None)
     loader = ctx.loader("train", train.batch_size, shuffle=True, seed=train.seed)
     summary = distill_causal_lm(student, teacher, loader, method, train)
     ctx.model = student
