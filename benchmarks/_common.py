@@ -186,6 +186,21 @@ def add_load_arguments(parser: Any) -> None:
     )  # fmt: skip
 
 
+def check_quiet_machine_for(args: argparse.Namespace) -> dict[str, Any]:
+    """check_quiet_machine() for a script's parsed arguments: a smoke run or --allow-load may start
+    on a busy machine (write_results() then puts its JSON in SMOKE_DIR, never RESULTS_DIR)."""
+    return check_quiet_machine(allow_load=bool(smoke_options(args)))
+
+
+def parse_and_check(
+    parser: argparse.ArgumentParser, argv: list[str] | None = None
+) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """Add --allow-load, parse the command line, check the machine is quiet: (args, load record)."""
+    add_load_arguments(parser)
+    args = parser.parse_args(argv)
+    return args, check_quiet_machine_for(args)
+
+
 def parse_seeds(text: str) -> list[int]:
     """"0,1,2" -> [0, 1, 2] (the training seeds of both arms of every accuracy claim)."""
     try:

@@ -41,10 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import (  # noqa: E402
-    add_load_arguments,
-    check_quiet_machine,
     claim,
     drop_over_seeds,
+    parse_and_check,
     parse_seeds,
     reported,
     write_results,
@@ -135,10 +134,8 @@ def main() -> None:
                         help="do not evaluate the students before fine-tuning (saves time)")
     parser.add_argument("--dev-limit", type=int, default=None, help="first N dev sentences (smoke runs)")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds of the fine-tuned students")
-    add_load_arguments(parser)
-    args = parser.parse_args()
+    args, load = parse_and_check(parser)
     seeds = parse_seeds(args.seeds)
-    load = check_quiet_machine(args.allow_load or args.dev_limit is not None)
     torch.set_num_threads(1)
 
     teacher, tokenizer = load_baseline(seeds[0])

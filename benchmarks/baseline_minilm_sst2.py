@@ -44,9 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from _common import (  # noqa: E402
-    add_load_arguments,
-    check_quiet_machine,
     claim,
+    parse_and_check,
     parse_seeds,
     spread,
     write_results,
@@ -175,10 +174,8 @@ def main() -> int:
     parser.add_argument("--reuse-checkpoint", action="store_true", help="skip training; use the cache")
     parser.add_argument("--skip-default-run", action="store_true", help="do not time `lowcarb run`")
     parser.add_argument("--quiet", action="store_true")
-    add_load_arguments(parser)
-    args = parser.parse_args()
+    args, load = parse_and_check(parser)
     seeds = parse_seeds(args.seeds)
-    load = check_quiet_machine(args.allow_load)
     torch.set_num_threads(args.threads)
 
     figures: dict[str, Any] = {"seeds": seeds, "per_seed": {}}

@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import (  # noqa: E402
     add_load_arguments,
-    check_quiet_machine,
+    check_quiet_machine_for,
     claim,
     drop_over_seeds,
     median,
@@ -330,7 +330,7 @@ def main() -> None:
     from lowcarb.train import benchmark_latency
 
     seeds = [0] if args.quick else parse_seeds(args.seeds)
-    load = check_quiet_machine(args.allow_load or args.quick)
+    load = check_quiet_machine_for(args)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     figures: dict[str, Any] = {

@@ -48,11 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from _common import (  # noqa: E402
-    add_load_arguments,
-    check_quiet_machine,
     claim,
     drop_over_seeds,
     median,
+    parse_and_check,
     parse_seeds,
     reported,
     spread,
@@ -182,10 +181,8 @@ def main() -> None:
                         help="ways to train the L3 student on the first seed (kd runs on every seed)")
     parser.add_argument("--dev-limit", type=int, default=None,
                         help="evaluate on the first N dev sentences only (smoke runs)")
-    add_load_arguments(parser)
-    args = parser.parse_args()
+    args, load = parse_and_check(parser)
     seeds = parse_seeds(args.seeds)
-    load = check_quiet_machine(args.allow_load or args.dev_limit is not None)
     torch.set_num_threads(args.threads)
     chosen = [m for m in args.methods.split(",") if m]
     if "kd" not in chosen:

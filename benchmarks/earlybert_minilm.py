@@ -48,11 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from _common import (  # noqa: E402
-    add_load_arguments,
-    check_quiet_machine,
     claim,
     drop_over_seeds,
     median,
+    parse_and_check,
     parse_seeds,
     reported,
     spread,
@@ -125,10 +124,8 @@ def main() -> int:
                         default=FREEZE_WORD_EMBEDDINGS)
     parser.add_argument("--energy-steps", type=int, default=10, help="steps per energy window")
     parser.add_argument("--rounds", type=int, default=3, help="alternated energy/latency rounds")
-    add_load_arguments(parser)
-    args = parser.parse_args()
+    args, load = parse_and_check(parser)
     seeds = parse_seeds(args.seeds)
-    load = check_quiet_machine(args.allow_load)
     base = baseline_metrics(seeds[0])
     if args.threads is None:
         args.threads = int(base.get("torch_threads") or 1)

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import (  # noqa: E402
     add_load_arguments,
-    check_quiet_machine,
+    check_quiet_machine_for,
     claim,
     median,
     reported,
@@ -378,7 +378,7 @@ def main() -> int:
     if "LOWCARB_BENCH_LOAD" in os.environ:
         load = json.loads(os.environ["LOWCARB_BENCH_LOAD"])
     else:
-        load = check_quiet_machine(args.allow_load or args.quick)
+        load = check_quiet_machine_for(args)
         os.environ["LOWCARB_BENCH_LOAD"] = json.dumps(load)
 
     url = os.environ.get("LOWCARB_TEST_POSTGRES_URL")

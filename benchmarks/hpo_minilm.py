@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import add_load_arguments, check_quiet_machine, claim, reported, write_results  # noqa: E402
+from _common import claim, parse_and_check, reported, write_results  # noqa: E402
 from _sst2 import SST2_DIR, dev_loader, sst2_bundle, train_loader  # noqa: E402
 
 from lowcarb.data import DataConfig, TextSplit, load_data, make_loader  # noqa: E402
@@ -120,11 +120,9 @@ def main() -> int:
     ap.add_argument("--dev-n", type=int, default=4000, help="held-out train phrases the search reads")
     ap.add_argument("--min-words", type=int, default=6)
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny budgets, JSON in results/smoke/")
-    add_load_arguments(ap)
-    args = ap.parse_args()
+    args, load = parse_and_check(ap)
     if args.quick:
         args.trials, args.max_steps, args.dev_n, args.n = 5, 4, 128, 512
-    load = check_quiet_machine(args.allow_load or args.quick)
     torch.set_num_threads(1)
     import optuna
 

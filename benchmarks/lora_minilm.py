@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import (  # noqa: E402
     add_load_arguments,
-    check_quiet_machine,
+    check_quiet_machine_for,
     claim,
     drop_over_seeds,
     median,
@@ -353,7 +353,7 @@ def main() -> int:
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
     seeds = parse_seeds(args.seeds)
-    load = check_quiet_machine(args.allow_load)
+    load = check_quiet_machine_for(args)
 
     try:
         import peft  # noqa: F401

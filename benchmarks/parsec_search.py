@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import (  # noqa: E402
     add_load_arguments,
-    check_quiet_machine,
+    check_quiet_machine_for,
     claim,
     reported,
     write_results,
@@ -307,7 +307,7 @@ def main() -> None:
     if args.memory_probe:
         print(json.dumps(memory_probe(args.memory_probe, args.arch_seed)))
         return
-    load = check_quiet_machine(args.allow_load or args.quick)
+    load = check_quiet_machine_for(args)
 
     torch.set_num_threads(THREADS)
     quick = args.quick

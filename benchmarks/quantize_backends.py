@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import (  # noqa: E402
     add_load_arguments,
-    check_quiet_machine,
+    check_quiet_machine_for,
     claim,
     median,
     reported,
@@ -246,7 +246,7 @@ def claims_of(lat: dict[str, dict[str, float]], info: dict[str, Any]) -> list[di
 
 def main() -> None:
     args = parse_args()
-    load = check_quiet_machine(args.allow_load or args.quick)
+    load = check_quiet_machine_for(args)
     torch.set_num_threads(1)
     base, tokenizer = minilm()
     b1, b32 = text_batches(tokenizer, args)

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     add_load_arguments,
-    check_quiet_machine,
+    check_quiet_machine_for,
     claim,
     parse_seeds,
     reported,
@@ -144,7 +144,7 @@ def main() -> int:
     unknown = [r for r in recipes if r not in TARGETS]
     if unknown:
         raise SystemExit(f"unknown recipe(s) {unknown}; choose from {sorted(TARGETS)}")
-    load = check_quiet_machine(args.allow_load or args.smoke)
+    load = check_quiet_machine_for(args)
 
     with tempfile.TemporaryDirectory(prefix="lowcarb-text-defaults-") as tmp_text:
         tmp = Path(args.keep_runs) if args.keep_runs else Path(tmp_text)

@@ -91,3 +91,29 @@ def test_a_reported_figure_has_no_met():
     assert common.met_for(r["value"], r["target"]) is None and r["met"] is None
     with pytest.raises(ValueError, match="unknown comparison"):
         common.claim("x", 1, "=>", 2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "starts"),
+    [([], False), (["--allow-load"], True), (["--quick"], True), (["--dev-limit", "8"], True)],
+)
+def test_parse_and_check_lets_only_smoke_or_allow_load_runs_start_on_a_busy_machine(monkeypatch, argv, starts):
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--dev-limit", type=int, default=None)
+    if not starts:
+        with pytest.raises(SystemExit, match="load average 9.0"):
+            common.parse_and_check(parser, argv)
+        return
+    args, load = common.parse_and_check(parser, argv)
+    assert load["busy"] and load["allow_load"] and load["allowed_busy"]
+    assert common.smoke_options(args)  # and write_results() sends its JSON to SMOKE_DIR
+
+
+def test_parse_and_check_on_a_quiet_machine_records_the_load(monkeypatch):
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (0.2, 0.3, 0.4))
+    args, load = common.parse_and_check(argparse.ArgumentParser(), [])
+    assert args.allow_load is False
+    assert load["before"] == {"1min": 0.2, "5min": 0.3, "15min": 0.4} and not load["busy"]
+    assert load["allow_load"] is False and common.check_quiet_machine_for(args) == load
