@@ -161,7 +161,7 @@ def check_quiet_machine(allow_load: bool = False, max_load: float = MAX_LOAD) ->
         raise SystemExit(
             f"load average {load['1min']} > {max_load}: other work is running, so timings and "
             "energies would be shared with it. Wait until the machine is quiet, or pass "
-            "--allow-load to run anyway (the results will say so)."
+            "--allow-load to run anyway (a trial run: its JSON goes to results/smoke/)."
         )
     if busy:
         print(
