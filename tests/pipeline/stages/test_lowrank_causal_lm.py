@@ -4,6 +4,7 @@ the error for targets that name nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -39,12 +40,12 @@ def _data(tmp_path):
     return tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
 
 
-def _run(folder, tmp_path, stages):
-    train, dev = _data(tmp_path)
+def _run(folder, tmp_path, stages, **train):
+    train_file, dev = _data(tmp_path)
     recipe = recipe_from_dict({
         "name": "tiny-lm-lowrank", "task": "causal-lm", "model": {"name": str(folder)},
-        "data": {"train": str(train), "dev": str(dev), "test_fraction": 0.0, "max_length": 64},
-        "train": {"max_steps": 2, "batch_size": 4, "lr": 1e-3}, "evaluation": FAST_EVAL, "stages": stages,
+        "data": {"train": str(train_file), "dev": str(dev), "test_fraction": 0.0, "max_length": 64},
+        "train": {"max_steps": 2, "batch_size": 4, "lr": 1e-3, **train}, "evaluation": FAST_EVAL, "stages": stages,
     })  # fmt: skip
     return run_recipe(recipe, out_dir=tmp_path / "out", quiet=True, store=RunStore(tmp_path / "runs.db"))
 
@@ -183,3 +184,22 @@ def test_a_causal_lm_without_llama_mlp_names_is_told_to_set_targets(tiny_gpt2_fo
     assert result.status == "failed"
     assert "target pattern '*.gate_proj' matches no Linear/Conv2d module; candidates are: lm_head" in result.error
     assert "set the stage's targets: to this model's MLP Linear layers" in result.error and "\n" not in result.error
+
+
+def test_recovery_honours_gradient_checkpointing(tiny_llama_folder, tmp_path, monkeypatch):
+    from lowcarb.pipeline.stages import lowrank as stage
+
+    seen = []
+    real = stage.gradient_checkpointing
+
+    @contextlib.contextmanager
+    def recording(model, enabled):
+        with real(model, enabled):
+            seen.append((enabled, bool(model.is_activation_checkpointing)))
+            yield
+
+    monkeypatch.setattr(stage, "gradient_checkpointing", recording)
+    result = _run(tiny_llama_folder, tmp_path, [{"lowrank": {"param_ratio": 0.5}}], gradient_checkpointing=True)
+    assert result.status == "completed", result.error
+    assert seen == [(True, True)]  # switched on around the KD recovery (and off again after it)
+    assert next(r for r in result.run["stages"] if r["label"] == "lowrank")["summary"]["recover_steps"] == 2

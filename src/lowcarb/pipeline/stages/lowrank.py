@@ -40,6 +40,7 @@ from lowcarb.pipeline.registry import (
 from lowcarb.pipeline.tasks import CAUSAL_LM, TASK_NAMES
 from lowcarb.train.causal_lm import causal_lm_loss
 from lowcarb.train.loop import default_param_groups, fit
+from lowcarb.train.memory import gradient_checkpointing
 
 # The MLP projections of a Llama-style decoder block (Llama, Mistral, Qwen2, SmolLM2 name them so).
 CAUSAL_LM_TARGETS = ("*.gate_proj", "*.up_proj", "*.down_proj")
@@ -119,21 +120,23 @@ def lowrank_stage(ctx: RunContext, cfg: LowRankStageConfig) -> RunContext:
         else:
             groups, extra = default_param_groups(ctx.model, train.weight_decay), None
         train_loader = ctx.loader("train", train.batch_size, shuffle=True, seed=train.seed)
-        if teacher is not None:
-            # A causal LM has no dev accuracy to select on: distill dispatches it to per-token KD.
-            dev_loader = None if causal else ctx.loader("dev", train.batch_size)
-            kd = distill(ctx.model, teacher, train_loader, dev_loader, LogitKD(temperature=2.0, alpha=0.5),
-                         train, extra_loss=extra, param_groups=groups)  # fmt: skip
-            fit_summary = {k: v for k, v in kd.stages[-1].items() if k != "history"}
-            fit_summary["teacher_forward_examples"] = kd.teacher_forward_examples
-            notes.update({f"recover_{k}": v for k, v in fit_summary.items()})
-        elif causal:
-            result = fit(ctx.model, train_loader, None, train, loss_fn=causal_lm_loss,
-                         extra_loss=extra, param_groups=groups)  # fmt: skip
-            notes.update(fit_notes(result, prefix="recover_"))
-        else:
-            result = ctx.fit(train=train, train_loader=train_loader, extra_loss=extra, param_groups=groups)
-            notes.update(fit_notes(result, prefix="recover_"))
+        # train.gradient_checkpointing as in the train stage (a causal LM's activations dominate)
+        with gradient_checkpointing(ctx.model, train.gradient_checkpointing):
+            if teacher is not None:
+                # A causal LM has no dev accuracy to select on: distill dispatches it to per-token KD.
+                dev_loader = None if causal else ctx.loader("dev", train.batch_size)
+                kd = distill(ctx.model, teacher, train_loader, dev_loader, LogitKD(temperature=2.0, alpha=0.5),
+                             train, extra_loss=extra, param_groups=groups)  # fmt: skip
+                fit_summary = {k: v for k, v in kd.stages[-1].items() if k != "history"}
+                fit_summary["teacher_forward_examples"] = kd.teacher_forward_examples
+                notes.update({f"recover_{k}": v for k, v in fit_summary.items()})
+            elif causal:
+                result = fit(ctx.model, train_loader, None, train, loss_fn=causal_lm_loss,
+                             extra_loss=extra, param_groups=groups)  # fmt: skip
+                notes.update(fit_notes(result, prefix="recover_"))
+            else:
+                result = ctx.fit(train=train, train_loader=train_loader, extra_loss=extra, param_groups=groups)
+                notes.update(fit_notes(result, prefix="recover_"))
         notes["recover_loss"] = cfg.recover_loss
     notes["decay"] = cfg.decay if cfg.recover else None
     ctx.note(**notes)
