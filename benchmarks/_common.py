@@ -189,7 +189,10 @@ def add_load_arguments(parser: Any) -> None:
 def check_quiet_machine_for(args: argparse.Namespace) -> dict[str, Any]:
     """check_quiet_machine() for a script's parsed arguments: a smoke run or --allow-load may start
     on a busy machine (write_results() then puts its JSON in SMOKE_DIR, never RESULTS_DIR)."""
-    return check_quiet_machine(allow_load=bool(smoke_options(args)))
+    record = check_quiet_machine(allow_load=bool(smoke_options(args)))
+    # what the user overrode, not what the smoke run allowed: write_results() names the real reasons
+    record["allow_load"] = bool(getattr(args, "allow_load", False))
+    return record
 
 
 def parse_and_check(

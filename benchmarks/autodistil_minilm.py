@@ -46,6 +46,8 @@ from _common import (  # noqa: E402
     parse_and_check,
     parse_seeds,
     reported,
+    results_dir_for,
+    smoke_options,
     write_results,
 )
 from _sst2 import (  # noqa: E402
@@ -186,9 +188,11 @@ def main() -> None:
     chosen = result.chosen
     student = result.extract()
     student_counted = counted_flops(student, probe)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    plot_candidates(summary, RESULTS / f"{name}_candidates.png")
-    (RESULTS / f"{name}_candidates.md").write_text(candidates_markdown(summary))
+    # beside the JSON: a smoke run's plot and table go to results/smoke/ with it
+    folder = results_dir_for(smoke_options(args))
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_candidates(summary, folder / f"{name}_candidates.png")
+    (folder / f"{name}_candidates.md").write_text(candidates_markdown(summary))
     log(f"chosen {chosen.config.key}: {chosen.flops:.4g} FLOPs (counter {student_counted:.4g}), "
         f"score {chosen.score:.4f}")
 
@@ -256,7 +260,7 @@ def main() -> None:
         "budget_flops": budget,
         "candidates": summary["candidates"],
         "chosen": summary["chosen"],
-        "plot": f"benchmarks/results/{name}_candidates.png",
+        "plot": str((folder / f"{name}_candidates.png").relative_to(RESULTS.parent.parent)),
     }
     figures["students"] = trained
     figures["separate"] = {

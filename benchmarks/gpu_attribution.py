@@ -33,7 +33,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import claim, median, reported, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    add_load_arguments,
+    check_quiet_machine_for,
+    claim,
+    median,
+    reported,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_NVML = ROOT / "tests" / "measure" / "fake_nvml"
@@ -140,7 +147,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each tracked command")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--interval", type=float, default=1.0, help="ledger sampling interval, s")
+    add_load_arguments(ap)
     args = ap.parse_args()
+    load = check_quiet_machine_for(args)
     runs: dict[str, list[dict]] = {"A": [], "B": [], "C": []}
     with tempfile.TemporaryDirectory(prefix="lowcarb-gpu-attr-") as d:
         for r in range(args.repeats):
@@ -163,7 +172,7 @@ def main() -> None:
         claim("gpu.attribution_sole_user_share", shares["B"], ">=", 0.9),
         reported("gpu.attribution_two_users_share", shares["C"]),
     ]
-    path = write_results("gpu_attribution", figures, claims)
+    path = write_results("gpu_attribution", figures, claims, load=load, args=args)
     print(f"wrote {path}")
     for c in claims:
         print(f"  {c['id']}: {c['value']:.4f} target {c['target']} met {c['met']}")

@@ -301,13 +301,22 @@ def main() -> int:
         default=os.environ.get("LOWCARB_TEST_POSTGRES_URL"),
         help="PostgreSQL server for the postgres arm (default: $LOWCARB_TEST_POSTGRES_URL)",
     )
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import (
+        add_load_arguments,
+        check_quiet_machine_for,
+        claim,
+        median,
+        reported,
+        write_results,
+    )
+
+    add_load_arguments(ap)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.iters, args.out_dir)))
         return 0
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _common import claim, median, reported, write_results
+    load = check_quiet_machine_for(args)
 
     cc_reason = codecarbon_available()
     pg_url, pg_reason = postgres_store(args.postgres_url)
@@ -344,7 +353,7 @@ def main() -> int:
         claim("ledger.export_codecarbon_columns_match", header["match"], "==", True),
         reported("ledger.codecarbon_overhead_pct", figures["codecarbon_overhead_pct"]),
     ]
-    path = write_results("ledger_overhead", figures, claims)
+    path = write_results("ledger_overhead", figures, claims, load=load, args=args)
     print(json.dumps({k: v for k, v in figures.items() if k != "runs"}, indent=2))
     print(f"wrote {path}")
     return 0

@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
-from _common import claim, reported, write_results  # noqa: E402
+from _common import add_load_arguments, check_quiet_machine_for, claim, reported, write_results  # noqa: E402
 
 NAME = "llm_lora"
 RESULT_PREFIX = "ARM-RESULT "
@@ -298,6 +298,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-batch-size", type=int, default=16)
     parser.add_argument("--max-dev", type=int, default=None, help="score only the first N dev rows (smoke)")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets: proves the script runs end to end")
+    add_load_arguments(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.n, args.select_n, args.steps, args.max_dev = 48, 8, 2, 8
@@ -354,6 +355,7 @@ def main() -> int:
         result = run_memory_arm(args) if args.arm == "memory" else run_fit_arm(args)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
+    load = check_quiet_machine_for(args)  # refuses a busy machine unless this is a smoke run
     started = time.perf_counter()
     load_before = os.getloadavg()
     import peft  # noqa: F401  (required: the dev extra installs it)
@@ -383,7 +385,7 @@ def main() -> int:
         "wall_s": time.perf_counter() - started,
     }  # fmt: skip
     claims = claims_of(timing, memory, memory_ckpt, acc)
-    path = write_results(NAME, figures, claims, args=args)
+    path = write_results(NAME, figures, claims, load=load, args=args)
     print(json.dumps(claims, indent=2))
     print(f"wrote {path} after {figures['wall_s']:.0f} s")
     return 0

@@ -158,3 +158,37 @@ def test_reference_transformer_layer_selection_and_smaller_student():
     # Q, K and V are truncated separately: the student's K rows are the teacher's K rows.
     assert torch.equal(q_student[16:32], q_teacher[32:48, :16])
     assert small(ids, mask).shape == (3, 3)
+
+
+def test_select_layers_on_a_gpt2_decoder_keeps_transformer_h_blocks():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    teacher = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=4, n_head=2)).eval()
+    student, summary = select_layers(teacher, (0, 3))
+    assert summary.teacher_layers == (0, 3) and len(student.transformer.h) == 2
+    assert student.config.n_layer == 2
+    assert torch.equal(student.transformer.h[1].mlp.c_fc.weight, teacher.transformer.h[3].mlp.c_fc.weight)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert student(input_ids=ids).logits.shape == (1, 4, 50)
+
+
+def test_select_layers_keeps_per_block_attention_types_and_the_student_saves(tmp_path):
+    # Qwen2-style configs list each block's attention type; the kept blocks keep theirs, and
+    # save_pretrained validates num_hidden_layers against that list
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    types = ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
+    config = Qwen2Config(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=4,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
+                         layer_types=types, use_sliding_window=True, sliding_window=8)  # fmt: skip
+    torch.manual_seed(0)
+    teacher = Qwen2ForCausalLM(config).eval()
+    student, _ = select_layers(teacher, (1, 2))
+    assert student.config.num_hidden_layers == 2
+    assert student.config.layer_types == ["sliding_attention", "full_attention"]
+    student.save_pretrained(tmp_path / "s")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "s").eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, student(input_ids=ids).logits, atol=1e-6)

@@ -10,6 +10,7 @@ from lowcarb.compress import quantize
 from lowcarb.compress.quantize.compute_dtype import PackedInt8Linear
 from lowcarb.compress.saved import load_transformed, save_transformed
 from lowcarb.errors import ConfigError
+from lowcarb.models.surgery import count_parameters
 from lowcarb.train.generation import greedy_generate, left_pad
 
 
@@ -50,11 +51,14 @@ def test_packed_int8_linear_is_the_dequantized_matmul_in_bf16():
 
 @pytest.mark.parametrize("in_features", [10, 209])  # 209: SmolLM2's MLP rank at param_ratio 0.5
 def test_packed_int8_linear_pads_an_input_width_the_kernel_cannot_take(in_features):
-    # _weight_int8pack_mm crashes the process on an input width that is not a multiple of 8
+    # _weight_int8pack_mm crashes the process on an input width that is not a multiple of 8 (AVX2)
+    # or 16 (AVX-512): the weight is padded to a multiple of 32 columns, the parameter count is not
     torch.manual_seed(0)
     layer = nn.Linear(in_features, 24, bias=False)
     packed = PackedInt8Linear.from_linear(layer, per_channel=True, compute=torch.bfloat16)
-    assert packed.weight_int8.shape == (24, -(-in_features // 8) * 8)
+    assert packed.weight_int8.shape == (24, -(-in_features // 32) * 32)
+    assert packed.weight_int8.shape[1] % 32 == 0 and packed.weight_int8.shape[1] - in_features < 32
+    assert count_parameters(packed) == 24 * in_features
     assert not packed.weight_int8[:, in_features:].any()
     x = torch.randn(2, 3, in_features)
     dequant = packed.weight_int8[:, :in_features].float() * packed.scales.float()[:, None]
@@ -108,3 +112,18 @@ def test_an_unknown_compute_dtype_is_a_config_error():
         quantize.WeightOnlyInt8(compute_dtype="float16")
     with pytest.raises(ConfigError, match="compute_dtype must be one of"):
         quantize.WeightOnlyInt4(compute_dtype="int8")
+
+
+
+@pytest.mark.parametrize(
+    "config", [quantize.WeightOnlyInt8(compute_dtype="bfloat16"), quantize.WeightOnlyInt4(group_size=32, compute_dtype="bfloat16")]
+)  # fmt: skip
+def test_quantizing_a_tied_lm_head_does_not_count_its_weights_twice(config, tmp_path):
+    # The head is quantized apart from the input embedding (the embedding keeps its float weight):
+    # the model still has the parameters it had, before and after a save and reload.
+    model = _llama()
+    before = count_parameters(model)
+    quantize.quantize_(model, config)
+    assert count_parameters(model) == before
+    save_transformed(model, tmp_path / "q")
+    assert count_parameters(load_transformed(_llama(seed=7), tmp_path / "q")) == before

@@ -76,3 +76,12 @@ def test_replaced_encoder_linears_turn_the_fused_path_off():
     with torch.inference_mode():
         assert encoder(torch.randn(2, 3, 8)).shape == (2, 3, 8)
     assert read_directly(encoder) == {"0.self_attn.out_proj"}
+
+
+def test_count_parameters_counts_a_module_marked_counted_elsewhere_once():
+    # a tied head quantized apart keeps its own copy; it is counted with the embedding it was tied to
+    embedding, head = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False)
+    model = nn.Sequential(embedding, head)
+    assert count_parameters(model) == 40 + 40
+    head.counted_elsewhere = True
+    assert count_parameters(model) == 40

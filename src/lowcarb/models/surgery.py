@@ -164,11 +164,18 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """The one parameter count of lowcarb: distinct parameters (tied weights once), with the int8
     weights that quantized modules keep outside ``parameters()`` (torch.ao packed weights, int8
     buffers) counted as the parameters they replace. torchao's quantized weights are parameters
-    whose ``numel`` is the logical weight's, so they count like the fp32 weight they replace."""
+    whose ``numel`` is the logical weight's, so they count like the fp32 weight they replace.
+
+    A quantized layer marked ``counted_elsewhere`` (a tied lm_head quantized apart from the input
+    embedding, which keeps the float weight) is not counted again: the model has the parameters it
+    had, and what the second copy costs shows in the size in bytes. Zero columns that pad an int8
+    weight past ``in_features`` (PackedInt8Linear) are not parameters."""
+    skipped = {id(p) for m in model.modules() if getattr(m, "counted_elsewhere", False)
+               for p in m.parameters(recurse=False)}  # fmt: skip
     seen: set[int] = set()
     total = 0
     for p in model.parameters():
-        if id(p) in seen or (trainable_only and not p.requires_grad):
+        if id(p) in seen or id(p) in skipped or (trainable_only and not p.requires_grad):
             continue
         seen.add(id(p))
         total += p.numel()
@@ -179,11 +186,20 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
         bias = packed_bias() if callable(packed_bias) else None
         total += weight.numel() + (bias.numel() if bias is not None else 0)
     for module in model.modules():
+        if getattr(module, "counted_elsewhere", False):
+            continue
         for name in _INT8_BUFFERS:
             buffer = module._buffers.get(name)
             if buffer is not None:
-                total += buffer.numel()
+                total += _logical_numel(module, name, buffer)
     return total
+
+
+def _logical_numel(module: nn.Module, name: str, buffer: torch.Tensor) -> int:
+    width = getattr(module, "in_features", None)
+    if name == "weight_int8" and buffer.dim() == 2 and isinstance(width, int):
+        return int(buffer.shape[0]) * width  # padding columns are not parameters
+    return buffer.numel()
 
 
 def batch_spec(batch: Mapping[str, Any] | Any) -> dict[str, Any]:

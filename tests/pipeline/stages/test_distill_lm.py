@@ -168,9 +168,58 @@ def test_a_block_list_the_teacher_lacks_fails_before_any_work(llama4, rows, tmp_
     assert [r["label"] for r in result.run["stages"]] in ([], ["setup"])
 
 
-def test_distilling_a_quantized_model_is_refused(llama4, rows, tmp_path):
-    result = _run(llama4, rows, tmp_path, [{"quantize": {"mode": "weight_only"}}, {"distill": {"layers": 2}}])
-    assert result.status == "failed" and "put distill before the stages that quantize" in result.error
+@pytest.mark.parametrize("before", [{"quantize": {"mode": "weight_only"}}, {"lowrank": {"param_ratio": 0.5}}])
+def test_distilling_a_quantized_or_factorized_model_is_refused_before_any_work(llama4, rows, tmp_path, before):
+    result = _run(llama4, rows, tmp_path, [before, {"distill": {"layers": 2}}])
+    assert result.status == "failed" and f"distill comes after {next(iter(before))}" in result.error
+    assert "put distill before the stages that quantize" in result.error and "\n" not in result.error
+    assert [r["label"] for r in result.run["stages"]] in ([], ["setup"])
+
+
+def test_a_model_carrying_factors_is_refused_as_a_teacher_even_with_lora_on_it(llama4, rows, tmp_path):
+    # the transform log holds lowrank and LoRA: merging the LoRA away would leave the student a
+    # log naming the teacher's blocks, so the stage refuses it (the run-time guard behind the check)
+    from lowcarb.adapt import lora
+    from lowcarb.compress import lowrank
+    from lowcarb.errors import ConfigError
+    from lowcarb.models import ModelConfig
+    from lowcarb.models.causal_lm import build_causal_lm
+
+    model = build_causal_lm(ModelConfig(name=str(llama4)), seed=0).model
+    lowrank.apply(model, lowrank.LowRankConfig(param_ratio=0.5, targets=("*.gate_proj",)))
+    lora.apply(model, lora.LoraConfig(r=2, alpha=4, target_modules=("q_proj",)))
+
+    class Ctx:
+        pass
+
+    ctx = Ctx()
+    ctx.model = model
+    with pytest.raises(ConfigError, match="carries LowRankConfig"):
+        distill_lm.teacher_of(ctx)
+
+
+def test_distillation_honours_gradient_checkpointing(llama4, rows, tmp_path, monkeypatch):
+    import contextlib
+
+    seen = []
+    real = distill_lm.gradient_checkpointing
+
+    @contextlib.contextmanager
+    def recording(model, enabled):
+        with real(model, enabled):
+            seen.append((enabled, bool(model.is_activation_checkpointing)))
+            yield
+
+    monkeypatch.setattr(distill_lm, "gradient_checkpointing", recording)
+    recipe_train = {"max_steps": 2, "batch_size": 4, "lr": 1e-3, "gradient_checkpointing": True}
+    recipe = recipe_from_dict({
+        "name": "tiny-distill-lm", "task": "causal-lm", "model": {"name": str(llama4)},
+        "data": {"train": str(rows), "dev": str(rows), "test_fraction": 0.0, "max_length": 64},
+        "train": recipe_train, "evaluation": FAST_EVAL, "report": "none", "stages": [{"distill": {"layers": 2}}],
+    })  # fmt: skip
+    result = run_recipe(recipe, out_dir=tmp_path / "out", quiet=True, store=RunStore(tmp_path / "runs.db"))
+    assert result.status == "completed", result.error
+    assert seen == [(True, True)]
 
 
 def test_the_llm_compress_recipe_validates_offline():

@@ -178,12 +178,25 @@ def test_targets_that_match_nothing_fail_before_any_stage_with_one_line_naming_t
     assert [r["label"] for r in result.run["stages"]] in ([], ["setup"])  # nothing trained
 
 
-def test_a_causal_lm_without_llama_mlp_names_is_told_to_set_targets(tiny_gpt2_folder, tmp_path):
-    # GPT-2's MLP is transformers' Conv1D, not a Linear: only its lm_head is a candidate, and never chosen
+def test_a_causal_lm_with_no_linear_layer_but_its_head_is_told_lowrank_does_not_apply(tiny_gpt2_folder, tmp_path):
+    # GPT-2's MLP is transformers' Conv1D, not a Linear: only its lm_head is a candidate, and never
+    # chosen, so setting targets cannot help: the error says the stage does not apply
     result = _run(tiny_gpt2_folder, tmp_path, [{"lowrank": {"param_ratio": 0.5}}])
     assert result.status == "failed"
-    assert "target pattern '*.gate_proj' matches no Linear/Conv2d module; candidates are: lm_head" in result.error
-    assert "set the stage's targets: to this model's MLP Linear layers" in result.error and "\n" not in result.error
+    assert "GPT2LMHeadModel has no nn.Linear or Conv2d layer to factorize besides its output head" in result.error
+    assert "remove the stage" in result.error and "\n" not in result.error
+    assert [r["label"] for r in result.run["stages"]] in ([], ["setup"])
+
+
+@pytest.mark.parametrize(
+    ("before", "named"),
+    [({"quantize": {"mode": "weight_only"}}, "after quantize"), ({"lora": {"r": 2, "merge": False}}, "lora with merge: false")],
+)  # fmt: skip
+def test_lowrank_after_quantize_or_unmerged_lora_fails_before_any_work(tiny_llama_folder, tmp_path, before, named):
+    result = _run(tiny_llama_folder, tmp_path, [before, {"lowrank": {"param_ratio": 0.5}}])
+    assert result.status == "failed" and named in result.error
+    assert "factorize before quantizing" in result.error and "\n" not in result.error
+    assert [r["label"] for r in result.run["stages"]] in ([], ["setup"])
 
 
 def test_recovery_honours_gradient_checkpointing(tiny_llama_folder, tmp_path, monkeypatch):

@@ -26,16 +26,21 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The model's list of transformer blocks, bottom first; ValueError when there is none."""
     base = getattr(model, "base_model", model)
     encoder = getattr(base, "encoder", None)
+    decoder = getattr(base, "decoder", None)
     # Hugging Face: encoder.layer; torch.nn.TransformerEncoder (the reference TextTransformer):
-    # encoder.layers; other reference models: model.layers / model.blocks.
-    for owner, name in ((encoder, "layer"), (encoder, "layers"), (base, "layers"), (base, "blocks")):
+    # encoder.layers; Llama-style decoders: model.layers; GPT-2 / GPT-J / Bloom: transformer.h;
+    # OPT: decoder.layers; other reference models: blocks.
+    owners = ((encoder, "layer"), (encoder, "layers"), (base, "layers"), (base, "h"), (decoder, "layers"),
+              (base, "blocks"))  # fmt: skip
+    for owner, name in owners:
         layers = getattr(owner, name, None) if owner is not None else None
         if isinstance(layers, nn.ModuleList) and len(layers) > 0:
             return layers
     raise ValueError(
         f"{type(model).__name__} has no list of transformer blocks: distillation needs a "
-        "Hugging Face BERT-style encoder (base_model.encoder.layer), an nn.TransformerEncoder "
-        "(encoder.layers) or a model with a `layers` or `blocks` nn.ModuleList"
+        "Hugging Face BERT-style encoder (base_model.encoder.layer), a decoder LM with its blocks in "
+        "model.layers, transformer.h or decoder.layers, an nn.TransformerEncoder (encoder.layers) "
+        "or a model with a `layers` or `blocks` nn.ModuleList"
     )
 
 

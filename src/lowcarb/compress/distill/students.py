@@ -82,10 +82,21 @@ def spread_layers(count: int, total: int) -> tuple[int, ...]:
     return tuple(round(i * (total - 1) / (count - 1)) for i in range(count))
 
 
-def _set_layer_count(model: nn.Module, owner: nn.Module, count: int) -> None:
+# Per-block lists in Hugging Face configs (Qwen2/3, Mistral, Gemma: sliding or full attention per
+# block); they must follow the kept blocks, or save_pretrained's validation refuses the config and
+# a kept block would read another block's attention type.
+_PER_LAYER_CONFIG = ("layer_types", "mlp_layer_types")
+
+
+def _set_layer_count(model: nn.Module, owner: nn.Module, chosen: Sequence[int], total: int) -> None:
+    count = len(chosen)
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "num_hidden_layers"):
         config.num_hidden_layers = count
+    for attr in _PER_LAYER_CONFIG:
+        values = getattr(config, attr, None) if config is not None else None
+        if isinstance(values, (list, tuple)) and len(values) == total:
+            setattr(config, attr, [values[i] for i in chosen])
     # nn.TransformerEncoder keeps its own num_layers next to the block list.
     for holder in (model, owner):
         for attr in ("num_layers", "n_layers", "depth"):
@@ -110,7 +121,7 @@ def select_layers(
                 setattr(module, "layer_idx", new_index)  # noqa: B010 - a plain int attribute, not a submodule
     owner, name = _parent_of(student, blocks)
     setattr(owner, name, kept)
-    _set_layer_count(student, owner, len(chosen))
+    _set_layer_count(student, owner, chosen, len(teacher_blocks))
     summary = StudentSummary(
         params_before=count_parameters(teacher),
         params_after=count_parameters(student),

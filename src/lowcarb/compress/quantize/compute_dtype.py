@@ -24,9 +24,14 @@ from torch import Tensor, nn
 
 from lowcarb.compress.quantize.configs import COMPUTE_DTYPES
 
-__all__ = ["PackedInt8Linear", "cast_around", "packed_int8", "torch_dtype"]
+__all__ = ["PackedInt8Linear", "cast_around", "packed_int8", "tied_to_input_embedding", "torch_dtype"]
 
-PACK_BLOCK = 8  # the input width _weight_int8pack_mm needs a multiple of
+# The input width is padded to a multiple of 32: the AVX2 kernel of _weight_int8pack_mm steps
+# through the input in blocks of 8 with aligned 16-byte loads, the AVX-512 one in blocks of 16
+# with aligned 32-byte loads of bf16 rows (torch's aten/src/ATen/native/cpu/int8mm_kernel.cpp);
+# 32 columns keep every row 64-byte aligned on both. Real hidden sizes (576, 1536, 4096) are
+# multiples of 32 already; only odd widths such as low-rank factors get zero columns.
+PACK_BLOCK = 32
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -38,12 +43,14 @@ def torch_dtype(name: str) -> torch.dtype:
 class PackedInt8Linear(nn.Module):
     """A Linear with int8 weights (symmetric, one scale per output row) computed in ``compute``.
 
-    Buffers ``weight_int8`` (out, in rounded up to a multiple of 8) int8 and ``scales`` (out,) in
-    the compute dtype; ``bias`` in the output dtype. The output has the input's dtype.
-    ``aten._weight_int8pack_mm`` reads the input dimension in blocks of 8 and crashes the process
-    (SIGSEGV, torch 2.13 CPU) on any other width, such as a low-rank factor's rank (209 for
-    SmolLM2's MLP at half the parameters): the weight gets zero columns up to the next multiple
-    of 8 and the input zeros to match, which leave the product unchanged.
+    Buffers ``weight_int8`` (out, in rounded up to a multiple of PACK_BLOCK) int8 and ``scales``
+    (out,) in the compute dtype; ``bias`` in the output dtype. The output has the input's dtype.
+    ``aten._weight_int8pack_mm`` reads the input dimension in aligned blocks (8 on AVX2, 16 on
+    AVX-512) and crashes the process (SIGSEGV, torch 2.13 CPU) on other widths, such as a
+    low-rank factor's rank (209 for SmolLM2's MLP at half the parameters): the weight gets zero
+    columns up to the next multiple of PACK_BLOCK and the input zeros to match, which leave the
+    product unchanged. ``counted_elsewhere`` marks a layer whose float weight is still in the
+    model (a tied lm_head: the input embedding keeps it), so the parameter count counts it once.
     """
 
     weight_int8: Tensor
@@ -54,6 +61,7 @@ class PackedInt8Linear(nn.Module):
                  out_dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
         super().__init__()
         self.in_features, self.out_features, self.compute = in_features, out_features, compute
+        self.counted_elsewhere = False
         self.padded_in = -(-in_features // PACK_BLOCK) * PACK_BLOCK
         self.register_buffer("weight_int8", torch.zeros(out_features, self.padded_in, dtype=torch.int8))
         self.register_buffer("scales", torch.ones(out_features, dtype=compute))
@@ -92,7 +100,17 @@ def packed_int8(model: nn.Module, names: list[str], per_channel: bool, compute: 
 
     for name in names:
         layer = cast(nn.Linear, model.get_submodule(name))
-        set_module(model, name, PackedInt8Linear.from_linear(layer, per_channel, compute))
+        packed = PackedInt8Linear.from_linear(layer, per_channel, compute)
+        packed.counted_elsewhere = tied_to_input_embedding(model, layer)
+        set_module(model, name, packed)
+
+
+def tied_to_input_embedding(model: nn.Module, layer: nn.Module) -> bool:
+    """Whether `layer` shares its weight with the model's input embedding (a tied lm_head)."""
+    get = getattr(model, "get_input_embeddings", None)
+    embedding = get() if callable(get) else None
+    weight = getattr(embedding, "weight", None) if embedding is not None else None
+    return weight is not None and weight is getattr(layer, "weight", None)
 
 
 def cast_around(model: nn.Module, names: list[str], compute: torch.dtype) -> dict[str, torch.dtype]:
@@ -102,6 +120,8 @@ def cast_around(model: nn.Module, names: list[str], compute: torch.dtype) -> dic
     for name in names:
         layer = cast(nn.Linear, model.get_submodule(name))
         former[name] = out_dtype = layer.weight.dtype
+        # Checked before the weight is replaced below (that breaks the tie).
+        layer.counted_elsewhere = tied_to_input_embedding(model, layer)
         # New parameters, not layer.to(): a tied lm_head shares its weight with the embedding,
         # which must keep its dtype (the tie is broken; the embedding stays as it was).
         layer.weight = nn.Parameter(layer.weight.detach().to(compute), requires_grad=False)

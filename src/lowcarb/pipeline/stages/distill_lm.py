@@ -3,7 +3,8 @@
 The teacher is the run's model so far (LoRA adapters merged into it first); the student is a copy
 with fewer decoder blocks (lowcarb.compress.distill.select_layers), trained by
 lowcarb.compress.distill.distill_causal_lm: logit KD per response token, or next-token
-cross-entropy alone (`method: hard`). What only an encoder student can do (MiniLM relations,
+cross-entropy alone (`method: hard`). Default student: half the teacher's blocks, evenly
+spaced with the first and the last kept (`layers:` a count, a fraction or a list). What only an encoder student can do (MiniLM relations,
 TinyBERT intermediate matching, XtremeDistil, a narrower width, a checkpoint teacher) is refused
 before the run does any work.
 """
@@ -22,10 +23,13 @@ from lowcarb.errors import ConfigError
 from lowcarb.models.transforms import has_transforms, transform_log
 from lowcarb.pipeline.context import RunContext
 from lowcarb.pipeline.tasks import CAUSAL_LM
+from lowcarb.train.memory import gradient_checkpointing
 
 if TYPE_CHECKING:
     from lowcarb.pipeline.stages.distill import DistillStageConfig
 
+# Stages after which the model can no longer be a teacher whose blocks a student copies.
+COMPRESSING_STAGES = ("lowrank", "quantize")
 # Settings of the stage that only an encoder (classifier) student reads.
 ENCODER_ONLY = ("teacher", "student_from", "hidden_size", "num_heads", "intermediate_size", "init",
                 "relation_heads", "teacher_layer", "minilm_version", "unlabelled")  # fmt: skip
@@ -59,6 +63,11 @@ def decoder_blocks(cfg: DistillStageConfig, teacher: nn.Module) -> tuple[int, ..
     count = count or max(1, total // 2)
     if count > total:
         raise ConfigError(f"distill: layers: {count} but the teacher has {total} decoder blocks")
+    if count == total:
+        raise ConfigError(
+            f"distill: the student would keep all {total} decoder blocks (nothing is compressed); "
+            f"set layers: to fewer blocks, for example {max(1, total // 2)}"
+        )
     return spread_layers(count, total)
 
 
@@ -76,14 +85,33 @@ def check_distill(ctx: RunContext, cfg: DistillStageConfig) -> None:
             "fewer decoder blocks (layers: a count, a fraction or a list)"
         )
     decoder_blocks(cfg, ctx.model)  # a bad block list fails now, not after earlier stages
+    before = stages_before(ctx, cfg)
+    late = [name for name in before if name in COMPRESSING_STAGES]
+    if late:
+        raise ConfigError(
+            f"distill comes after {', '.join(late)} in stages: put distill before the stages that "
+            "quantize or factorize the model (distil, then compress the student)"
+        )
+
+
+def stages_before(ctx: RunContext, cfg: Any) -> list[str]:
+    """The names of the recipe's stages that run before the one configured by `cfg`."""
+    names = []
+    for step in ctx.recipe.stages:
+        if step.config is cfg:
+            return names
+        names.append(step.name)
+    return names
 
 
 def teacher_of(ctx: RunContext) -> tuple[nn.Module, bool]:
     """The run's model as the teacher, with any unmerged LoRA adapters merged into its weights
     (the student copies the weights the model computes with); True when it merged."""
     model = ctx.model
-    if has_transforms(model) and not lora.lora_layers(model):
-        kinds = sorted({type(r.config).__name__ for r in transform_log(model)})
+    # Only LoRA may be in the model's transform log: it is merged away below; anything else
+    # (factors, int8) would leave the student a log naming the teacher's blocks.
+    kinds = sorted({type(r.config).__name__ for r in transform_log(model)} - {lora.LoraConfig.__name__})
+    if has_transforms(model) and kinds:
         raise ConfigError(
             f"distill: the model so far carries {', '.join(kinds)}; put distill before the stages "
             "that quantize or factorize the model (distil, then compress the student)"
@@ -107,7 +135,9 @@ def distill_causal_lm_stage(
     # The student's lm_head is the teacher's, trained: no fresh-head lr (train.head_lr) for it.
     train = dataclasses.replace(ctx.train_config(cfg), head_lr=None)
     loader = ctx.loader("train", train.batch_size, shuffle=True, seed=train.seed)
-    summary = distill_causal_lm(student, teacher, loader, method, train)
+    # train.gradient_checkpointing as in the train stage: the student trains every weight
+    with gradient_checkpointing(student, train.gradient_checkpointing):
+        summary = distill_causal_lm(student, teacher, loader, method, train)
     ctx.model = student
     notes = summary.to_dict()
     notes["stages"] = [{k: v for k, v in s.items() if k != "history"} for s in notes["stages"]]

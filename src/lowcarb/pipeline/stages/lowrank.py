@@ -91,14 +91,38 @@ def check_lowrank(ctx: RunContext, cfg: LowRankStageConfig) -> None:
     ConfigError lists them otherwise), so a typo does not fail after a long fine-tune."""
     if ctx.recipe.task != CAUSAL_LM:
         return
+    _check_order(ctx, cfg)
     try:
         lowrank.select_layers(ctx.model, cfg.technique(ctx.model, CAUSAL_LM))
     except ConfigError as exc:
+        head = set(output_layers(ctx.model))
+        linear = [n for n, m in ctx.model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and n not in head]
+        if not linear:
+            raise ConfigError(
+                f"lowrank: {type(ctx.model).__name__} has no nn.Linear or Conv2d layer to factorize "
+                "besides its output head (GPT-2's MLP is transformers' Conv1D, for example): lowrank "
+                "does not apply to this model; remove the stage"
+            ) from None
         hint = "" if cfg.targets else (
             f"; the default targets are a Llama-style MLP ({' '.join(CAUSAL_LM_TARGETS)}): set the "
             "stage's targets: to this model's MLP Linear layers"
         )  # fmt: skip
         raise ConfigError(f"lowrank: {exc}{hint}") from None
+
+
+def _check_order(ctx: RunContext, cfg: LowRankStageConfig) -> None:
+    # Quantized layers are no longer Linear, and an unmerged LoRA wraps each projection: either
+    # would make the targets match nothing only when the stage starts, after the earlier work.
+    for step in ctx.recipe.stages:
+        if step.config is cfg:
+            return
+        unmerged = step.name == "lora" and not getattr(step.config, "merge", True)
+        if step.name == "quantize" or unmerged:
+            what = "quantize" if step.name == "quantize" else "lora with merge: false"
+            raise ConfigError(
+                f"lowrank comes after {what} in stages: factorize before quantizing, and after a "
+                "lora stage that merges its adapters (merge: true, the default)"
+            )
 
 
 @register_stage("lowrank", LowRankStageConfig, check=check_lowrank, tasks=TASK_NAMES)
