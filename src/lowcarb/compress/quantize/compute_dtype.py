@@ -121,7 +121,7 @@ def cast_around(model: nn.Module, names: list[str], compute: torch.dtype) -> dic
         layer = cast(nn.Linear, model.get_submodule(name))
         former[name] = out_dtype = layer.weight.dtype
         # Checked before the weight is replaced below (that breaks the tie).
-        layer.counted_elsewhere = tied_to_input_embedding(model, layer)
+        object.__setattr__(layer, "counted_elsewhere", tied_to_input_embedding(model, layer))
         # New parameters, not layer.to(): a tied lm_head shares its weight with the embedding,
         # which must keep its dtype (the tie is broken; the embedding stays as it was).
         layer.weight = nn.Parameter(layer.weight.detach().to(compute), requires_grad=False)

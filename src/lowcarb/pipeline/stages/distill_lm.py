@@ -96,7 +96,7 @@ def check_distill(ctx: RunContext, cfg: DistillStageConfig) -> None:
 
 def stages_before(ctx: RunContext, cfg: Any) -> list[str]:
     """The names of the recipe's stages that run before the one configured by `cfg`."""
-    names = []
+    names: list[str] = []
     for step in ctx.recipe.stages:
         if step.config is cfg:
             return names
