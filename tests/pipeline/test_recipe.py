@@ -368,3 +368,12 @@ def test_typos_in_optional_sections_and_stages_get_a_hint(section, expected):
         recipe_from_dict({"model": {"name": "mlp"}, **section}, source="r.yaml")
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_evaluation_splits_default_to_dev_and_test_and_reject_other_names():
+    assert recipe_from_dict({}).evaluation.splits == ("dev", "test")
+    assert recipe_from_dict({"evaluation": {"splits": ["test"]}}).evaluation.splits == ("test",)
+    with pytest.raises(ConfigError, match="splits"):
+        recipe_from_dict({"evaluation": {"splits": ["train"]}})
+    with pytest.raises(ConfigError, match="splits"):
+        recipe_from_dict({"evaluation": {"splits": []}})

@@ -58,6 +58,9 @@ class _Section(BaseModel):
 class EvaluationSection(_Section):
     # Fixed thread count for latency, so numbers from different stages compare.
     threads: int = Field(default=1, gt=0)
+    # The splits the evaluation after each model-changing stage scores (an `evaluate` stage names
+    # its own). [test] halves the cost where scoring is most of it (generation on a causal LM).
+    splits: tuple[Literal["dev", "test"], ...] = Field(default=("dev", "test"), min_length=1)
     # Batch sizes at which latency p50/p95 are measured (the report shows 1 and 32).
     latency_batch_sizes: tuple[Annotated[int, Field(gt=0)], ...] = Field(default=(1, 32), min_length=1)
     # Latency repeats a forward pass until the median's 95 % interval is within +-latency_rel_ci

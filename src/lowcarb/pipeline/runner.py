@@ -311,7 +311,7 @@ def _write_traceback(artifacts: Path, exc: BaseException) -> None:
 
 def _evaluation_config(recipe: Recipe) -> Any:
     spec = get_stage(EVALUATE)
-    return spec.config_model.model_validate({})
+    return spec.config_model.model_validate({"splits": recipe.evaluation.splits})
 
 
 def _run_step(

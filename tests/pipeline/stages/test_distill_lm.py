@@ -255,6 +255,9 @@ def test_the_llm_compress_chain_runs_end_to_end_on_a_tiny_llama(llama4, rows, tm
     assert records["distill"]["summary"]["teacher_layers"] == [0, 3]
     assert records["lowrank"]["summary"]["transform"] == "lowrank"
     assert records["quantize"]["summary"]["kernel"] == "int8pack_mm"
+    # evaluation.splits: [test]: the evaluations the runner adds after a stage score test only
+    auto = records["lora:evaluate"]["metrics"]
+    assert any(k.startswith("test_") for k in auto) and not any(k.startswith("dev_") for k in auto)
     final = records[labels[-1]]["metrics"]
     first = records[labels[0]]["metrics"]
     assert final["size_bytes"] < first["size_bytes"]
