@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -189,11 +190,7 @@ def test_a_model_carrying_factors_is_refused_as_a_teacher_even_with_lora_on_it(l
     lowrank.apply(model, lowrank.LowRankConfig(param_ratio=0.5, targets=("*.gate_proj",)))
     lora.apply(model, lora.LoraConfig(r=2, alpha=4, target_modules=("q_proj",)))
 
-    class Ctx:
-        pass
-
-    ctx = Ctx()
-    ctx.model = model
+    ctx = SimpleNamespace(model=model)  # teacher_of reads only ctx.model
     with pytest.raises(ConfigError, match="carries LowRankConfig"):
         distill_lm.teacher_of(ctx)
 
