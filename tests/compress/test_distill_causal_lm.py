@@ -101,3 +101,62 @@ def test_encoder_only_methods_are_refused_for_a_causal_lm():
         distill(student, teacher, _batches(1), None, MiniLM(), TrainConfig(epochs=1, quiet=True))
     summary = distill(student, teacher, _batches(1), None, HardLabels(), TrainConfig(epochs=1, batch_size=4, quiet=True))
     assert summary.teacher_forward_examples == 0
+
+
+def _manual_all_token_kd(student: nn.Module, teacher: nn.Module, batch, temperature: float) -> float:
+    """KL(teacher || student) at T, x T^2, averaged over every real next-token position."""
+    with torch.no_grad():
+        s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    real = batch["attention_mask"][:, 1:].bool()
+    log_s = torch.log_softmax(s[real] / temperature, -1)
+    log_t = torch.log_softmax(t[real] / temperature, -1)
+    return float((log_t.exp() * (log_t - log_s)).sum(-1).mean()) * temperature**2
+
+
+def test_kd_over_every_token_covers_the_prompt_and_skips_padding():
+    teacher, student = _llama(), _llama(seed=3)
+    batch = _batches(1)[0]
+    batch["attention_mask"][0, -3:] = 0  # a padded row: its last 3 targets are padding
+    batch["labels"][0, -3:] = -100
+    objective = causal_lm_kd_objective(teacher, temperature=2.0, alpha=1.0, tokens="all")
+    student.train()
+    with torch.no_grad():
+        every = float(objective(student, batch)[0])
+        response_only = float(causal_lm_kd_objective(teacher, temperature=2.0, alpha=1.0)(student, batch)[0])
+    student.eval()
+    assert every == pytest.approx(_manual_all_token_kd(student, teacher, batch, 2.0), rel=1e-4)
+    assert every != pytest.approx(response_only, rel=1e-3)
+    assert _kd(copy.deepcopy(teacher), teacher, [batch]) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_kd_over_every_token_keeps_cross_entropy_on_the_responses():
+    teacher, student = _llama(), _llama(seed=3)
+    batch = _batches(1)[0]
+    student.train()
+    with torch.no_grad():
+        half = float(causal_lm_kd_objective(teacher, temperature=2.0, alpha=0.5, tokens="all")(student, batch)[0])
+        soft = float(causal_lm_kd_objective(teacher, temperature=2.0, alpha=1.0, tokens="all")(student, batch)[0])
+        hard = float(causal_lm_loss(student, batch)[0])
+    assert half == pytest.approx(0.5 * soft + 0.5 * hard, rel=1e-4)
+    student.eval()  # eval mode: cross-entropy on the responses, no teacher pass, as for "response"
+    with torch.no_grad():
+        assert float(causal_lm_kd_objective(teacher, temperature=2.0, alpha=0.5, tokens="all")(student, batch)[0]) \
+            == pytest.approx(hard, rel=1e-5)
+
+
+def test_kd_tokens_are_checked_and_refused_for_a_classifier():
+    with pytest.raises(ValueError, match="KD tokens must be one of"):
+        LogitKD(tokens="prompt")
+    with pytest.raises(ValueError, match="KD tokens must be one of"):
+        causal_lm_kd_objective(_llama(), temperature=2.0, alpha=0.5, tokens="every")
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, num_labels=2)  # fmt: skip
+    classifier = BertForSequenceClassification(config)
+    batches = [{"input_ids": torch.randint(0, 50, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long),
+                "labels": torch.tensor([0, 1])}]  # fmt: skip
+    with pytest.raises(ValueError, match="for causal LMs"):
+        distill(copy.deepcopy(classifier), classifier, batches, None, LogitKD(tokens="all"),
+                TrainConfig(max_steps=1, quiet=True))  # fmt: skip

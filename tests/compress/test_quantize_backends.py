@@ -95,8 +95,18 @@ def test_int4_weights_are_close_smaller_and_skip_what_the_kernel_cannot_take(tmp
 def test_int4_config_errors():
     with pytest.raises(ConfigError, match="group_size must be one of"):
         WeightOnlyInt4(group_size=48)
-    with pytest.raises(ConfigError, match="multiple of group_size 256"):
-        quantize_(_mlp(), WeightOnlyInt4(group_size=256))
+    no_fit = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 32)).eval()
+    with pytest.raises(ConfigError, match="multiple of group_size 128"):
+        quantize_(no_fit, WeightOnlyInt4(group_size=128))
+
+
+def test_int4_group_size_256_is_refused_on_the_cpu_before_the_model_changes():
+    model = nn.Sequential(nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 16)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match="group_size 256 runs on CUDA only.*32, 64, 128"):
+        quantize_(model, WeightOnlyInt4(group_size=256))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert isinstance(model[0], nn.Linear) and type(model[0].weight) is nn.Parameter
 
 
 def test_explicit_torch_ao_is_refused_when_it_is_missing(monkeypatch):

@@ -24,7 +24,7 @@ def _data(tmp_path):
 
 def _recipe(folder, train, dev, stages):
     return recipe_from_dict({
-        "name": "tiny-lm", "task": "causal-lm", "model": {"name": str(folder)},
+        "name": "tiny-lm", "task": "causal-lm", "model": {"name": str(folder)}, "device": "cpu",
         "data": {"train": str(train), "dev": str(dev), "test_fraction": 0.25, "max_length": 64},
         "train": {"max_steps": 2, "batch_size": 4, "lr": 1e-3}, "evaluation": FAST_EVAL, "stages": stages,
     })  # fmt: skip
@@ -103,7 +103,8 @@ def test_a_causal_lm_quantized_for_serving_is_evaluated_and_reloads_to_the_same_
 def test_quantize_modes_that_do_not_apply_to_a_causal_lm_fail_before_any_work(tiny_llama_folder, tmp_path):
     train, dev = _data(tmp_path)
     for settings, message in (({"mode": "static"}, "does not apply to task causal-lm"),
-                              ({"mode": "dynamic", "onnx": True}, "onnx: true does not apply")):  # fmt: skip
+                              ({"mode": "dynamic", "onnx": True}, "onnx: true does not apply"),
+                              ({"mode": "weight_only_int4", "group_size": 256}, "group_size 256 runs on CUDA only")):  # fmt: skip
         recipe = _recipe(tiny_llama_folder, train, dev, ["evaluate", {"quantize": settings}])
         result = run_recipe(recipe, out_dir=tmp_path / "out", quiet=True, store=RunStore(tmp_path / "runs.db"))
         assert result.status == "failed" and message in str(result.error)

@@ -60,6 +60,20 @@ def shifted_logits_and_targets(model: nn.Module, batch: Batch) -> tuple[torch.Te
     return logits[:, :-1], labels[:, first + 1 :]
 
 
+def next_token_logits(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, T-1, V) logits at every position, their (B, T-1) next-token targets (IGNORE_INDEX
+    outside the responses) and where the next token is a real one (not padding): what a loss
+    over the prompt tokens too reads, where shifted_logits_and_targets keeps only the responses."""
+    kwargs: dict[str, Any] = model_inputs(batch)
+    if _accepts(model, "use_cache"):
+        kwargs["use_cache"] = False
+    logits = logits_of(model(**kwargs))[:, :-1]
+    targets = batch["labels"][:, 1:]
+    mask = batch.get("attention_mask")
+    real = mask[:, 1:].bool() if mask is not None else torch.ones_like(targets, dtype=torch.bool)
+    return logits, targets, real
+
+
 def causal_lm_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean next-token cross-entropy over labelled tokens; `fit(loss_fn=...)` shape."""
     logits, targets = shifted_logits_and_targets(model, batch)

@@ -62,7 +62,7 @@ class Spy:
         monkeypatch.setattr(distill_lm, "distill_causal_lm", self)
 
     def __call__(self, student, teacher, *args, **kwargs):
-        self.student, self.teacher = student, teacher
+        self.student, self.teacher, self.method = student, teacher, args[1]
         self.student_before = {k: v.clone() for k, v in student.state_dict().items()}
         self.teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
         return self.real(student, teacher, *args, **kwargs)
@@ -227,7 +227,7 @@ def test_the_llm_compress_recipe_validates_offline():
     assert names[0] == "evaluate" and names[-1] == "evaluate"
     assert names.index("lora") < names.index("distill") < names.index("lowrank") < names.index("quantize")
     distill = next(s.config for s in recipe.stages if s.name == "distill")
-    assert distill.layers == 0.5 and distill.method == "kd"  # SmolLM2: 30 -> 15 blocks
+    assert distill.layers == 0.8 and distill.method == "kd"  # SmolLM2: 30 -> 24 blocks
     quantize = next(s.config for s in recipe.stages if s.name == "quantize")
     assert quantize.mode == "weight_only" and quantize.compute_dtype == "bfloat16"
 
@@ -249,7 +249,7 @@ def test_the_llm_compress_chain_runs_end_to_end_on_a_tiny_llama(llama4, rows, tm
     records = _records(result)
     labels = [s.label for s in recipe.stages]
     assert set(labels) <= set(records)
-    assert records["distill"]["summary"]["teacher_layers"] == [0, 3]
+    assert records["distill"]["summary"]["teacher_layers"] == [0, 2, 3]  # layers: 0.8 of 4 blocks
     assert records["lowrank"]["summary"]["transform"] == "lowrank"
     assert records["quantize"]["summary"]["kernel"] == "int8pack_mm"
     # evaluation.splits: [test]: the evaluations the runner adds after a stage score test only
@@ -259,3 +259,31 @@ def test_the_llm_compress_chain_runs_end_to_end_on_a_tiny_llama(llama4, rows, tm
     first = records[labels[0]]["metrics"]
     assert final["size_bytes"] < first["size_bytes"]
     assert result.run["model"]["reloads"], result.run["model"]
+
+
+def test_kd_tokens_all_reaches_the_objective_and_the_notes(llama4, rows, tmp_path, monkeypatch):
+    spy = Spy(monkeypatch)
+    result = _run(llama4, rows, tmp_path, [{"distill": {"layers": 2, "kd_tokens": "all"}}])
+    assert result.status == "completed", result.error
+    assert spy.method.tokens == "all" and spy.method.alpha == 0.5
+    assert _records(result)["distill"]["summary"]["kd_tokens"] == "all"
+    default = _run(llama4, rows, tmp_path / "default", [{"distill": {"layers": 2}}])
+    assert default.status == "completed", default.error
+    assert spy.method.tokens == distill_lm.KD_TOKENS_DEFAULT
+    assert _records(default)["distill"]["summary"]["kd_tokens"] == distill_lm.KD_TOKENS_DEFAULT
+
+
+def test_kd_tokens_with_the_hard_label_baseline_fails_before_any_work(llama4, rows, tmp_path):
+    result = _run(llama4, rows, tmp_path, ["evaluate", {"distill": {"layers": 2, "method": "hard", "kd_tokens": "all"}}])
+    assert result.status == "failed" and "method: hard has no KD term" in result.error
+    assert [r["label"] for r in result.run["stages"]] in ([], ["setup"])
+
+
+def test_kd_tokens_is_refused_for_a_classifier():
+    from lowcarb.errors import ConfigError
+    from lowcarb.pipeline.stages.distill import DistillStageConfig
+
+    ctx = SimpleNamespace(recipe=SimpleNamespace(task="text-classification"))
+    with pytest.raises(ConfigError, match="kd_tokens applies to task causal-lm"):
+        distill_lm.check_distill(ctx, DistillStageConfig(kd_tokens="all"))
+    distill_lm.check_distill(ctx, DistillStageConfig())  # the default says nothing: accepted

@@ -4,9 +4,10 @@
     distill(student, teacher, train_loader, None, LogitKD(temperature=2.0, alpha=0.5), config)
 
 `distill` sends a causal-LM student here. The soft term is Hinton's KD per next-token position
-(KL of the temperature-softened distributions, x T^2), averaged over the response tokens only
-(labels != -100, the same positions the fine-tuning loss reads); the hard term is the ordinary
-next-token cross-entropy. Unlike a classifier's, the teacher's logits are not cached: one example
+(KL of the temperature-softened distributions, x T^2), averaged over the response tokens
+(labels != -100, the same positions the fine-tuning loss reads), or with `LogitKD(tokens="all")`
+over every real token, prompt included; the hard term is the ordinary next-token cross-entropy
+on the responses. Unlike a classifier's, the teacher's logits are not cached: one example
 holds (tokens x vocabulary) of them (60 x 49,152 floats, 12 MB, for SmolLM2), so the teacher runs
 on every batch.
 """
@@ -26,12 +27,13 @@ from lowcarb.compress.distill.teacher import freeze_teacher
 from lowcarb.models.surgery import count_parameters
 from lowcarb.train import TrainConfig, fit
 from lowcarb.train.batches import Batch
-from lowcarb.train.causal_lm import IGNORE_INDEX, shifted_logits_and_targets
+from lowcarb.train.causal_lm import IGNORE_INDEX, next_token_logits, shifted_logits_and_targets
 
-__all__ = ["causal_lm_kd_objective", "distill_causal_lm", "is_causal_lm"]
+__all__ = ["KD_TOKENS", "causal_lm_kd_objective", "distill_causal_lm", "is_causal_lm"]
 
 LossFn = Callable[[nn.Module, Batch], tuple[Tensor, Tensor]]
 _LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+KD_TOKENS = ("response", "all")  # the positions a causal LM's soft term covers
 
 
 def is_causal_lm(model: nn.Module) -> bool:
@@ -39,13 +41,33 @@ def is_causal_lm(model: nn.Module) -> bool:
     return type(model).__name__.endswith(_LM_SUFFIXES)
 
 
-def causal_lm_kd_objective(teacher: nn.Module, *, temperature: float, alpha: float,
+def causal_lm_kd_objective(teacher: nn.Module, *, temperature: float, alpha: float, tokens: str = "response",
                            counter: list[int] | None = None) -> LossFn:  # fmt: skip
-    """`alpha * KD + (1 - alpha) * CE` over the labelled next-token positions of each batch;
-    in eval mode plain cross-entropy (no teacher pass). `counter[0]` counts teacher examples."""
+    """`alpha * KD + (1 - alpha) * CE`, CE over the labelled (response) next-token positions of
+    each batch, KD over those too (`tokens="response"`) or over every real position, prompt
+    included (`tokens="all"`); in eval mode plain cross-entropy (no teacher pass).
+    `counter[0]` counts teacher examples."""
+    if tokens not in KD_TOKENS:
+        raise ValueError(f"KD tokens must be one of {list(KD_TOKENS)}, got {tokens!r}")
     frozen = freeze_teacher(teacher)
 
+    def every_token(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+        # A student missing half its blocks has to relearn how to read a prompt: the teacher's
+        # distribution at every prompt token teaches that, one or two response tokens per row cannot.
+        logits, targets, real = next_token_logits(model, batch)
+        with torch.no_grad():
+            teacher_logits, _, _ = next_token_logits(frozen, batch)
+        if counter is not None:
+            counter[0] += int(targets.shape[0])
+        soft = kd_loss(logits.float()[real], teacher_logits.float()[real], None, temperature=temperature)
+        if alpha == 1.0:
+            return soft, logits
+        keep = targets != IGNORE_INDEX
+        return alpha * soft + (1.0 - alpha) * F.cross_entropy(logits.float()[keep], targets[keep]), logits
+
     def loss_fn(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+        if tokens == "all" and model.training and alpha > 0.0:
+            return every_token(model, batch)
         logits, targets = shifted_logits_and_targets(model, batch)
         keep = targets != IGNORE_INDEX
         student = logits.float()[keep]
@@ -75,16 +97,16 @@ def distill_causal_lm(
     from lowcarb.compress.distill.methods import HardLabels, LogitKD
 
     if isinstance(method, LogitKD):
-        temperature, alpha = method.temperature, method.alpha
+        temperature, alpha, tokens = method.temperature, method.alpha, method.tokens
     elif isinstance(method, HardLabels):
-        temperature, alpha = 1.0, 0.0
+        temperature, alpha, tokens = 1.0, 0.0, "response"
     else:
         raise ValueError(
             f"{type(method).__name__} distillation is for encoders; a causal LM distils with "
             "LogitKD(temperature, alpha) (or HardLabels for the no-teacher baseline)"
         )
     counter = [0]
-    objective = causal_lm_kd_objective(teacher, temperature=temperature, alpha=alpha, counter=counter)
+    objective = causal_lm_kd_objective(teacher, temperature=temperature, alpha=alpha, tokens=tokens, counter=counter)
     result = fit(student, train_loader, None, train, loss_fn=objective, **fit_kwargs)
     return DistillSummary(
         method=type(method).__name__,

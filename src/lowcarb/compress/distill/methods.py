@@ -18,7 +18,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lowcarb.compress.distill.capture import encoder_layers, hidden_width, num_heads_of
-from lowcarb.compress.distill.causal_lm import distill_causal_lm, is_causal_lm
+from lowcarb.compress.distill.causal_lm import KD_TOKENS, distill_causal_lm, is_causal_lm
 from lowcarb.compress.distill.losses import IntermediateMatcher, uniform_layer_map
 from lowcarb.compress.distill.objectives import (
     hard_label_objective,
@@ -42,16 +42,22 @@ class HardLabels:
 
 @dataclass(frozen=True)
 class LogitKD:
-    """alpha weighs the soft (teacher) term, 1 - alpha the hard-label term."""
+    """alpha weighs the soft (teacher) term, 1 - alpha the hard-label term. `tokens` (causal
+    LMs only): the positions the soft term covers, "response" (the labelled tokens, as the
+    hard term) or "all" (every token of prompt and response); a classifier has one position
+    per example and takes the default."""
 
     temperature: float = 2.0
     alpha: float = 0.5
+    tokens: str = "response"
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ValueError(f"KD temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"KD alpha must be in [0, 1], got {self.alpha}")
+        if self.tokens not in KD_TOKENS:
+            raise ValueError(f"KD tokens must be one of {list(KD_TOKENS)}, got {self.tokens!r}")
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,12 @@ def distill(
     fit_kwargs: dict[str, Any] = {"extra_loss": extra_loss, "param_groups": param_groups}
     if is_causal_lm(student):  # per-token KD on the responses, teacher run per batch
         return distill_causal_lm(student, teacher, train_loader, method, train, **fit_kwargs)
+    kd = method if isinstance(method, LogitKD) else getattr(method, "kd", None)
+    if kd is not None and kd.tokens != "response":
+        raise ValueError(
+            f"LogitKD(tokens={kd.tokens!r}) is for causal LMs (KD over prompt tokens too); a "
+            f"{type(student).__name__} has one prediction per example: leave tokens at its default"
+        )
     if isinstance(method, HardLabels):
         result = fit(
             student, train_loader, dev_loader, train, loss_fn=hard_label_objective(), **fit_kwargs

@@ -21,6 +21,7 @@ from lowcarb.compress.quantize.api import MODES, quantize_
 from lowcarb.compress.quantize.backends import default_backend, torch_ao_available
 from lowcarb.compress.quantize.choose_alpha import choose_smooth_alpha
 from lowcarb.compress.quantize.configs import (
+    CPU_INT4_GROUP_SIZES,
     DynamicInt8,
     StaticInt8,
     WeightOnlyInt4,
@@ -40,6 +41,7 @@ from lowcarb.compress.saved import save_transformed as save
 apply = quantize_
 
 __all__ = [
+    "CPU_INT4_GROUP_SIZES",
     "MODES",
     "DynamicInt8",
     "SmoothedLinear",

@@ -18,6 +18,7 @@ from lowcarb.compress.quantize import compute_dtype, torch_ao, torchao_kernels
 from lowcarb.compress.quantize.accounting import linear_weight_bytes
 from lowcarb.compress.quantize.backends import Choice, choose, resolve_backend
 from lowcarb.compress.quantize.configs import (
+    CPU_INT4_GROUP_SIZES,
     DynamicInt8,
     StaticInt8,
     WeightOnlyInt4,
@@ -135,6 +136,11 @@ def _weight_only_int8(model: nn.Module, cfg: WeightOnlyInt8, choice: Choice, cal
 
 def _weight_only_int4(model: nn.Module, cfg: WeightOnlyInt4, choice: Choice, calibration: Any) -> Applied:
     _refuse_calibration(cfg, calibration)
+    if _device(model).type != "cuda" and cfg.group_size not in CPU_INT4_GROUP_SIZES:
+        raise ConfigError(
+            f"int4 group_size {cfg.group_size} runs on CUDA only: the CPU int4 kernel takes "
+            f"group_size {', '.join(map(str, CPU_INT4_GROUP_SIZES))}; choose one of those"
+        )
     names, skipped = torchao_kernels.int4_groups_fit(model, _linears(model, cfg), cfg.group_size)
     if not names:
         raise ConfigError(

@@ -32,7 +32,8 @@ Library = Literal["auto", "torch.ao", "torchao"]
 Backend = Literal["auto", "x86", "fbgemm", "onednn", "qnnpack"]
 LIBRARIES: tuple[str, ...] = get_args(Library)
 BACKENDS: tuple[str, ...] = get_args(Backend)
-INT4_GROUP_SIZES = (32, 64, 128, 256)
+INT4_GROUP_SIZES = (32, 64, 128, 256)  # CUDA's tinygemm kernel takes all four
+CPU_INT4_GROUP_SIZES = (32, 64, 128)  # the CPU kernel (torchao's Int4OpaqueTensor) asserts these
 
 
 def _check_selection(targets: tuple[str, ...], exclude: tuple[str, ...]) -> None:
@@ -117,7 +118,10 @@ class WeightOnlyInt4:
 
     CPU: torchao's Int4OpaqueTensor (the tinygemm CPU kernel, any float dtype). CUDA: tinygemm's
     tile-packed layout, which needs bfloat16 weights. A Linear whose input size is not a multiple
-    of ``group_size`` is left as it is (the summary lists it).
+    of ``group_size`` is left as it is (the summary lists it). group_size 32, 64 or 128 (256 on
+    CUDA only). A model that was already 4-bit (a Q4 GGUF such as SmolLM2's) lies on the grid
+    group size 32 chooses: fine-tuning it and quantizing with 32 rounds the fine-tuning away
+    (benchmarks/llm_int4_grid.py); a larger group, off that grid, keeps more of it.
 
     compute_dtype: None (the layer's dtype) or "bfloat16": the quantized layers get bf16 weights
         and inputs, their outputs are cast back. The CPU kernel is ~10x faster with bf16

@@ -39,7 +39,12 @@ from lowcarb.data import TextSplit, make_loader
 from lowcarb.models.surgery import WithoutLabels
 from lowcarb.pipeline.context import RunContext
 from lowcarb.pipeline.registry import TrainOverrides, register_stage, technique_values
-from lowcarb.pipeline.stages.distill_lm import check_distill, distill_causal_lm_stage, student_size
+from lowcarb.pipeline.stages.distill_lm import (
+    KD_TOKENS_DEFAULT,
+    check_distill,
+    distill_causal_lm_stage,
+    student_size,
+)
 from lowcarb.pipeline.tasks import CAUSAL_LM, TASK_NAMES
 
 
@@ -63,6 +68,9 @@ class DistillStageConfig(TrainOverrides):
     # Loss settings.
     temperature: float = Field(default=2.0, gt=0)
     alpha: float = Field(default=0.5, ge=0, le=1)  # weight of the soft (teacher) term
+    # Causal LM, method kd: the positions the soft term covers, "response" (the labelled tokens)
+    # or "all" (the prompt's tokens too). None: KD_TOKENS_DEFAULT (lowcarb.pipeline.stages.distill_lm).
+    kd_tokens: Literal["response", "all"] | None = None
     relation_heads: int | None = Field(default=None, gt=0)
     teacher_layer: int = -1
     minilm_version: Literal[1, 2] = 2
@@ -86,8 +94,9 @@ class DistillStageConfig(TrainOverrides):
         return self
 
 
-def _method(cfg: DistillStageConfig) -> Method:
-    kd = LogitKD(temperature=cfg.temperature, alpha=cfg.alpha)
+def _method(cfg: DistillStageConfig, causal_lm: bool = False) -> Method:
+    tokens = (cfg.kd_tokens or KD_TOKENS_DEFAULT) if causal_lm else "response"
+    kd = LogitKD(temperature=cfg.temperature, alpha=cfg.alpha, tokens=tokens)
     if cfg.method == "hard":
         return HardLabels()
     if cfg.method == "kd":
@@ -149,7 +158,7 @@ def _read_unlabelled(path_text: str, ctx: RunContext) -> tuple[str, ...]:
 def distill_stage(ctx: RunContext, cfg: DistillStageConfig) -> RunContext:
     """Distil the model (or a checkpoint teacher) into a smaller student, which replaces it."""
     if ctx.recipe.task == CAUSAL_LM:
-        return distill_causal_lm_stage(ctx, cfg, _method(cfg))
+        return distill_causal_lm_stage(ctx, cfg, _method(cfg, causal_lm=True))
     teacher = load_teacher(ctx, cfg.teacher) if cfg.teacher else ctx.model
     base = teacher if cfg.student_from == "teacher" else ctx.model
     sized = any(v is not None for v in (cfg.hidden_size, cfg.num_heads, cfg.intermediate_size))

@@ -2,8 +2,8 @@
 
 The teacher is the run's model so far (LoRA adapters merged into it first); the student is a copy
 with fewer decoder blocks (lowcarb.compress.distill.select_layers), trained by
-lowcarb.compress.distill.distill_causal_lm: logit KD per response token, or next-token
-cross-entropy alone (`method: hard`). Default student: half the teacher's blocks, evenly
+lowcarb.compress.distill.distill_causal_lm: logit KD per response token (`kd_tokens: all`: per
+prompt token too), or next-token cross-entropy alone (`method: hard`). Default student: half the teacher's blocks, evenly
 spaced with the first and the last kept (`layers:` a count, a fraction or a list). What only an encoder student can do (MiniLM relations,
 TinyBERT intermediate matching, XtremeDistil, a narrower width, a checkpoint teacher) is refused
 before the run does any work.
@@ -34,6 +34,8 @@ COMPRESSING_STAGES = ("lowrank", "quantize")
 ENCODER_ONLY = ("teacher", "student_from", "hidden_size", "num_heads", "intermediate_size", "init",
                 "relation_heads", "teacher_layer", "minilm_version", "unlabelled")  # fmt: skip
 CAUSAL_LM_METHODS = ("kd", "hard")
+# The positions a causal LM's KD covers when the stage does not say (kd_tokens):
+KD_TOKENS_DEFAULT = "response"
 
 
 def student_size(cfg: DistillStageConfig, teacher: nn.Module) -> tuple[tuple[int, ...] | None, int | None]:
@@ -74,10 +76,18 @@ def decoder_blocks(cfg: DistillStageConfig, teacher: nn.Module) -> tuple[int, ..
 def check_distill(ctx: RunContext, cfg: DistillStageConfig) -> None:
     """Before any stage runs: a causal LM distils with kd or hard into fewer decoder blocks."""
     if ctx.recipe.task != CAUSAL_LM:
+        if "kd_tokens" in cfg.model_fields_set:
+            raise ConfigError(
+                f"distill: kd_tokens applies to task causal-lm (KD over prompt tokens too); task "
+                f"{ctx.recipe.task} predicts one label per example: remove kd_tokens"
+            )
         return
     foreign = [name for name in ENCODER_ONLY if name in cfg.model_fields_set]
     if cfg.method not in CAUSAL_LM_METHODS:
         foreign.insert(0, f"method: {cfg.method}")
+    if cfg.method == "hard" and "kd_tokens" in cfg.model_fields_set:
+        raise ConfigError("distill: kd_tokens sets the tokens KD covers; method: hard has no KD term "
+                          "(remove kd_tokens, or use method: kd)")  # fmt: skip
     if foreign:
         raise ConfigError(
             f"distill: {', '.join(foreign)} does not apply to task causal-lm (encoder distillation); "
@@ -148,6 +158,7 @@ def distill_causal_lm_stage(
         student_blocks=len(built.teacher_layers),
         student_init=built.init,
         teacher="the model so far" + (" (LoRA adapters merged)" if merged else ""),
+        kd_tokens=getattr(method, "tokens", None),  # None: method hard, no KD term
         train_examples=len(ctx.data.train),
     )
     return ctx

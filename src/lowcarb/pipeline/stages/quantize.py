@@ -14,6 +14,7 @@ from pydantic import model_validator
 
 from lowcarb.compress import quantize
 from lowcarb.compress.quantize import (
+    CPU_INT4_GROUP_SIZES,
     MODES,
     DynamicInt8,
     StaticInt8,
@@ -81,7 +82,15 @@ CAUSAL_LM_MODES = ("weight_only", "weight_only_int4", "dynamic")
 
 
 def check_quantize(ctx: RunContext, cfg: QuantizeStageConfig) -> None:
-    """Before any stage runs: a causal LM takes weight-only int8/int4 or dynamic int8, no ONNX."""
+    """Before any stage runs: int4's group size has a kernel on the run's device; a causal LM
+    takes weight-only int8/int4 or dynamic int8, no ONNX."""
+    group_size = getattr(cfg, "group_size", None)
+    if cfg.mode == "weight_only_int4" and group_size is not None and ctx.device.type != "cuda" \
+            and group_size not in CPU_INT4_GROUP_SIZES:  # fmt: skip
+        raise ConfigError(
+            f"quantize: group_size {group_size} runs on CUDA only; on {ctx.device.type} use group_size "
+            f"{', '.join(map(str, CPU_INT4_GROUP_SIZES))}"
+        )
     if ctx.recipe.task != CAUSAL_LM:
         return
     if cfg.mode not in CAUSAL_LM_MODES:
