@@ -102,6 +102,16 @@ class Intermediate:
 Method = HardLabels | LogitKD | MiniLM | Intermediate | XtremeDistil
 
 
+def check_classifier_kd(student: nn.Module, method: Method) -> None:
+    """A classifier's KD has one position per example: `LogitKD(tokens=...)` is for causal LMs."""
+    kd = method if isinstance(method, LogitKD) else getattr(method, "kd", None)
+    if kd is not None and kd.tokens != "response":
+        raise ValueError(
+            f"LogitKD(tokens={kd.tokens!r}) is for causal LMs (KD over prompt tokens too); a "
+            f"{type(student).__name__} has one prediction per example: leave tokens at its default"
+        )
+
+
 def distill(
     student: nn.Module,
     teacher: nn.Module,
@@ -142,12 +152,7 @@ def distill(
     fit_kwargs: dict[str, Any] = {"extra_loss": extra_loss, "param_groups": param_groups}
     if is_causal_lm(student):  # per-token KD on the responses, teacher run per batch
         return distill_causal_lm(student, teacher, train_loader, method, train, **fit_kwargs)
-    kd = method if isinstance(method, LogitKD) else getattr(method, "kd", None)
-    if kd is not None and kd.tokens != "response":
-        raise ValueError(
-            f"LogitKD(tokens={kd.tokens!r}) is for causal LMs (KD over prompt tokens too); a "
-            f"{type(student).__name__} has one prediction per example: leave tokens at its default"
-        )
+    check_classifier_kd(student, method)
     if isinstance(method, HardLabels):
         result = fit(
             student, train_loader, dev_loader, train, loss_fn=hard_label_objective(), **fit_kwargs
