@@ -48,6 +48,23 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def recipe_defaults(recipe: str, stage: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `train:` section and stage `stage`'s settings of recipes/<recipe>.yaml.
+
+    A benchmark that claims to measure a recipe's defaults reads them from here, so the figures
+    and the recipe a user runs cannot drift apart (they once did: lr 3e-3 here, 5e-4 there)."""
+    from lowcarb.pipeline.recipe import read_recipe_file
+
+    raw = read_recipe_file(RECIPES_DIR / f"{recipe}.yaml")
+    for step in raw.get("stages", []):
+        if isinstance(step, dict) and stage in step:
+            return dict(raw.get("train") or {}), dict(step[stage] or {})
+    raise KeyError(f"recipes/{recipe}.yaml has no {stage!r} stage")
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -26,7 +26,8 @@ sums them all, plus the teacher-logit pass the KD student used.
 Run:  .venv/bin/python benchmarks/distill_minilm.py [--recover-steps N] [--combined-param-ratio R]
       alone (refuses above load 1.5); needs benchmarks/.cache/minilm-sst2/seed-<s>
       (benchmarks/baseline_minilm_sst2.py). The chain's order and budgets are the compress-all
-      recipe's, chosen by the issue-18 sweep on held-out SST-2 train (see the results' `sweeps`).
+      recipe's; they have not been swept on held-out SST-2 train yet (issue 18), and the results
+      carry a `sweeps` table only once benchmarks/sweeps/compress_all_sst2.json exists.
 Training uses --threads torch threads (default 1); latency and inference footprints use 1 thread,
 teacher and students alternated over --rounds rounds, medians reported.
 """

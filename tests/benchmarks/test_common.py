@@ -119,3 +119,25 @@ def test_parse_and_check_on_a_quiet_machine_records_the_load(monkeypatch):
     assert args.allow_load is False
     assert load["before"] == {"1min": 0.2, "5min": 0.3, "15min": 0.4} and not load["busy"]
     assert load["allow_load"] is False and common.check_quiet_machine_for(args) == load
+
+
+def test_recipe_defaults_reads_the_train_section_and_the_named_stage(tmp_path, monkeypatch):
+    (tmp_path / "r.yaml").write_text(
+        "name: r\ntrain:\n  lr: 1.0e-3\n  epochs: 3\nstages:\n  - lora:\n      r: 8\n"
+        "      target_modules: all-linear\n  - evaluate\n"
+    )
+    monkeypatch.setattr(common, "RECIPES_DIR", tmp_path)
+    train, stage = common.recipe_defaults("r", "lora")
+    assert train == {"lr": 1e-3, "epochs": 3}
+    assert stage == {"r": 8, "target_modules": "all-linear"}
+    with pytest.raises(KeyError, match="no 'lowrank' stage"):
+        common.recipe_defaults("r", "lowrank")
+
+
+def test_the_lora_benchmark_measures_the_shipped_recipe():
+    # The LoRA figures are the recipe's: lr, epochs, targets and rank come from the recipe file.
+    train, stage = common.recipe_defaults("lora-minilm", "lora")
+    lora_bench = load("lora_minilm")
+    assert (train["lr"], train["epochs"]) == (lora_bench.LORA_LR, lora_bench.LORA_EPOCHS)
+    assert (stage["r"], stage["dropout"]) == (lora_bench.R, lora_bench.DROPOUT)
+    assert lora_bench.lora_targets(lora_bench.LORA_TARGETS) == stage["target_modules"]
