@@ -23,7 +23,6 @@ thread), steps 1-2 once per training seed (against the cached baseline of that s
    trained, so a pruned step skips its gradient and AdamW update too (about 10 % less CPU per
    step). Off by default, as in the earlybert-minilm recipe: in the issue-18 sweep (2,000
    held-out SST-2 training phrases, lr 2e-4) freezing it lost 1.3 points (0.878 against 0.891);
-
 3. side by side, alternated: short windows of full fine-tune steps, search steps and pruned steps
    give energy per step for each; the energy claim is
        (search steps x J/search step + pruned steps x J/pruned step) / (full steps x J/full step)
