@@ -17,7 +17,9 @@ and seed, through the same function):
   fine-tuning, and the share whose fine-tuning change exceeds half the shipped grid step;
 - int4 with group sizes 32, 64 and 128 (64 and 128 span several Q4_1 blocks, so their grid is
   not the shipped one) on the fine-tuned model: perplexity and exact match on the first
-  `--side-dev` dev rows, next to fp32 on the same rows.
+  `--side-dev` dev rows, next to fp32 on the same rows, and how many of the 210 decoder Linears
+  each group size quantized (a Linear whose input size is not a multiple of the group size stays
+  fp32: at 128 that is every projection reading the 576-wide hidden state).
 All figures are reported (no target): they explain llm_serve's `llm.int4_ppl_increase_pct`.
 
     python benchmarks/llm_int4_grid.py              # ~15 min on an idle 2-core machine
@@ -110,8 +112,12 @@ def main() -> int:
     arms = {"fp32": side_quality(tuned, tok, data, args)}
     for size in GROUP_SIZES:
         model = copy.deepcopy(tuned).eval()
-        quantize_(model, WeightOnlyInt4(group_size=size, compute_dtype="bfloat16"))
-        arms[f"int4_gs{size}"] = side_quality(model, tok, data, args)
+        summary = quantize_(model, WeightOnlyInt4(group_size=size, compute_dtype="bfloat16"))
+        # A Linear whose input size is not a multiple of the group size stays fp32 (576-input
+        # projections at group 128): the arm's quality is only comparable with how much it quantized.
+        arms[f"int4_gs{size}"] = {**side_quality(model, tok, data, args),
+                                  "linears_quantized": len(summary.modules_changed),
+                                  "linears_left_fp32": len(summary.details.get("skipped", {}))}  # fmt: skip
         print(f"int4 gs{size}: {arms[f'int4_gs{size}']}", flush=True)
         del model
     base = arms["fp32"]["side_perplexity"]
@@ -124,6 +130,7 @@ def main() -> int:
         *[reported(f"llm.int4_gs{s}_side_ppl_increase_pct", round((arms[f"int4_gs{s}"]["side_perplexity"] / base - 1) * 100, 3))
           for s in GROUP_SIZES],
         *[reported(f"llm.int4_gs{s}_side_dev_accuracy", arms[f"int4_gs{s}"]["side_exact_match"]) for s in GROUP_SIZES],
+        *[reported(f"llm.int4_gs{s}_linears_quantized", arms[f"int4_gs{s}"]["linears_quantized"]) for s in GROUP_SIZES],
     ]  # fmt: skip
     path = write_results(NAME, figures, claims, load=load, args=args)
     print(json.dumps(claims, indent=2))

@@ -279,6 +279,12 @@ def test_kd_tokens_with_the_hard_label_baseline_fails_before_any_work(llama4, ro
     assert [r["label"] for r in result.run["stages"]] in ([], ["setup"])
 
 
+def test_a_temperature_with_the_hard_label_baseline_fails_before_any_work(llama4, rows, tmp_path):
+    result = _run(llama4, rows, tmp_path, ["evaluate", {"distill": {"layers": 2, "method": "hard", "temperature": 4.0}}])
+    assert result.status == "failed" and "distill: method hard does not use temperature" in result.error
+    assert [r["label"] for r in result.run["stages"]] in ([], ["setup"])
+
+
 def test_kd_tokens_is_refused_for_a_classifier():
     from lowcarb.errors import ConfigError
     from lowcarb.pipeline.stages.distill import DistillStageConfig

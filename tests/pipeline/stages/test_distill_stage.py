@@ -83,6 +83,38 @@ def test_distill_stage_settings_are_checked_at_the_edge():
         recipe_from_dict({**base, "stages": [{"distill": {"method": "magic"}}]})
 
 
+@pytest.mark.parametrize(("settings", "unread"), [
+    ({"method": "hard", "temperature": 4.0}, "temperature"),
+    ({"method": "xtremedistil", "alpha": 0.9}, "alpha"),
+    ({"method": "kd", "relation_heads": 4, "teacher_layer": 2}, "relation_heads, teacher_layer"),
+    ({"method": "tinybert", "minilm_version": 1}, "minilm_version"),
+])  # fmt: skip
+def test_a_loss_setting_the_method_ignores_fails_before_any_work(tiny_setup, tmp_path, settings, unread):
+    recipe = recipe_from_dict({
+        "name": "tiny-distill", "model": {"name": str(tiny_setup / "tiny-bert")},
+        "data": {"train": str(tiny_setup / "train.tsv"), "dev": str(tiny_setup / "dev.tsv"),
+                 "test_fraction": 0.0, "max_length": 16},
+        "report": "none", "stages": ["train", {"distill": {"num_layers": 2, **settings}}],
+    })  # fmt: skip
+    result = run_recipe(recipe, out_dir=tmp_path, quiet=True, store=RunStore(tmp_path / "runs.db"))
+    assert result.status == "failed"
+    assert f"distill: method {settings['method']} does not use {unread} (" in result.error
+    assert [r["label"] for r in result.run["stages"]] in ([], ["setup"])  # not even the train ran
+
+
+def test_the_settings_a_method_reads_are_accepted():
+    from types import SimpleNamespace
+
+    from lowcarb.pipeline.stages.distill import DistillStageConfig
+    from lowcarb.pipeline.stages.distill_lm import check_distill
+
+    ctx = SimpleNamespace(recipe=SimpleNamespace(task="text-classification"))
+    check_distill(ctx, DistillStageConfig(method="minilm", temperature=3.0, alpha=0.2, relation_heads=4,
+                                          teacher_layer=-2, minilm_version=1))
+    check_distill(ctx, DistillStageConfig(method="tinybert", temperature=3.0, alpha=0.2))
+    check_distill(ctx, DistillStageConfig(method="hard"))  # defaults are never "set"
+
+
 def test_vocab_stage_keeps_the_training_tokens_in_int8(tiny_setup, tmp_path):
     result = run(tiny_setup, tmp_path, [{"distill": {"method": "kd", "num_layers": 1, "max_steps": 2}},
                                         {"vocab": {"int8": True}}])

@@ -65,7 +65,7 @@ class DistillStageConfig(TrainOverrides):
     num_heads: int | None = Field(default=None, gt=0)
     intermediate_size: int | None = Field(default=None, gt=0)
     init: Literal["truncated", "fresh"] = "truncated"
-    # Loss settings.
+    # Loss settings; setting one the method does not read is an error (distill_lm.check_loss_settings).
     temperature: float = Field(default=2.0, gt=0)
     alpha: float = Field(default=0.5, ge=0, le=1)  # weight of the soft (teacher) term
     # Causal LM, method kd: the positions the soft term covers, "response" (the labelled tokens)

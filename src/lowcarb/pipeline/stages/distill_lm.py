@@ -36,6 +36,24 @@ ENCODER_ONLY = ("teacher", "student_from", "hidden_size", "num_heads", "intermed
 CAUSAL_LM_METHODS = ("kd", "hard")
 # The positions a causal LM's KD covers when the stage does not say (kd_tokens):
 KD_TOKENS_DEFAULT = "response"
+# Loss settings -> the methods that read them; any other method would ignore them silently.
+LOSS_SETTING_USERS: dict[str, tuple[str, ...]] = {
+    "temperature": ("kd", "minilm", "tinybert"),
+    "alpha": ("kd", "minilm", "tinybert"),
+    "relation_heads": ("minilm",),
+    "teacher_layer": ("minilm",),
+    "minilm_version": ("minilm",),
+}
+
+
+def check_loss_settings(cfg: DistillStageConfig) -> None:
+    """Refuse a loss setting the chosen method does not read (temperature with method: hard...)."""
+    unread = [name for name, users in LOSS_SETTING_USERS.items()
+              if name in cfg.model_fields_set and cfg.method not in users]  # fmt: skip
+    if unread:
+        used_by = "; ".join(f"{name} is read by method {', '.join(LOSS_SETTING_USERS[name])}" for name in unread)
+        raise ConfigError(f"distill: method {cfg.method} does not use {', '.join(unread)} ({used_by}): "
+                          "remove the setting, or choose a method that reads it")  # fmt: skip
 
 
 def student_size(cfg: DistillStageConfig, teacher: nn.Module) -> tuple[tuple[int, ...] | None, int | None]:
@@ -81,6 +99,7 @@ def check_distill(ctx: RunContext, cfg: DistillStageConfig) -> None:
                 f"distill: kd_tokens applies to task causal-lm (KD over prompt tokens too); task "
                 f"{ctx.recipe.task} predicts one label per example: remove kd_tokens"
             )
+        check_loss_settings(cfg)
         return
     foreign = [name for name in ENCODER_ONLY if name in cfg.model_fields_set]
     if cfg.method not in CAUSAL_LM_METHODS:
@@ -94,6 +113,7 @@ def check_distill(ctx: RunContext, cfg: DistillStageConfig) -> None:
             "a causal LM distils the model so far with method kd (temperature, alpha) or hard into "
             "fewer decoder blocks (layers: a count, a fraction or a list)"
         )
+    check_loss_settings(cfg)  # after `foreign`: encoder-only settings get that message
     decoder_blocks(cfg, ctx.model)  # a bad block list fails now, not after earlier stages
     before = stages_before(ctx, cfg)
     late = [name for name in before if name in COMPRESSING_STAGES]
