@@ -17,9 +17,10 @@ and seed, through the same function):
   fine-tuning, and the share whose fine-tuning change exceeds half the shipped grid step;
 - int4 with group sizes 32, 64 and 128 (64 and 128 span several Q4_1 blocks, so their grid is
   not the shipped one) on the fine-tuned model: perplexity and exact match on the first
-  `--side-dev` dev rows, next to fp32 on the same rows, and how many of the 210 decoder Linears
-  each group size quantized (a Linear whose input size is not a multiple of the group size stays
-  fp32: at 128 that is every projection reading the 576-wide hidden state).
+  `--side-dev` dev rows, next to fp32 on the same rows, and how many of the 211 Linears (210 in
+  the decoder blocks, and lm_head) each group size quantized (a Linear whose input size is not a
+  multiple of the group size stays fp32: at 128 that is every projection reading the 576-wide
+  hidden state).
 All figures are reported (no target): they explain llm_serve's `llm.int4_ppl_increase_pct`.
 
     python benchmarks/llm_int4_grid.py              # ~15 min on an idle 2-core machine
