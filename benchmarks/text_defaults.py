@@ -25,6 +25,10 @@ of issue 18 on val (never test); their tables are in the results' `sweeps` entry
 
 Run alone on a quiet machine (refuses above load 1.5; --allow-load to override):
     .venv/bin/python benchmarks/text_defaults.py                   # 3 seeds x 6 recipes
+    .venv/bin/python benchmarks/text_defaults.py --keep-runs DIR --resume --seeds 0,1,2
+        # each finished run is kept in DIR/<recipe>-<seed>.json with its model; a rerun with
+        # --resume reuses them, so a crash or a session's end loses only the run in progress,
+        # and seeds can be added one at a time (each run records the commit it ran on)
     .venv/bin/python benchmarks/text_defaults.py --seeds 0 --recipes text-classification
 Smoke:  .venv/bin/python benchmarks/text_defaults.py --smoke      (tiny subsets, JSON in results/smoke/)
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -137,9 +142,13 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="a few rows of HWU64 and 1-step budgets: checks the plumbing, JSON in results/smoke/")
     parser.add_argument("--keep-runs", metavar="DIR", help="keep every run's folder under DIR")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the finished runs recorded under --keep-runs DIR (needs --keep-runs)")
     add_load_arguments(parser)
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
+    if args.resume and not args.keep_runs:
+        parser.error("--resume reuses the runs kept under --keep-runs DIR: give --keep-runs too")
     recipes = [r for r in args.recipes.split(",") if r and r != DEFAULT_RECIPE]
     unknown = [r for r in recipes if r not in TARGETS]
     if unknown:
@@ -154,14 +163,14 @@ def main() -> int:
         runs: dict[str, dict[str, Any]] = {}
         for seed in seeds:
             base = [*data_overrides(data), f"train.seed={seed}", *budget]
-            ref = run_recipe(DEFAULT_RECIPE, base, _fresh(tmp, f"{DEFAULT_RECIPE}-{seed}"), tmp / "home")
+            ref = _run_or_reuse(DEFAULT_RECIPE, seed, base, tmp, args.resume)
             runs[f"{DEFAULT_RECIPE}/{seed}"] = ref
             print(f"{DEFAULT_RECIPE} seed {seed}: test {ref['test_accuracy']:.4f}  {ref['wall_s']:.0f} s", flush=True)
             for recipe in recipes:
                 extra = [f"model.name={ref['model_dir']}"] if recipe == "compress-minilm" else []
                 if args.smoke and recipe == "earlybert-minilm":
                     extra.append("stages.earlybird.max_search_steps=2")
-                result = run_recipe(recipe, [*base, *extra], _fresh(tmp, f"{recipe}-{seed}"), tmp / "home")
+                result = _run_or_reuse(recipe, seed, [*base, *extra], tmp, args.resume)
                 runs[f"{recipe}/{seed}"] = result
                 print(f"{recipe} seed {seed}: test {result['test_accuracy']:.4f}  {result['wall_s']:.0f} s",
                       flush=True)
@@ -195,6 +204,34 @@ def main() -> int:
     path = write_results(NAME, figures, claims, load=load, args=args)
     print(f"wrote {path}")
     return 0
+
+
+def _run_or_reuse(recipe: str, seed: int, overrides: list[str], tmp: Path, resume: bool) -> dict[str, Any]:
+    """One recipe run, or with `resume` the one recorded in tmp/<recipe>-<seed>.json by an earlier
+    invocation, when its command had the same overrides and its model folder is still there."""
+    record = tmp / f"{recipe}-{seed}.json"
+    if resume and record.exists():
+        kept = json.loads(record.read_text())
+        same = kept.get("overrides") == overrides
+        if same and kept.get("model_dir") and Path(kept["model_dir"]).exists():
+            print(f"{recipe} seed {seed}: reusing {record} (commit {kept.get('commit')})", flush=True)
+            return kept
+        print(f"{recipe} seed {seed}: {record} is stale (other overrides or model gone), running again",
+              flush=True)
+    folder = tmp / f"{recipe}-{seed}"
+    if folder.exists():  # a run cut off half-way leaves its folder: start clean
+        shutil.rmtree(folder)
+    result = run_recipe(recipe, overrides, _fresh(tmp, f"{recipe}-{seed}"), tmp / "home")
+    result["overrides"] = overrides
+    result["commit"] = _commit()
+    record.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _commit() -> str | None:
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() or None
 
 
 def _fresh(parent: Path, name: str) -> Path:
