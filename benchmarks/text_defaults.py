@@ -208,16 +208,17 @@ def main() -> int:
 
 def _run_or_reuse(recipe: str, seed: int, overrides: list[str], tmp: Path, resume: bool) -> dict[str, Any]:
     """One recipe run, or with `resume` the one recorded in tmp/<recipe>-<seed>.json by an earlier
-    invocation, when its command had the same overrides and its model folder is still there."""
+    invocation, when its command had the same overrides, the recipe file has not changed since the
+    commit it ran on, and its model folder is still there."""
     record = tmp / f"{recipe}-{seed}.json"
     if resume and record.exists():
         kept = json.loads(record.read_text())
-        same = kept.get("overrides") == overrides
+        same = kept.get("overrides") == overrides and _recipe_unchanged_since(recipe, kept.get("commit"))
         if same and kept.get("model_dir") and Path(kept["model_dir"]).exists():
             print(f"{recipe} seed {seed}: reusing {record} (commit {kept.get('commit')})", flush=True)
             return kept
-        print(f"{recipe} seed {seed}: {record} is stale (other overrides or model gone), running again",
-              flush=True)
+        print(f"{recipe} seed {seed}: {record} is stale (other overrides, recipe changed since, or model "
+              "gone), running again", flush=True)
     folder = tmp / f"{recipe}-{seed}"
     if folder.exists():  # a run cut off half-way leaves its folder: start clean
         shutil.rmtree(folder)
@@ -226,6 +227,16 @@ def _run_or_reuse(recipe: str, seed: int, overrides: list[str], tmp: Path, resum
     result["commit"] = _commit()
     record.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _recipe_unchanged_since(recipe: str, commit: str | None) -> bool:
+    """Whether recipes/<recipe>.yaml (committed or not) is the one `commit` had: new defaults
+    make a kept run stale."""
+    if not commit:
+        return False
+    done = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", commit, "--",
+                           f"recipes/{recipe}.yaml"], capture_output=True)
+    return done.returncode == 0
 
 
 def _commit() -> str | None:
