@@ -32,6 +32,7 @@ SMOKE_OPTIONS: dict[str, str] = {
     "dry_run": "--dry-run",
     "dev_limit": "--dev-limit",
     "max_dev": "--max-dev",
+    "trial_max_steps": "--trial-max-steps",
     "allow_load": "--allow-load",
 }
 

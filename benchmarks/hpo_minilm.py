@@ -95,7 +95,7 @@ def make_trial(args: argparse.Namespace, dev_split: TextSplit, kept: dict[str, A
                 ctx.report(step // every - 1, acc)  # raises to stop a poor trial
             return False
 
-        config = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, lr=p["train.lr"],
+        config = TrainConfig(epochs=args.epochs, max_steps=args.trial_max_steps, lr=p["train.lr"],
                              head_lr=p["train.head_lr"], warmup_ratio=p["train.warmup_ratio"],
                              seed=SEED, quiet=True)
         try:
@@ -115,14 +115,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=12, help="finished trials per study")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--max-steps", type=int, default=None, help="cap per trial (smoke runs)")
+    ap.add_argument("--trial-max-steps", type=int, default=None,
+                    help="cap on each trial's steps: a shrunk budget, so the JSON goes to results/smoke/")
     ap.add_argument("--n", type=int, default=8000, help="training subset (as every MiniLM benchmark)")
     ap.add_argument("--dev-n", type=int, default=4000, help="held-out train phrases the search reads")
     ap.add_argument("--min-words", type=int, default=6)
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny budgets, JSON in results/smoke/")
     args, load = parse_and_check(ap)
     if args.quick:
-        args.trials, args.max_steps, args.dev_n, args.n = 5, 4, 128, 512
+        args.trials, args.trial_max_steps, args.dev_n, args.n = 5, 4, 128, 512
     torch.set_num_threads(1)
     import optuna
 

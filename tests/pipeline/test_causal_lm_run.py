@@ -134,3 +134,56 @@ def test_the_llm_lora_recipe_validates_offline():
     assert recipe.task == "causal-lm" and str(recipe.model.name) == "smollm2-135m"
     assert recipe.data.train is None  # the generated task
     assert [s.name for s in recipe.stages][:2] == ["evaluate", "lora"]
+
+
+def _as_if_from_q4_gguf(monkeypatch, folder):
+    """The tiny Llama, with the provenance note a Q4_1 GGUF gives (no 4-bit file needed)."""
+    from lowcarb.models import causal_lm
+    from lowcarb.models.gguf import GgufSource
+
+    note = GgufSource("tiny.Q4_1.gguf", 1, {"Q4_1": 14, "F32": 5}).note()
+    monkeypatch.setattr(causal_lm, "resolve_causal_lm", lambda name: (Path(folder), note))
+
+
+def test_int4_at_group_32_after_fine_tuning_a_q4_gguf_is_warned_before_the_run(tiny_llama_folder, tmp_path, monkeypatch):
+    from lowcarb.errors import LowcarbWarning
+
+    _as_if_from_q4_gguf(monkeypatch, tiny_llama_folder)
+    train, dev = _data(tmp_path)
+    stages = [{"train": {"max_steps": 1}}, {"quantize": {"mode": "weight_only_int4"}}]
+    recipe = _recipe(tiny_llama_folder, train, dev, stages)
+    with pytest.warns(LowcarbWarning, match="set group_size: 64") as caught:
+        result = run_recipe(recipe, out_dir=tmp_path / "out", quiet=True, store=RunStore(tmp_path / "runs.db"))
+    assert result.status == "completed", result.error
+    assert "Q4_1" in str(caught[0].message)
+    records = {r["label"]: r for r in result.run["stages"]}
+    assert "rounded back to the file's values" in records["quantize"]["summary"]["weights_note"]
+    assert "set group_size: 64" in (result.artifacts_dir / "report.md").read_text()
+
+
+def test_int4_grid_warning_only_where_it_applies(tiny_llama_folder, tmp_path, monkeypatch):
+    import warnings
+
+    from lowcarb.errors import LowcarbWarning
+
+    _as_if_from_q4_gguf(monkeypatch, tiny_llama_folder)
+    train, dev = _data(tmp_path)
+    gguf = tmp_path / "tiny.Q4_1.gguf"
+    gguf.write_bytes(b"")  # the name says "loaded from the file"; resolve_causal_lm is replaced
+    cases = [
+        (str(gguf), [{"quantize": {"mode": "weight_only_int4"}}]),  # the file as loaded: gs32 reproduces it
+        (str(tiny_llama_folder), [{"train": {"max_steps": 1}}, {"quantize": {"mode": "weight_only_int4", "group_size": 64}}]),
+        (str(tiny_llama_folder), [{"train": {"max_steps": 1}}, {"quantize": {"mode": "weight_only"}}]),
+    ]
+    for name, stages in cases:
+        recipe = _recipe(name, train, dev, stages)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", LowcarbWarning)
+            result = run_recipe(recipe, out_dir=tmp_path / "out", quiet=True, store=RunStore(tmp_path / "runs.db"))
+        assert result.status == "completed", (name, stages, result.error)
+        (quantized,) = [r for r in result.run["stages"] if r["label"] == "quantize"]
+        assert "group_size: 64" not in quantized["summary"].get("weights_note", "")
+    # a saved folder that came from a Q4 GGUF was fine-tuned in an earlier run: warned without a train stage
+    with pytest.warns(LowcarbWarning, match="group_size 32"):
+        recipe = _recipe(tiny_llama_folder, train, dev, [{"quantize": {"mode": "weight_only_int4"}}])
+        run_recipe(recipe, out_dir=tmp_path / "out", quiet=True, store=RunStore(tmp_path / "runs.db"))

@@ -18,6 +18,7 @@ import collections
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -32,6 +33,15 @@ SMOLLM2_NAME = "smollm2-135m"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Tensor types that hold the original values (no quantization): not worth a warning.
 _FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
+# 4-bit GGUF types whose weights lie on 16 levels per block of 32 (Q4_0, Q4_1; Q4_K's 32-weight
+# sub-blocks; IQ4_NL, IQ4_XS), as the provenance note (GgufSource.note) names them.
+_FOUR_BIT_TYPE = re.compile(r"\b(I?Q4_[A-Z0-9_]+)\b")
+GGUF_BLOCK_WEIGHTS = 32
+
+
+def four_bit_types(note: str | None) -> list[str]:
+    """The 4-bit GGUF tensor types a provenance note names ([] for none, or no note)."""
+    return sorted(set(_FOUR_BIT_TYPE.findall(note or "")))
 
 
 @dataclass(frozen=True)

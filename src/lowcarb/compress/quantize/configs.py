@@ -121,7 +121,8 @@ class WeightOnlyInt4:
     of ``group_size`` is left as it is (the summary lists it). group_size 32, 64 or 128 (256 on
     CUDA only). A model that was already 4-bit (a Q4 GGUF such as SmolLM2's) lies on the grid
     group size 32 chooses: fine-tuning it and quantizing with 32 rounds the fine-tuning away
-    (benchmarks/llm_int4_grid.py); a larger group, off that grid, keeps more of it.
+    (benchmarks/llm_int4_grid.py); a larger group, off that grid, keeps more of it. The `quantize`
+    stage warns before the run when a recipe does that (pipeline.stages.quantize.int4_grid_warning).
 
     compute_dtype: None (the layer's dtype) or "bfloat16": the quantized layers get bf16 weights
         and inputs, their outputs are cast back. The CPU kernel is ~10x faster with bf16
