@@ -33,8 +33,9 @@ SMOLLM2_NAME = "smollm2-135m"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Tensor types that hold the original values (no quantization): not worth a warning.
 _FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
-# 4-bit GGUF types whose weights lie on 16 levels per block of 32 (Q4_0, Q4_1; Q4_K's 32-weight
-# sub-blocks; IQ4_NL, IQ4_XS), as the provenance note (GgufSource.note) names them.
+# 4-bit GGUF types, whose weights lie on 16 levels per block (or Q4_K sub-block) of 32, as the
+# provenance note (GgufSource.note) names them. Measured on Q4_1 (benchmarks/llm_int4_grid.py):
+# int4 at group 32 re-chooses the file's grid; for the others the grid is near it, not proven equal.
 _FOUR_BIT_TYPE = re.compile(r"\b(I?Q4_[A-Z0-9_]+)\b")
 GGUF_BLOCK_WEIGHTS = 32
 
