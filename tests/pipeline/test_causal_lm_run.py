@@ -178,7 +178,7 @@ def test_int4_grid_warning_only_where_it_applies(tiny_llama_folder, tmp_path, mo
     for name, stages in cases:
         recipe = _recipe(name, train, dev, stages)
         with warnings.catch_warnings():
-            warnings.simplefilter("error", LowcarbWarning)
+            warnings.filterwarnings("error", message="int4 with group_size", category=LowcarbWarning)
             result = run_recipe(recipe, out_dir=tmp_path / "out", quiet=True, store=RunStore(tmp_path / "runs.db"))
         assert result.status == "completed", (name, stages, result.error)
         (quantized,) = [r for r in result.run["stages"] if r["label"] == "quantize"]
