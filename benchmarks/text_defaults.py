@@ -30,6 +30,12 @@ Run alone on a quiet machine (refuses above load 1.5; --allow-load to override):
         # --resume reuses them, so a crash or a session's end loses only the run in progress,
         # and seeds can be added one at a time (each run records the commit it ran on)
     .venv/bin/python benchmarks/text_defaults.py --seeds 0 --recipes text-classification
+    .venv/bin/python benchmarks/text_defaults.py --keep-runs DIR --import-runs results/text_defaults.json
+        # seeds an empty DIR with the runs an earlier results file recorded (their model folders
+        # may be gone: a kept run is rerun only when a later run needs its model)
+    .venv/bin/python benchmarks/text_defaults.py --keep-runs DIR --resume --seeds-for compress-all=0,1
+        # a recipe scored on fewer seeds than --seeds: its drop is against the text-classification
+        # runs of the same seeds (paired), and the seeds are recorded next to its claim
 Smoke:  .venv/bin/python benchmarks/text_defaults.py --smoke      (tiny subsets, JSON in results/smoke/)
 """
 
@@ -88,7 +94,7 @@ def smoke_data(tmp: Path) -> Path:
     import csv
 
     out = tmp / "hwu64-smoke"
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     for name, per_label in (("train.csv", 3), ("val.csv", 1), ("test.csv", 1)):
         with open(HWU64_DIR / name, encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
@@ -144,21 +150,38 @@ def main() -> int:
     parser.add_argument("--keep-runs", metavar="DIR", help="keep every run's folder under DIR")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the finished runs recorded under --keep-runs DIR (needs --keep-runs)")
+    parser.add_argument("--seeds-for", action="append", default=[], metavar="RECIPE=SEEDS",
+                        help="score RECIPE on these seeds only (a subset of --seeds); repeatable")
+    parser.add_argument("--import-runs", metavar="RESULTS_JSON",
+                        help="first write the runs recorded in an earlier results file into --keep-runs DIR "
+                             "(runs already kept there win), for --resume to reuse")
     add_load_arguments(parser)
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
-    if args.resume and not args.keep_runs:
-        parser.error("--resume reuses the runs kept under --keep-runs DIR: give --keep-runs too")
+    if (args.resume or args.import_runs) and not args.keep_runs:
+        parser.error("--resume and --import-runs work on the runs kept under --keep-runs DIR: give --keep-runs too")
     recipes = [r for r in args.recipes.split(",") if r and r != DEFAULT_RECIPE]
     unknown = [r for r in recipes if r not in TARGETS]
     if unknown:
         raise SystemExit(f"unknown recipe(s) {unknown}; choose from {sorted(TARGETS)}")
+    recipe_seeds = {r: seeds for r in recipes}
+    for item in args.seeds_for:
+        recipe, _, text = item.partition("=")
+        if recipe not in recipe_seeds:
+            parser.error(f"--seeds-for {item!r}: {recipe!r} is not among --recipes {recipes}")
+        subset = parse_seeds(text)
+        if not set(subset) <= set(seeds):
+            parser.error(f"--seeds-for {item!r}: seeds {subset} are not all in --seeds {seeds}")
+        recipe_seeds[recipe] = subset
+    if args.import_runs:
+        imported = import_runs(Path(args.import_runs), Path(args.keep_runs))
+        print(f"imported {len(imported)} run(s) from {args.import_runs}: {', '.join(imported) or 'none new'}")
     load = check_quiet_machine_for(args)
 
     with tempfile.TemporaryDirectory(prefix="lowcarb-text-defaults-") as tmp_text:
         tmp = Path(args.keep_runs) if args.keep_runs else Path(tmp_text)
         tmp.mkdir(parents=True, exist_ok=True)
-        data = smoke_data(Path(tmp_text)) if args.smoke else HWU64_DIR
+        data = smoke_data(tmp) if args.smoke else HWU64_DIR  # in --keep-runs DIR: --resume finds the same paths
         budget = ["train.max_steps=2", "train.epochs=1"] if args.smoke else []
         runs: dict[str, dict[str, Any]] = {}
         for seed in seeds:
@@ -167,7 +190,18 @@ def main() -> int:
             runs[f"{DEFAULT_RECIPE}/{seed}"] = ref
             print(f"{DEFAULT_RECIPE} seed {seed}: test {ref['test_accuracy']:.4f}  {ref['wall_s']:.0f} s", flush=True)
             for recipe in recipes:
+                if seed not in recipe_seeds[recipe]:
+                    continue
                 extra = [f"model.name={ref['model_dir']}"] if recipe == "compress-minilm" else []
+                if (recipe == "compress-minilm" and not (ref.get("model_dir") and Path(ref["model_dir"]).exists())
+                        and _kept(recipe, seed, [*base, *extra], tmp, args.resume) is None):
+                    # compress-minilm starts from this seed's fine-tuned model, whose folder an
+                    # imported run no longer has: fine-tune it again first.
+                    print(f"{DEFAULT_RECIPE} seed {seed}: its model folder is gone and compress-minilm "
+                          "needs it: fine-tuning again", flush=True)
+                    ref = _run_or_reuse(DEFAULT_RECIPE, seed, base, tmp, resume=False)
+                    runs[f"{DEFAULT_RECIPE}/{seed}"] = ref
+                    extra = [f"model.name={ref['model_dir']}"]
                 if args.smoke and recipe == "earlybert-minilm":
                     extra.append("stages.earlybird.max_search_steps=2")
                 result = _run_or_reuse(recipe, seed, [*base, *extra], tmp, args.resume)
@@ -191,13 +225,17 @@ def main() -> int:
         reported("text.hwu64_default_wall_s", runs[f"{DEFAULT_RECIPE}/{seeds[0]}"]["wall_s"]),
     ]
     for recipe in recipes:
-        accs = [runs[f"{recipe}/{s}"]["test_accuracy"] for s in seeds]
-        drop = (spread(full)["mean"] - spread(accs)["mean"]) * 100
+        # Paired: the reference is the text-classification runs of the seeds this recipe ran.
+        own = recipe_seeds[recipe]
+        ref_accs = [runs[f"{DEFAULT_RECIPE}/{s}"]["test_accuracy"] for s in own]
+        accs = [runs[f"{recipe}/{s}"]["test_accuracy"] for s in own]
+        drop = (spread(ref_accs)["mean"] - spread(accs)["mean"]) * 100
         target = TARGETS[recipe]
         if target is None:  # a ratio target, as a drop: (1 - 0.97) of the full fine-tune's accuracy
-            target = round((1 - DISTILL_RATIO) * spread(full)["mean"] * 100, 2)
+            target = round((1 - DISTILL_RATIO) * spread(ref_accs)["mean"] * 100, 2)
+        figures[f"{recipe}_seeds"] = own
         figures[f"{recipe}_test_accuracy"] = spread(accs)
-        figures[f"{recipe}_paired_drop_pt"] = spread([(f - a) * 100 for f, a in zip(full, accs, strict=True)])
+        figures[f"{recipe}_paired_drop_pt"] = spread([(f - a) * 100 for f, a in zip(ref_accs, accs, strict=True)])
         claims.append(claim(f"text.hwu64_{recipe}_accuracy_drop_pt", round(drop, 2), "<=", target))
     for c in claims:
         print(f"{c['id']:<48} {c['value']!s:>10}  target {c['target']!s:<8} met {c['met']}")
@@ -206,19 +244,46 @@ def main() -> int:
     return 0
 
 
-def _run_or_reuse(recipe: str, seed: int, overrides: list[str], tmp: Path, resume: bool) -> dict[str, Any]:
-    """One recipe run, or with `resume` the one recorded in tmp/<recipe>-<seed>.json by an earlier
-    invocation, when its command had the same overrides, the recipe file has not changed since the
-    commit it ran on, and its model folder is still there."""
+def import_runs(results: Path, keep: Path) -> list[str]:
+    """Write each run recorded in an earlier text_defaults results file to keep/<recipe>-<seed>.json
+    (the record --resume reads), unless keep already has that run. Returns the imported keys."""
+    try:
+        runs = json.loads(results.read_text())["figures"]["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"--import-runs {results}: not a text_defaults results file with figures.runs ({e})") from e
+    keep.mkdir(parents=True, exist_ok=True)
+    imported = []
+    for key, run in runs.items():
+        recipe, _, seed = key.partition("/")
+        record = keep / f"{recipe}-{seed}.json"
+        if not record.exists():
+            record.write_text(json.dumps(run, indent=2) + "\n")
+            imported.append(key)
+    return imported
+
+
+def _kept(recipe: str, seed: int, overrides: list[str], tmp: Path, resume: bool) -> dict[str, Any] | None:
+    """The run recorded in tmp/<recipe>-<seed>.json by an earlier invocation, when `resume` is on,
+    its command had the same overrides and the recipe file has not changed since the commit it ran
+    on; else None. Its model folder may be gone (an imported run): only compress-minilm needs one."""
     record = tmp / f"{recipe}-{seed}.json"
-    if resume and record.exists():
-        kept = json.loads(record.read_text())
-        same = kept.get("overrides") == overrides and _recipe_unchanged_since(recipe, kept.get("commit"))
-        if same and kept.get("model_dir") and Path(kept["model_dir"]).exists():
-            print(f"{recipe} seed {seed}: reusing {record} (commit {kept.get('commit')})", flush=True)
-            return kept
-        print(f"{recipe} seed {seed}: {record} is stale (other overrides, recipe changed since, or model "
-              "gone), running again", flush=True)
+    if not (resume and record.exists()):
+        return None
+    kept: dict[str, Any] = json.loads(record.read_text())
+    if kept.get("overrides") == overrides and _recipe_unchanged_since(recipe, kept.get("commit")):
+        return kept
+    print(f"{recipe} seed {seed}: {record} is stale (other overrides, or the recipe changed since), "
+          "running again", flush=True)
+    return None
+
+
+def _run_or_reuse(recipe: str, seed: int, overrides: list[str], tmp: Path, resume: bool) -> dict[str, Any]:
+    """One recipe run, or with `resume` the one kept from an earlier invocation (see _kept)."""
+    record = tmp / f"{recipe}-{seed}.json"
+    kept = _kept(recipe, seed, overrides, tmp, resume)
+    if kept is not None:
+        print(f"{recipe} seed {seed}: reusing {record} (commit {kept.get('commit')})", flush=True)
+        return kept
     folder = tmp / f"{recipe}-{seed}"
     if folder.exists():  # a run cut off half-way leaves its folder: start clean
         shutil.rmtree(folder)

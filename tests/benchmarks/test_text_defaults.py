@@ -1,0 +1,54 @@
+"""benchmarks/text_defaults.py: runs recorded by an earlier results file are imported for --resume,
+and a kept run is reused only with the same overrides on an unchanged recipe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.benchmarks.test_results_files import load
+
+td = load("text_defaults")
+
+
+def results_file(tmp_path, runs):
+    path = tmp_path / "text_defaults.json"
+    path.write_text(json.dumps({"benchmark": "text_defaults", "figures": {"runs": runs}}))
+    return path
+
+
+def test_import_writes_one_record_per_run_and_keeps_what_is_already_there(tmp_path):
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "lora-minilm-0.json").write_text(json.dumps({"test_accuracy": 0.5, "mine": True}))
+    runs = {"text-classification/0": {"test_accuracy": 0.91, "overrides": ["a=1"]},
+            "lora-minilm/0": {"test_accuracy": 0.86, "overrides": ["a=1"]}}
+
+    imported = td.import_runs(results_file(tmp_path, runs), keep)
+
+    assert imported == ["text-classification/0"]
+    assert json.loads((keep / "text-classification-0.json").read_text()) == runs["text-classification/0"]
+    assert json.loads((keep / "lora-minilm-0.json").read_text())["mine"] is True
+
+
+def test_import_of_a_file_without_runs_says_what_it_needs(tmp_path):
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"benchmark": "lora_minilm", "figures": {}}))
+    with pytest.raises(SystemExit, match="figures.runs"):
+        td.import_runs(bad, tmp_path / "keep")
+
+
+def test_a_kept_run_is_reused_only_with_the_same_overrides_and_recipe(tmp_path, monkeypatch):
+    head = td._commit()
+    record = {"test_accuracy": 0.9, "overrides": ["train.seed=1"], "commit": head, "model_dir": None}
+    (tmp_path / "text-classification-1.json").write_text(json.dumps(record))
+    monkeypatch.setattr(td, "_recipe_unchanged_since", lambda recipe, commit: commit == head)
+
+    # No model folder is needed to reuse a run's figures.
+    assert td._kept("text-classification", 1, ["train.seed=1"], tmp_path, resume=True) == record
+    assert td._kept("text-classification", 1, ["train.seed=1"], tmp_path, resume=False) is None
+    assert td._kept("text-classification", 1, ["train.seed=2"], tmp_path, resume=True) is None
+    record["commit"] = "0000000"
+    (tmp_path / "text-classification-1.json").write_text(json.dumps(record))
+    assert td._kept("text-classification", 1, ["train.seed=1"], tmp_path, resume=True) is None
