@@ -76,11 +76,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_id() -> str | None:
+    """"family 26 model 2 stepping 1" from /proc/cpuinfo, or None off Linux.
+
+    Cloud VMs often hide the model name ("AMD EPYC" on hosts two generations apart, whose
+    latencies differed 2x in issue 18's reruns); family/model/stepping still tell them apart."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("cpu family", "model", "stepping") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:
+                break  # the first processor's block is enough
+    except OSError:
+        return None
+    if "cpu family" not in fields:
+        return None
+    return f"family {fields['cpu family']} model {fields.get('model', '?')} stepping {fields.get('stepping', '?')}"
+
+
 def machine_info() -> dict[str, Any]:
     import torch
 
     return {
         "cpu": cpu_model(),
+        "cpu_id": cpu_id(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -58,6 +58,8 @@ from _common import (  # noqa: E402
     add_load_arguments,
     check_quiet_machine_for,
     claim,
+    cpu_id,
+    cpu_model,
     parse_seeds,
     reported,
     spread,
@@ -125,6 +127,9 @@ def run_recipe(recipe: str, overrides: list[str], out: Path, home: Path) -> dict
     rows = model_rows(run)
     return {
         "command": " ".join(cmd),
+        # Seeds may be added in later sessions, on another host: wall, latency and energy compare
+        # only between runs of one host (accuracy does not depend on it).
+        "cpu": {"model": cpu_model(), "id": cpu_id()},
         "wall_s": round(wall_s, 1),
         "run_dir": str(metrics_path.parent),
         "model_dir": (run.get("model") or {}).get("path"),

@@ -145,3 +145,16 @@ def test_the_lora_benchmark_measures_the_shipped_recipe():
     assert train["early_stopping_patience"] and train["epochs"] >= lora_bench.LORA_EPOCHS
     assert (stage["r"], stage["dropout"]) == (lora_bench.R, lora_bench.DROPOUT)
     assert lora_bench.lora_targets(lora_bench.LORA_TARGETS) == stage["target_modules"]
+
+
+def test_cpu_id_reads_family_model_and_stepping_of_the_first_processor(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+                       "stepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 25\nmodel\t\t: 1\nstepping\t: 0\n")
+    real_path = common.Path
+    monkeypatch.setattr(common, "Path", lambda p: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p))
+    assert common.cpu_id() == "family 26 model 2 stepping 1"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: some ARM core\n")
+    assert common.cpu_id() is None
+    monkeypatch.setattr(common, "Path", lambda p: real_path(tmp_path / "absent"))
+    assert common.cpu_id() is None
