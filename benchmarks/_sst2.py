@@ -79,6 +79,25 @@ def load_dev() -> TextSplit:
     return sst2_bundle().dev  # type: ignore[return-value]
 
 
+def heldout_split(n: int, min_words: int = 6, seed: int = 1000 + DEFAULT_SEED,
+                  subset_n: int = DEFAULT_N) -> TextSplit:
+    """`n` SST-2 train phrases outside the training subset, of >= min_words words (so that they
+    read like sentences, not one-word fragments), drawn with `seed`: the split a benchmark chooses
+    or stops on, since GLUE dev scores the claims and must not decide anything."""
+    import numpy as np
+
+    _check_data()
+    full = load_data(DataConfig(train=SST2_DIR / "train.tsv", dev=SST2_DIR / "dev.tsv",
+                                text_column="text", label_column="label", test_fraction=0.0))
+    train: TextSplit = full.train  # type: ignore[assignment]
+    subset_texts = set(load_subset(subset_n).texts)
+    rest = [i for i, t in enumerate(train.texts) if t not in subset_texts and len(t.split()) >= min_words]
+    if len(rest) < n:
+        raise SystemExit(f"only {len(rest)} held-out SST-2 phrases of >= {min_words} words; ask for fewer")
+    pick = np.sort(np.random.default_rng(seed).choice(len(rest), size=n, replace=False))
+    return train.subset([rest[i] for i in pick.tolist()])
+
+
 def subset_digest(split: TextSplit) -> str:
     """sha256 over the subset's texts and labels, so a cached checkpoint names its data exactly."""
     h = hashlib.sha256()

@@ -40,12 +40,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LOWCARB_NO_STORE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import claim, parse_and_check, reported, write_results  # noqa: E402
-from _sst2 import SST2_DIR, dev_loader, sst2_bundle, train_loader  # noqa: E402
+from _sst2 import dev_loader, heldout_split, sst2_bundle, train_loader  # noqa: E402
 
-from lowcarb.data import DataConfig, TextSplit, load_data, make_loader  # noqa: E402
+from lowcarb.data import TextSplit, make_loader  # noqa: E402
 from lowcarb.models import ModelConfig, build_model  # noqa: E402
 from lowcarb.search.hpo import Objective, SearchConfig, run_search  # noqa: E402
 from lowcarb.search.pruning import PruningConfig  # noqa: E402
@@ -62,18 +61,6 @@ SPACE = SearchSpace.of(
         "train.warmup_ratio": CategoricalParam((0.0, 0.1)),
     }
 )
-
-
-def search_dev(n: int, min_words: int, subset_texts: set[str]) -> TextSplit:
-    """`n` SST-2 train phrases outside the training subset, of >= min_words words, seeded."""
-    full = load_data(DataConfig(train=SST2_DIR / "train.tsv", dev=SST2_DIR / "dev.tsv",
-                                text_column="text", test_fraction=0.0))
-    train: TextSplit = full.train  # type: ignore[assignment]
-    rest = [i for i, t in enumerate(train.texts) if t not in subset_texts and len(t.split()) >= min_words]
-    if len(rest) < n:
-        raise SystemExit(f"only {len(rest)} held-out phrases of >= {min_words} words; lower --dev-n")
-    pick = np.sort(np.random.default_rng(1000 + SEED).choice(len(rest), size=n, replace=False))
-    return train.subset([rest[i] for i in pick.tolist()])
 
 
 def make_trial(args: argparse.Namespace, dev_split: TextSplit, kept: dict[str, Any]) -> Any:
@@ -128,8 +115,7 @@ def main() -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    subset = set(sst2_bundle(args.n, SEED).train.texts)  # type: ignore[union-attr]
-    dev_split = search_dev(args.dev_n, args.min_words, subset)
+    dev_split = heldout_split(args.dev_n, args.min_words, seed=1000 + SEED, subset_n=args.n)
     base = SearchConfig(space=SPACE, objectives=(Objective("accuracy", "maximize"),),
                         n_trials=args.trials, pruning=None, seed=SEED, startup_trials=8)
     studies = {"unpruned": base,

@@ -136,13 +136,12 @@ def test_recipe_defaults_reads_the_train_section_and_the_named_stage(tmp_path, m
 
 
 def test_the_lora_benchmark_measures_the_shipped_recipe():
-    # The LoRA figures are the recipe's: lr, targets and rank come from the recipe file. Epochs do
-    # not: the recipe's are a cap for early stopping, which the benchmark (scored on dev) cannot
-    # use, so it trains a fixed count no larger than the cap.
+    # The LoRA figures are the recipe's: lr, epoch cap, patience, head lr, targets and rank come
+    # from the recipe file (--budget recipe, the default).
     train, stage = common.recipe_defaults("lora-minilm", "lora")
     lora_bench = load("lora_minilm")
-    assert train["lr"] == lora_bench.LORA_LR
-    assert train["early_stopping_patience"] and train["epochs"] >= lora_bench.LORA_EPOCHS
+    assert (train["lr"], train["epochs"]) == (lora_bench.LORA_LR, lora_bench.LORA_EPOCHS_CAP)
+    assert (train["early_stopping_patience"], train["head_lr"]) == (lora_bench.PATIENCE, lora_bench.HEAD_LR)
     assert (stage["r"], stage["dropout"]) == (lora_bench.R, lora_bench.DROPOUT)
     assert lora_bench.lora_targets(lora_bench.LORA_TARGETS) == stage["target_modules"]
 
@@ -158,3 +157,28 @@ def test_cpu_id_reads_family_model_and_stepping_of_the_first_processor(tmp_path,
     assert common.cpu_id() is None
     monkeypatch.setattr(common, "Path", lambda p: real_path(tmp_path / "absent"))
     assert common.cpu_id() is None
+
+
+def test_the_lora_benchmark_trains_with_the_recipe_budget_or_the_fixed_one(monkeypatch):
+    import argparse
+
+    sst2 = load("_sst2")
+    lora_bench = load("lora_minilm")
+    asked = {}
+
+    def fake_heldout(n, subset_n):
+        asked.update(n=n, subset_n=subset_n)
+        return sst2.TextSplit(("a fine film",), (1,), "held-out")
+
+    monkeypatch.setattr(sst2, "heldout_split", fake_heldout)
+    monkeypatch.setitem(__import__("sys").modules, "_sst2", sst2)
+    args = argparse.Namespace(epochs=6, batch_size=32, lora_lr=1e-3, seed=1, budget="recipe", stop_n=7, n=64)
+    tokenizer = lambda texts, **kw: {"input_ids": [[1] * 3 for _ in texts], "attention_mask": [[1] * 3 for _ in texts]}  # noqa: E731
+
+    config, stop = lora_bench.training_budget(args, tokenizer)
+    assert (config.epochs, config.early_stopping_patience, config.head_lr) == (6, lora_bench.PATIENCE, lora_bench.HEAD_LR)
+    assert asked == {"n": 7, "subset_n": 64} and stop is not None and config.seed == 1
+
+    args.budget, args.epochs = "fixed", 3
+    config, stop = lora_bench.training_budget(args, tokenizer)
+    assert stop is None and (config.epochs, config.early_stopping_patience, config.head_lr) == (3, None, None)
