@@ -23,6 +23,9 @@ every choice the recipes make), test is reported. The recipes' defaults were cho
 of issue 18 on val (never test); their tables are in the results' `sweeps` entry
 (benchmarks/sweeps/hwu64.json).
 
+Also recorded, per recipe over its seeds: the command's wall time and the run's ledger energy (the
+stages' windows summed, from each run's metrics.json), and how each training stage ended.
+
 Run alone on a quiet machine (refuses above load 1.5; --allow-load to override):
     .venv/bin/python benchmarks/text_defaults.py                   # 3 seeds x 6 recipes
     .venv/bin/python benchmarks/text_defaults.py --keep-runs DIR --resume --seeds 0,1,2
@@ -126,6 +129,7 @@ def run_recipe(recipe: str, overrides: list[str], out: Path, home: Path) -> dict
 
     rows = model_rows(run)
     return {
+        **run_costs(run),
         "command": " ".join(cmd),
         # Seeds may be added in later sessions, on another host: wall, latency and energy compare
         # only between runs of one host (accuracy does not depend on it).
@@ -143,6 +147,26 @@ def run_recipe(recipe: str, overrides: list[str], out: Path, home: Path) -> dict
                     "summary_keys": sorted((s.get("summary") or {}).keys())} for s in run["stages"]],
         "stdout_tail": done.stdout[-1500:],
     }
+
+
+def run_costs(run: dict[str, Any]) -> dict[str, Any]:
+    """From a run's metrics.json: its ledger energy (sum of the stages' windows, J) and how each
+    training stage ended (epochs, steps, whether early stopping fired)."""
+    stages = run.get("stages") or []
+    energy = [((s.get("footprint") or {}).get("energy_j")) for s in stages]
+    training = {s["label"]: {k: (s.get("summary") or {}).get(k)
+                             for k in ("epochs", "steps", "best_step", "stopped_early", "stop_reason")}
+                for s in stages if "stopped_early" in (s.get("summary") or {})}
+    return {"energy_j": round(sum(e for e in energy if e is not None), 1) if any(e is not None for e in energy)
+            else None, "training": training}
+
+
+def with_costs(record: dict[str, Any]) -> dict[str, Any]:
+    """A kept run recorded before run_costs existed gets them from its run folder, if still there."""
+    metrics = Path(record.get("run_dir") or "") / "metrics.json"
+    if "energy_j" not in record and record.get("run_dir") and metrics.exists():
+        return {**record, **run_costs(json.loads(metrics.read_text()))}
+    return record
 
 
 def main() -> int:
@@ -215,6 +239,7 @@ def main() -> int:
                       flush=True)
 
     full = [runs[f"{DEFAULT_RECIPE}/{s}"]["test_accuracy"] for s in seeds]
+    scored = {DEFAULT_RECIPE: seeds, **recipe_seeds}
     figures: dict[str, Any] = {
         "data": {"train": "hwu64/train.csv (8,884)", "dev": "hwu64/val.csv (1,076)",
                  "test": "hwu64/test.csv (1,076)", "labels": 64},
@@ -222,6 +247,11 @@ def main() -> int:
         "runs": runs,
         "text_classification_test_accuracy": spread(full),
         "text_classification_wall_s": spread([runs[f"{DEFAULT_RECIPE}/{s}"]["wall_s"] for s in seeds]),
+        # Per recipe over its seeds: the whole command's wall time, and the ledger's energy where
+        # every run has it (runs imported from a results file without their folders do not).
+        "wall_s": {r: spread([runs[f"{r}/{s}"]["wall_s"] for s in own]) for r, own in scored.items()},
+        "energy_j": {r: spread([runs[f"{r}/{s}"]["energy_j"] for s in own]) for r, own in scored.items()
+                     if all(runs[f"{r}/{s}"].get("energy_j") is not None for s in own)},
     }
     if SWEEPS.exists():
         figures["sweeps"] = json.loads(SWEEPS.read_text())
@@ -288,7 +318,7 @@ def _run_or_reuse(recipe: str, seed: int, overrides: list[str], tmp: Path, resum
     kept = _kept(recipe, seed, overrides, tmp, resume)
     if kept is not None:
         print(f"{recipe} seed {seed}: reusing {record} (commit {kept.get('commit')})", flush=True)
-        return kept
+        return with_costs(kept)
     folder = tmp / f"{recipe}-{seed}"
     if folder.exists():  # a run cut off half-way leaves its folder: start clean
         shutil.rmtree(folder)

@@ -52,3 +52,27 @@ def test_a_kept_run_is_reused_only_with_the_same_overrides_and_recipe(tmp_path, 
     record["commit"] = "0000000"
     (tmp_path / "text-classification-1.json").write_text(json.dumps(record))
     assert td._kept("text-classification", 1, ["train.seed=1"], tmp_path, resume=True) is None
+
+
+def test_run_costs_sum_the_stage_windows_and_say_how_training_ended():
+    run = {"stages": [
+        {"label": "setup", "footprint": {"energy_j": 9.0}, "summary": {}},
+        {"label": "train", "footprint": {"energy_j": 1000.5},
+         "summary": {"epochs": 6, "steps": 1668, "best_step": 1668, "stopped_early": False,
+                     "stop_reason": "epochs", "train_loss": 0.1}},
+        {"label": "evaluate", "footprint": None, "summary": None},
+    ]}
+    costs = td.run_costs(run)
+    assert costs["energy_j"] == 1009.5
+    assert costs["training"] == {"train": {"epochs": 6, "steps": 1668, "best_step": 1668,
+                                           "stopped_early": False, "stop_reason": "epochs"}}
+    assert td.run_costs({"stages": [{"label": "x", "footprint": None}]})["energy_j"] is None
+
+
+def test_a_kept_run_without_costs_gets_them_from_its_run_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text(json.dumps({"stages": [{"label": "train", "footprint": {"energy_j": 5.0}}]}))
+    assert td.with_costs({"run_dir": str(run_dir)})["energy_j"] == 5.0
+    assert "energy_j" not in td.with_costs({"run_dir": str(tmp_path / "gone")})
+    assert td.with_costs({"run_dir": str(run_dir), "energy_j": 7.0})["energy_j"] == 7.0
