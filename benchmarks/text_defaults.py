@@ -150,15 +150,21 @@ def run_recipe(recipe: str, overrides: list[str], out: Path, home: Path) -> dict
 
 
 def run_costs(run: dict[str, Any]) -> dict[str, Any]:
-    """From a run's metrics.json: its ledger energy (sum of the stages' windows, J) and how each
-    training stage ended (epochs, steps, whether early stopping fired)."""
+    """From a run's metrics.json: its ledger energy (sum of the stages' windows, J), how each
+    training stage ended (epochs, steps, whether early stopping fired) and its final model's
+    serving figures (latency at batch 1 and 32, bytes)."""
+    from lowcarb.report.summary import model_rows
+
     stages = run.get("stages") or []
     energy = [((s.get("footprint") or {}).get("energy_j")) for s in stages]
     training = {s["label"]: {k: (s.get("summary") or {}).get(k)
                              for k in ("epochs", "steps", "best_step", "stopped_early", "stop_reason")}
                 for s in stages if "stopped_early" in (s.get("summary") or {})}
+    rows = model_rows(run) if stages else []
+    final = rows[-1].metrics if rows else {}
     return {"energy_j": round(sum(e for e in energy if e is not None), 1) if any(e is not None for e in energy)
-            else None, "training": training}
+            else None, "training": training,
+            "final_model": {k: final.get(k) for k in ("latency_b1_p50_ms", "latency_b32_p50_ms", "size_bytes")}}
 
 
 def with_costs(record: dict[str, Any]) -> dict[str, Any]:
@@ -252,6 +258,9 @@ def main() -> int:
         "wall_s": {r: spread([runs[f"{r}/{s}"]["wall_s"] for s in own]) for r, own in scored.items()},
         "energy_j": {r: spread([runs[f"{r}/{s}"]["energy_j"] for s in own]) for r, own in scored.items()
                      if all(runs[f"{r}/{s}"].get("energy_j") is not None for s in own)},
+        "final_model_latency_b32_p50_ms": {
+            r: spread([runs[f"{r}/{s}"]["final_model"]["latency_b32_p50_ms"] for s in own]) for r, own in scored.items()
+            if all((runs[f"{r}/{s}"].get("final_model") or {}).get("latency_b32_p50_ms") for s in own)},
     }
     if SWEEPS.exists():
         figures["sweeps"] = json.loads(SWEEPS.read_text())
