@@ -93,7 +93,7 @@ def heldout_split(n: int, min_words: int = 6, seed: int = 1000 + DEFAULT_SEED,
     subset_texts = set(load_subset(subset_n).texts)
     rest = [i for i, t in enumerate(train.texts) if t not in subset_texts and len(t.split()) >= min_words]
     if len(rest) < n:
-        raise SystemExit(f"only {len(rest)} held-out SST-2 phrases of >= {min_words} words; ask for fewer")
+        raise SystemExit(f"only {len(rest)} held-out SST-2 phrases of >= {min_words} words; ask for fewer (--dev-n, --stop-n)")
     pick = np.sort(np.random.default_rng(seed).choice(len(rest), size=n, replace=False))
     return train.subset([rest[i] for i in pick.tolist()])
 

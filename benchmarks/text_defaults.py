@@ -33,7 +33,7 @@ Run alone on a quiet machine (refuses above load 1.5; --allow-load to override):
         # --resume reuses them, so a crash or a session's end loses only the run in progress,
         # and seeds can be added one at a time (each run records the commit it ran on)
     .venv/bin/python benchmarks/text_defaults.py --seeds 0 --recipes text-classification
-    .venv/bin/python benchmarks/text_defaults.py --keep-runs DIR --import-runs results/text_defaults.json
+    .venv/bin/python benchmarks/text_defaults.py --keep-runs DIR --resume --import-runs benchmarks/results/text_defaults.json
         # seeds an empty DIR with the runs an earlier results file recorded (their model folders
         # may be gone: a kept run is rerun only when a later run needs its model)
     .venv/bin/python benchmarks/text_defaults.py --keep-runs DIR --resume --seeds-for compress-all=0,1
@@ -168,10 +168,13 @@ def run_costs(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_costs(record: dict[str, Any]) -> dict[str, Any]:
-    """A kept run recorded before run_costs existed gets them from its run folder, if still there."""
+    """A kept run recorded before run_costs (or part of it) existed gets the missing figures from
+    its run folder, if still there."""
     metrics = Path(record.get("run_dir") or "") / "metrics.json"
-    if "energy_j" not in record and record.get("run_dir") and metrics.exists():
-        return {**record, **run_costs(json.loads(metrics.read_text()))}
+    missing = [k for k in ("energy_j", "training", "final_model") if k not in record]
+    if missing and record.get("run_dir") and metrics.exists():
+        costs = run_costs(json.loads(metrics.read_text()))
+        return {**record, **{k: costs[k] for k in missing}}
     return record
 
 

@@ -52,6 +52,10 @@ def test_a_kept_run_is_reused_only_with_the_same_overrides_and_recipe(tmp_path, 
     record["commit"] = "0000000"
     (tmp_path / "text-classification-1.json").write_text(json.dumps(record))
     assert td._kept("text-classification", 1, ["train.seed=1"], tmp_path, resume=True) is None
+    # The real check: git cannot diff against a commit it does not have, so the run is stale.
+    monkeypatch.undo()
+    assert td._recipe_unchanged_since("text-classification", "0000000") is False
+    assert td._recipe_unchanged_since("text-classification", None) is False
 
 
 def test_run_costs_sum_the_stage_windows_and_say_how_training_ended():
@@ -75,4 +79,6 @@ def test_a_kept_run_without_costs_gets_them_from_its_run_folder(tmp_path):
     (run_dir / "metrics.json").write_text(json.dumps({"stages": [{"label": "train", "footprint": {"energy_j": 5.0}}]}))
     assert td.with_costs({"run_dir": str(run_dir)})["energy_j"] == 5.0
     assert "energy_j" not in td.with_costs({"run_dir": str(tmp_path / "gone")})
-    assert td.with_costs({"run_dir": str(run_dir), "energy_j": 7.0})["energy_j"] == 7.0
+    partial = td.with_costs({"run_dir": str(run_dir), "energy_j": 7.0})
+    assert partial["energy_j"] == 7.0 and partial["final_model"] == {
+        "latency_b1_p50_ms": None, "latency_b32_p50_ms": None, "size_bytes": None}
