@@ -334,9 +334,10 @@ def _run_or_reuse(recipe: str, seed: int, overrides: list[str], tmp: Path, resum
     folder = tmp / f"{recipe}-{seed}"
     if folder.exists():  # a run cut off half-way leaves its folder: start clean
         shutil.rmtree(folder)
+    commit = _commit()  # before the run: a recipe edited while it runs must make the record stale
     result = run_recipe(recipe, overrides, _fresh(tmp, f"{recipe}-{seed}"), tmp / "home")
     result["overrides"] = overrides
-    result["commit"] = _commit()
+    result["commit"] = commit
     record.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
