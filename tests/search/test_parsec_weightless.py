@@ -118,3 +118,46 @@ def test_weightless_config_errors():
         WeightlessConfig(score="zen")
     with pytest.raises(ValueError, match="iterations"):
         WeightlessConfig(iterations=0)
+
+
+def _synflow_on_a_copy(model, batches):
+    """The definition, step by step on a float64 copy with |weights| (the reference)."""
+    import copy
+
+    m = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.abs_()
+    inputs = {
+        k: torch.ones_like(v[:1], dtype=torch.float64) if v.is_floating_point() else v[:1]
+        for k, v in batches[0].items()
+        if k != "labels"
+    }
+    out = m(**inputs)
+    (out if isinstance(out, torch.Tensor) else out.logits).sum().backward()
+    with torch.no_grad():
+        total = sum(float((p * p.grad).abs().sum()) for p in m.parameters() if p.grad is not None)
+    return math.log10(total)
+
+
+@pytest.mark.parametrize("make, batch", [(tiny_cnn, image_batch), (tiny_text, text_batch)])
+def test_synflow_equals_the_definition_computed_on_a_copy(make, batch):
+    space = make()
+    for arch in _archs(space, 3, seed=5):
+        model = space.build(arch).model
+        assert synflow(model, [batch()]) == pytest.approx(
+            _synflow_on_a_copy(model, [batch()]), abs=1e-12
+        )
+
+
+def test_synflow_leaves_frozen_weights_out_and_restores_the_training_mode():
+    space = tiny_cnn()
+    model = space.build(_archs(space, 1)[0]).model.train()
+    everything = synflow(model, [image_batch()])
+    first = next(model.parameters())
+    first.requires_grad_(False)
+    assert synflow(model, [image_batch()]) < everything
+    assert synflow(model, [image_batch()]) == pytest.approx(
+        _synflow_on_a_copy(model, [image_batch()]), abs=1e-12
+    )
+    assert all(m.training for m in model.modules())

@@ -73,17 +73,22 @@ def _logdet(k: torch.Tensor) -> float:
     # so that scores can be ranked and averaged: log|K + I| is within log 2 per example of log|K|
     # for a well-separated kernel and finite for a singular one.
     if sign <= 0 or not math.isfinite(float(logabs)):
-        sign, logabs = torch.linalg.slogdet(k + torch.eye(k.shape[0], dtype=k.dtype, device=k.device))
+        sign, logabs = torch.linalg.slogdet(
+            k + torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
+        )
     return float(logabs)
 
 
 def synflow(model: nn.Module, batches: Sequence[Batch]) -> float:
-    m = copy.deepcopy(model).double().eval()  # a copy: the weights are replaced by |weights|
-    with torch.no_grad():
-        for p in m.parameters():
-            p.abs_()
-    m.zero_grad(set_to_none=True)
-    batch = to_device(batches[0], model_device(m))
+    # |weights| in float64 go in through a functional call, so the caller's model is never
+    # changed and never copied: a deep copy of the module was two thirds of a score's CPU time on
+    # the cell-CNN space (profiled: 5.7 of 8.9 ms per architecture).
+    params = {
+        n: p.detach().abs().double().requires_grad_(p.requires_grad)
+        for n, p in model.named_parameters()
+    }
+    buffers = {n: b.double() if b.is_floating_point() else b for n, b in model.named_buffers()}
+    batch = to_device(batches[0], model_device(model))
     inputs: Batch = {}
     for k, v in batch.items():
         if k == "labels":
@@ -92,14 +97,21 @@ def synflow(model: nn.Module, batches: Sequence[Batch]) -> float:
             inputs[k] = torch.ones_like(v[:1], dtype=torch.float64)  # the all-ones input
         else:
             inputs[k] = v[:1]  # token ids and masks stay as they are
-    out = m(**inputs)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()  # BN uses its running statistics: the score is a property of the weights
+    try:
+        out = torch.func.functional_call(model, {**params, **buffers}, args=(), kwargs=inputs)
+    finally:
+        for m, training in modes:
+            m.training = training
     out = out if isinstance(out, torch.Tensor) else out.logits
-    out.sum().backward()
+    trained = [p for p in params.values() if p.requires_grad]  # frozen weights do not count
+    grads = torch.autograd.grad(out.sum(), trained, allow_unused=True)
     total = 0.0
     with torch.no_grad():
-        for p in m.parameters():
-            if p.grad is not None:
-                total += float((p * p.grad).abs().sum())
+        for p, g in zip(trained, grads, strict=True):
+            if g is not None:
+                total += float((p * g).abs().sum())
     return math.log10(total) if total > 0 else -300.0  # log scale: raw values span many decades
 
 
