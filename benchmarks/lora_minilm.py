@@ -117,14 +117,14 @@ def prepare(model: torch.nn.Module, arm: str, args: argparse.Namespace) -> tuple
     if arm == "lora":
         from lowcarb.adapt import lora
 
-        summary = lora.apply(model, lora.LoraConfig(r=args.r, alpha=args.alpha, dropout=DROPOUT,
+        summary = lora.apply(model, lora.LoraConfig(r=args.r, alpha=args.alpha, dropout=args.dropout,
                                                     target_modules=lora_targets(args.targets),
                                                     modules_to_save=SAVED))
         return model, summary["trainable_params"]
     import peft  # only in benchmarks/.venv-peft
 
     targets = lora_targets(args.targets)
-    config = peft.LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=DROPOUT,
+    config = peft.LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=args.dropout,
                              target_modules=targets if isinstance(targets, str) else list(targets),
                              modules_to_save=list(SAVED), task_type="SEQ_CLS")
     wrapped = peft.get_peft_model(model, config)
@@ -329,7 +329,7 @@ def spawn(args: argparse.Namespace, arm: str, extra: list[str], seed: int | None
            "--seed", str(args.seed if seed is None else seed),
            "--threads", str(args.threads), "--batch-size", str(args.batch_size),
            "--lr", str(args.lr), "--targets", args.targets, "--r", str(args.r),
-           "--alpha", str(args.alpha), *extra]
+           "--alpha", str(args.alpha), "--dropout", str(args.dropout), *extra]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"arm {arm} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -381,6 +381,7 @@ def main() -> int:
                         help="all-linear, or module names separated by commas (query,value)")
     parser.add_argument("--r", type=int, default=R)
     parser.add_argument("--alpha", type=float, default=ALPHA)
+    parser.add_argument("--dropout", type=float, default=DROPOUT, help="LoRA dropout (default: the recipe's)")
     parser.add_argument("--steps", type=int, default=15, help="timed steps per arm")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--memory-steps", type=int, default=5, help="steps of each memory arm")
@@ -418,7 +419,7 @@ def main() -> int:
     rss = {a: memory[a]["peak_rss_mb"] for a in arms}
     trainable = timing["trainable_params"]
     figures: dict[str, Any] = {
-        "config": {"r": args.r, "alpha": args.alpha, "dropout": DROPOUT,
+        "config": {"r": args.r, "alpha": args.alpha, "dropout": args.dropout,
                    "target_modules": args.targets, "modules_to_save": list(SAVED),
                    "lora_lr": args.lora_lr, "epochs": args.epochs, "seeds": seeds,
                    "budget": args.budget,
