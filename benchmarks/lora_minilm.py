@@ -90,6 +90,7 @@ STOP_N = 2000
 # --budget fixed: the SST-2 sweep's fixed 3 epochs, adapters and head at one lr (sweeps/lora_sst2.json).
 LORA_EPOCHS = 3
 SWEEPS = Path(__file__).resolve().parent / "sweeps" / "lora_sst2.json"
+DROPOUT_SWEEP = SWEEPS.with_name("lora_dropout_sst2.json")  # sweeps/lora_dropout.py
 
 
 def lora_targets(text: str) -> tuple[str, ...] | str:
@@ -444,6 +445,8 @@ def main() -> int:
     }
     if SWEEPS.exists():
         figures["sweeps"] = json.loads(SWEEPS.read_text())
+    if DROPOUT_SWEEP.exists():
+        figures["dropout_sweep"] = json.loads(DROPOUT_SWEEP.read_text())
     step_ratio = med["lora"] / med["full"]
     claims = [claim("lora.step_time_ratio", round(step_ratio, 4), "<=", 0.75)]
     if "peft" in arms:
