@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -121,9 +123,7 @@ def test_weightless_config_errors():
 
 
 def _synflow_on_a_copy(model, batches):
-    """The definition, step by step on a float64 copy with |weights| (the reference)."""
-    import copy
-
+    """The score computed the old way, on a float64 copy with |weights| (a second reference)."""
     m = copy.deepcopy(model).double().eval()
     with torch.no_grad():
         for p in m.parameters():
@@ -140,8 +140,31 @@ def _synflow_on_a_copy(model, batches):
     return math.log10(total)
 
 
+class _TwoLinear(torch.nn.Module):
+    """x -> W2 relu(W1 x) with a .logits output, as a Hugging Face classifier returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = torch.nn.Linear(2, 3, bias=False)
+        self.second = torch.nn.Linear(3, 1, bias=False)
+
+    def forward(self, pixel_values):
+        return SimpleNamespace(logits=self.second(torch.relu(self.first(pixel_values))))
+
+
+def test_synflow_of_two_linear_layers_is_the_closed_form():
+    # With |W| and an all-ones input, R = 1^T |W2| |W1| 1 and every weight contributes
+    # theta * dR/dtheta, which sums to R once per layer: the score is log10(2 R).
+    torch.manual_seed(0)
+    model = _TwoLinear()
+    batch = {"pixel_values": torch.randn(4, 2), "labels": torch.zeros(4, dtype=torch.long)}
+    w1, w2 = model.first.weight.detach().abs().double(), model.second.weight.detach().abs().double()
+    r = float(w2 @ w1 @ torch.ones(2, dtype=torch.float64))
+    assert synflow(model, [batch]) == pytest.approx(math.log10(2 * r), abs=1e-12)
+
+
 @pytest.mark.parametrize("make, batch", [(tiny_cnn, image_batch), (tiny_text, text_batch)])
-def test_synflow_equals_the_definition_computed_on_a_copy(make, batch):
+def test_synflow_equals_the_score_computed_on_a_copy(make, batch):
     space = make()
     for arch in _archs(space, 3, seed=5):
         model = space.build(arch).model
@@ -150,14 +173,46 @@ def test_synflow_equals_the_definition_computed_on_a_copy(make, batch):
         )
 
 
-def test_synflow_leaves_frozen_weights_out_and_restores_the_training_mode():
+def test_synflow_uses_the_running_statistics_and_leaves_every_module_as_it_was():
     space = tiny_cnn()
     model = space.build(_archs(space, 1)[0]).model.train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms, "the tiny CNN space has BatchNorm"
+    with torch.no_grad():
+        for i, bn in enumerate(norms):
+            bn.running_mean.fill_(0.5 + i)
+            bn.running_var.fill_(2.0 + i)
+    norms[0].eval()  # mixed modes must come back mixed
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    assert synflow(model, [image_batch()]) == pytest.approx(
+        _synflow_on_a_copy(model, [image_batch()]), abs=1e-12
+    )
+    assert [m.training for m in model.modules()] == modes
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]) and v.dtype == before[k].dtype, k
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_synflow_leaves_frozen_weights_out_and_says_what_to_do_when_all_are_frozen():
+    space = tiny_cnn()
+    model = space.build(_archs(space, 1)[0]).model
     everything = synflow(model, [image_batch()])
-    first = next(model.parameters())
-    first.requires_grad_(False)
+    next(model.parameters()).requires_grad_(False)
     assert synflow(model, [image_batch()]) < everything
     assert synflow(model, [image_batch()]) == pytest.approx(
         _synflow_on_a_copy(model, [image_batch()]), abs=1e-12
     )
-    assert all(m.training for m in model.modules())
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="unfreeze the weights to score, or use the naswot score"):
+        synflow(model, [image_batch()])
+
+
+def test_naswot_leaves_mixed_training_modes_as_they_were():
+    space = tiny_cnn()
+    model = space.build(_archs(space, 1)[0]).model.train()
+    next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)).eval()
+    modes = [m.training for m in model.modules()]
+    naswot(model, [image_batch()])
+    assert [m.training for m in model.modules()] == modes

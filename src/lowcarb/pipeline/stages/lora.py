@@ -22,9 +22,10 @@ from lowcarb.pipeline.tasks import CAUSAL_LM, TASK_NAMES
 # Unset training values come from the recipe's `train:` section (LoRA usually wants a higher lr).
 # Why all-linear for classifiers: in the issue-18 sweep (MiniLM, 8,000 SST-2 phrases, scored on
 # 2,000 held-out training phrases) r=8 on every Linear at lr 1e-3 for 3 epochs reached 0.892,
-# query/value only at its best lr 0.881 (benchmarks/sweeps/lora_sst2.json). Dropout stays
-# LoraConfig's 0.0: with the lora-minilm recipe's budget, no dropout scored 0.8905 there against
-# 0.879 with 0.1, in 0.87 of the training time (benchmarks/sweeps/lora_dropout_sst2.json).
+# query/value only at its best lr 0.881 (benchmarks/sweeps/lora_sst2.json). For that classifier,
+# LoraConfig's dropout 0.0 was kept: with the lora-minilm recipe's budget (seed 0), no dropout
+# scored 0.8905 there against 0.879 with 0.1, in 0.87 of the training time
+# (benchmarks/sweeps/lora_dropout_sst2.json). Causal LMs were not swept for dropout.
 CLASSIFIER_DEFAULTS: dict[str, Any] = {"target_modules": "all-linear", "modules_to_save": ("classifier",)}
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _LoraFields = technique_fields(

@@ -14,16 +14,17 @@ and the score is deterministic.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from lowcarb.errors import ConfigError
 from lowcarb.train import forward
-from lowcarb.train.batches import model_device, to_device
+from lowcarb.train.batches import logits_of, model_device, to_device
 
 Batch = dict[str, torch.Tensor]
 
@@ -39,32 +40,33 @@ def naswot(model: nn.Module, batches: Sequence[Batch]) -> float:
     # Train-mode BN (batch statistics, as the network is at init) would move the running
     # statistics: keep a copy of the buffers and put them back, cheaper than copying the model.
     buffers = {k: v.clone() for k, v in model.named_buffers()}
-    was_training = model.training
-    model.train()
     handles = [
         m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.GELU))
     ]
     device = model_device(model)
     try:
-        total = 0.0
-        for batch in batches:
-            codes.clear()
-            forward(model, to_device(batch, device))
-            n = int(batch["labels"].shape[0])
-            if not codes:  # no activation at all: every example looks the same
-                total += _logdet(torch.zeros((n, n), dtype=torch.float64))
-                continue
-            c = torch.cat(codes, dim=1)  # (B, all units)
-            k = c @ c.T + (1 - c) @ (1 - c).T  # units on which two examples agree
-            total += _logdet(k.to(torch.float64))
-        return total / len(batches)
+        with _mode(model, training=True):
+            return sum(_naswot_batch(model, to_device(b, device), codes) for b in batches) / len(
+                batches
+            )
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
         named = dict(model.named_buffers())
         for name, value in buffers.items():
             named[name].copy_(value)
+
+
+def _naswot_batch(model: nn.Module, batch: Batch, codes: list[torch.Tensor]) -> float:
+    """log|K| of one batch; `codes` is filled by the activation hooks during the forward pass."""
+    codes.clear()
+    forward(model, batch)
+    n = int(batch["labels"].shape[0])
+    if not codes:  # no activation at all: every example looks the same
+        return _logdet(torch.zeros((n, n), dtype=torch.float64))
+    c = torch.cat(codes, dim=1)  # (B, all units)
+    k = c @ c.T + (1 - c) @ (1 - c).T  # units on which two examples agree
+    return _logdet(k.to(torch.float64))
 
 
 def _logdet(k: torch.Tensor) -> float:
@@ -79,34 +81,50 @@ def _logdet(k: torch.Tensor) -> float:
     return float(logabs)
 
 
-def synflow(model: nn.Module, batches: Sequence[Batch]) -> float:
-    # |weights| in float64 go in through a functional call, so the caller's model is never
-    # changed and never copied: a deep copy of the module was two thirds of a score's CPU time on
-    # the cell-CNN space (profiled: 5.7 of 8.9 ms per architecture).
-    params = {
-        n: p.detach().abs().double().requires_grad_(p.requires_grad)
-        for n, p in model.named_parameters()
-    }
-    buffers = {n: b.double() if b.is_floating_point() else b for n, b in model.named_buffers()}
-    batch = to_device(batches[0], model_device(model))
+@contextlib.contextmanager
+def _mode(model: nn.Module, training: bool) -> Iterator[None]:
+    """Every module in `training` mode inside the block; each module's own flag back after it."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.train(training)
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _all_ones_inputs(batch: Batch) -> Batch:
+    """Synflow's input: the batch's first example with every float input set to 1.0 in float64
+    (token ids and masks stay as they are); labels dropped."""
     inputs: Batch = {}
     for k, v in batch.items():
         if k == "labels":
             continue
-        if v.is_floating_point():
-            inputs[k] = torch.ones_like(v[:1], dtype=torch.float64)  # the all-ones input
-        else:
-            inputs[k] = v[:1]  # token ids and masks stay as they are
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()  # BN uses its running statistics: the score is a property of the weights
-    try:
-        out = torch.func.functional_call(model, {**params, **buffers}, args=(), kwargs=inputs)
-    finally:
-        for m, training in modes:
-            m.training = training
-    out = out if isinstance(out, torch.Tensor) else out.logits
+        inputs[k] = torch.ones_like(v[:1], dtype=torch.float64) if v.is_floating_point() else v[:1]
+    return inputs
+
+
+def synflow(model: nn.Module, batches: Sequence[Batch]) -> float:
+    # |weights| in float64 go in through a functional call instead of a float64 deep copy of the
+    # module: the copy was most of a score's CPU time on the cell-CNN space. The caller's model is
+    # left as it was (functional_call swaps its tensors only for the duration of the call), so
+    # score candidates one at a time. Weights made by forward pre-hooks (torch.nn.utils.prune) or
+    # kept outside parameters and buffers are not swapped: such models cannot be scored.
+    params = {
+        n: p.detach().abs().double().requires_grad_(p.requires_grad)
+        for n, p in model.named_parameters()
+    }
     trained = [p for p in params.values() if p.requires_grad]  # frozen weights do not count
-    grads = torch.autograd.grad(out.sum(), trained, allow_unused=True)
+    if not trained:
+        raise ConfigError(
+            "synflow needs at least one trainable parameter (all are frozen); unfreeze the "
+            "weights to score, or use the naswot score, which needs no gradients"
+        )
+    buffers = {n: b.double() if b.is_floating_point() else b for n, b in model.named_buffers()}
+    inputs = _all_ones_inputs(to_device(batches[0], model_device(model)))
+    with _mode(model, training=False):  # BN uses its running statistics: a property of the weights
+        out = torch.func.functional_call(model, {**params, **buffers}, args=(), kwargs=inputs)
+    grads = torch.autograd.grad(logits_of(out).sum(), trained, allow_unused=True)
     total = 0.0
     with torch.no_grad():
         for p, g in zip(trained, grads, strict=True):
