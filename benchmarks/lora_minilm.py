@@ -179,14 +179,16 @@ def run_timing(args: argparse.Namespace, arms: list[str]) -> dict[str, Any]:
     """Step time of every arm, interleaved step by step in one process (full, lora, peft, full,
     ...), so that the load other work puts on this shared machine falls on all arms alike.
 
-    A step is what fit() does: forward, cross-entropy, backward, gradient clipping, fused AdamW
-    step (fit's optimizer: the unfused loop made the full arm's step about 0.07 s longer than a
-    user's, which flattered LoRA).
+    A step is what fit() does: forward, cross-entropy, backward, gradient clipping, and an AdamW
+    step built as fit() builds it (its parameter groups, fused where the parameters allow). Until
+    2026-12-06 the arms used the unfused AdamW loop over one group, which lengthened the full
+    arm's step (22.7M parameters to update) and so flattered LoRA.
     Wall time and CPU time (time.process_time, one torch thread) are both recorded per step.
     """
     import torch.nn.functional as F
     from _sst2 import train_loader
 
+    from lowcarb.train import TrainConfig, default_param_groups, make_adamw
     from lowcarb.train.batches import forward
 
     models, opts, params, trainable = {}, {}, {}, {}
@@ -196,7 +198,7 @@ def run_timing(args: argparse.Namespace, arms: list[str]) -> dict[str, Any]:
         model, trainable[arm] = prepare(model, arm, args)
         model.train()
         params[arm] = [p for p in model.parameters() if p.requires_grad]
-        opts[arm] = torch.optim.AdamW(params[arm], lr=args.lr, weight_decay=0.01, fused=True)
+        opts[arm] = make_adamw(default_param_groups(model, 0.01), TrainConfig(lr=args.lr, weight_decay=0.01))
         models[arm] = model
     batches = list(itertools.islice(train_loader(tok, args.batch_size, args.n, DEFAULT_SEED, train_seed=args.seed),
                                     args.warmup + args.steps))

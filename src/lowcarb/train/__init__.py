@@ -24,7 +24,13 @@ from lowcarb.train.evaluate import evaluate, macro_f1
 from lowcarb.train.flops import flops_per_example
 from lowcarb.train.footprint import inference_footprint
 from lowcarb.train.latency import benchmark_latency, torch_threads
-from lowcarb.train.loop import FitResult, default_param_groups, fit, linear_warmup_decay
+from lowcarb.train.loop import (
+    FitResult,
+    default_param_groups,
+    fit,
+    linear_warmup_decay,
+    make_adamw,
+)
 from lowcarb.train.size import count_parameters, size_on_disk_bytes
 from lowcarb.train.timing import (
     DeviceClock,
@@ -54,6 +60,7 @@ __all__ = [
     "grad_scaler",
     "inference_footprint",
     "linear_warmup_decay",
+    "make_adamw",
     "logits_of",
     "machine_load",
     "macro_f1",

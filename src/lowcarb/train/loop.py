@@ -93,7 +93,7 @@ def default_param_groups(
     return groups
 
 
-def _adamw(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
+def make_adamw(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW, fused when every parameter allows it: on CPU the fused kernel steps MiniLM's 22.7M
     parameters about 6x faster than the default loop (0.03 s vs 0.18 s per step, 1 thread)."""
     params = [p for g in groups for p in g["params"]]
@@ -259,7 +259,7 @@ class _Run:
         if not any(g["params"] for g in groups):
             raise ValueError("no trainable parameters: every parameter has requires_grad=False")
         self.model, self.config, self.dev_loader, self.loss_fn = model, config, dev_loader, loss_fn
-        self.optimizer = _adamw(groups, config)
+        self.optimizer = make_adamw(groups, config)
         warmup = int(math.ceil(config.warmup_ratio * total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_warmup_decay(warmup, total_steps))
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
