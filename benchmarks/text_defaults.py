@@ -55,6 +55,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
@@ -343,13 +345,15 @@ def _run_or_reuse(recipe: str, seed: int, overrides: list[str], tmp: Path, resum
 
 
 def _recipe_unchanged_since(recipe: str, commit: str | None) -> bool:
-    """Whether recipes/<recipe>.yaml (committed or not) is the one `commit` had: new defaults
-    make a kept run stale."""
+    """Whether recipes/<recipe>.yaml (committed or not) holds the same settings as at `commit`:
+    new defaults make a kept run stale; an edited comment does not."""
     if not commit:
         return False
-    done = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", commit, "--",
-                           f"recipes/{recipe}.yaml"], capture_output=True)
-    return done.returncode == 0
+    path = f"recipes/{recipe}.yaml"
+    then = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], capture_output=True, text=True)
+    if then.returncode != 0:  # a commit git does not have, or no such recipe then
+        return False
+    return yaml.safe_load(then.stdout) == yaml.safe_load((ROOT / path).read_text())
 
 
 def _commit() -> str | None:

@@ -4,6 +4,7 @@ and a kept run is reused only with the same overrides on an unchanged recipe."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -56,6 +57,27 @@ def test_a_kept_run_is_reused_only_with_the_same_overrides_and_recipe(tmp_path, 
     monkeypatch.undo()
     assert td._recipe_unchanged_since("text-classification", "0000000") is False
     assert td._recipe_unchanged_since("text-classification", None) is False
+
+
+def test_a_recipe_is_unchanged_when_only_its_comments_changed(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    recipe = tmp_path / "recipes" / "r.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text("# why\ntrain:\n  lr: 1.0e-3\n")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "r", "--allow-empty")
+    git("add", "recipes/r.yaml")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "r")
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    monkeypatch.setattr(td, "ROOT", tmp_path)
+    recipe.write_text("# why, said better\ntrain:\n  lr: 1.0e-3   # the adapters\n")
+    assert td._recipe_unchanged_since("r", head) is True
+    recipe.write_text("train:\n  lr: 2.0e-3\n")
+    assert td._recipe_unchanged_since("r", head) is False
+    assert td._recipe_unchanged_since("missing", head) is False
 
 
 def test_run_costs_sum_the_stage_windows_and_say_how_training_ended():
