@@ -55,8 +55,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
@@ -313,15 +311,15 @@ def import_runs(results: Path, keep: Path) -> list[str]:
 
 def _kept(recipe: str, seed: int, overrides: list[str], tmp: Path, resume: bool) -> dict[str, Any] | None:
     """The run recorded in tmp/<recipe>-<seed>.json by an earlier invocation, when `resume` is on,
-    its command had the same overrides and the recipe file has not changed since the commit it ran
-    on; else None. Its model folder may be gone (an imported run): only compress-minilm needs one."""
+    its command had the same overrides and the recipe's settings have not changed since the commit
+    it ran on (comments may have); else None. Its model folder may be gone (an imported run): only compress-minilm needs one."""
     record = tmp / f"{recipe}-{seed}.json"
     if not (resume and record.exists()):
         return None
     kept: dict[str, Any] = json.loads(record.read_text())
     if kept.get("overrides") == overrides and _recipe_unchanged_since(recipe, kept.get("commit")):
         return kept
-    print(f"{recipe} seed {seed}: {record} is stale (other overrides, or the recipe changed since), "
+    print(f"{recipe} seed {seed}: {record} is stale (other overrides, or the recipe's settings changed since), "
           "running again", flush=True)
     return None
 
@@ -349,11 +347,17 @@ def _recipe_unchanged_since(recipe: str, commit: str | None) -> bool:
     new defaults make a kept run stale; an edited comment does not."""
     if not commit:
         return False
+    from lowcarb.errors import ConfigError
+    from lowcarb.pipeline.safe_yaml import load_yaml_text
+
     path = f"recipes/{recipe}.yaml"
     then = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], capture_output=True, text=True)
     if then.returncode != 0:  # a commit git does not have, or no such recipe then
         return False
-    return yaml.safe_load(then.stdout) == yaml.safe_load((ROOT / path).read_text())
+    try:  # read as lowcarb reads recipes; a recipe that no longer parses or exists is stale
+        return bool(load_yaml_text(then.stdout, path) == load_yaml_text((ROOT / path).read_text(), path))
+    except (ConfigError, OSError):
+        return False
 
 
 def _commit() -> str | None:

@@ -60,24 +60,33 @@ def test_a_kept_run_is_reused_only_with_the_same_overrides_and_recipe(tmp_path, 
 
 
 def test_a_recipe_is_unchanged_when_only_its_comments_changed(tmp_path, monkeypatch):
-    def git(*args):
-        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+    quiet = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false",
+             "-c", "core.hooksPath=/dev/null"]
 
+    def commit(message):
+        subprocess.run(["git", "-C", str(tmp_path), *quiet, "commit", "-q", "--allow-empty", "-m", message],
+                       check=True, capture_output=True)
+        return subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, capture_output=True)
+    before_recipe = commit("no recipe yet")
     recipe = tmp_path / "recipes" / "r.yaml"
     recipe.parent.mkdir()
     recipe.write_text("# why\ntrain:\n  lr: 1.0e-3\n")
-    git("init", "-q")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "r", "--allow-empty")
-    git("add", "recipes/r.yaml")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "r")
-    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    subprocess.run(["git", "-C", str(tmp_path), "add", "recipes/r.yaml"], check=True, capture_output=True)
+    head = commit("r")
     monkeypatch.setattr(td, "ROOT", tmp_path)
+
     recipe.write_text("# why, said better\ntrain:\n  lr: 1.0e-3   # the adapters\n")
     assert td._recipe_unchanged_since("r", head) is True
+    assert td._recipe_unchanged_since("r", before_recipe) is False  # the recipe did not exist then
     recipe.write_text("train:\n  lr: 2.0e-3\n")
     assert td._recipe_unchanged_since("r", head) is False
-    assert td._recipe_unchanged_since("missing", head) is False
+    recipe.write_text("train: [unclosed\n")
+    assert td._recipe_unchanged_since("r", head) is False
+    recipe.unlink()
+    assert td._recipe_unchanged_since("r", head) is False
 
 
 def test_run_costs_sum_the_stage_windows_and_say_how_training_ended():

@@ -365,3 +365,17 @@ def test_frozen_modules_get_no_gradient_and_are_trainable_again_after(batches):
 def test_frozen_modules_that_match_nothing_are_an_error(batches):
     with pytest.raises(ValueError, match="frozen_modules"):
         fit(_HeadNet(), batches, None, TrainConfig(max_steps=1, frozen_modules=("embeddings",), quiet=True))
+
+
+def test_make_adamw_is_fused_on_cpu_floats_and_plain_on_the_meta_device():
+    from lowcarb.train import TrainConfig, default_param_groups, make_adamw
+
+    config = TrainConfig(lr=1e-3, weight_decay=0.01)
+    cpu = torch.nn.Linear(4, 2)
+    fused = make_adamw(default_param_groups(cpu, 0.01), config)
+    assert fused.defaults["fused"] is True
+    # Biases (1-D) are not decayed, as fit() groups them.
+    assert sorted(g["weight_decay"] for g in fused.param_groups) == [0.0, 0.01]
+    meta = torch.nn.Linear(4, 2, device="meta")
+    plain = make_adamw(default_param_groups(meta, 0.01), config)
+    assert not plain.defaults.get("fused")

@@ -109,7 +109,8 @@ def synflow(model: nn.Module, batches: Sequence[Batch]) -> float:
     # module: the copy was most of a score's CPU time on the cell-CNN space. The caller's model is
     # left as it was (functional_call swaps its tensors only for the duration of the call), so
     # score candidates one at a time. Weights made by forward pre-hooks (torch.nn.utils.prune) or
-    # kept outside parameters and buffers are not swapped: such models cannot be scored.
+    # kept outside parameters and buffers are not swapped: such models are not supported (nothing
+    # checks for them).
     params = {
         n: p.detach().abs().double().requires_grad_(p.requires_grad)
         for n, p in model.named_parameters()
