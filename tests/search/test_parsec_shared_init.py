@@ -72,6 +72,27 @@ def test_shared_init_leaves_the_global_random_stream_alone():
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_shared_init_seeds_only_the_cpu_generator(monkeypatch):
+    # fork_rng(devices=[]) saves and restores the CPU generator only: seeding an accelerator's
+    # generator in there would change its stream for good (and, on a machine without one, queue
+    # a lazy CUDA call with a captured stack per module).
+    def reseeded(*_args):
+        raise AssertionError("an accelerator's generator was reseeded")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeded)
+    monkeypatch.setattr(torch.cuda, "manual_seed", reseeded)
+    space = tiny_cnn()
+    arch = _archs(space, 1)[0]
+    with shared_init(SharedInit(seed=1)):
+        first = space.build(arch)
+    with shared_init(SharedInit(seed=1)):
+        again = space.build(arch)
+    for key in first.parts:
+        assert _state(first, key).keys() == _state(again, key).keys()
+        for name, value in _state(first, key).items():
+            assert torch.equal(value, _state(again, key)[name]), (key, name)
+
+
 def test_shared_scores_are_a_function_of_the_candidate():
     for space, batch in ((tiny_cnn(), image_batch), (tiny_text(), text_batch)):
         archs = _archs(space, 4, seed=2)

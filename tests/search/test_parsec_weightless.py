@@ -209,6 +209,25 @@ def test_synflow_leaves_frozen_weights_out_and_says_what_to_do_when_all_are_froz
         synflow(model, [image_batch()])
 
 
+def test_synflow_puts_the_weights_back_when_the_forward_pass_fails():
+    space = tiny_cnn()
+    model = space.build(_archs(space, 1)[0]).model
+    params = list(model.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def boom(_module, _inputs, _output):
+        raise RuntimeError("boom")
+
+    handle = model.register_forward_hook(boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        synflow(model, [image_batch()])
+    handle.remove()
+    assert list(model.parameters()) == params  # the same Parameter objects, not replacements
+    for k, v in model.state_dict().items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
+    assert all(m.training for m in model.modules())
+
+
 def test_naswot_leaves_mixed_training_modes_as_they_were():
     space = tiny_cnn()
     model = space.build(_archs(space, 1)[0]).model.train()
