@@ -230,3 +230,53 @@ def test_dropout_only_in_training():
     assert torch.equal(out(model, x), out(model, x))
     layer = next(iter(lora.lora_layers(model).values()))
     assert not layer.training and isinstance(layer.lora_dropout, torch.nn.Dropout)
+
+
+def _plain_delta(layer: LoraLayer, x: torch.Tensor) -> torch.Tensor:
+    """The update as two nn.Linear calls compute it: the reference for the fast path."""
+    return layer.base_layer(x) + layer.lora_B(layer.lora_A(x)) * layer.scaling
+
+
+@pytest.mark.parametrize("shape", [(5, 6), (2, 3, 6)], ids=["2-d", "3-d"])
+def test_linear_fast_path_matches_the_plain_computation_and_its_gradients(shape):
+    torch.manual_seed(0)
+    layer = LoraLayer(nn.Linear(6, 4), r=3, alpha=6.0, dropout=0.0, use_rslora=False)
+    nn.init.normal_(layer.lora_B.weight)
+    layer.base_layer.weight.requires_grad_(True)  # the base's gradient must flow too
+    x = torch.randn(shape, requires_grad=True)
+    params = [x, layer.lora_A.weight, layer.lora_B.weight, layer.base_layer.weight]
+    fast = layer(x)
+    plain = _plain_delta(layer, x)
+    assert fast.shape == plain.shape
+    assert torch.allclose(fast, plain, atol=1e-6)
+    g = torch.randn_like(fast)
+    grads_fast = torch.autograd.grad(fast, params, g)
+    grads_plain = torch.autograd.grad(plain, params, g)
+    for got, want in zip(grads_fast, grads_plain, strict=True):
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+
+
+def test_linear_fast_path_passes_gradcheck_in_float64():
+    g = torch.Generator().manual_seed(0)
+    y, x = torch.randn(5, 4, generator=g), torch.randn(5, 6, generator=g)
+    a, b = torch.randn(3, 6, generator=g), torch.randn(4, 3, generator=g)
+    inputs = tuple(t.double().requires_grad_() for t in (y, x, a, b))
+    assert torch.autograd.gradcheck(lambda *t: lora._LinearDelta.apply(*t, 0.7), inputs)
+
+
+def test_linear_fast_path_gives_way_under_autocast(monkeypatch):
+    layer = LoraLayer(nn.Linear(6, 4), r=2, alpha=4.0, dropout=0.0, use_rslora=False)
+    nn.init.normal_(layer.lora_B.weight)
+    x = torch.randn(3, 6)
+    used = []
+    real = lora._LinearDelta.apply
+    monkeypatch.setattr(lora._LinearDelta, "apply", lambda *a: used.append(1) or real(*a))
+    layer(x)
+    assert used == [1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert used == [1] and y.dtype == torch.bfloat16  # autocast cast the modules' own calls
+    assert torch.allclose(y.float(), _plain_delta(layer, x), atol=0.1)
+    layer.double()  # one dtype throughout again: the fast path
+    layer(x.double())
+    assert used == [1, 1]

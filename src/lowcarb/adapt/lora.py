@@ -11,6 +11,9 @@ model starts exactly equal to the base. Only adapter parameters (and the modules
 
 The wrapper keeps PEFT's attribute names (`base_layer`, `lora_A`, `lora_B`, `lora_embedding_A`,
 `lora_embedding_B`) so that adapter files map one to one onto PEFT's key names (see peft_format).
+On a Linear, the forward pass uses lora_A's and lora_B's weights through one autograd function
+(`_LinearDelta`, for speed) instead of calling the two modules: hooks on lora_A or lora_B
+themselves do not fire (hooks on the wrapper do).
 """
 
 from __future__ import annotations
@@ -167,7 +170,13 @@ class LoraLayer(nn.Module):
             after_a = F.embedding(x, self.lora_embedding_A.T, base.padding_idx, base.max_norm,
                                   base.norm_type, base.scale_grad_by_freq, base.sparse)
             return y + (after_a @ self.lora_embedding_B.T) * self.scaling
-        return y + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+        after_dropout = self.lora_dropout(x)
+        if isinstance(base, nn.Linear) and _fast_path_applies(y, after_dropout, self.lora_A.weight):
+            out = _LinearDelta.apply(y.reshape(-1, y.shape[-1]),
+                                     after_dropout.reshape(-1, after_dropout.shape[-1]),
+                                     self.lora_A.weight, self.lora_B.weight, self.scaling)
+            return out.view(y.shape)
+        return y + self.lora_B(self.lora_A(after_dropout)) * self.scaling
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -188,6 +197,50 @@ class LoraLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:.4g}, merged={self.merged}"
+
+
+def _fast_path_applies(y: torch.Tensor, x: torch.Tensor, a: torch.Tensor) -> bool:
+    """`_LinearDelta` takes one dtype throughout; under autocast (or with mixed dtypes) the
+    modules' own calls are used, which autocast knows how to cast."""
+    return y.dtype == x.dtype == a.dtype and not torch.is_autocast_enabled(x.device.type)
+
+
+class _LinearDelta(torch.autograd.Function):
+    """y + scaling * (x A^T) B^T for 2-D y (T, out) and x (T, in), A (r, in), B (out, r).
+
+    Autograd through two nn.Linear calls computes the same thing, but it orients each matmul as
+    a full-rank layer wants; with one side only r wide, several of those orientations are 3-6x
+    slower than the transposed product on CPU BLAS (measured on 1,120 tokens x 384 or 1,536
+    features at r=8: B's gradient 3.0 ms against 0.47 ms, A's 2.9 ms against 0.47 ms). Here each
+    product is taken in its fast orientation (transposes are free views), the update is added
+    by one addmm instead of a multiply and an add, and the scaling is applied to the r-wide
+    activations rather than to the full-width output. The result equals the plain computation up
+    to float rounding (tests compare values and gradients with it).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, y: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scaling: float
+    ) -> torch.Tensor:
+        h_scaled = (a @ x.t()).t() * scaling  # (T, r)
+        ctx.save_for_backward(x, a, b, h_scaled)
+        ctx.scaling = scaling
+        return torch.addmm(y, h_scaled, b.t())
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        x, a, b, h_scaled = ctx.saved_tensors
+        need_y, need_x, need_a, need_b, _ = ctx.needs_input_grad
+        grad_h = (b.t() @ grad.t()).t() * ctx.scaling if (need_x or need_a) else None  # (T, r)
+        return (
+            grad if need_y else None,
+            grad_h @ a if need_x and grad_h is not None else None,
+            grad_h.t() @ x if need_a and grad_h is not None else None,
+            (h_scaled.t() @ grad).t() if need_b else None,
+            None,
+        )
 
 
 def _matches(name: str, pattern: str) -> bool:
