@@ -280,3 +280,77 @@ def test_linear_fast_path_gives_way_under_autocast(monkeypatch):
     layer.double()  # one dtype throughout again: the fast path
     layer(x.double())
     assert used == [1, 1]
+
+
+def _counting_fast_path(monkeypatch) -> list[int]:
+    used: list[int] = []
+    real = lora._LinearDelta.apply
+    monkeypatch.setattr(lora._LinearDelta, "apply", lambda *a: used.append(1) or real(*a))
+    return used
+
+
+def test_linear_fast_path_keeps_hooks_on_the_adapters_firing(monkeypatch):
+    layer = LoraLayer(nn.Linear(6, 4), r=2, alpha=4.0, dropout=0.0, use_rslora=False)
+    nn.init.normal_(layer.lora_B.weight)
+    used = _counting_fast_path(monkeypatch)
+    seen = []
+    handle = layer.lora_A.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape))
+    x = torch.randn(3, 6)
+    assert torch.allclose(layer(x), _plain_delta(layer, x), atol=1e-6)
+    assert used == [] and len(seen) == 2  # our call and the reference's: the module was called
+    handle.remove()
+    layer(x)
+    assert used == [1]
+
+
+def test_linear_fast_path_leaves_quantized_adapters_to_their_own_kernel(monkeypatch):
+    from lowcarb.compress import quantize
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
+    lora.apply(model, LoraConfig(r=4, target_modules=("0", "2")))
+    randomize_b(model)
+    x = torch.randn(5, 32)
+    expected = model(x)
+    used = _counting_fast_path(monkeypatch)
+    quantized = quantize.quantize_(model, quantize.WeightOnlyInt8()).model
+    got = quantized(x)  # lora_A and lora_B hold torchao weights now: their own kernel runs
+    assert used == []
+    assert torch.allclose(got, expected, atol=0.05 * float(expected.detach().abs().max()))
+
+
+@pytest.mark.parametrize("frozen", ["lora_A", "lora_B"])
+def test_linear_fast_path_with_one_factor_frozen(frozen):
+    torch.manual_seed(0)
+    layer = LoraLayer(nn.Linear(6, 4), r=3, alpha=6.0, dropout=0.0, use_rslora=False)
+    nn.init.normal_(layer.lora_B.weight)
+    getattr(layer, frozen).weight.requires_grad_(False)
+    trained = layer.lora_B.weight if frozen == "lora_A" else layer.lora_A.weight
+    x = torch.randn(2, 5, 6).transpose(0, 1)  # not contiguous
+    g = torch.randn(5, 2, 4)
+    (got,) = torch.autograd.grad(layer(x), [trained], g)
+    (want,) = torch.autograd.grad(_plain_delta(layer, x), [trained], g)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_linear_fast_path_with_dropout_drops_the_adapters_input_only():
+    torch.manual_seed(0)
+    layer = LoraLayer(nn.Linear(6, 4), r=3, alpha=6.0, dropout=0.5, use_rslora=False).train()
+    nn.init.normal_(layer.lora_B.weight)
+    x = torch.randn(4, 6)
+    torch.manual_seed(1)
+    got = layer(x)
+    torch.manual_seed(1)
+    want = layer.base_layer(x) + layer.lora_B(layer.lora_A(layer.lora_dropout(x))) * layer.scaling
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_linear_fast_path_refuses_second_order_gradients():
+    # Its backward is computed without a graph: a second differentiation must raise, not return
+    # a gradient that silently misses terms.
+    layer = LoraLayer(nn.Linear(6, 4), r=3, alpha=6.0, dropout=0.0, use_rslora=False)
+    nn.init.normal_(layer.lora_B.weight)
+    x = torch.randn(3, 6, requires_grad=True)
+    (grad_b,) = torch.autograd.grad(layer(x).square().sum(), [layer.lora_B.weight], create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad_b.square().sum().backward()

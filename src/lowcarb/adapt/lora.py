@@ -12,8 +12,9 @@ model starts exactly equal to the base. Only adapter parameters (and the modules
 The wrapper keeps PEFT's attribute names (`base_layer`, `lora_A`, `lora_B`, `lora_embedding_A`,
 `lora_embedding_B`) so that adapter files map one to one onto PEFT's key names (see peft_format).
 On a Linear, the forward pass uses lora_A's and lora_B's weights through one autograd function
-(`_LinearDelta`, for speed) instead of calling the two modules: hooks on lora_A or lora_B
-themselves do not fire (hooks on the wrapper do).
+(`_LinearDelta`, for speed) instead of calling the two modules, unless those modules have hooks,
+quantized weights or another type (`_fast_path_applies`). Its backward pass is not itself
+differentiable (second-order gradients raise).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lowcarb.errors import ConfigError
+from lowcarb.models.state import is_subclass_tensor
 from lowcarb.models.surgery import conv_geometry, count_parameters, read_directly, set_module
 from lowcarb.models.transforms import (
     TransformSummary,
@@ -171,7 +173,7 @@ class LoraLayer(nn.Module):
                                   base.norm_type, base.scale_grad_by_freq, base.sparse)
             return y + (after_a @ self.lora_embedding_B.T) * self.scaling
         after_dropout = self.lora_dropout(x)
-        if isinstance(base, nn.Linear) and _fast_path_applies(y, after_dropout, self.lora_A.weight):
+        if isinstance(base, nn.Linear) and _fast_path_applies(self, y, after_dropout):
             out = _LinearDelta.apply(y.reshape(-1, y.shape[-1]),
                                      after_dropout.reshape(-1, after_dropout.shape[-1]),
                                      self.lora_A.weight, self.lora_B.weight, self.scaling)
@@ -199,10 +201,21 @@ class LoraLayer(nn.Module):
         return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:.4g}, merged={self.merged}"
 
 
-def _fast_path_applies(y: torch.Tensor, x: torch.Tensor, a: torch.Tensor) -> bool:
-    """`_LinearDelta` takes one dtype throughout; under autocast (or with mixed dtypes) the
-    modules' own calls are used, which autocast knows how to cast."""
-    return y.dtype == x.dtype == a.dtype and not torch.is_autocast_enabled(x.device.type)
+def _fast_path_applies(layer: LoraLayer, y: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether `_LinearDelta` may stand in for calling lora_A and lora_B. It reads their weights
+    as plain tensors of one dtype, so the modules' own calls are kept when autocast is on (it
+    casts module calls), when a weight is a tensor subclass (torchao's quantized weights, which
+    only their own linear kernel takes), when either module has been replaced by another type,
+    or when either has hooks of its own (calibration, casts), which must keep firing."""
+    a, b = layer.lora_A, layer.lora_B
+    if type(a) is not nn.Linear or type(b) is not nn.Linear:
+        return False
+    if is_subclass_tensor(a.weight) or is_subclass_tensor(b.weight):
+        return False
+    if a._forward_hooks or a._forward_pre_hooks or b._forward_hooks or b._forward_pre_hooks:
+        return False
+    return (y.dtype == x.dtype == a.weight.dtype == b.weight.dtype
+            and not torch.is_autocast_enabled(x.device.type))
 
 
 class _LinearDelta(torch.autograd.Function):
@@ -228,6 +241,7 @@ class _LinearDelta(torch.autograd.Function):
         return torch.addmm(y, h_scaled, b.t())
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # h_scaled is saved without its graph
     def backward(
         ctx: Any, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
