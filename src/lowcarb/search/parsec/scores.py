@@ -109,7 +109,7 @@ def synflow(model: nn.Module, batches: Sequence[Batch]) -> float:
     # one forward and backward pass, and the originals go back in `finally`: the model is left as
     # it was, so score candidates one at a time. A float64 deep copy of the module was most of a
     # score's CPU time on the cell-CNN space, and torch.func.functional_call's per-call module
-    # bookkeeping a tenth of what was left. Weights made by forward pre-hooks
+    # bookkeeping showed next in a profile. Weights made by forward pre-hooks
     # (torch.nn.utils.prune) or kept outside parameters and buffers are not swapped: such models
     # are not supported (nothing checks for them).
     params = list(model.parameters())

@@ -59,7 +59,8 @@ def part(key: str, factory: Callable[[], M]) -> M:
     if key not in shared.modules:
         # Only the CPU generator is forked, so only it is seeded: torch.manual_seed would also
         # reseed (and not restore) every accelerator's generator, and on a machine without one
-        # it queues a lazy CUDA call with a captured stack, a fifth of a candidate's scoring time.
+        # it queues a lazy CUDA call with a captured stack: the largest overhead in a profile of
+        # scoring candidates.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(shared.seed * 1_000_003 + zlib.crc32(key.encode()))
             shared.modules[key] = factory()
