@@ -235,3 +235,13 @@ def test_naswot_leaves_mixed_training_modes_as_they_were():
     modes = [m.training for m in model.modules()]
     naswot(model, [image_batch()])
     assert [m.training for m in model.modules()] == modes
+
+
+def test_naswot_scores_an_eval_model_in_training_mode_and_leaves_it_in_eval():
+    space = tiny_cnn()
+    model = space.build(_archs(space, 1)[0]).model
+    batch = [image_batch()]
+    in_training = naswot(model.train(), batch)
+    in_eval = naswot(model.eval(), batch)
+    assert in_eval == in_training  # BatchNorm used batch statistics both times
+    assert not any(m.training for m in model.modules())
