@@ -245,3 +245,19 @@ def test_naswot_scores_an_eval_model_in_training_mode_and_leaves_it_in_eval():
     in_eval = naswot(model.eval(), batch)
     assert in_eval == in_training  # BatchNorm used batch statistics both times
     assert not any(m.training for m in model.modules())
+
+
+def test_scores_call_a_train_override_and_restore_each_flag():
+    calls: list[bool] = []
+
+    class Frozen(torch.nn.BatchNorm2d):
+        def train(self, mode: bool = True) -> Frozen:
+            calls.append(mode)
+            return super().train(mode)
+
+    space = tiny_cnn()
+    model = space.build(_archs(space, 1)[0]).model.train()
+    model.add_module("frozen_bn", Frozen(1))  # unused in forward: only its train() is watched
+    synflow(model, [image_batch()])
+    assert calls == [False]  # put in eval through train(), as nn.Module.eval() would
+    assert all(m.training for m in model.modules())

@@ -84,17 +84,22 @@ def _logdet(k: torch.Tensor) -> float:
 @contextlib.contextmanager
 def _mode(model: nn.Module, training: bool) -> Iterator[None]:
     """Every module in `training` mode inside the block; each module's own flag back after it."""
-    # Only the modules whose flag differs are switched and switched back: a freshly built
-    # candidate is already in training mode, and setting `training` on every module twice per
-    # score (nn.Module.__setattr__ is slow) was a visible share of a naswot score on small models.
-    changed = [m for m in model.modules() if m.training != training]
-    if changed:
+    modules = list(model.modules())
+    # Only the modules whose flag differs are switched, and switched back. The flag is set with
+    # object.__setattr__: nn.Module.__setattr__'s checks (is it a Parameter, a buffer, a module?)
+    # run for every module twice per score and were a visible share of a score on the small
+    # candidates of a search. A module that overrides train() gets the call it expects.
+    changed = [m for m in modules if m.training != training]
+    if any(type(m).train is not nn.Module.train for m in modules):
         model.train(training)
+    else:
+        for m in changed:
+            object.__setattr__(m, "training", training)
     try:
         yield
     finally:
         for m in changed:
-            m.training = not training
+            object.__setattr__(m, "training", not training)
 
 
 def _all_ones_inputs(batch: Batch) -> Batch:
