@@ -85,6 +85,8 @@ from lowcarb.train import TrainConfig, benchmark_latency, evaluate, fit  # noqa:
 NAME = "earlybert_minilm"
 # The earlybert-minilm recipe's default (issue-18 sweep, see SWEEPS): the table is trained.
 FREEZE_WORD_EMBEDDINGS = False
+# The earlybert-minilm recipe's default for `rewind` (issue-18 sweep, sweeps/earlybert_rewind.py).
+REWIND = True
 
 
 def heartbeat(label: str, every: int = 50):
@@ -116,6 +118,39 @@ def energy_per_step(model: torch.nn.Module, loader: Any, batch: int, steps: int,
     return fp.energy_j / steps
 
 
+def earlybird_config(steps_per_epoch: int, mask_every: int = 5, window: int = 5,
+                     max_search_steps: int | None = None) -> EarlyBirdConfig:
+    return EarlyBirdConfig(head_prune_ratio=1 / 3, ffn_prune_ratio=0.4, l1_coef=1e-4,
+                           mask_every_steps=mask_every, distance_threshold=0.1, window=window,
+                           # A short search is EarlyBERT's point: bounded at half an epoch.
+                           max_search_steps=max_search_steps or -(-steps_per_epoch // 2))
+
+
+def search_prune_train(pretrained: torch.nn.Module, loader: Any, cfg: EarlyBirdConfig,
+                       train_cfg: TrainConfig, search_cfg: TrainConfig, rewind: bool,
+                       freeze_words: bool, label: str) -> dict[str, Any]:
+    """Search, prune, train: the earlybert-minilm stage's steps, each in its own ledger window.
+    rewind: the ticket is applied to `pretrained` (which is changed in place); otherwise to the
+    weights the search trained, which then train for the steps of the budget the search left."""
+    with track("earlybird-search") as search_fp:
+        if rewind:
+            ticket, pruned = earlybird.search(pretrained, loader, cfg, search_cfg), pretrained
+        else:
+            ticket, pruned = earlybird.search_keeping_weights(pretrained, loader, cfg, search_cfg)
+    print(f"{label}: search stopped at step {ticket.stop_step} "
+          f"({ticket.stop_fraction_of_epoch:.3f} epoch), early={ticket.stopped_early}", flush=True)
+    if not rewind:
+        budget = train_cfg.epochs * len(loader)
+        train_cfg = dataclasses.replace(train_cfg, max_steps=budget - ticket.stop_step)
+    summary = earlybird.apply(pruned, ticket)
+    if freeze_words:
+        freeze_word_embeddings(pruned)
+    with track("earlybird-train") as train_fp:
+        result = fit(pruned, loader, None, train_cfg, on_step=heartbeat(f"{label} pruned"))
+    return {"ticket": ticket, "pruned": pruned, "summary": summary, "result": result,
+            "search_fp": search_fp, "train_fp": train_fp}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=None, help="subset size (default: the baseline's)")
@@ -132,6 +167,9 @@ def main() -> int:
                         help="default: half an epoch of the subset")
     parser.add_argument("--freeze-word-embeddings", action=argparse.BooleanOptionalAction,
                         default=FREEZE_WORD_EMBEDDINGS)
+    parser.add_argument("--rewind", action=argparse.BooleanOptionalAction, default=REWIND,
+                        help="train the pruned network from the pretrained weights (--rewind) or "
+                             "from the searched ones for the steps the search left (--no-rewind)")
     parser.add_argument("--energy-steps", type=int, default=10, help="steps per energy window")
     parser.add_argument("--rounds", type=int, default=3, help="alternated energy/latency rounds")
     parser.add_argument("--full-arm", choices=("run", "windows"), default="run",
@@ -165,11 +203,7 @@ def main() -> int:
         pretrained, tok = handle.model, handle.tokenizer
         loader = train_loader(tok, batch, n, DEFAULT_SEED, train_seed=seed)
         steps_per_epoch = len(loader)
-        cfg = EarlyBirdConfig(head_prune_ratio=1 / 3, ffn_prune_ratio=0.4, l1_coef=1e-4,
-                              mask_every_steps=args.mask_every, distance_threshold=0.1,
-                              window=args.window,
-                              # A short search is EarlyBERT's point: bounded at half an epoch.
-                              max_search_steps=args.max_search_steps or -(-steps_per_epoch // 2))
+        cfg = earlybird_config(steps_per_epoch, args.mask_every, args.window, args.max_search_steps)
         train_cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, head_lr=head_lr,
                                 warmup_ratio=0.1, weight_decay=0.01, grad_clip_norm=1.0,
                                 seed=seed, quiet=True)
@@ -186,19 +220,12 @@ def main() -> int:
             print(f"seed {seed}: full fine-tune dev accuracy {full_dev:.4f} (cached baseline "
                   f"{ref['dev_after_training']['accuracy']:.4f}), {full_fp.energy_j:.0f} J", flush=True)
             del full
-        # 1. search (on a copy inside search(); `pretrained` keeps its weights)
-        with track("earlybird-search") as search_fp:
-            ticket = earlybird.search(pretrained, loader, cfg, search_cfg)
-        print(f"seed {seed}: search stopped at step {ticket.stop_step} "
-              f"({ticket.stop_fraction_of_epoch:.3f} epoch), early={ticket.stopped_early}", flush=True)
-        # 2. prune the pretrained weights, train like the baseline
+        # 1-2. search, prune (the pretrained weights, or with --no-rewind the searched ones), train
         unpruned = copy.deepcopy(pretrained)  # latency/energy reference: same architecture
-        pruned = pretrained
-        summary = earlybird.apply(pruned, ticket)
-        if args.freeze_word_embeddings:
-            freeze_word_embeddings(pruned)
-        with track("earlybird-train", unit="sample", units=n * epochs) as train_fp:
-            result = fit(pruned, loader, None, train_cfg, on_step=heartbeat(f"seed {seed} pruned"))
+        run = search_prune_train(pretrained, loader, cfg, train_cfg, search_cfg, args.rewind,
+                                 args.freeze_word_embeddings, f"seed {seed}")
+        ticket, pruned, summary, result = run["ticket"], run["pruned"], run["summary"], run["result"]
+        search_fp, train_fp = run["search_fp"], run["train_fp"]
         dev = evaluate(pruned, dev_loader(tok, 64), quiet=True)
         refs.append(ref["dev_after_training"]["accuracy"])
         accs.append(dev["accuracy"])
@@ -261,6 +288,7 @@ def main() -> int:
                    "seeds": seeds, "threads_training": args.threads, "threads_latency": 1,
                    "search_lr": args.search_lr or lr, "mask_every": args.mask_every,
                    "window": args.window, "freeze_word_embeddings": args.freeze_word_embeddings,
+                   "rewind": args.rewind,
                    "full_arm": args.full_arm},
         "full_fine_tune_reference": {
             "source": "benchmarks/.cache/minilm-sst2/seed-<s>/metrics.json (baseline_minilm_sst2.py)",

@@ -140,3 +140,18 @@ def test_prune_with_coefficients_attached_rejected():
 def test_non_bert_model_rejected():
     with pytest.raises(ValueError, match="BERT-like"):
         bs.attach(torch.nn.Linear(3, 3))
+
+
+def test_fold_multiplies_the_coefficients_into_the_weights():
+    model = tiny_bert()
+    coefs = bs.attach(model)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in coefs.parameters():
+            p.copy_(torch.rand(p.shape, generator=g) * 2 - 0.5)  # some negative, some above 1
+    hooked = model(**inputs()).logits
+    bs.fold(model)
+    assert not hasattr(model, bs.COEFFICIENTS_ATTR)
+    assert torch.allclose(model(**inputs()).logits, hooked, atol=1e-5)
+    with pytest.raises(ValueError, match="no early-bird coefficients"):
+        bs.fold(model)

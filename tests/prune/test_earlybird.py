@@ -13,6 +13,7 @@ from lowcarb.prune.earlybird import (
     apply,
     mask_distance,
     search,
+    search_keeping_weights,
 )
 from lowcarb.train.config import TrainConfig
 from tests.prune.test_bert_structure import inputs, tiny_bert
@@ -153,3 +154,32 @@ def test_cnn_search_and_channel_removal():
 def test_model_without_prunable_structure_rejected():
     with pytest.raises(ValueError, match="neither BERT-like layers nor BatchNorm2d"):
         search(torch.nn.Linear(4, 2), [{"x": torch.zeros(1, 4)}], EarlyBirdConfig(), QUIET)
+
+
+def test_search_keeping_weights_returns_the_searched_model_plain():
+    cfg = EarlyBirdConfig(mask_every_steps=2, window=3, distance_threshold=1.0,
+                          max_search_steps=20, l1_coef=1e-2)
+    model = tiny_bert()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ticket, searched = search_keeping_weights(model, text_batches(), cfg, QUIET)
+    assert ticket == search(tiny_bert(), text_batches(), cfg, QUIET)  # the same ticket as search
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())  # input untouched
+    assert not hasattr(searched, bert_structure.COEFFICIENTS_ATTR)
+    assert set(searched.state_dict()) == set(state)
+    # The searched weights moved away from the pretrained ones (lr 1e-3 over 6 steps).
+    moved = searched.bert.encoder.layer[0].attention.self.query.weight
+    assert not torch.equal(moved, model.bert.encoder.layer[0].attention.self.query.weight)
+    apply(searched, ticket)
+    assert searched(**inputs()).logits.shape == (4, 3)
+
+
+def test_search_keeping_weights_on_a_cnn():
+    torch.manual_seed(0)
+    model = DigitsCNN((1, 8, 8), 10, channels=(8, 16))
+    g = torch.Generator().manual_seed(0)
+    batches = [{"pixel_values": torch.randn(8, 1, 8, 8, generator=g),
+                "labels": torch.randint(0, 10, (8,), generator=g)} for _ in range(10)]
+    cfg = EarlyBirdConfig(mask_every_steps=2, window=3, distance_threshold=1.0, max_search_steps=30)
+    ticket, searched = search_keeping_weights(model, batches, cfg, QUIET)
+    apply(searched, ticket)
+    assert searched.features[0].out_channels + searched.features[3].out_channels == 12

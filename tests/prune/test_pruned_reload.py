@@ -146,7 +146,8 @@ def test_earlybird_stage_final_model_reloads(tmp_path):
     assert meta["pruned"]["kind"] == "bn_channels"
 
 
-def test_earlybird_stage_on_bert_final_model_reloads(tmp_path):
+@pytest.mark.parametrize("rewind", [True, False])
+def test_earlybird_stage_on_bert_final_model_reloads(tmp_path, rewind):
     words = ["good", "great", "fine", "bad", "awful", "poor", "movie", "plot", "the", "a"]
     g = torch.Generator().manual_seed(0)
     rows = ["text\tlabel"]
@@ -171,7 +172,8 @@ def test_earlybird_stage_on_bert_final_model_reloads(tmp_path):
         "report": "none",
         "stages": [{"earlybird": {"head_prune_ratio": 0.5, "ffn_prune_ratio": 0.4,
                                   "mask_every_steps": 1, "window": 2, "distance_threshold": 1.0,
-                                  "max_search_steps": 3, "max_steps": 2}}],
+                                  "max_search_steps": 3, "max_steps": 2 if rewind else 5,
+                                  "rewind": rewind}}],
     })
     out = tmp_path / "run"
     result = run_recipe(recipe, out_dir=out, quiet=True, store=RunStore(tmp_path / "r.db"))

@@ -119,6 +119,25 @@ def detach(model: nn.Module) -> None:
     delattr(model, COEFFICIENTS_ATTR)
 
 
+def fold(model: nn.Module) -> None:
+    """Multiply the coefficients into the weights they scale, then detach them: the plain model
+    computes what the hooked one did (the searched weights, ready to be pruned and trained on).
+
+    A head's coefficient scales its slice of attention.output.dense's input, so it scales those
+    columns of the weight; a neuron's scales the activation output.dense reads, so its column.
+    """
+    coefs = coefficients(model)
+    with torch.no_grad():
+        for i, layer in enumerate(find_layers(model)):
+            d = _head_size(layer)
+            heads = coefs.heads[i].detach().to(layer.attention.output.dense.weight.dtype)
+            dense = layer.attention.output.dense.weight
+            dense.mul_(heads.repeat_interleave(d)[None, :].to(dense.device))
+            out = layer.output.dense.weight
+            out.mul_(coefs.neurons[i].detach().to(out.dtype).to(out.device)[None, :])
+    detach(model)
+
+
 def _smallest(scores: torch.Tensor, n: int) -> torch.Tensor:
     """Boolean keep-mask that drops the n smallest scores (ties broken by index, deterministic)."""
     keep = torch.ones_like(scores, dtype=torch.bool)

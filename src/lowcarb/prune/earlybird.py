@@ -6,6 +6,12 @@ After Chen et al., "EarlyBERT" (ACL 2021) and You et al., "Drawing Early-Bird Ti
     summary = apply(model, ticket)      # heads / neurons / channels physically removed
     fit(model, ...)                     # train the pruned network from the pretrained weights
 
+or, without rewinding, prune the searched weights and train them for the steps left:
+
+    ticket, searched = search_keeping_weights(model, train_loader, config, train_config)
+    apply(searched, ticket)
+    fit(searched, ..., dataclasses.replace(train_config, max_steps=budget - ticket.stop_step))
+
 Search: a copy of the model trains on the task with an L1 penalty on importance coefficients (one
 per attention head and per FFN neuron for BERT-like encoders, initialised to 1 and hooked into the
 forward pass; the BatchNorm scales for CNNs). Every `mask_every_steps` steps the pruning mask is
@@ -109,6 +115,7 @@ class _Structure(Protocol):
     def attach(self, model: nn.Module) -> None: ...
     def detach(self, model: nn.Module) -> None: ...
     def l1(self, model: nn.Module) -> torch.Tensor: ...
+    def fold(self, model: nn.Module) -> None: ...
     def masks(self, model: nn.Module, config: EarlyBirdConfig) -> Mask: ...
     def prune(self, model: nn.Module, mask: Mask) -> list[str]: ...
 
@@ -124,6 +131,9 @@ class _Heads:
 
     def l1(self, model: nn.Module) -> torch.Tensor:
         return bert_structure.coefficients(model).l1()
+
+    def fold(self, model: nn.Module) -> None:
+        bert_structure.fold(model)
 
     def masks(self, model: nn.Module, config: EarlyBirdConfig) -> Mask:
         return bert_structure.masks(model, config.head_prune_ratio, config.ffn_prune_ratio)
@@ -144,6 +154,10 @@ class _Channels:
 
     def l1(self, model: nn.Module) -> torch.Tensor:
         return bn_channels.l1(model)
+
+    def fold(self, model: nn.Module) -> None:
+        # The BatchNorm scales are the model's own weights: there is nothing to multiply in.
+        return None
 
     def masks(self, model: nn.Module, config: EarlyBirdConfig) -> Mask:
         return bn_channels.masks(model, config.channel_prune_ratio)
@@ -215,6 +229,29 @@ def search(
     train_config: TrainConfig,
 ) -> EarlyBirdTicket:
     """Run the early-bird search on a copy of `model` (which stays as it was) and draw the ticket."""
+    return _search(model, train_loader, config, train_config)[0]
+
+
+def search_keeping_weights(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    config: EarlyBirdConfig,
+    train_config: TrainConfig,
+) -> tuple[EarlyBirdTicket, nn.Module]:
+    """As `search`, and also return the copy the search trained, its coefficients multiplied into
+    its weights (a plain model again, not yet pruned): to prune and train on without rewinding.
+    `model` stays as it was."""
+    ticket, work, structure = _search(model, train_loader, config, train_config)
+    structure.fold(work)
+    return ticket, work
+
+
+def _search(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    config: EarlyBirdConfig,
+    train_config: TrainConfig,
+) -> tuple[EarlyBirdTicket, nn.Module, _Structure]:
     structure = structure_for(model)
     steps_per_epoch = len(train_loader) if isinstance(train_loader, Sized) else 0
     if not steps_per_epoch:
@@ -251,7 +288,7 @@ def search(
     # mask of the last step (drawn now if the last step was not a mask step).
     final = structure.masks(work, config) if not stop["early"] else rule.last
     assert final is not None
-    return EarlyBirdTicket(
+    ticket = EarlyBirdTicket(
         masks={k: v.clone() for k, v in final.items()},
         stop_step=result.steps,
         stopped_early=bool(stop["early"]),
@@ -261,6 +298,7 @@ def search(
         search_loss=result.train_loss,
         config=dataclasses.asdict(config),
     )
+    return ticket, work, structure
 
 
 def apply(model: nn.Module, ticket: EarlyBirdTicket) -> TransformSummary:

@@ -91,3 +91,16 @@ def test_earlybird_stage_on_cnn(tmp_path):
     assert summary["steps"] == 8
     assert summary["search_window"]["energy_j"] > 0 and summary["train_window"]["energy_j"] > 0
     assert len(summary["ticket"]["distances"]) == 2
+
+
+def test_earlybird_stage_without_rewind_trains_the_steps_the_search_left(tmp_path):
+    result = run(tmp_path, [
+        {"earlybird": {"channel_prune_ratio": 0.5, "mask_every_steps": 2, "window": 3,
+                       "distance_threshold": 1.0, "max_search_steps": 20, "max_steps": 8,
+                       "rewind": False}},
+    ])
+    summary = stage(result, "earlybird")["summary"]
+    assert summary["ticket"]["stop_step"] == 6
+    assert summary["steps"] == 8 - 6  # the search's 6 steps count against the budget of 8
+    assert summary["kept"] == {"channels": 12}
+    assert result.run["model"]["reloads"] is True, result.run["model"]

@@ -21,8 +21,13 @@ from lowcarb.prune.earlybird import EarlyBirdConfig
 class EarlyBirdStageConfig(technique_fields(EarlyBirdConfig), TrainOverrides):  # type: ignore[misc]
     # The search's learning rate (default: the training's).
     search_lr: float | None = Field(default=None, gt=0)
-    # Train the pruned network afterwards (from the weights the stage started with).
+    # Train the pruned network afterwards.
     train: bool = True
+    # Where that training starts: from the weights the stage started with (True: EarlyBERT's
+    # rewind), or from the weights the search trained, for the steps of the training budget the
+    # search left (False: the search's steps count as training, so the whole stage costs no
+    # more steps than the training alone).
+    rewind: bool = True
 
 
 def _window(fp: Any) -> dict[str, float]:
@@ -38,9 +43,19 @@ def earlybird_stage(ctx: RunContext, cfg: EarlyBirdStageConfig) -> RunContext:
     with track("earlybird-search", config=ctx.carbon) as search_fp:
         # The search follows the schedule of the training it starts (search_lr aside).
         search_train = dataclasses.replace(train, lr=cfg.search_lr or train.lr)
-        ticket = earlybird.search(ctx.model, loader, cfg.technique(), search_train)
-    # The search trained a copy: the pruned network keeps the weights the stage started with.
-    # Its layers now differ in width; the transform log records them for saving.
+        if cfg.rewind:
+            ticket = earlybird.search(ctx.model, loader, cfg.technique(), search_train)
+        else:
+            ticket, searched = earlybird.search_keeping_weights(ctx.model, loader, cfg.technique(),
+                                                                search_train)
+            ctx.model = searched
+            # The training budget less the steps the search already trained.
+            budget = train.epochs * len(loader)
+            if train.max_steps is not None:
+                budget = min(budget, train.max_steps)
+            train = dataclasses.replace(train, max_steps=max(1, budget - ticket.stop_step))
+    # The search trained a copy: with rewind the pruned network keeps the weights the stage
+    # started with. Its layers now differ in width; the transform log records them for saving.
     summary = earlybird.apply(ctx.model, ticket)
     fit_summary: dict[str, Any] = {}
     if cfg.train:
