@@ -82,7 +82,8 @@ def test_lora_stage_rejects_bad_rank_at_the_edge():
 def test_earlybird_stage_on_cnn(tmp_path):
     result = run(tmp_path, [
         {"earlybird": {"channel_prune_ratio": 0.5, "mask_every_steps": 2, "window": 3,
-                       "distance_threshold": 1.0, "max_search_steps": 20, "max_steps": 8}},
+                       "distance_threshold": 1.0, "max_search_steps": 20, "max_steps": 8,
+                       "rewind": True}},
     ])
     summary = stage(result, "earlybird")["summary"]
     assert summary["ticket"]["stopped_early"] and summary["ticket"]["stop_step"] == 6
@@ -104,3 +105,15 @@ def test_earlybird_stage_without_rewind_trains_the_steps_the_search_left(tmp_pat
     assert summary["steps"] == 8 - 6  # the search's 6 steps count against the budget of 8
     assert summary["kept"] == {"channels": 12}
     assert result.run["model"]["reloads"] is True, result.run["model"]
+
+
+def test_earlybird_stage_when_the_search_used_the_whole_budget(tmp_path):
+    result = run(tmp_path, [
+        {"earlybird": {"channel_prune_ratio": 0.5, "mask_every_steps": 2, "window": 3,
+                       "distance_threshold": 1.0, "max_search_steps": 20, "max_steps": 6,
+                       "rewind": False}},
+    ])
+    summary = stage(result, "earlybird")["summary"]
+    assert summary["ticket"]["stop_step"] == 6
+    assert summary["steps"] == 0 and "whole training budget" in summary["stop_reason"]
+    assert summary["kept"] == {"channels": 12}
