@@ -15,19 +15,27 @@ Latency, size and payback are measured on the first seed's models.
 
 The compress-all model is built in this process with the library calls the recipe's stages make
 (recipes/compress-all.yaml): the KD student above -> lowrank.apply (encoder Linears,
---combined-param-ratio of their parameters, default 0.75, spectral init) -> recovery (--recover-steps
-of KD from the cached teacher logits + Frobenius decay; the recipe's lowrank stage recovers with
-cross-entropy) -> vocab.apply (word embeddings cut to the tokens of SST-2's 67k training phrases,
+--combined-param-ratio of their parameters, default 0.75, spectral init) -> recovery (KD from the
+cached teacher logits + Frobenius decay, for the budget below; the recipe's lowrank stage recovers
+with cross-entropy) -> vocab.apply (word embeddings cut to the tokens of SST-2's 67k training phrases,
 text only, plus the first --vocab-keep-first ids of the WordPiece vocabulary, its most frequent
 pieces; stored int8 per row) -> quantize.apply (dynamic int8 Linear, SmoothQuant strength chosen
 on training batches by quantize.choose_smooth_alpha). Every step is a ledger window; the payback
 sums them all, plus the teacher-logit pass the KD student used.
 
-Run:  .venv/bin/python benchmarks/distill_minilm.py [--recover-steps N] [--combined-param-ratio R]
+Budgets (--budget): `recipe` (the default) trains the students and the recovery as the
+compress-all recipe's stages do: at most the recipe's epochs (6), ended by early stopping
+(patience 2) with the best weights kept, where the recipe's dev split is replaced by 2,000
+held-out SST-2 training phrases outside the subset (GLUE dev scores the claims). `fixed` gives
+each student --epochs epochs (default 2, the teacher's) and the recovery --recover-steps steps.
+The vocabulary cut keeps the recipe's `keep_first` frequent ids (chosen on HWU64 val:
+benchmarks/sweeps/vocab_keep_first.py).
+
+Run:  .venv/bin/python benchmarks/distill_minilm.py --methods kd        (recipe budget, KD only)
+      .venv/bin/python benchmarks/distill_minilm.py --budget fixed       (the four ways on seed 0)
       alone (refuses above load 1.5); needs benchmarks/.cache/minilm-sst2/seed-<s>
-      (benchmarks/baseline_minilm_sst2.py). The chain's order and budgets are the compress-all
-      recipe's; they have not been swept on held-out SST-2 train yet (issue 18), and the results
-      carry a `sweeps` table only once benchmarks/sweeps/compress_all_sst2.json exists.
+      (benchmarks/baseline_minilm_sst2.py). The chain's order was not swept; the results carry a
+      `sweeps` table only once benchmarks/sweeps/compress_all_sst2.json exists.
 Training uses --threads torch threads (default 1); latency and inference footprints use 1 thread,
 teacher and students alternated over --rounds rounds, medians reported.
 """
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -54,15 +63,18 @@ from _common import (  # noqa: E402
     median,
     parse_and_check,
     parse_seeds,
+    recipe_defaults,
     reported,
     spread,
     write_results,
 )
 from _sst2 import (  # noqa: E402
+    MAX_LENGTH,
     SST2_DIR,
     baseline_metrics,
     dev_loader,
     example_batches,
+    heldout_split,
     load_baseline,
     subset_description,
     train_loader,
@@ -79,6 +91,7 @@ from lowcarb.compress.distill import (  # noqa: E402
     select_layers,
     vocab,
 )
+from lowcarb.data import make_loader  # noqa: E402
 from lowcarb.measure import track  # noqa: E402
 from lowcarb.train import (  # noqa: E402
     TrainConfig,
@@ -92,6 +105,15 @@ from lowcarb.train import (  # noqa: E402
 NAME = "distill_minilm"
 SWEEPS = Path(__file__).resolve().parent / "sweeps" / "compress_all_sst2.json"
 STUDENT_LAYERS = (1, 3, 5)
+# --budget recipe: the compress-all recipe's training budget as a user runs it. Its distill and
+# lowrank stages train for at most `epochs` epochs, ended by early stopping on the dev split; here
+# GLUE dev scores the claims, so they stop on STOP_N other SST-2 train phrases (best weights kept).
+_TRAIN, _ = recipe_defaults("compress-all", "distill")
+RECIPE_EPOCHS_CAP = int(_TRAIN["epochs"])
+PATIENCE = _TRAIN.get("early_stopping_patience")
+STOP_N = 2000
+# The recipe's vocabulary cut: the frequent WordPiece ids it keeps beside the training text's.
+VOCAB_KEEP_FIRST = int(recipe_defaults("compress-all", "vocab")[1].get("keep_first", 0))
 
 
 def log(message: str) -> None:
@@ -112,8 +134,9 @@ def accuracy(model: torch.nn.Module, dev: Any) -> float:
 
 
 def compress_all(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer: Any, train: Any, dev: Any,
-                 args: argparse.Namespace, cache: TeacherLogits, seed: int) -> dict[str, Any]:
-    """The compress-all chain after the KD student: factorize + KD recovery, vocabulary cut, int8."""
+                 args: argparse.Namespace, cache: TeacherLogits, seed: int, stop: Any = None) -> dict[str, Any]:
+    """The compress-all chain after the KD student: factorize + KD recovery, vocabulary cut, int8.
+    stop: held-out batches the recovery stops early on (--budget recipe), or None (fixed steps)."""
     final = copy.deepcopy(student)
     combined: dict[str, Any] = {"windows": {}}
     if args.combined_param_ratio < 1.0:
@@ -128,11 +151,15 @@ def compress_all(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer: 
         recover = TrainConfig(epochs=-(-args.recover_steps // len(train)), max_steps=args.recover_steps,
                               batch_size=32, lr=args.recover_lr or args.lr,
                               warmup_ratio=0.1, seed=seed + 1, quiet=True)
+        if stop is not None:  # the recipe's lowrank stage: the training budget, early stopping
+            recover = dataclasses.replace(recover, epochs=args.epochs, max_steps=args.max_steps,
+                                          early_stopping_patience=PATIENCE)
         with track("recover", unit="sample", units=args.recover_steps * 32) as fp:
-            distill(final, teacher, train, None, LogitKD(temperature=2.0, alpha=0.5), recover,
-                    teacher_logits=cache, extra_loss=lowrank.frobenius_decay_loss(1e-4),
-                    param_groups=lowrank.param_groups(final, recover.weight_decay))
+            rec = distill(final, teacher, train, stop, LogitKD(temperature=2.0, alpha=0.5), recover,
+                          teacher_logits=cache, extra_loss=lowrank.frobenius_decay_loss(1e-4),
+                          param_groups=lowrank.param_groups(final, recover.weight_decay))
         combined["windows"]["recover"] = fp_figures(fp)
+        combined["recover_steps"], combined["recover_heldout_best"] = rec.steps, rec.dev
         combined["after_recover_accuracy"] = accuracy(final, dev)
         log(f"seed {seed}: factorized + recovered: dev accuracy {combined['after_recover_accuracy']}")
     corpus = [line.split("\t")[0] for line in (SST2_DIR / "train.tsv").read_text().splitlines()[1:]]
@@ -160,17 +187,26 @@ def compress_all(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2,
-                        help="epochs of the subset per student (default 2, as the teacher's fine-tune)")
+    parser.add_argument("--budget", choices=["recipe", "fixed"], default="recipe",
+                        help="recipe (default): students and the recovery train as the compress-all "
+                             f"recipe's stages do, at most {RECIPE_EPOCHS_CAP} epochs ended by early "
+                             f"stopping (patience {PATIENCE}) on {STOP_N} held-out SST-2 train phrases; "
+                             "fixed: --epochs epochs per student and --recover-steps steps of recovery")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"epochs of the subset per student (default: {RECIPE_EPOCHS_CAP}, the cap, "
+                             "with --budget recipe; 2, as the teacher's fine-tune, with --budget fixed)")
     parser.add_argument("--max-steps", type=int, default=None,
-                        help="cap on each student's optimiser steps (default: --epochs of the subset)")
+                        help="cap on each student's optimiser steps, and with --budget recipe on the "
+                             "recovery's (default: --epochs of the subset)")
     parser.add_argument("--recover-steps", type=int, default=500,
-                        help="KD recovery steps after factorizing (default 500: two epochs)")
+                        help="KD recovery steps after factorizing, with --budget fixed (default 500: "
+                             "two epochs)")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--recover-lr", type=float, default=None,
                         help="learning rate of the KD recovery after factorizing (default: --lr)")
-    parser.add_argument("--vocab-keep-first", type=int, default=20000,
-                        help="the compress-all vocabulary also keeps ids below this (frequent pieces)")
+    parser.add_argument("--vocab-keep-first", type=int, default=VOCAB_KEEP_FIRST,
+                        help="the compress-all vocabulary also keeps ids below this (frequent pieces; "
+                             f"default {VOCAB_KEEP_FIRST}, the recipe's)")
     parser.add_argument("--combined-param-ratio", type=float, default=0.75,
                         help="fraction of the student's encoder Linear parameters kept by lowrank "
                              "(1.0: no low-rank step)")
@@ -183,6 +219,8 @@ def main() -> None:
     parser.add_argument("--dev-limit", type=int, default=None,
                         help="evaluate on the first N dev sentences only (smoke runs)")
     args, load = parse_and_check(parser)
+    if args.epochs is None:
+        args.epochs = RECIPE_EPOCHS_CAP if args.budget == "recipe" else 2
     seeds = parse_seeds(args.seeds)
     torch.set_num_threads(args.threads)
     chosen = [m for m in args.methods.split(",") if m]
@@ -198,15 +236,19 @@ def main() -> None:
                                "student": {"teacher_layers": list(STUDENT_LAYERS), "init": "layer selection"}}
     teacher_accs, student_accs, combined_accs = [], [], []
     first: dict[str, Any] = {}
+    stop: Any = None
     for index, seed in enumerate(seeds):
         teacher, tokenizer = load_baseline(seed)
+        if args.budget == "recipe" and stop is None:
+            stop = make_loader(heldout_split(STOP_N), 64, tokenizer=tokenizer, max_length=MAX_LENGTH)
         train = train_loader(tokenizer, batch_size=32, train_seed=seed)
         dev: Any = dev_loader(tokenizer, batch_size=64)
         if args.dev_limit is not None:
             dev = list(dev)[: max(1, args.dev_limit // 64)]
         steps = min(args.max_steps or args.epochs * len(train), args.epochs * len(train))
         config = TrainConfig(epochs=args.epochs, max_steps=steps, batch_size=32, lr=args.lr,
-                             warmup_ratio=0.1, seed=seed, quiet=True)
+                             warmup_ratio=0.1, seed=seed, quiet=True,
+                             early_stopping_patience=PATIENCE if stop is not None else None)
         teacher_acc = accuracy(teacher, dev)
         seed_fig: dict[str, Any] = {"teacher": {"checkpoint": f"benchmarks/.cache/minilm-sst2/seed-{seed}",
                                                 "baseline": baseline_metrics(seed).get("dev_after_training"),
@@ -221,17 +263,18 @@ def main() -> None:
             student, _ = select_layers(teacher, STUDENT_LAYERS)
             with track(f"distil {key}", unit="sample", units=steps * 32) as fp:
                 caches[key] = TeacherLogits(teacher)
-                summary = distill(student, teacher, train, None, methods[key], config,
+                summary = distill(student, teacher, train, stop, methods[key], config,
                                   teacher_logits=caches[key])
             ways[key] = {
                 "method": summary.method, "dev_accuracy": accuracy(student, dev), "steps": summary.steps,
                 "teacher_forward_examples": summary.teacher_forward_examples, "train": fp_figures(fp),
+                "heldout_best": summary.dev,
                 "stages": [{k: v for k, v in s.items() if k in ("name", "steps", "train_loss", "unfreeze_every")}
                            for s in summary.stages],
             }
             students[key] = student
             log(f"seed {seed} {key}: dev accuracy {ways[key]['dev_accuracy']}, {fp.energy_j:.0f} J")
-        combined = compress_all(teacher, students["kd"], tokenizer, train, dev, args, caches["kd"], seed)
+        combined = compress_all(teacher, students["kd"], tokenizer, train, dev, args, caches["kd"], seed, stop)
         seed_fig["ways"] = ways
         seed_fig["combined"] = {k: v for k, v in combined.items() if k != "model"}
         figures["per_seed"][str(seed)] = seed_fig
