@@ -18,8 +18,11 @@ thread), steps 1-2 once per training seed (against the cached baseline of that s
 1. search: pretrained MiniLM + fresh classifier (as the baseline), coefficients per head and FFN
    neuron, L1 1e-4, a mask every 5 steps (1 % of the 500-step training: You et al. drew one per
    epoch of 160), automatic stop (5 masks within 0.1), ledger window 1;
-2. the ticket applied to the pretrained weights (heads and neurons physically removed), trained
-   like the baseline (same epochs, lr, head lr, batches), ledger window 2; dev accuracy; with
+2. the ticket applied to the weights the search trained (heads and neurons physically removed),
+   trained like the baseline (lr, head lr, batches) for the baseline's steps less the search's,
+   ledger window 2; dev accuracy (--rewind: applied to the pretrained weights instead, trained for
+   all the baseline's steps, EarlyBERT's recipe; the held-out sweep sweeps/earlybert_rewind.py
+   chose not to rewind); with
    --freeze-word-embeddings the word-embedding table, half of MiniLM's parameters, is not
    trained, so a pruned step skips its gradient and AdamW update too (about 10 % less CPU per
    step). Off by default, as in the earlybert-minilm recipe: in the issue-18 sweep (2,000

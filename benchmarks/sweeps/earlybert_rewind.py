@@ -63,7 +63,9 @@ def choose(heldout: dict[bool, float], tolerance_pt: float = TOLERANCE_PT) -> bo
     return round(heldout[True] - heldout[False], 9) > tolerance_pt / 100
 
 
-def run(rewind: bool, seed: int) -> dict:
+def run(rewind: bool, seed: int, mask_every: int = 5, window: int = 5) -> dict:
+    """One setting on `seed`: search (a mask every `mask_every` steps, stop when `window` agree),
+    prune, train, score on the held-out phrases (and GLUE dev, logged only)."""
     base = baseline_metrics(seed)
     tc = base["train_config"]
     n, threads = base["subset"]["n"], int(base.get("torch_threads") or 1)
@@ -74,7 +76,7 @@ def run(rewind: bool, seed: int) -> dict:
                             head_lr=tc.get("head_lr"), warmup_ratio=0.1, weight_decay=0.01,
                             grad_clip_norm=1.0, seed=seed, quiet=True)
     started = time.perf_counter()
-    out = search_prune_train(handle.model, loader, earlybird_config(len(loader)), train_cfg,
+    out = search_prune_train(handle.model, loader, earlybird_config(len(loader), mask_every, window), train_cfg,
                              dataclasses.replace(train_cfg), rewind, False,
                              f"rewind={rewind} seed {seed}")
     heldout = make_loader(heldout_split(HELDOUT_N, subset_n=n), 64, tokenizer=handle.tokenizer,

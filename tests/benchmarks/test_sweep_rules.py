@@ -1,0 +1,43 @@
+"""The decision rules of the issue-18 sweeps in benchmarks/sweeps/, fixed before their runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "sweeps"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import earlybert_rewind  # noqa: E402
+import earlybert_stop  # noqa: E402
+import vocab_keep_first  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "rewind, no_rewind, chosen",
+    [(0.869, 0.8785, False), (0.869, 0.864, False), (0.869, 0.8635, True), (0.869, 0.80, True)],
+)
+def test_rewind_only_when_not_rewinding_loses_more_than_half_a_point(rewind, no_rewind, chosen):
+    assert earlybert_rewind.choose({True: rewind, False: no_rewind}) is chosen
+
+
+def test_keep_first_is_the_smallest_within_a_fifth_of_a_point_of_twenty_thousand():
+    means = {0: 0.9312, 2000: 0.9309, 5000: 0.9300, 10000: 0.9325, 15000: 0.9331, 20000: 0.9350}
+    assert vocab_keep_first.choose(means) == 15000
+    assert vocab_keep_first.choose({**means, 0: 0.9330}) == 0
+    assert vocab_keep_first.choose({**means, 10000: 0.9329, 15000: 0.9329}) == 20000
+    assert vocab_keep_first.choose({**means, 10000: 0.9330}) == 10000  # exactly 0.2 points: within
+
+
+def _trial(mask_every, window, accuracy, steps):
+    return {"mask_every": mask_every, "window": window, "heldout_accuracy": accuracy,
+            "search_steps": steps}
+
+
+def test_stop_setting_is_the_earliest_stop_within_half_a_point():
+    current = _trial(5, 5, 0.8785, 60)
+    assert earlybert_stop.choose([current, _trial(5, 3, 0.875, 35), _trial(3, 5, 0.88, 30)]) == (3, 5)
+    assert earlybert_stop.choose([current, _trial(5, 3, 0.8735, 35), _trial(3, 5, 0.87, 30)]) == (5, 3)
+    assert earlybert_stop.choose([current, _trial(5, 3, 0.873, 35), _trial(3, 5, 0.86, 30)]) == (5, 5)
+    assert earlybert_stop.choose([current, _trial(5, 3, 0.88, 60)]) == (5, 5)  # a tie keeps the current
