@@ -16,8 +16,9 @@ Needs:  benchmarks/.cache/minilm-sst2/ from benchmarks/baseline_minilm_sst2.py: 
 What runs, in one process with --threads torch threads (default: the baseline's; latency: 1
 thread), steps 1-2 once per training seed (against the cached baseline of that seed):
 1. search: pretrained MiniLM + fresh classifier (as the baseline), coefficients per head and FFN
-   neuron, L1 1e-4, a mask every 5 steps (1 % of the 500-step training: You et al. drew one per
-   epoch of 160), automatic stop (5 masks within 0.1), ledger window 1;
+   neuron, L1 1e-4, a mask every 3 steps (You et al. drew one per epoch of 160; 3 rather than 5
+   by the held-out sweep sweeps/earlybert_stop.py), automatic stop (5 masks within 0.1), ledger
+   window 1;
 2. the ticket applied to the weights the search trained (heads and neurons physically removed),
    trained like the baseline (lr, head lr, batches) for the baseline's steps less the search's,
    ledger window 2; dev accuracy (--rewind: applied to the pretrained weights instead, trained for
@@ -163,8 +164,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the baseline's")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds of both arms")
     parser.add_argument("--threads", type=int, default=None, help="default: the baseline's")
-    parser.add_argument("--mask-every", type=int, default=5,
-                        help="steps between masks (default 5: 1 %% of the baseline's 500 steps)")
+    parser.add_argument("--mask-every", type=int, default=3,
+                        help="steps between masks (default 3, by the held-out sweep "
+                             "sweeps/earlybert_stop.py; it was 5)")
     parser.add_argument("--window", type=int, default=5, help="masks that must agree to stop")
     parser.add_argument("--search-lr", type=float, default=None, help="default: the training lr")
     parser.add_argument("--max-search-steps", type=int, default=None,
