@@ -32,8 +32,8 @@ run (2026-12-06, stopped after seed 0's KD student to free the machine) trained 
 7 minutes (1,872 J) to 0.8394 GLUE dev accuracy, against 0.8544 (656 J) with the fixed 2 epochs:
 the held-out phrases, fragments of the training sentences, keep rewarding longer training that
 GLUE dev's whole sentences do not. Not rerun to the end.
-The vocabulary cut keeps the recipe's `keep_first` frequent ids (chosen on HWU64 val:
-benchmarks/sweeps/vocab_keep_first.py).
+The vocabulary cut keeps the recipe's `keep_first` frequent ids (20,000; the HWU64 val sweep
+benchmarks/sweeps/vocab_keep_first.py chose 15,000, not yet applied to the recipe).
 
 Run:  .venv/bin/python benchmarks/distill_minilm.py --rounds 9      (fixed budget, four ways on seed 0)
       .venv/bin/python benchmarks/distill_minilm.py --budget recipe --methods kd

@@ -144,14 +144,20 @@ def search_prune_train(pretrained: torch.nn.Module, loader: Any, cfg: EarlyBirdC
             ticket, pruned = earlybird.search_keeping_weights(pretrained, loader, cfg, search_cfg)
     print(f"{label}: search stopped at step {ticket.stop_step} "
           f"({ticket.stop_fraction_of_epoch:.3f} epoch), early={ticket.stopped_early}", flush=True)
-    if not rewind:
+    if not rewind:  # as the earlybird stage: the budget less the search's steps
         budget = train_cfg.epochs * len(loader)
+        if train_cfg.max_steps is not None:
+            budget = min(budget, train_cfg.max_steps)
+        if budget - ticket.stop_step < 1:
+            raise SystemExit(f"{label}: the search used the whole budget of {budget} steps; "
+                             "nothing is left to train (raise --epochs or lower --max-search-steps)")
         train_cfg = dataclasses.replace(train_cfg, max_steps=budget - ticket.stop_step)
     summary = earlybird.apply(pruned, ticket)
     if freeze_words:
         freeze_word_embeddings(pruned)
-    with track("earlybird-train") as train_fp:
+    with track("earlybird-train", unit="sample") as train_fp:
         result = fit(pruned, loader, None, train_cfg, on_step=heartbeat(f"{label} pruned"))
+        train_fp.units = result.steps * train_cfg.batch_size
     return {"ticket": ticket, "pruned": pruned, "summary": summary, "result": result,
             "search_fp": search_fp, "train_fp": train_fp}
 

@@ -6,7 +6,7 @@ The search draws a mask every `mask_every` steps and stops once the last `window
 0.1 of their predecessor; its steps cost more than a training step (the full model plus the
 coefficients), so a stop that fires earlier makes the whole run cheaper, if the ticket it draws is
 as good. Each setting below runs exactly what `earlybert_rewind.py` runs without rewinding (seed 0,
-the baseline's budget: the pruned network trains for the 500 steps the search left); the current
+the baseline's budget: the pruned network trains for 500 steps less the search's); the current
 setting (mask every 5 steps, window 5) is that sweep's no-rewind trial, read from
 earlybert_rewind_sst2.json (same code path, fixed seeds). Chosen on 2,000 held-out SST-2 train
 phrases; GLUE dev logged beside, never used to choose. Rule, fixed before the runs: the setting

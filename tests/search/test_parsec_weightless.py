@@ -261,3 +261,25 @@ def test_scores_call_a_train_override_and_restore_each_flag():
     synflow(model, [image_batch()])
     assert calls == [False]  # put in eval through train(), as nn.Module.eval() would
     assert all(m.training for m in model.modules())
+
+
+def test_flags_an_overriding_train_sets_are_put_back_too():
+    class EvalChild(torch.nn.Module):
+        """Its train() always leaves its child in eval mode (as frozen-BN wrappers do)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.child = torch.nn.Dropout()
+
+        def train(self, mode: bool = True) -> EvalChild:
+            super().train(mode)
+            self.child.train(False)
+            return self
+
+    space = tiny_cnn()
+    model = space.build(_archs(space, 1)[0]).model.eval()
+    model.add_module("wrapper", EvalChild())  # unused in forward: only its flags are watched
+    model.wrapper.child.training = True  # set by hand: train() would never leave it so
+    modes = [m.training for m in model.modules()]
+    naswot(model, [image_batch()])  # switches to training mode through model.train(True)
+    assert [m.training for m in model.modules()] == modes

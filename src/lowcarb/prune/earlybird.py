@@ -11,6 +11,7 @@ or, without rewinding, prune the searched weights and train them for the steps l
     ticket, searched = search_keeping_weights(model, train_loader, config, train_config)
     apply(searched, ticket)
     fit(searched, ..., dataclasses.replace(train_config, max_steps=budget - ticket.stop_step))
+                                        # (nothing to train when the search used the budget)
 
 Search: a copy of the model trains on the task with an L1 penalty on importance coefficients (one
 per attention head and per FFN neuron for BERT-like encoders, initialised to 1 and hooked into the

@@ -6,6 +6,7 @@ import errno
 import json
 
 import pytest
+import torch
 
 from lowcarb.adapt import peft_format
 from lowcarb.models.cnn import DigitsCNN
@@ -117,3 +118,20 @@ def test_earlybird_stage_when_the_search_used_the_whole_budget(tmp_path):
     assert summary["ticket"]["stop_step"] == 6
     assert summary["steps"] == 0 and "whole training budget" in summary["stop_reason"]
     assert summary["kept"] == {"channels": 12}
+
+
+def test_earlybird_stage_prunes_the_searched_weights_unless_it_rewinds(tmp_path):
+    from lowcarb.compress.saved import load_compressed
+
+    finals = {}
+    for rewind in (True, False):
+        result = run(tmp_path / str(rewind), [
+            {"earlybird": {"channel_prune_ratio": 0.5, "mask_every_steps": 2, "window": 3,
+                           "distance_threshold": 1.0, "max_search_steps": 20, "rewind": rewind,
+                           "train": False}},
+        ])
+        finals[rewind] = load_compressed(result.artifacts_dir / "model").model.state_dict()
+    # The same ticket on both (same seed and data), but only the searched copy has moved.
+    assert finals[True].keys() == finals[False].keys()
+    assert all(finals[True][k].shape == finals[False][k].shape for k in finals[True])
+    assert not torch.equal(finals[True]["features.0.weight"], finals[False]["features.0.weight"])

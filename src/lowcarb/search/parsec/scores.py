@@ -88,18 +88,20 @@ def _mode(model: nn.Module, training: bool) -> Iterator[None]:
     # Only the modules whose flag differs are switched, and switched back. The flag is set with
     # object.__setattr__: nn.Module.__setattr__'s checks (is it a Parameter, a buffer, a module?)
     # run for every module twice per score and were a visible share of a score on the small
-    # candidates of a search. A module that overrides train() gets the call it expects.
-    changed = [m for m in modules if m.training != training]
+    # candidates of a search. A model with a module that overrides train() is switched through
+    # model.train() (the override may set other flags), and every flag is put back afterwards.
     if any(type(m).train is not nn.Module.train for m in modules):
+        restore = [(m, m.training) for m in modules]
         model.train(training)
     else:
-        for m in changed:
+        restore = [(m, not training) for m in modules if m.training != training]
+        for m, _ in restore:
             object.__setattr__(m, "training", training)
     try:
         yield
     finally:
-        for m in changed:
-            object.__setattr__(m, "training", not training)
+        for m, flag in restore:
+            object.__setattr__(m, "training", flag)
 
 
 def _all_ones_inputs(batch: Batch) -> Batch:
