@@ -8,7 +8,8 @@ everything else the recipe's). The choice is made on that held-out split only; G
 beside, never used to choose. Rule, fixed before the runs: no dropout unless its best held-out
 accuracy is more than 0.5 points below dropout 0.1's, since without dropout no mask is drawn for
 the input of every adapted layer (each run's training time is recorded beside its accuracy).
-Writes benchmarks/sweeps/lora_dropout_sst2.json. Run alone, like every benchmark.
+Writes benchmarks/sweeps/lora_dropout_sst2.json (seed 0; another seed N writes
+lora_dropout_sst2_seed<N>.json). Run alone, like every benchmark.
 
 The file of 2026-12-06 (00:02-00:25 UTC) was written by the first version of this script, which
 read `load_before` after the runs (it holds the load after them; the 1-minute load before was 0.78
@@ -31,7 +32,7 @@ BENCH = HERE.parent
 sys.path.insert(0, str(BENCH))
 from _common import machine_info  # noqa: E402
 
-OUT = HERE / "lora_dropout_sst2.json"
+OUT = HERE / "lora_dropout_sst2.json"  # seed 0; other seeds write lora_dropout_sst2_seed<N>.json
 TOLERANCE_PT = 0.5
 SETTINGS = (0.1, 0.0)  # the rule below compares exactly these two
 
@@ -81,9 +82,10 @@ def main() -> int:
              "started": started, "trials": trials,
              "decision": {"setting": "lora-minilm recipe: lora.dropout", "chosen": chosen,
                           "rule": f"no dropout unless its best held-out accuracy is more than {TOLERANCE_PT} "
-                                  "points below dropout 0.1's (seed 0, recipe budget)"}}
-    OUT.write_text(json.dumps(table, indent=1) + "\n")
-    print(f"chosen dropout {chosen}; wrote {OUT}")
+                                  f"points below dropout 0.1's (seed {args.seed}, recipe budget)"}}
+    out = OUT if args.seed == 0 else OUT.with_name(f"lora_dropout_sst2_seed{args.seed}.json")
+    out.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"chosen dropout {chosen}; wrote {out}")
     return 0
 
 
