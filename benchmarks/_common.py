@@ -13,6 +13,7 @@ import operator
 import os
 import platform
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,15 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def sweep_started() -> dict[str, Any]:
+    """What a sweep records about its start: the time, the 1-minute load, the commit (marked
+    -dirty when the working tree had changes)."""
+    done = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "describe", "--always",
+                           "--dirty"], capture_output=True, text=True)
+    return {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "load_before": os.getloadavg()[0], "commit": done.stdout.strip() or None}
 
 
 def recipe_defaults(recipe: str, stage: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -22,10 +22,8 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -35,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
-from _common import machine_info  # noqa: E402
+from _common import machine_info, sweep_started  # noqa: E402
 from _sst2 import (  # noqa: E402
     DEFAULT_SEED,
     MAX_LENGTH,
@@ -96,10 +94,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    started = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "load_before": os.getloadavg()[0],
-               "commit": subprocess.run(["git", "-C", str(BENCH), "describe", "--always", "--dirty"],
-                                        capture_output=True, text=True).stdout.strip() or None}
+    started = sweep_started()
     trials = []
     for rewind in (True, False):
         trials.append(run(rewind, args.seed))

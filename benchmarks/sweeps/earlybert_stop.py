@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _common import machine_info  # noqa: E402
+from _common import machine_info, sweep_started  # noqa: E402
 from earlybert_rewind import run  # noqa: E402
 
 OUT = HERE / "earlybert_stop_sst2.json"
@@ -53,10 +50,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    started = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "load_before": os.getloadavg()[0],
-               "commit": subprocess.run(["git", "-C", str(HERE), "describe", "--always", "--dirty"],
-                                        capture_output=True, text=True).stdout.strip() or None}
+    started = sweep_started()
     reference = next(t for t in json.loads(REFERENCE.read_text())["trials"]
                      if not t["rewind"] and t["seed"] == args.seed)
     trials = [{**reference, "mask_every": CURRENT[0], "window": CURRENT[1],

@@ -24,13 +24,12 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
 sys.path.insert(0, str(BENCH))
-from _common import machine_info  # noqa: E402
+from _common import machine_info, sweep_started  # noqa: E402
 
 OUT = HERE / "lora_dropout_sst2.json"  # seed 0; other seeds write lora_dropout_sst2_seed<N>.json
 TOLERANCE_PT = 0.5
@@ -66,9 +65,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    started = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "load_before": os.getloadavg()[0],
-               "commit": subprocess.run(["git", "-C", str(BENCH), "describe", "--always", "--dirty"],
-                                        capture_output=True, text=True).stdout.strip() or None}
+    started = sweep_started()
     trials = []
     for d in SETTINGS:
         trials.append(run(d, args.seed))

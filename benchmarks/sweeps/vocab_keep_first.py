@@ -26,10 +26,8 @@ import copy
 import csv
 import json
 import os
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
-from _common import machine_info, parse_seeds  # noqa: E402
+from _common import machine_info, parse_seeds, sweep_started  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
 from lowcarb.compress.distill import vocab  # noqa: E402
@@ -94,10 +92,7 @@ def main() -> int:
     ap.add_argument("--seeds", default="0,1,2")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    started = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "load_before": os.getloadavg()[0],
-               "commit": subprocess.run(["git", "-C", str(BENCH), "describe", "--always", "--dirty"],
-                                        capture_output=True, text=True).stdout.strip() or None}
+    started = sweep_started()
     train_texts, _ = read_csv(HWU64_DIR / "train.csv")
     val_texts, val_names = read_csv(HWU64_DIR / "val.csv")
     trials = []
