@@ -116,8 +116,12 @@ _TRAIN, _ = recipe_defaults("compress-all", "distill")
 RECIPE_EPOCHS_CAP = int(_TRAIN["epochs"])
 PATIENCE = _TRAIN.get("early_stopping_patience")
 STOP_N = 2000
-# The recipe's vocabulary cut: the frequent WordPiece ids it keeps beside the training text's.
-VOCAB_KEEP_FIRST = int(recipe_defaults("compress-all", "vocab")[1].get("keep_first", 0))
+# The recipe's vocabulary cut: the frequent WordPiece ids it keeps beside the training text's,
+# and how the kept rows are stored (bits, and the 4-bit rows' group size).
+_VOCAB = recipe_defaults("compress-all", "vocab")[1]
+VOCAB_KEEP_FIRST = int(_VOCAB.get("keep_first", 0))
+VOCAB_BITS = int(_VOCAB.get("bits", 8))
+VOCAB_GROUP_SIZE = int(_VOCAB.get("group_size", 32))
 
 
 def log(message: str) -> None:
@@ -168,11 +172,12 @@ def compress_all(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer: 
         log(f"seed {seed}: factorized + recovered: dev accuracy {combined['after_recover_accuracy']}")
     corpus = [line.split("\t")[0] for line in (SST2_DIR / "train.tsv").read_text().splitlines()[1:]]
     with track("vocab", unit="model", units=1) as fp:
-        v_summary = vocab.apply(final, vocab.keep_for_texts(corpus, tokenizer, int8=True,
-                                                             keep_first=args.vocab_keep_first))
+        v_summary = vocab.apply(final, vocab.keep_for_texts(
+            corpus, tokenizer, bits=args.vocab_bits, group_size=VOCAB_GROUP_SIZE,
+            keep_first=args.vocab_keep_first))
     combined["windows"]["vocab"] = fp_figures(fp)
     combined["vocab"] = {**{k: v for k, v in v_summary.to_dict().items() if k != "config"}, "text": "SST-2 train.tsv, 67,349 phrases (text only)",
-                         "keep_first": args.vocab_keep_first}
+                         "keep_first": args.vocab_keep_first, "group_size": VOCAB_GROUP_SIZE}
     combined["after_vocab_accuracy"] = accuracy(final, dev)
     with track("int8", unit="model", units=1) as fp:
         # As compress_minilm.py: SmoothQuant strength chosen on training batches (never dev).
@@ -211,6 +216,9 @@ def main() -> None:
     parser.add_argument("--vocab-keep-first", type=int, default=VOCAB_KEEP_FIRST,
                         help="the compress-all vocabulary also keeps ids below this (frequent pieces; "
                              f"default {VOCAB_KEEP_FIRST}, the recipe's)")
+    parser.add_argument("--vocab-bits", type=int, choices=(8, 4), default=VOCAB_BITS,
+                        help="bits of the kept word-embedding rows (default "
+                             f"{VOCAB_BITS}, the recipe's; 4-bit rows in groups of {VOCAB_GROUP_SIZE})")
     parser.add_argument("--combined-param-ratio", type=float, default=0.75,
                         help="fraction of the student's encoder Linear parameters kept by lowrank "
                              "(1.0: no low-rank step)")

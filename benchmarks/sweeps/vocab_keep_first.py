@@ -111,7 +111,7 @@ def main() -> int:
         uncut = evaluate(model, val, quiet=True)["accuracy"]
         for keep_first in KEEP_FIRST:
             t0 = time.perf_counter()
-            config = vocab.keep_for_texts(train_texts, tokenizer, int8=True, keep_first=keep_first)
+            config = vocab.keep_for_texts(train_texts, tokenizer, bits=8, keep_first=keep_first)
             cut = copy.deepcopy(model)
             summary = vocab.apply(cut, config)
             trials.append({"seed": seed, "model": str(folder), "keep_first": keep_first,

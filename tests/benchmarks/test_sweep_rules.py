@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import earlybert_rewind  # noqa: E402
 import earlybert_stop  # noqa: E402
 import vocab_keep_first  # noqa: E402
+import vocab_row_bits  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -28,6 +29,15 @@ def test_keep_first_is_the_smallest_within_a_fifth_of_a_point_of_twenty_thousand
     assert vocab_keep_first.choose({**means, 0: 0.9330}) == 0
     assert vocab_keep_first.choose({**means, 10000: 0.9329, 15000: 0.9329}) == 20000
     assert vocab_keep_first.choose({**means, 10000: 0.9330}) == 10000  # exactly 0.2 points: within
+
+
+def test_row_storage_is_the_smallest_table_within_a_fifth_of_a_point_of_int8():
+    size = {"int8": 100.0, "int4-g32": 60.0, "int4-g64": 56.0, "int4-g128": 54.0}
+    means = {"int8": 0.9330, "int4-g32": 0.9320, "int4-g64": 0.9310, "int4-g128": 0.9300}
+    assert vocab_row_bits.choose(means, size) == "int4-g64"  # g128 is 0.3 points down
+    assert vocab_row_bits.choose({**means, "int4-g128": 0.9311}, size) == "int4-g128"
+    assert vocab_row_bits.choose({**means, "int4-g32": 0.9, "int4-g64": 0.9, "int4-g128": 0.9}, size) == "int8"
+    assert vocab_row_bits.choose({**means, "int4-g64": 0.9309}, size) == "int4-g32"
 
 
 def _trial(mask_every, window, accuracy, steps):

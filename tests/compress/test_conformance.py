@@ -155,7 +155,9 @@ TRANSFORMS = {
         Transform("lora_merged", lambda m, t: _apply_lora(m, merged=True), ALL),
         Transform("earlybird", lambda m, t: earlybird.apply(m, _ticket(m)), ("cnn", "bert")),
         Transform("vocab", lambda m, t: vocab.apply(
-            m, vocab.VocabConfig(keep=tuple(range(1, 40)), int8=True)), ("transformer", "bert")),
+            m, vocab.VocabConfig(keep=tuple(range(1, 40)), bits=8)), ("transformer", "bert")),
+        Transform("vocab_int4", lambda m, t: vocab.apply(
+            m, vocab.VocabConfig(keep=tuple(range(1, 40)), bits=4, group_size=16)), ("transformer", "bert")),
         Transform("dynamic_int8", lambda m, t: quantize.quantize_(m, quantize.DynamicInt8()), ALL),
         Transform("dynamic_int8_torchao", lambda m, t: quantize.quantize_(
             m, quantize.DynamicInt8(library="torchao")), ALL),

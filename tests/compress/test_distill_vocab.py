@@ -40,7 +40,7 @@ def test_int8_rows_are_close_and_the_file_shrinks():
     model = tiny_bert()
     table = model.bert.embeddings.word_embeddings.weight.detach().clone()
     size_before = size_on_disk_bytes(model)
-    summary = vocab.apply(model, VocabConfig(keep=KEEP, int8=True))
+    summary = vocab.apply(model, VocabConfig(keep=KEEP, bits=8))
     got = model.bert.embeddings.word_embeddings(torch.arange(30))
     # Symmetric int8 per row: error at most half a step (scale / 2) per entry.
     step = table[:30].abs().amax(dim=1, keepdim=True) / 127
@@ -87,10 +87,10 @@ def test_vocab_errors_are_clear():
         vocab.apply(torch.nn.Linear(2, 2), VocabConfig(keep=(1,)))
 
 
-@pytest.mark.parametrize("int8", [False, True])
-def test_a_pruned_state_dict_loads_into_a_restored_fresh_model(int8):
+@pytest.mark.parametrize("bits", [32, 8, 4])
+def test_a_pruned_state_dict_loads_into_a_restored_fresh_model(bits):
     model = tiny_bert()
-    vocab.apply(model, VocabConfig(keep=KEEP, int8=int8))
+    vocab.apply(model, VocabConfig(keep=KEEP, bits=bits, group_size=16))
     description = vocab.describe(model)
     fresh = vocab.restore(tiny_bert(seed=9), description)
     fresh.load_state_dict(model.state_dict())
@@ -98,3 +98,61 @@ def test_a_pruned_state_dict_loads_into_a_restored_fresh_model(int8):
     assert torch.equal(fresh(input_ids=ids).logits, model(input_ids=ids).logits)
     with pytest.raises(ValueError, match="no CompactEmbedding"):
         vocab.describe(tiny_bert())
+
+
+def test_a_model_saved_with_the_old_int8_flag_restores():
+    model = tiny_bert()
+    vocab.apply(model, VocabConfig(keep=KEEP, bits=8))
+    old = {k: v for k, v in vocab.describe(model).items() if k not in ("bits", "group_size")}
+    fresh = vocab.restore(tiny_bert(seed=9), old | {"int8": True})
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.bert.embeddings.word_embeddings.bits == 8
+
+
+def _four_bit(table, group_size):
+    model = tiny_bert()
+    model.bert.embeddings.word_embeddings.weight.data.copy_(table)
+    summary = vocab.apply(model, VocabConfig(keep=KEEP, bits=4, group_size=group_size))
+    emb = model.bert.embeddings.word_embeddings
+    return emb, emb(torch.arange(30)), summary
+
+
+def test_four_bit_rows_reproduce_representable_values_column_for_column():
+    # Each group of 8 holds k * s for k in -7..7 with 7 * s reached: the codes are exact, so any
+    # mix-up of the two nibbles, of the groups or of the rows would show.
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(-7, 8, (60, 32), generator=g).float()
+    codes[:, ::8] = 7.0
+    scales = 2.0 ** -torch.randint(2, 6, (60, 4), generator=g).float()
+    table = (codes.unflatten(1, (4, 8)) * scales[..., None]).flatten(1)
+    emb, got, summary = _four_bit(table, group_size=8)
+    assert torch.equal(got, table[:30])
+    assert emb.rows_int4.dtype == torch.uint8 and emb.rows_int4.shape == (30, 16)
+    assert emb.group_scale.dtype == torch.float16 and emb.group_scale.shape == (30, 4)
+    assert summary["bits"] == 4
+
+
+def test_four_bit_rows_clip_no_worse_than_absmax_and_shrink_the_table():
+    table = torch.randn(60, 32, generator=torch.Generator().manual_seed(1))
+    table[3, 5] = 12.0  # an outlier: clipping pays off in its group
+    _, got, summary = _four_bit(table, group_size=16)
+    groups = table[:30].unflatten(1, (2, 16))
+    absmax = (groups.abs().amax(-1, keepdim=True) / 7).half().float()
+    naive = (torch.round(groups / absmax).clamp(-7, 7) * absmax).flatten(1)
+    err, naive_err = ((got - table[:30]) ** 2).sum(), ((naive - table[:30]) ** 2).sum()
+    assert err < naive_err  # the outlier's group is clipped, the others are no worse
+    assert ((got - table[:30]).unflatten(1, (2, 16)) ** 2).sum(-1).le(
+        ((naive - table[:30]).unflatten(1, (2, 16)) ** 2).sum(-1) + 1e-6).all()
+    assert err / (table[:30] ** 2).sum() < 0.02  # 15 levels: about 1 % of the energy lost
+    model8 = tiny_bert()
+    eight = vocab.apply(model8, VocabConfig(keep=KEEP, bits=8))
+    rows8 = eight["table_bytes_after"] - 60 * 2  # less the int16 id map
+    rows4 = summary["table_bytes_after"] - 60 * 2
+    assert rows4 == 30 * 16 + 30 * 2 * 2 and rows8 == 30 * 32 + 30 * 4
+
+
+def test_four_bit_rows_need_a_group_size_that_divides_the_width():
+    with pytest.raises(ValueError, match="not a multiple of group_size 24"):
+        vocab.apply(tiny_bert(), VocabConfig(keep=KEEP, bits=4, group_size=24))
+    with pytest.raises(ValueError, match="bits must be"):
+        VocabConfig(keep=KEEP, bits=16)  # type: ignore[arg-type]

@@ -59,6 +59,21 @@ def test_text_model_export_matches_torch_on_other_shapes(tmp_path):
     assert abs(got - ref).max() < 1e-4
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_vocabulary_cut_bert_with_quantized_rows_exports(tmp_path, bits):
+    from lowcarb.compress.distill import vocab
+    from tests.compress.test_distill_losses import tiny_bert
+
+    model = tiny_bert().eval()
+    vocab.apply(model, vocab.VocabConfig(keep=tuple(range(30)), bits=bits, group_size=16))
+    g = torch.Generator().manual_seed(0)
+    summary = export(model, {"input_ids": torch.randint(1, 60, (2, 6), generator=g)}, tmp_path / "cut.onnx")
+    other = {"input_ids": torch.randint(1, 60, (3, 9), generator=g)}  # dropped ids too
+    with torch.no_grad():
+        ref = model(**other).logits.numpy()
+    assert abs(run_onnx(summary.path, other) - ref).max() < 1e-4
+
+
 def test_int8_export_is_smaller_and_close(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 4)).eval()

@@ -100,10 +100,13 @@ def test_lowcarb_int8_buffers_count_as_parameters():
     quantize.quantize_(model, quantize.WeightOnlyInt8())
     assert count_parameters(model) == before
     text = tiny_bert()
-    vocab.apply(text, vocab.VocabConfig(keep=(0, 1, 2, 3), int8=True))
+    vocab.apply(text, vocab.VocabConfig(keep=(0, 1, 2, 3), bits=8))
     emb = text.bert.embeddings.word_embeddings
     others = sum(p.numel() for n, p in text.named_parameters() if "word_embeddings" not in n)
     assert count_parameters(text) == others + 4 * emb.rows_int8.shape[1]
+    text4 = tiny_bert()
+    vocab.apply(text4, vocab.VocabConfig(keep=(0, 1, 2, 3), bits=4, group_size=16))
+    assert count_parameters(text4) == others + 4 * text4.bert.embeddings.word_embeddings.embedding_dim
 
 
 class _Attention(nn.Module):

@@ -40,8 +40,9 @@ LABELS = "labels"
 
 # Where torch.ao's int8 modules live (plain, and fused such as ConvReLU2d / LinearReLU).
 _QUANTIZED_MODULES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")
-# lowcarb's own int8 modules keep their int8 values in buffers (vocab's CompactEmbedding).
-_INT8_BUFFERS = ("weight_int8", "rows_int8")
+# lowcarb's own int8 modules keep their int8 values in buffers (vocab's CompactEmbedding; its
+# 4-bit rows hold two values per byte).
+_INT8_BUFFERS = ("weight_int8", "rows_int8", "rows_int4")
 
 
 def without_labels(batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,6 +200,8 @@ def _logical_numel(module: nn.Module, name: str, buffer: torch.Tensor) -> int:
     width = getattr(module, "in_features", None)
     if name == "weight_int8" and buffer.dim() == 2 and isinstance(width, int):
         return int(buffer.shape[0]) * width  # padding columns are not parameters
+    if name == "rows_int4":
+        return 2 * buffer.numel()  # two 4-bit codes per byte
     return buffer.numel()
 
 

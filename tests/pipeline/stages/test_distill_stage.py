@@ -115,13 +115,15 @@ def test_the_settings_a_method_reads_are_accepted():
     check_distill(ctx, DistillStageConfig(method="hard"))  # defaults are never "set"
 
 
-def test_vocab_stage_keeps_the_training_tokens_in_int8(tiny_setup, tmp_path):
+@pytest.mark.parametrize("bits", [8, 4])
+def test_vocab_stage_keeps_the_training_tokens_in_int8_or_4_bits(tiny_setup, tmp_path, bits):
     result = run(tiny_setup, tmp_path, [{"distill": {"method": "kd", "num_layers": 1, "max_steps": 2}},
-                                        {"vocab": {"int8": True}}])
+                                        {"vocab": {"bits": bits, "group_size": 16}}])
     record = stage(result, "vocab")
     summary = record["summary"]
     # The table keeps the ten words' tokens and the special tokens, far fewer than 30,522.
     assert summary["vocab_before"] == 30522 and 10 <= summary["vocab_after"] < 30
+    assert summary["bits"] == bits
     # What remains is mostly the 30,522-entry int16 id map.
     assert summary["table_bytes_after"] < summary["table_bytes_before"] / 50
     evaluations = [s for s in result.run["stages"] if s.get("auto")]
@@ -133,7 +135,7 @@ def test_compress_all_stages_chain_and_the_final_model_reloads(tiny_setup, tmp_p
     result = run(tiny_setup, tmp_path, [
         {"distill": {"method": "kd", "num_layers": 2, "max_steps": 2}},
         {"lowrank": {"param_ratio": 0.5, "targets": ["*encoder*"], "max_steps": 2}},
-        {"vocab": {"int8": True}},
+        {"vocab": {"bits": 4, "group_size": 16}},
         {"quantize": {"mode": "dynamic"}},
     ])
     assert result.run["model"]["reloads"], result.run["model"]
@@ -192,3 +194,13 @@ def test_distill_trains_the_students_trained_head_without_the_fresh_head_lr(tiny
     assert result.status == "completed", result.error
     # The train stage gives the fresh head its lr; the student's (trained) head gets none.
     assert seen == [5.0e-2, None]
+
+
+def test_the_old_vocab_int8_key_names_its_replacement():
+    from lowcarb.pipeline.stages.vocab import VocabStageConfig
+
+    with pytest.raises(ValueError, match="replaced by vocab.bits.*bits: 8"):
+        VocabStageConfig(int8=True)
+    with pytest.raises(ValueError, match="group_size"):
+        VocabStageConfig(bits=4, group_size=3)
+    assert VocabStageConfig().bits == 8  # int8 rows unless a recipe says otherwise

@@ -7,7 +7,7 @@
                       unlabelled_loader=unlabelled)
     distil_task_agnostic(student, teacher, unlabelled_loader, TrainConfig(...))  # then fine-tune
 
-    vocab.apply(student, vocab.keep_for_texts(train_texts, tokenizer, int8=True))  # table cut
+    vocab.apply(student, vocab.keep_for_texts(train_texts, tokenizer, bits=8))  # table cut
 
 Losses (`losses.py`) work on `Trace`s recorded by forward hooks (`capture.trace`).
 """

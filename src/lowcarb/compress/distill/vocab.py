@@ -1,15 +1,17 @@
-"""Shrink a student's word-embedding table to the tokens a task uses (and optionally to int8).
+"""Shrink a student's word-embedding table to the tokens a task uses (and optionally to int8 or 4 bits).
 
 MiniLM's 30,522 x 384 word-embedding table is half of its parameters, and a distilled L3 student
 keeps all of it. A task's text uses a fraction of the WordPiece vocabulary (SST-2's 67k training
 phrases use about 11.6k tokens), so the table is cut to those rows. The tokenizer is unchanged: the
 new `CompactEmbedding` maps old token ids to new rows through a small int16 table. A token that was
 dropped maps to the kept token whose embedding is closest (cosine; `unknown="nearest"`) or to
-[UNK] (`unknown="unk"`). With `int8=True` the kept rows are stored as int8 with one fp32 scale per
-row (symmetric), a further 4x on the table.
+[UNK] (`unknown="unk"`). With `bits=8` the kept rows are stored as int8 with one fp32 scale per
+row (symmetric), a further 4x on the table; with `bits=4` as 4-bit codes, two to a byte, with one
+fp16 scale per `group_size` entries of a row (as GGUF's Q4_0 stores LLM embeddings), about 7x.
+A row is looked up once per token, so its codes are dequantized only for the tokens of a batch.
 
     ids = token_ids_in(train_texts, tokenizer)
-    summary = apply(model, VocabConfig(keep=ids, unk_id=tokenizer.unk_token_id, int8=True))
+    summary = apply(model, VocabConfig(keep=ids, unk_id=tokenizer.unk_token_id, bits=8))
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ from lowcarb.models.transforms import TransformSummary, record, register_transfo
 @dataclass(frozen=True)
 class VocabConfig:
     """keep: token ids to keep (special tokens are always kept when given in `always`).
-    unknown: where dropped ids go: the nearest kept embedding, or `unk_id`."""
+    unknown: where dropped ids go: the nearest kept embedding, or `unk_id`.
+    bits: how the kept rows are stored: 32 (fp32, trainable), 8 (int8, one scale per row) or 4
+    (4-bit codes, one fp16 scale per `group_size` entries; the row width must be a multiple)."""
 
     keep: tuple[int, ...]
     unk_id: int | None = None
     always: tuple[int, ...] = ()
     unknown: Literal["nearest", "unk"] = "nearest"
-    int8: bool = False
+    bits: Literal[32, 8, 4] = 32
+    group_size: int = 32
 
     def __post_init__(self) -> None:
         if not self.keep:
@@ -46,21 +51,28 @@ class VocabConfig:
             raise ConfigError(f"unknown must be 'nearest' or 'unk', got {self.unknown!r}")
         if self.unknown == "unk" and self.unk_id is None:
             raise ConfigError("unknown='unk' needs unk_id (tokenizer.unk_token_id)")
+        if self.bits not in (32, 8, 4):
+            raise ConfigError(f"bits must be 32, 8 or 4, got {self.bits!r}")
+        if self.group_size < 2 or self.group_size % 2:
+            raise ConfigError(f"group_size must be an even number >= 2, got {self.group_size}")
 
 
 class CompactEmbedding(nn.Module):
     """An embedding over a subset of the vocabulary: `rows[old_to_new[token_id]]`.
 
-    The table is a trainable fp32 parameter, or (int8) an int8 buffer with per-row fp32 scales
-    that is dequantized only for the rows a batch looks up.
+    The table is a trainable fp32 parameter (bits 32), an int8 buffer with per-row fp32 scales
+    (bits 8), or a buffer of 4-bit codes packed two to a byte with an fp16 scale per group of
+    `group_size` entries (bits 4). Quantized rows are dequantized only for the rows a batch looks up.
     """
 
     old_to_new: Tensor
     rows_int8: Tensor
     row_scale: Tensor
+    rows_int4: Tensor
+    group_scale: Tensor
     weight: nn.Parameter | None
 
-    def __init__(self, old_to_new: Tensor, table: Tensor, int8: bool) -> None:
+    def __init__(self, old_to_new: Tensor, table: Tensor, bits: int, group_size: int = 32) -> None:
         super().__init__()
         self.num_embeddings = int(old_to_new.numel())  # the tokenizer's vocabulary size
         self.embedding_dim = int(table.shape[1])
@@ -68,13 +80,22 @@ class CompactEmbedding(nn.Module):
         # int16 ids when the kept rows allow it: the map is vocab-sized, so its width matters.
         small = table.shape[0] <= torch.iinfo(torch.int16).max
         self.register_buffer("old_to_new", old_to_new.to(torch.int16 if small else torch.int32))
-        self.int8 = int8
-        if int8:
-            amax = table.abs().amax(dim=1)
-            scale = (amax / 127.0).clamp_min(torch.finfo(torch.float32).tiny)
-            self.register_buffer("rows_int8", torch.round(table / scale[:, None]).clamp(-127, 127).to(torch.int8))
-            self.register_buffer("row_scale", scale.float())
-            self.weight = None
+        self.bits = bits
+        self.group_size = group_size
+        self.weight = None
+        if bits == 8:
+            codes, scale = _int8_rows(table)
+            self.register_buffer("rows_int8", codes)
+            self.register_buffer("row_scale", scale)
+        elif bits == 4:
+            if self.embedding_dim % group_size:
+                raise ConfigError(
+                    f"4-bit rows: the embedding width {self.embedding_dim} is not a multiple of "
+                    f"group_size {group_size}; pick a group_size that divides it (32 or 64 for 384)"
+                )
+            packed, scale = _int4_rows(table, group_size)
+            self.register_buffer("rows_int4", packed)
+            self.register_buffer("group_scale", scale)
         else:
             self.weight = nn.Parameter(table.clone())
 
@@ -83,20 +104,71 @@ class CompactEmbedding(nn.Module):
         return int(self.table().shape[0])
 
     def table(self) -> Tensor:
-        """The stored rows: int8 codes, or the fp32 parameter."""
-        if self.int8:
+        """The stored rows: int8 codes, packed 4-bit codes (half the width), or the fp32 parameter."""
+        if self.bits == 8:
             return self.rows_int8
-        assert self.weight is not None  # set whenever int8 is off
+        if self.bits == 4:
+            return self.rows_int4
+        assert self.weight is not None  # set whenever the rows are not quantized
         return self.weight
+
+    def table_bytes(self) -> int:
+        """Bytes of the stored rows, their scales and the id map (what the cut leaves on disk)."""
+        stored = [self.table(), self.old_to_new]
+        stored += [self.row_scale] if self.bits == 8 else [self.group_scale] if self.bits == 4 else []
+        return sum(t.numel() * t.element_size() for t in stored)
 
     def forward(self, input_ids: Tensor) -> Tensor:
         index = self.old_to_new[input_ids].long()
-        if self.int8:
+        if self.bits == 8:
             return self.rows_int8[index].float() * self.row_scale[index].unsqueeze(-1)
+        if self.bits == 4:
+            # Low nibble = even column, high nibble = odd column; stored with an offset of 8.
+            # Unpacked with integer arithmetic on int32: ONNX export mistypes uint8 bit shifts.
+            packed = self.rows_int4[index].int()
+            high = torch.div(packed, 16, rounding_mode="floor")
+            codes = torch.stack([packed - 16 * high, high], dim=-1).flatten(-2).float() - 8.0
+            grouped = codes.unflatten(-1, (-1, self.group_size))
+            return (grouped * self.group_scale[index].float().unsqueeze(-1)).flatten(-2)
         return F.embedding(index, self.table())
 
     def extra_repr(self) -> str:
-        return f"vocab={self.num_embeddings}, rows={self.rows}, dim={self.embedding_dim}, int8={self.int8}"
+        group = f", group_size={self.group_size}" if self.bits == 4 else ""
+        return f"vocab={self.num_embeddings}, rows={self.rows}, dim={self.embedding_dim}, bits={self.bits}{group}"
+
+
+def _int8_rows(table: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric int8 codes with one fp32 scale per row."""
+    amax = table.abs().amax(dim=1)
+    scale = (amax / 127.0).clamp_min(torch.finfo(torch.float32).tiny)
+    codes = torch.round(table / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return codes, scale.float()
+
+
+# Clipping candidates for 4-bit groups: with 15 levels, clipping a group's largest entry often
+# lowers the error on the others by more than it costs on that one; each group keeps the best.
+_INT4_CLIPS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
+
+
+def _int4_rows(table: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
+    """Symmetric 4-bit codes in [-7, 7], one fp16 scale per group of `group_size` entries (the
+    scale minimizing the group's squared error among `_INT4_CLIPS` of its largest magnitude),
+    packed two codes per uint8 with an offset of 8."""
+    groups = table.float().unflatten(1, (-1, group_size))  # rows x groups x group_size
+    amax = groups.abs().amax(dim=-1)
+    best_err = torch.full_like(amax, float("inf"))
+    best_scale = torch.empty_like(amax)
+    for clip in _INT4_CLIPS:
+        # fp16 here already: the error is judged with the scale that is stored.
+        scale = (amax * clip / 7.0).clamp_min(torch.finfo(torch.float16).tiny).half().float()
+        codes = torch.round(groups / scale[..., None]).clamp(-7, 7)
+        err = ((codes * scale[..., None] - groups) ** 2).sum(dim=-1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale = torch.where(better, scale, best_scale)
+    codes = (torch.round(groups / best_scale[..., None]).clamp(-7, 7) + 8).to(torch.uint8).flatten(1)
+    packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
+    return packed, best_scale.half()
 
 
 def token_ids_in(texts: Iterable[str], tokenizer: Any, *, chunk: int = 2000) -> tuple[int, ...]:
@@ -146,7 +218,7 @@ def _nearest_kept(table: Tensor, kept: Tensor, dropped: Tensor, chunk: int = 409
 def apply(model: nn.Module, config: VocabConfig) -> TransformSummary:
     """Replace the model's word embeddings by a `CompactEmbedding` (in place).
 
-    Details: ``vocab_before`` / ``vocab_after`` (rows), ``int8``, ``table_bytes_before`` / ``_after``.
+    Details: ``vocab_before`` / ``vocab_after`` (rows), ``bits``, ``table_bytes_before`` / ``_after``.
     """
     owner, attr, table_module = _word_embeddings(model)
     table = table_module.weight.detach().float()
@@ -171,21 +243,16 @@ def apply(model: nn.Module, config: VocabConfig) -> TransformSummary:
     params_before = count_parameters(model)
     bytes_before = table.numel() * table_module.weight.element_size()
     # Built on the host (the id map is computed there), then moved where the table was.
-    compact = CompactEmbedding(old_to_new, table[kept], config.int8).to(table.device)
+    compact = CompactEmbedding(old_to_new, table[kept], config.bits, config.group_size).to(table.device)
     setattr(owner, attr, compact)
-    table_bytes = (
-        compact.rows_int8.numel() + compact.row_scale.numel() * 4
-        if config.int8
-        else compact.table().numel() * 4
-    ) + compact.old_to_new.numel() * compact.old_to_new.element_size()
     name = next(n for n, m in model.named_modules() if m is compact)
     record(model, config, describe(model))
     details = {
         "vocab_before": vocab,
         "vocab_after": len(kept),
-        "int8": config.int8,
+        "bits": config.bits,
         "table_bytes_before": bytes_before,
-        "table_bytes_after": table_bytes,
+        "table_bytes_after": compact.table_bytes(),
     }
     return TransformSummary(
         "vocab", config, params_before, count_parameters(model), [name], details, model=model
@@ -201,7 +268,8 @@ def describe(model: nn.Module) -> dict[str, Any]:
                 "vocab": module.num_embeddings,
                 "rows": module.rows,
                 "dim": module.embedding_dim,
-                "int8": module.int8,
+                "bits": module.bits,
+                "group_size": module.group_size,
             }
     raise ModelError("the model has no CompactEmbedding: apply vocabulary pruning first")
 
@@ -211,20 +279,28 @@ def restore(model: nn.Module, description: dict[str, Any]) -> nn.Module:
     saved state dict of a pruned model loads into a freshly built model."""
     try:
         name, rows, dim = description["module"], int(description["rows"]), int(description["dim"])
-        vocab_size, int8 = int(description["vocab"]), bool(description["int8"])
+        vocab_size = int(description["vocab"])
+        # Models saved before 4-bit rows existed describe their rows by an "int8" flag.
+        bits = int(description["bits"]) if "bits" in description else 8 if description["int8"] else 32
+        group_size = int(description.get("group_size", 32))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"not a vocabulary description ({exc}); it comes from vocab.describe") from exc
     owner_name, _, attr = name.rpartition(".")
     owner = model.get_submodule(owner_name) if owner_name else model
     if not hasattr(owner, attr):
         raise ModelError(f"the model has no module {name}; was it built like the pruned one?")
-    shell = CompactEmbedding(torch.zeros(vocab_size, dtype=torch.long), torch.zeros(rows, dim), int8)
+    shell = CompactEmbedding(torch.zeros(vocab_size, dtype=torch.long), torch.zeros(rows, dim), bits, group_size)
     setattr(owner, attr, shell)
     return model
 
 
 def keep_for_texts(
-    texts: Sequence[str], tokenizer: Any, *, int8: bool = False, keep_first: int = 0
+    texts: Sequence[str],
+    tokenizer: Any,
+    *,
+    bits: Literal[32, 8, 4] = 32,
+    group_size: int = 32,
+    keep_first: int = 0,
 ) -> VocabConfig:
     """The usual config: keep the tokens of `texts` and the tokenizer's special tokens.
 
@@ -241,7 +317,8 @@ def keep_for_texts(
         keep=tuple(sorted(set(token_ids_in(texts, tokenizer)) | set(first))),
         unk_id=getattr(tokenizer, "unk_token_id", None),
         always=tuple(int(i) for i in getattr(tokenizer, "all_special_ids", []) or []),
-        int8=int8,
+        bits=bits,
+        group_size=group_size,
     )
 
 

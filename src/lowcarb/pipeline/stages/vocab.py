@@ -1,4 +1,4 @@
-"""The `vocab` stage: cut the word-embedding table to the tokens of the training text (+ int8).
+"""The `vocab` stage: cut the word-embedding table to the tokens of the training text (+ int8/4-bit).
 
 For MiniLM the 30,522 x 384 table is half of the parameters; a task uses a fraction of it.
 The tokenizer is unchanged (a small id map does the translation), so the model still reads any
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lowcarb.compress.distill import vocab
 from lowcarb.compress.distill.vocab import VocabConfig
@@ -18,9 +19,12 @@ from lowcarb.data import TextSplit
 from lowcarb.pipeline.context import RunContext
 from lowcarb.pipeline.registry import register_stage, technique_fields
 
-# VocabConfig's `unknown` (where dropped tokens go) and `int8` (kept rows as int8 with one scale
-# per row; on by default in a recipe); the kept ids come from the training text.
-_VocabFields = technique_fields(VocabConfig, include=("unknown", "int8"), defaults={"int8": True})
+# VocabConfig's `unknown` (where dropped tokens go), `bits` (kept rows as fp32, int8 with one
+# scale per row, or 4-bit codes with an fp16 scale per `group_size` entries; int8 by default in a
+# recipe) and `group_size`; the kept ids come from the training text.
+_VocabFields = technique_fields(
+    VocabConfig, include=("unknown", "bits", "group_size"), defaults={"bits": 8}
+)
 
 
 class VocabStageConfig(_VocabFields):  # type: ignore[misc, valid-type]
@@ -31,16 +35,30 @@ class VocabStageConfig(_VocabFields):  # type: ignore[misc, valid-type]
     # words the training text lacks keep their own embedding (see vocab.keep_for_texts).
     keep_first: int = Field(default=0, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _int8_was_renamed(cls, values: Any) -> Any:
+        """Recipes written before 4-bit rows said `int8: true/false`; say what replaced it."""
+        if isinstance(values, dict) and "int8" in values:
+            raise ValueError(
+                "vocab.int8 was replaced by vocab.bits: write `bits: 8` for int8 rows (`int8: "
+                "true`), `bits: 32` for fp32 rows (`int8: false`), or `bits: 4` for 4-bit rows"
+            )
+        return values
+
     def technique(self, base: VocabConfig | None = None) -> VocabConfig:
-        """``base`` (the ids of the training text) with this stage's `unknown` and `int8`; without
-        a base, a one-id placeholder, enough to validate the fields when the recipe is read."""
+        """``base`` (the ids of the training text) with this stage's `unknown`, `bits` and
+        `group_size`; without a base, a one-id placeholder, enough to validate the fields when
+        the recipe is read."""
         base = base or VocabConfig(keep=(0,), unk_id=0)
-        return dataclasses.replace(base, unknown=self.unknown, int8=self.int8)
+        return dataclasses.replace(
+            base, unknown=self.unknown, bits=self.bits, group_size=self.group_size
+        )
 
 
 @register_stage("vocab", VocabStageConfig)
 def vocab_stage(ctx: RunContext, cfg: VocabStageConfig) -> RunContext:
-    """Keep only the word embeddings of tokens in the training text (optionally int8)."""
+    """Keep only the word embeddings of tokens in the training text (int8 or 4-bit rows)."""
     train = ctx.data.train
     if not isinstance(train, TextSplit) or ctx.tokenizer is None:
         raise ValueError("the vocab stage prunes a text model's embeddings; this run's data is not text")
