@@ -19,7 +19,7 @@ The compress-all model is built in this process with the library calls the recip
 cached teacher logits + Frobenius decay, for the budget below; the recipe's lowrank stage recovers
 with cross-entropy) -> vocab.apply (word embeddings cut to the tokens of SST-2's 67k training phrases,
 text only, plus the first --vocab-keep-first ids of the WordPiece vocabulary, its most frequent
-pieces; stored int8 per row) -> quantize.apply (dynamic int8 Linear, SmoothQuant strength chosen
+pieces; rows stored as the recipe stores them, --vocab-bits) -> quantize.apply (dynamic int8 Linear, SmoothQuant strength chosen
 on training batches by quantize.choose_smooth_alpha). Every step is a ledger window; the payback
 sums them all, plus the teacher-logit pass the KD student used.
 
@@ -32,8 +32,9 @@ run (2026-12-06, stopped after seed 0's KD student to free the machine) trained 
 7 minutes (1,872 J) to 0.8394 GLUE dev accuracy, against 0.8544 (656 J) with the fixed 2 epochs:
 the held-out phrases, fragments of the training sentences, keep rewarding longer training that
 GLUE dev's whole sentences do not. Not rerun to the end.
-The vocabulary cut keeps the recipe's `keep_first` frequent ids (20,000; the HWU64 val sweep
-benchmarks/sweeps/vocab_keep_first.py chose 15,000, not yet applied to the recipe).
+The vocabulary cut keeps the recipe's `keep_first` frequent ids (15,000, chosen on HWU64 val by
+benchmarks/sweeps/vocab_keep_first.py) and stores its rows as the recipe does (4 bits, an fp16
+scale per 128 entries, chosen by benchmarks/sweeps/vocab_row_bits.py; int8 per row before).
 
 Run:  .venv/bin/python benchmarks/distill_minilm.py --rounds 9      (fixed budget, four ways on seed 0)
       .venv/bin/python benchmarks/distill_minilm.py --budget recipe --methods kd

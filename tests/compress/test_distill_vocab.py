@@ -151,8 +151,19 @@ def test_four_bit_rows_clip_no_worse_than_absmax_and_shrink_the_table():
     assert rows4 == 30 * 16 + 30 * 2 * 2 and rows8 == 30 * 32 + 30 * 4
 
 
-def test_four_bit_rows_need_a_group_size_that_divides_the_width():
-    with pytest.raises(ValueError, match="not a multiple of group_size 24"):
-        vocab.apply(tiny_bert(), VocabConfig(keep=KEEP, bits=4, group_size=24))
+def test_four_bit_groups_shrink_to_a_divisor_of_the_width():
+    model = tiny_bert()  # width 32
+    vocab.apply(model, VocabConfig(keep=KEEP, bits=4, group_size=24))
+    emb = model.bert.embeddings.word_embeddings
+    assert emb.group_size == 16 and emb.group_scale.shape == (30, 2)
+    fresh = vocab.restore(tiny_bert(seed=9), vocab.describe(model))
+    fresh.load_state_dict(model.state_dict())  # the description carries the group used
+    wide = tiny_bert()
+    vocab.apply(wide, VocabConfig(keep=KEEP, bits=4, group_size=128))
+    assert wide.bert.embeddings.word_embeddings.group_size == 32  # the whole row
+    odd = torch.nn.Module()
+    odd.embed = torch.nn.Embedding(10, 7)
+    with pytest.raises(ValueError, match="width 7 is odd"):
+        vocab.apply(odd, VocabConfig(keep=(1, 2), bits=4))
     with pytest.raises(ValueError, match="bits must be"):
         VocabConfig(keep=KEEP, bits=16)  # type: ignore[arg-type]

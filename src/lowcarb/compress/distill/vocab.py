@@ -35,7 +35,8 @@ class VocabConfig:
     """keep: token ids to keep (special tokens are always kept when given in `always`).
     unknown: where dropped ids go: the nearest kept embedding, or `unk_id`.
     bits: how the kept rows are stored: 32 (fp32, trainable), 8 (int8, one scale per row) or 4
-    (4-bit codes, one fp16 scale per `group_size` entries; the row width must be a multiple)."""
+    (4-bit codes, one fp16 scale per group of entries: `group_size`, or the largest even divisor
+    of the row width below it, so any even width works: 104 for TinyBERT's 312)."""
 
     keep: tuple[int, ...]
     unk_id: int | None = None
@@ -81,19 +82,14 @@ class CompactEmbedding(nn.Module):
         small = table.shape[0] <= torch.iinfo(torch.int16).max
         self.register_buffer("old_to_new", old_to_new.to(torch.int16 if small else torch.int32))
         self.bits = bits
-        self.group_size = group_size
+        self.group_size = _group_for(self.embedding_dim, group_size) if bits == 4 else group_size
         self.weight = None
         if bits == 8:
             codes, scale = _int8_rows(table)
             self.register_buffer("rows_int8", codes)
             self.register_buffer("row_scale", scale)
         elif bits == 4:
-            if self.embedding_dim % group_size:
-                raise ConfigError(
-                    f"4-bit rows: the embedding width {self.embedding_dim} is not a multiple of "
-                    f"group_size {group_size}; pick a group_size that divides it (32 or 64 for 384)"
-                )
-            packed, scale = _int4_rows(table, group_size)
+            packed, scale = _int4_rows(table, self.group_size)
             self.register_buffer("rows_int4", packed)
             self.register_buffer("group_scale", scale)
         else:
@@ -135,6 +131,13 @@ class CompactEmbedding(nn.Module):
     def extra_repr(self) -> str:
         group = f", group_size={self.group_size}" if self.bits == 4 else ""
         return f"vocab={self.num_embeddings}, rows={self.rows}, dim={self.embedding_dim}, bits={self.bits}{group}"
+
+
+def _group_for(width: int, group_size: int) -> int:
+    """The largest even divisor of `width` that is at most `group_size` (codes pack in pairs)."""
+    if width % 2:
+        raise ConfigError(f"4-bit rows pack two codes per byte: the embedding width {width} is odd; use bits=8")
+    return max(d for d in range(2, min(group_size, width) + 1, 2) if width % d == 0)
 
 
 def _int8_rows(table: Tensor) -> tuple[Tensor, Tensor]:
