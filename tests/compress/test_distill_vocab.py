@@ -165,5 +165,38 @@ def test_four_bit_groups_shrink_to_a_divisor_of_the_width():
     odd.embed = torch.nn.Embedding(10, 7)
     with pytest.raises(ValueError, match="width 7 is odd"):
         vocab.apply(odd, VocabConfig(keep=(1, 2), bits=4))
+    prime = torch.nn.Module()
+    prime.embed = torch.nn.Embedding(10, 2 * 97)  # only groups of 2 divide it: refused
+    with pytest.raises(ValueError, match="no group of 16..32"):
+        vocab.apply(prime, VocabConfig(keep=(1, 2), bits=4))
     with pytest.raises(ValueError, match="bits must be"):
         VocabConfig(keep=KEEP, bits=16)  # type: ignore[arg-type]
+
+
+def test_four_bit_rows_are_packed_low_nibble_first_with_an_offset_of_eight():
+    # The byte layout is what saved files hold: pinned, so that a swap made in both packing and
+    # unpacking cannot pass unnoticed. One group of 16 entries, scale 1 (7 is reached).
+    row = torch.tensor([[-7.0, 7.0, 0.0, 1.0, -1.0, 2.0] + [0.0] * 10])
+    packed, scale = vocab._int4_rows(row, 16)
+    assert packed[0, :3].tolist() == [1 | (15 << 4), 8 | (9 << 4), 7 | (10 << 4)]
+    assert scale.tolist() == [[1.0]]
+
+
+def test_a_saved_transform_log_with_the_old_int8_key_reads_back():
+    from lowcarb.models.transforms import record_from_json
+
+    old = {"transform": "vocab", "config": {"keep": [0, 1], "unk_id": None, "always": [],
+                                            "unknown": "nearest", "int8": True},
+           "structure": {"module": "bert.embeddings.word_embeddings", "vocab": 60, "rows": 2,
+                         "dim": 32, "int8": True}}
+    entry = record_from_json(old)
+    assert entry.config.bits == 8 and entry.config.keep == (0, 1)
+    assert record_from_json({**old, "config": {**old["config"], "int8": False}}).config.bits == 32
+
+
+def test_quantized_rows_refuse_a_table_that_is_not_finite():
+    model = tiny_bert()
+    model.bert.embeddings.word_embeddings.weight.data[3, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        vocab.apply(model, VocabConfig(keep=KEEP, bits=4))
+    vocab.apply(tiny_bert(), VocabConfig(keep=KEEP, bits=4))  # finite: fine

@@ -38,6 +38,7 @@ __all__ = [
     "carry_log",
     "config_from_json",
     "config_to_json",
+    "dataclass_from_json",
     "forget",
     "has_transforms",
     "record",
@@ -127,7 +128,7 @@ def register_transform(
         config_type,
         replay,
         to_json or _dataclass_to_json,
-        from_json or (lambda data: _dataclass_from_json(config_type, data)),
+        from_json or (lambda data: dataclass_from_json(config_type, data)),
     )
     _BY_TYPE[config_type] = kind
     _BY_NAME[name] = kind
@@ -155,7 +156,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _dataclass_from_json(config_type: type, data: dict[str, Any]) -> Any:
+def dataclass_from_json(config_type: type, data: dict[str, Any]) -> Any:
+    """A config dataclass back from its JSON fields, validated by pydantic (the default
+    ``from_json``; a transform's own ``from_json`` may rename old keys first and call this)."""
     from pydantic import TypeAdapter, ValidationError
 
     try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,12 @@ from torch import Tensor, nn
 from lowcarb.compress.distill.capture import embedding_module
 from lowcarb.errors import ConfigError, ModelError
 from lowcarb.models.surgery import count_parameters
-from lowcarb.models.transforms import TransformSummary, record, register_transform
+from lowcarb.models.transforms import (
+    TransformSummary,
+    dataclass_from_json,
+    record,
+    register_transform,
+)
 
 
 @dataclass(frozen=True)
@@ -133,11 +138,22 @@ class CompactEmbedding(nn.Module):
         return f"vocab={self.num_embeddings}, rows={self.rows}, dim={self.embedding_dim}, bits={self.bits}{group}"
 
 
+# Below this many entries per fp16 scale, 4-bit rows stop paying: 16 entries cost 10 bits each.
+_MIN_GROUP = 16
+
+
 def _group_for(width: int, group_size: int) -> int:
     """The largest even divisor of `width` that is at most `group_size` (codes pack in pairs)."""
     if width % 2:
         raise ConfigError(f"4-bit rows pack two codes per byte: the embedding width {width} is odd; use bits=8")
-    return max(d for d in range(2, min(group_size, width) + 1, 2) if width % d == 0)
+    group = max(d for d in range(2, min(group_size, width) + 1, 2) if width % d == 0)
+    if group < min(group_size, _MIN_GROUP):
+        raise ConfigError(
+            f"4-bit rows: no group of {_MIN_GROUP}..{group_size} entries divides the embedding width "
+            f"{width} (the largest is {group}, a scale per {group} codes costs more than int8); "
+            "use bits=8, or a group_size that divides the width"
+        )
+    return group
 
 
 def _int8_rows(table: Tensor) -> tuple[Tensor, Tensor]:
@@ -161,12 +177,12 @@ def _int4_rows(table: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
     amax = groups.abs().amax(dim=-1)
     best_err = torch.full_like(amax, float("inf"))
     best_scale = torch.empty_like(amax)
-    for clip in _INT4_CLIPS:
+    for clip in _INT4_CLIPS:  # the first, 1.0, always wins a group whose errors are all inf
         # fp16 here already: the error is judged with the scale that is stored.
         scale = (amax * clip / 7.0).clamp_min(torch.finfo(torch.float16).tiny).half().float()
         codes = torch.round(groups / scale[..., None]).clamp(-7, 7)
         err = ((codes * scale[..., None] - groups) ** 2).sum(dim=-1)
-        better = err < best_err
+        better = (err < best_err) | (clip == 1.0)
         best_err = torch.where(better, err, best_err)
         best_scale = torch.where(better, scale, best_scale)
     codes = (torch.round(groups / best_scale[..., None]).clamp(-7, 7) + 8).to(torch.uint8).flatten(1)
@@ -226,6 +242,11 @@ def apply(model: nn.Module, config: VocabConfig) -> TransformSummary:
     owner, attr, table_module = _word_embeddings(model)
     table = table_module.weight.detach().float()
     vocab = table.shape[0]
+    if config.bits != 32 and not bool(torch.isfinite(table).all()):
+        raise ModelError(
+            "the word-embedding table holds NaN or infinite values, which cannot be quantized; "
+            "check the model's training (or cut the vocabulary with bits=32)"
+        )
     keep_set = set(config.keep) | set(config.always)
     if config.unk_id is not None:
         keep_set.add(config.unk_id)
@@ -325,4 +346,17 @@ def keep_for_texts(
     )
 
 
-register_transform(VocabConfig, "vocab", lambda model, _cfg, structure: restore(model, structure))
+def _config_from_json(data: dict[str, Any]) -> VocabConfig:
+    """A saved VocabConfig; logs written before 4-bit rows have `int8` where `bits` is now."""
+    data = dict(data)
+    if "int8" in data and "bits" not in data:
+        data["bits"] = 8 if data.pop("int8") else 32
+    return cast(VocabConfig, dataclass_from_json(VocabConfig, data))
+
+
+register_transform(
+    VocabConfig,
+    "vocab",
+    lambda model, _cfg, structure: restore(model, structure),
+    from_json=_config_from_json,
+)
