@@ -12,7 +12,8 @@ val measures what the cut costs on unseen text, and val is the split the recipes
 
 For each seed, the `text-classification` model that `text_defaults.py --keep-runs DIR` kept
 (DIR/text-classification-<seed>/*/model, MiniLM fine-tuned on HWU64) is cut to the tokens of
-HWU64 train.csv plus the first keep_first ids, rows stored int8 (as the compress-all recipe does),
+HWU64 train.csv plus the first keep_first ids, rows stored int8 (as the compress-all recipe did then;
+it stores them in 4 bits since benchmarks/sweeps/vocab_row_bits.py),
 and scored on val.csv, for every keep_first of KEEP_FIRST. Rule, fixed before the runs: the
 smallest keep_first whose mean val accuracy over the seeds is no more than 0.2 points below that of
 keep_first = 20,000 (the recipe's value so far); a smaller table is the point of the cut. Writes

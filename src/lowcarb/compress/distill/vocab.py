@@ -1,13 +1,14 @@
 """Shrink a student's word-embedding table to the tokens a task uses (and optionally to int8 or 4 bits).
 
 MiniLM's 30,522 x 384 word-embedding table is half of its parameters, and a distilled L3 student
-keeps all of it. A task's text uses a fraction of the WordPiece vocabulary (SST-2's 67k training
-phrases use about 11.6k tokens), so the table is cut to those rows. The tokenizer is unchanged: the
+keeps all of it. A task's text uses a fraction of the WordPiece vocabulary (HWU64's training
+utterances use 4,274 of its 30,522 tokens, `benchmarks/sweeps/vocab_keep_first_hwu64.json`),
+so the table is cut to those rows. The tokenizer is unchanged: the
 new `CompactEmbedding` maps old token ids to new rows through a small int16 table. A token that was
 dropped maps to the kept token whose embedding is closest (cosine; `unknown="nearest"`) or to
 [UNK] (`unknown="unk"`). With `bits=8` the kept rows are stored as int8 with one fp32 scale per
 row (symmetric), a further 4x on the table; with `bits=4` as 4-bit codes, two to a byte, with one
-fp16 scale per `group_size` entries of a row (as GGUF's Q4_0 stores LLM embeddings), about 7x.
+fp16 scale per `group_size` entries of a row (as GGUF's Q4_0 stores LLM weights), 7-8x.
 A row is looked up once per token, so its codes are dequantized only for the tokens of a batch.
 
     ids = token_ids_in(train_texts, tokenizer)
