@@ -29,7 +29,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
@@ -87,20 +89,14 @@ def sst2_oov(tokenizer) -> dict:
             "sst2_dev_oov_rate_not_used_to_choose": round(oov_rate(dev, tokenizer, keep), 5)}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", required=True, type=Path, help="text_defaults.py --keep-runs DIR")
-    ap.add_argument("--seeds", default="0,1,2")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    started = sweep_started()
-    train_texts, _ = read_csv(HWU64_DIR / "train.csv")
+def kept_models(runs: Path, seeds: str) -> Iterator[tuple[int, Path, Any, Any, Any, float]]:
+    """For each seed, the `text-classification` model text_defaults kept under `runs` (its last
+    run): (seed, folder, tokenizer, model, HWU64 val loader, uncut val accuracy)."""
     val_texts, val_names = read_csv(HWU64_DIR / "val.csv")
-    trials = []
-    for seed in parse_seeds(args.seeds):
-        folders = sorted((args.runs / f"text-classification-{seed}").glob("*/model"))
+    for seed in parse_seeds(seeds):
+        folders = sorted((runs / f"text-classification-{seed}").glob("*/model"))
         if not folders:
-            raise SystemExit(f"no kept text-classification model for seed {seed} under {args.runs}; "
+            raise SystemExit(f"no kept text-classification model for seed {seed} under {runs}; "
                              "run benchmarks/text_defaults.py --keep-runs DIR first")
         folder = folders[-1]
         names = json.loads((folder / "lowcarb_model.json").read_text())["label_names"]
@@ -109,7 +105,20 @@ def main() -> int:
         model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         val = make_loader(TextSplit(tuple(val_texts), tuple(index[n] for n in val_names)), 64,
                           tokenizer=tokenizer, max_length=128)
-        uncut = evaluate(model, val, quiet=True)["accuracy"]
+        yield seed, folder, tokenizer, model, val, evaluate(model, val, quiet=True)["accuracy"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", required=True, type=Path, help="text_defaults.py --keep-runs DIR")
+    ap.add_argument("--seeds", default="0,1,2")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    started = sweep_started()
+    train_texts, _ = read_csv(HWU64_DIR / "train.csv")
+    val_texts, _ = read_csv(HWU64_DIR / "val.csv")
+    trials = []
+    for seed, folder, tokenizer, model, val, uncut in kept_models(args.runs, args.seeds):
         for keep_first in KEEP_FIRST:
             t0 = time.perf_counter()
             config = vocab.keep_for_texts(train_texts, tokenizer, bits=8, keep_first=keep_first)

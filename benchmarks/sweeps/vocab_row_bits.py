@@ -34,12 +34,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
-from _common import machine_info, parse_seeds, sweep_started  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
-from vocab_keep_first import HWU64_DIR, read_csv  # noqa: E402
+from _common import machine_info, sweep_started  # noqa: E402
+from vocab_keep_first import HWU64_DIR, kept_models, read_csv  # noqa: E402
 
 from lowcarb.compress.distill import vocab  # noqa: E402
-from lowcarb.data import TextSplit, make_loader  # noqa: E402
 from lowcarb.train import evaluate  # noqa: E402
 
 OUT = HERE / "vocab_row_bits_hwu64.json"
@@ -68,21 +66,8 @@ def main() -> int:
     torch.set_num_threads(1)
     started = sweep_started()
     train_texts, _ = read_csv(HWU64_DIR / "train.csv")
-    val_texts, val_names = read_csv(HWU64_DIR / "val.csv")
     trials = []
-    for seed in parse_seeds(args.seeds):
-        folders = sorted((args.runs / f"text-classification-{seed}").glob("*/model"))
-        if not folders:
-            raise SystemExit(f"no kept text-classification model for seed {seed} under {args.runs}; "
-                             "run benchmarks/text_defaults.py --keep-runs DIR first")
-        folder = folders[-1]
-        names = json.loads((folder / "lowcarb_model.json").read_text())["label_names"]
-        index = {n: i for i, n in enumerate(names)}
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-        val = make_loader(TextSplit(tuple(val_texts), tuple(index[n] for n in val_names)), 64,
-                          tokenizer=tokenizer, max_length=128)
-        uncut = evaluate(model, val, quiet=True)["accuracy"]
+    for seed, folder, tokenizer, model, val, uncut in kept_models(args.runs, args.seeds):
         for name, bits, group_size in STORAGES:
             t0 = time.perf_counter()
             config = vocab.keep_for_texts(train_texts, tokenizer, bits=bits, group_size=group_size,
