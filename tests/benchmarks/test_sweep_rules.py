@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "sweeps"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import chain_depth  # noqa: E402
 import earlybert_rewind  # noqa: E402
 import earlybert_stop  # noqa: E402
 import vocab_keep_first  # noqa: E402
@@ -51,3 +52,15 @@ def test_stop_setting_is_the_earliest_stop_within_half_a_point():
     assert earlybert_stop.choose([current, _trial(5, 3, 0.8735, 35), _trial(3, 5, 0.87, 30)]) == (5, 3)
     assert earlybert_stop.choose([current, _trial(5, 3, 0.873, 35), _trial(3, 5, 0.86, 30)]) == (5, 5)
     assert earlybert_stop.choose([current, _trial(5, 3, 0.88, 60)]) == (5, 5)  # a tie keeps the current
+
+
+def test_chain_depth_is_the_most_accurate_feasible_one_a_deeper_one_only_by_more_than_a_quarter_point():
+    means = {3: 0.8800, 4: 0.8830, 5: 0.9000}
+    assert chain_depth.choose(means, [3, 4]) == 4  # 0.3 points better; 5 misses a cost target
+    assert chain_depth.choose({**means, 4: 0.8825}, [3, 4]) == 3  # exactly 0.25 points: not more
+    assert chain_depth.choose({**means, 4: 0.8700}, [4, 3]) == 3
+    assert chain_depth.choose(means, [3, 4, 5]) == 5
+    assert chain_depth.choose({3: 0.88, 4: 0.8826, 5: 0.8850}, [3, 4, 5]) == 4  # 5 is not > 4 + 0.25
+    assert chain_depth.choose(means, [4]) == 4
+    with pytest.raises(ValueError, match="no depth"):
+        chain_depth.choose(means, [])
