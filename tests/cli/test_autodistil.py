@@ -60,3 +60,11 @@ def test_cli_errors_are_one_line(recipe_file, tmp_path, capsys):
     assert "recipe file not found" in capsys.readouterr().err
     assert main(["autodistil", str(recipe_file), "--flops-budget", "0.5", "--steps", "0"]) == 2
     assert "--steps must be >= 1" in capsys.readouterr().err
+
+
+def test_cli_subspace_counts_are_checked(recipe_file, capsys):
+    for bad in ("0", "two", "2,0"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["autodistil", str(recipe_file), "--flops-budget", "0.5", "--subspaces", bad])
+        assert exit_info.value.code == 2
+        assert "--subspaces" in capsys.readouterr().err

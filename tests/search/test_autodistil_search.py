@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from _autodistil_tiny import batches, tiny_teacher
 
+from lowcarb.errors import ConfigError
 from lowcarb.search.autodistil import (
     AutoDistilConfig,
+    Candidate,
+    SubnetConfig,
     Supernet,
     TeacherShape,
     autodistil,
+    autodistil_partitions,
     budget_flops,
     candidates_markdown,
+    choose_partition,
     plot_candidates,
     score,
     split_space,
@@ -99,3 +106,32 @@ def test_report_plot_and_table(tmp_path):
     table = candidates_markdown(summary)
     assert table.count("\n| ") == len(summary["candidates"]) + 1  # header + one row each
     assert f"**{summary['chosen']['student']}**" in table
+
+
+def _chosen(score: float, flops: float) -> SimpleNamespace:
+    return SimpleNamespace(chosen=Candidate(SubnetConfig(2, 32, 4, 64), "small", flops, score, True))
+
+
+def test_partition_choice_is_the_lowest_held_out_loss_then_fewer_flops_then_fewer_subspaces():
+    assert choose_partition({2: _chosen(0.24, 7e8), 3: _chosen(0.25, 5e8)}) == 2
+    assert choose_partition({2: _chosen(0.26, 7e8), 3: _chosen(0.25, 5e8)}) == 3
+    assert choose_partition({2: _chosen(0.25, 7e8), 3: _chosen(0.25, 5e8)}) == 3
+    assert choose_partition({3: _chosen(0.25, 5e8), 2: _chosen(0.25, 5e8)}) == 2
+    with pytest.raises(ConfigError, match="at least one"):
+        choose_partition({})
+
+
+def test_partitions_search_each_subspace_count_on_the_same_held_out_text():
+    teacher = tiny_teacher()
+    budget = 0.6 * subnet_flops(TeacherShape.of(teacher).config, 10)
+    held_out = (b for b in batches(2, seed=7))  # one-shot: every K must still see both batches
+    k, results = autodistil_partitions(teacher, batches(3), held_out, _config(budget), partitions=(3, 2, 2))
+    assert sorted(results) == [2, 3]
+    assert all(len(r.subspaces) == key for key, r in results.items())
+    assert all(r.notes["held_out_batches"] == 2 for r in results.values())
+    assert results[k].chosen.score == min(r.chosen.score for r in results.values())
+    assert k == choose_partition(results)
+    student = results[k].extract()
+    assert student.config.num_hidden_layers == results[k].chosen.config.num_layers
+    with pytest.raises(ConfigError, match="sub-space counts"):
+        autodistil_partitions(teacher, batches(1), batches(1), _config(budget), partitions=())

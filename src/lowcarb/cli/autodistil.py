@@ -26,10 +26,23 @@ def add_autodistil(sub: common.Subparsers) -> None:
                    "fraction of the teacher's FLOPs (0.5: half)")
     p.add_argument("--seq-len", type=int, help="tokens per example for FLOPs (default: data.max_length)")
     p.add_argument("--steps", type=int, help="supernet training steps per sub-space (default 300)")
-    p.add_argument("--subspaces", type=int, help="number of sub-spaces (default 3: tiny, small, base)")
+    p.add_argument("--subspaces", type=_counts, metavar="K[,K...]",
+                   help="sub-space counts: one search per count, the one whose chosen student has the "
+                   "lowest held-out relation loss wins (default 2,3; a single count, e.g. 3 for tiny, "
+                   "small and base, costs one search)")
     common.add_overrides_flag(p, "override a recipe field (as in `lowcarb run`); repeatable")
     common.add_recipe_run_flags(p, "no progress bars or stage lines")
     p.set_defaults(handler=_cmd_autodistil)
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected counts like 3 or 2,3, got {text!r}") from None
+    if any(k < 1 for k in counts):
+        raise argparse.ArgumentTypeError(f"sub-space counts must be >= 1, got {text!r}")
+    return counts
 
 
 def _cmd_autodistil(args: argparse.Namespace) -> int:
@@ -39,7 +52,7 @@ def _cmd_autodistil(args: argparse.Namespace) -> int:
 
     if not args.flops_budget > 0:
         raise ConfigError(f"--flops-budget must be > 0, got {args.flops_budget:g}")
-    common.require_at_least_one(args, ("seq_len", "steps", "subspaces"))
+    common.require_at_least_one(args, ("seq_len", "steps"))
     settings = {"flops_budget": args.flops_budget, "seq_len": args.seq_len,
                 "steps_per_subspace": args.steps, "subspaces": args.subspaces}
     recipe = recipe_with_stage(

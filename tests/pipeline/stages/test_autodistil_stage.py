@@ -78,14 +78,34 @@ def test_autodistil_stage_replaces_the_model_with_a_searched_student(tiny_setup,
     search = notes["search"]
     assert search["method"] == "autodistil"
     assert search["trials"][search["chosen"]]["params"]["student"] == notes["student"]
-    assert len(search["trials"]) == len(notes["candidates"])
+    # By default one search per sub-space count (2 and 3); the lowest held-out loss chose.
+    assert sorted(notes["partitions"]) == ["2", "3"]
+    assert notes["student_score"] == min(p["score"] for p in notes["partitions"].values())
+    assert notes["partitions"][str(notes["subspaces"])]["student"] == notes["student"]
+    assert len(search["trials"]) == sum(p["candidates"] for p in notes["partitions"].values())
+    assert len(notes["candidates"]) == notes["partitions"][str(notes["subspaces"])]["candidates"]
     names = [w["name"] for w in search["total"]["windows"]]
-    assert names[-1] == "autodistil search" and all(n.startswith("autodistil supernet") for n in names[:-1])
+    chosen_k, other_k = notes["subspaces"], 5 - notes["subspaces"]  # the chosen search comes first
+    assert [n for n in names if n.startswith("autodistil search")] == [
+        f"autodistil search (K={chosen_k})", f"autodistil search (K={other_k})"]
+    assert all(n.startswith(("autodistil supernet", "autodistil search")) for n in names)
     assert search["total"]["energy_j"] == pytest.approx(sum(w["energy_j"] for w in search["total"]["windows"]))
     assert 'id="search-trials"' in (folder / "search.html").read_text()
     from lowcarb.report import render_html
 
     assert "Search (AutoDistil student search)" in render_html(result.run)
+
+
+def test_autodistil_stage_with_one_subspace_count_runs_one_search(tiny_setup, tmp_path):
+    stages = [{"autodistil": {"flops_budget": 0.5, "steps_per_subspace": 2, "score_batches": 1,
+                              "subspaces": 3, "finetune": "none"}}]
+    result = run_recipe(_recipe(tiny_setup, stages), out_dir=tmp_path, quiet=True,
+                        store=RunStore(tmp_path / "runs.db"))
+    assert result.status == "completed", result.error
+    notes = next(s for s in result.run["stages"] if s["name"] == "autodistil")["summary"]
+    assert notes["subspaces"] == 3 and list(notes["partitions"]) == ["3"]
+    names = [w["name"] for w in notes["search"]["total"]["windows"]]
+    assert names[-1] == "autodistil search (K=3)" and all(n.startswith("autodistil supernet") for n in names[:-1])
 
 
 def test_autodistil_stage_rejects_image_data(tmp_path):
@@ -100,6 +120,10 @@ def test_autodistil_stage_settings_are_checked():
     with pytest.raises(ValueError, match="flops_budget"):
         recipe_from_dict({"model": {"name": "cnn"}, "data": {},
                           "stages": [{"autodistil": {"flops_budget": -1}}]})
+    for bad in ([], [2, 0], 0):
+        with pytest.raises(ValueError, match="subspaces"):
+            recipe_from_dict({"model": {"name": "cnn"}, "data": {},
+                              "stages": [{"autodistil": {"subspaces": bad}}]})
     with pytest.raises(ValueError, match="finetune"):
         recipe_from_dict({"model": {"name": "cnn"}, "data": {},
                           "stages": [{"autodistil": {"finetune": "maybe"}}]})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,33 +167,37 @@ class AutoDistilResult:
             **self.notes,
         }
 
-    def to_search_result(self, name: str = "autodistil") -> SearchResult:
+    def to_search_result(self, name: str = "autodistil", others: Sequence[AutoDistilResult] = ()) -> SearchResult:
         """The common search result: every student scored (held-out relation loss against FLOPs
         per example), the chosen one marked; the supernets' training and the scoring are the
-        windows that did the work (shared by all students)."""
+        windows that did the work (shared by all students). `others`: the searches of the other
+        sub-space counts `autodistil_partitions` ran; their students and windows are added, and
+        this result's chosen student stays the chosen one."""
+        results = (self, *others)
         trials = [
             TrialRecord(
                 number=i,
                 state="complete",
-                params={"student": c.config.key, "subspace": c.subspace},
+                params={"student": c.config.key, "subspace": c.subspace, "subspaces": len(r.subspaces)},
                 metrics={"relation_loss": c.score, "flops": c.flops},
                 footprint=None,
             )
-            for i, c in enumerate(self.candidates)
+            for i, (r, c) in enumerate((r, c) for r in results for c in r.candidates)
         ]
         return SearchResult.from_trials(
             "autodistil",
             name,
             (Objective("relation_loss", "minimize"), Objective("flops", "minimize")),
             trials,
-            windows=[r.footprint for r in self.supernets] + [self.search_footprint],
+            windows=[w for r in results for w in (*(s.footprint for s in r.supernets), r.search_footprint)],
             chosen=next(i for i, c in enumerate(self.candidates) if c.chosen),
             figures={
                 "budget_flops": self.budget_flops,
                 "student_flops": self.chosen.flops,
                 "teacher_flops": self.notes.get("teacher_flops"),
                 "seq_len": self.seq_len,
-                "supernets_trained": len(self.supernets),
+                "supernets_trained": sum(len(r.supernets) for r in results),
+                "subspace_counts": ", ".join(str(len(r.subspaces)) for r in results),
                 "skipped_subspaces": ", ".join(self.skipped_subspaces) or "none",
             },
         )
@@ -319,7 +323,9 @@ def autodistil(
         if not fitting[subspace.name]:
             continue
         supernet = Supernet.from_teacher(teacher, subspace.largest)
-        with track(f"autodistil supernet {subspace.name}", unit="step",
+        # K in the window names: autodistil_partitions runs a search per K, with sub-spaces of
+        # the same names holding different students.
+        with track(f"autodistil supernet {subspace.name} (K={config.subspaces})", unit="step",
                    units=config.steps_per_subspace, config=carbon) as fp:
             steps, loss, examples = train_supernet(
                 supernet, subspace, teacher, unlabelled_loader,
@@ -334,7 +340,7 @@ def autodistil(
     if config.max_candidates is not None and len(pool) > config.max_candidates:
         pool = sorted(random.Random(config.seed).sample(pool, config.max_candidates))
     supernets = {r.subspace.name: r.supernet for r in records}
-    with track("autodistil search", unit="student", units=len(pool), config=carbon) as fp:
+    with track(f"autodistil search (K={config.subspaces})", unit="student", units=len(pool), config=carbon) as fp:
         held_out = teacher_relations(teacher, heldout_loader, config.score_batches)
         scored = [
             Candidate(c, name, flops[c], score(supernets[name], c, held_out, relation_heads))
@@ -354,3 +360,42 @@ def autodistil(
         notes={"relation_heads": relation_heads, "held_out_batches": len(held_out),
                "teacher_flops": subnet_flops(shape.config, config.seq_len, shape.num_labels)},
     )
+
+
+def choose_partition(results: dict[int, AutoDistilResult]) -> int:
+    """The partition (sub-space count K) whose chosen student has the lowest held-out relation
+    loss; ties go to fewer FLOPs, then to the smaller K. Every result must have been scored on the
+    same held-out text, so that their losses compare."""
+    if not results:
+        raise ConfigError("choose_partition needs at least one AutoDistil result")
+    return min(results, key=lambda k: (results[k].chosen.score, results[k].chosen.flops, k))
+
+
+def autodistil_partitions(
+    teacher: nn.Module,
+    unlabelled_loader: Iterable[Batch],
+    heldout_loader: Iterable[Batch],
+    config: AutoDistilConfig,
+    partitions: Iterable[int] = (2, 3),
+    *,
+    carbon: CarbonConfig | None = None,
+    progress: Any = None,
+) -> tuple[int, dict[int, AutoDistilResult]]:
+    """AutoDistil once per sub-space count K in `partitions` (`config.subspaces` is replaced),
+    then the K whose chosen student has the lowest held-out relation loss (`choose_partition`).
+    The number of sub-spaces decides which students share a supernet, and no K is best on every
+    teacher and budget (on the SST-2 MiniLM, K = 3 left the budget's largest students untrained);
+    choosing it on the held-out loss the search already uses reads no labelled data. Costs one
+    AutoDistil search per K. Returns (chosen K, the result of every K)."""
+    ks = sorted(set(partitions))
+    if not ks or any(k < 1 for k in ks):
+        raise ConfigError(f"partitions must be sub-space counts >= 1, got {list(partitions)}")
+    # held-out batches are read once per K: a one-shot iterator would leave later Ks nothing
+    held_out = list(heldout_loader)
+    results: dict[int, AutoDistilResult] = {}
+    for k in ks:
+        if progress:
+            progress(f"AutoDistil with {k} sub-spaces")
+        results[k] = autodistil(teacher, unlabelled_loader, held_out,
+                                dataclasses.replace(config, subspaces=k), carbon=carbon, progress=progress)
+    return choose_partition(results), results
