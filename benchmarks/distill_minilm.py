@@ -14,7 +14,9 @@ XtremeDistil) on the first seed; the accuracy and training energy of each are fi
 Latency, size and payback are measured on the first seed's models.
 
 The compress-all model is built in this process with the library calls the recipe's stages make
-(recipes/compress-all.yaml): the KD student above -> lowrank.apply (encoder Linears,
+(recipes/compress-all.yaml): the recipe's student (`distill.num_layers`, chosen for the chain by
+benchmarks/sweeps/chain_depth.py; trained by logit KD with the budget of the students above, apart
+from the L3 student when its depth differs) -> lowrank.apply (encoder Linears,
 --combined-param-ratio of their parameters, default 0.75, spectral init) -> recovery (KD from the
 cached teacher logits + Frobenius decay, for the budget below; the recipe's lowrank stage recovers
 with cross-entropy) -> vocab.apply (word embeddings cut to the tokens of SST-2's 67k training phrases,
@@ -39,8 +41,8 @@ scale per 128 entries, chosen by benchmarks/sweeps/vocab_row_bits.py; int8 per r
 Run:  .venv/bin/python benchmarks/distill_minilm.py --rounds 9      (fixed budget, four ways on seed 0)
       .venv/bin/python benchmarks/distill_minilm.py --budget recipe --methods kd
       alone (refuses above load 1.5); needs benchmarks/.cache/minilm-sst2/seed-<s>
-      (benchmarks/baseline_minilm_sst2.py). The chain's order was not swept; the results carry a
-      `sweeps` table only once benchmarks/sweeps/compress_all_sst2.json exists.
+      (benchmarks/baseline_minilm_sst2.py). The chain's order was not swept; the results carry
+      the chain-depth sweep's table (benchmarks/sweeps/chain_depth_sst2.json) once it exists.
 Training uses --threads torch threads (default 1); latency and inference footprints use 1 thread,
 teacher and students alternated over --rounds rounds, medians reported.
 """
@@ -108,12 +110,17 @@ from lowcarb.train import (  # noqa: E402
 )
 
 NAME = "distill_minilm"
-SWEEPS = Path(__file__).resolve().parent / "sweeps" / "compress_all_sst2.json"
+SWEEPS = Path(__file__).resolve().parent / "sweeps" / "chain_depth_sst2.json"
 STUDENT_LAYERS = (1, 3, 5)
 # --budget recipe: the compress-all recipe's training budget as a user runs it. Its distill and
 # lowrank stages train for at most `epochs` epochs, ended by early stopping on the dev split; here
 # GLUE dev scores the claims, so they stop on STOP_N other SST-2 train phrases (best weights kept).
-_TRAIN, _ = recipe_defaults("compress-all", "distill")
+_TRAIN, _DISTILL = recipe_defaults("compress-all", "distill")
+# The compress-all chain's student: the recipe's depth (chosen for the chain's three targets by
+# benchmarks/sweeps/chain_depth.py), trained apart when it is not the L3 student of the
+# distillation claims. Its teacher layers are select_layers' uniform choice, as the stage's.
+CHAIN_DEPTH = int(_DISTILL.get("num_layers", len(STUDENT_LAYERS)))
+CHAIN_APART = len(STUDENT_LAYERS) != CHAIN_DEPTH
 RECIPE_EPOCHS_CAP = int(_TRAIN["epochs"])
 PATIENCE = _TRAIN.get("early_stopping_patience")
 STOP_N = 2000
@@ -122,7 +129,7 @@ STOP_N = 2000
 _VOCAB = recipe_defaults("compress-all", "vocab")[1]
 VOCAB_KEEP_FIRST = int(_VOCAB.get("keep_first", 0))
 VOCAB_BITS = int(_VOCAB.get("bits", 8))
-VOCAB_GROUP_SIZE = int(_VOCAB.get("group_size", 32))
+VOCAB_GROUP_SIZE = int(_VOCAB.get("group_size", 128))
 
 
 def log(message: str) -> None:
@@ -178,7 +185,7 @@ def compress_all(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer: 
             keep_first=args.vocab_keep_first))
     combined["windows"]["vocab"] = fp_figures(fp)
     combined["vocab"] = {**{k: v for k, v in v_summary.to_dict().items() if k != "config"}, "text": "SST-2 train.tsv, 67,349 phrases (text only)",
-                         "keep_first": args.vocab_keep_first, "group_size": VOCAB_GROUP_SIZE}
+                         "keep_first": args.vocab_keep_first, "group_size": VOCAB_GROUP_SIZE if args.vocab_bits == 4 else None}
     combined["after_vocab_accuracy"] = accuracy(final, dev)
     with track("int8", unit="model", units=1) as fp:
         # As compress_minilm.py: SmoothQuant strength chosen on training batches (never dev).
@@ -246,8 +253,9 @@ def main() -> None:
         "xtremedistil": XtremeDistil(),
     }
     figures: dict[str, Any] = {"subset": subset_description(), "seeds": seeds, "per_seed": {},
-                               "student": {"teacher_layers": list(STUDENT_LAYERS), "init": "layer selection"}}
-    teacher_accs, student_accs, combined_accs = [], [], []
+                               "student": {"teacher_layers": list(STUDENT_LAYERS), "init": "layer selection",
+                                           "chain_depth": CHAIN_DEPTH}}
+    teacher_accs, student_accs, chain_student_accs, combined_accs = [], [], [], []
     first: dict[str, Any] = {}
     stop: Any = None
     for index, seed in enumerate(seeds):
@@ -287,20 +295,39 @@ def main() -> None:
             }
             students[key] = student
             log(f"seed {seed} {key}: dev accuracy {ways[key]['dev_accuracy']}, {fp.energy_j:.0f} J")
-        combined = compress_all(teacher, students["kd"], tokenizer, train, dev, args, caches["kd"], seed, stop)
+        chain_key = "kd"
+        if CHAIN_APART:
+            chain_key = "chain"
+            student, chosen_layers = select_layers(teacher, num_layers=CHAIN_DEPTH)
+            with track("distil chain student", unit="sample", units=steps * 32) as fp:
+                caches[chain_key] = TeacherLogits(teacher)
+                summary = distill(student, teacher, train, stop, methods["kd"], config,
+                                  teacher_logits=caches[chain_key])
+            seed_fig["chain_student"] = {
+                "teacher_layers": list(chosen_layers.teacher_layers), "dev_accuracy": accuracy(student, dev),
+                "steps": summary.steps, "train": fp_figures(fp), "heldout_best": summary.dev}
+            students[chain_key] = student
+            log(f"seed {seed} chain student (L{CHAIN_DEPTH}): dev accuracy "
+                f"{seed_fig['chain_student']['dev_accuracy']}, {fp.energy_j:.0f} J")
+        combined = compress_all(teacher, students[chain_key], tokenizer, train, dev, args, caches[chain_key],
+                                seed, stop)
         seed_fig["ways"] = ways
         seed_fig["combined"] = {k: v for k, v in combined.items() if k != "model"}
         figures["per_seed"][str(seed)] = seed_fig
         teacher_accs.append(teacher_acc)
         student_accs.append(ways["kd"]["dev_accuracy"])
+        chain_student_accs.append(seed_fig.get("chain_student", ways["kd"])["dev_accuracy"])
         combined_accs.append(combined["dev_accuracy"])
         if index == 0:
-            first = {"teacher": teacher, "student": students["kd"], "combined": combined,
-                     "tokenizer": tokenizer, "ways": ways}
+            first = {"teacher": teacher, "student": students["kd"], "chain_student": students[chain_key],
+                     "combined": combined, "tokenizer": tokenizer, "ways": ways,
+                     "chain_train": seed_fig.get("chain_student", ways["kd"])["train"]}
 
     # Latency and serving footprint (first seed): teacher, KD student, compress-all, alternated.
     b1, b32 = example_batches(first["tokenizer"])
     models = {"teacher": first["teacher"], "student": first["student"], "combined": first["combined"]["model"]}
+    if CHAIN_APART:
+        models["chain_student"] = first["chain_student"]
     lat: dict[str, list[float]] = {k: [] for k in models}
     g_per: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(args.rounds):
@@ -320,13 +347,14 @@ def main() -> None:
     figures["size_bytes"] = sizes
     figures["params"] = {k: count_parameters(m) for k, m in models.items()}
     figures["serve_g_per_inference_b32"] = g_inference
-    spent_g = first["ways"]["kd"]["train"]["total_g"] + sum(
+    spent_g = first["chain_train"]["total_g"] + sum(
         w["total_g"] for w in first["combined"]["windows"].values())
     saved_g = g_inference["teacher"] - g_inference["combined"]
     payback = round(spent_g / saved_g) if saved_g > 0 else None
     figures["payback"] = {"compression_total_g": spent_g, "saved_g_per_inference": saved_g}
     figures["teacher_dev_accuracy"] = spread(teacher_accs)
     figures["student_dev_accuracy"] = spread(student_accs)
+    figures["chain_student_dev_accuracy"] = spread(chain_student_accs)
     figures["combined_accuracy"] = drop_over_seeds(teacher_accs, combined_accs)
     figures["settings"] = {k: v for k, v in vars(args).items()}
     if SWEEPS.exists():
