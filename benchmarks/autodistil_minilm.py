@@ -8,16 +8,17 @@ Claims (issue 10; issue 18: three seeds):
       (seed 0's teacher) runs once, under the hand-made student's FLOPs, so the searched student
       has equal or lower FLOPs. The search runs once per sub-space count K in --subspaces
       (default 2 and 3) and keeps the K whose chosen student has the lowest held-out relation
-      loss (`autodistil_partitions`; issue 18: K = 3 alone searched a student of 0.70 of the
-      budget, 1.45 points behind; K = 2 alone one of 0.998, 0.08 behind, and its held-out loss was
-      the lower, 0.2386 against 0.2479).
+      loss (`autodistil_partitions`): which students share a supernet depends on K, and in the
+      separate runs of issue 18 K = 2's chosen student had the lower held-out loss (0.2386
+      against 0.2479 for K = 3, whose supernets held none of the budget's largest students).
+      `--subspaces 3` alone (the headline before) writes autodistil_minilm_k3.json.
 - autodistil.search_energy_vs_separate_ratio <= 0.3   (supernet training + search energy) /
       (energy to distil every searched candidate separately with the same task-agnostic relation
       loss and the same steps a supernet got); with several K, the supernets and searches of
-      every K against every distinct candidate that any of them scored. Only a few candidates are distilled separately
-      (--separate, for --separate-steps steps each): their energy per step is fitted linearly
-      against the candidate's FLOPs, and the fit is extrapolated to all candidates and to the
-      supernet's step count. The JSON says which were measured.
+      every K against every distinct candidate that any of them scored. Only a few candidates
+      are distilled separately (--separate, for --separate-steps steps each): their energy per
+      step is fitted linearly against the candidate's FLOPs, and the fit is extrapolated to all
+      candidates and to the supernet's step count. The JSON says which were measured.
 
 Both students are fine-tuned the same way after they exist: logit KD (T=2, alpha=0.5) from the
 teacher, --finetune-steps steps of 32 phrases, lr 1e-4. The AutoDistil student comes from
@@ -145,6 +146,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="training seeds of the fine-tuned students")
     args, load = parse_and_check(parser)
     seeds = parse_seeds(args.seeds)
+    try:
+        if min(int(k) for k in args.subspaces.split(",")) < 1:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--subspaces takes sub-space counts >= 1 like 3 or 2,3, got {args.subspaces!r}")
     torch.set_num_threads(1)
 
     teacher, tokenizer = load_baseline(seeds[0])
@@ -185,7 +191,7 @@ def main() -> None:
     log(f"hand-made L3: {budget:.4g} FLOPs per example at {MAX_LENGTH} tokens (counter {counted:.4g})")
 
     # AutoDistil: supernets + search under the hand-made student's FLOPs.
-    ks = sorted({int(k) for k in args.subspaces.split(",")})
+    ks = sorted({int(k) for k in args.subspaces.split(",")})  # checked at the start of main
     config = AutoDistilConfig(flops_budget=budget, seq_len=MAX_LENGTH, steps_per_subspace=args.supernet_steps,
                               lr=args.supernet_lr, seed=0)
     name = f"{NAME}_k{ks[0]}" if len(ks) == 1 else NAME

@@ -23,7 +23,7 @@ with cross-entropy) -> vocab.apply (word embeddings cut to the tokens of SST-2's
 text only, plus the first --vocab-keep-first ids of the WordPiece vocabulary, its most frequent
 pieces; rows stored as the recipe stores them, --vocab-bits) -> quantize.apply (dynamic int8 Linear, SmoothQuant strength chosen
 on training batches by quantize.choose_smooth_alpha). Every step is a ledger window; the payback
-sums them all, plus the teacher-logit pass the KD student used.
+sums them all, plus the chain student's KD training (its teacher-logit passes included).
 
 Budgets (--budget): `fixed` (the default) gives each student --epochs epochs (default 2, the
 teacher's) and the recovery --recover-steps steps. `recipe` trains the students and the recovery
@@ -323,7 +323,8 @@ def main() -> None:
                      "combined": combined, "tokenizer": tokenizer, "ways": ways,
                      "chain_train": seed_fig.get("chain_student", ways["kd"])["train"]}
 
-    # Latency and serving footprint (first seed): teacher, KD student, compress-all, alternated.
+    # Latency and serving footprint (first seed): teacher, KD student, compress-all (and the
+    # chain's own student when its depth differs), alternated.
     b1, b32 = example_batches(first["tokenizer"])
     models = {"teacher": first["teacher"], "student": first["student"], "combined": first["combined"]["model"]}
     if CHAIN_APART:

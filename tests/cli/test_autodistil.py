@@ -47,10 +47,19 @@ def test_cli_runs_the_search_and_prints_the_chosen_student(recipe_file, tmp_path
     code = main(["autodistil", str(recipe_file), "--flops-budget", "0.4", "--steps", "2",
                  "--set", "stages.autodistil.score_batches=1", "--set", "stages.autodistil.finetune=none",
                  "--out", str(tmp_path), "--store", str(tmp_path / "runs.db"), "--quiet"])
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     assert code == 0, out
-    assert "chosen student L" in out and "students searched" in out
+    assert "chosen student L" in out and "students searched with 2 and 3 sub-spaces" in out
     assert list(tmp_path.glob("*/autodistil/candidates.md"))
+
+
+def test_cli_one_subspace_count_reaches_the_stage(recipe_file, tmp_path, capsys):
+    code = main(["autodistil", str(recipe_file), "--flops-budget", "0.4", "--steps", "2", "--subspaces", "3",
+                 "--set", "stages.autodistil.score_batches=1", "--set", "stages.autodistil.finetune=none",
+                 "--out", str(tmp_path), "--store", str(tmp_path / "runs.db"), "--quiet"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0, out
+    assert "students searched with 3 sub-spaces; 3 sub-spaces chosen" in out
 
 
 def test_cli_errors_are_one_line(recipe_file, tmp_path, capsys):

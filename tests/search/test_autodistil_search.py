@@ -135,3 +135,17 @@ def test_partitions_search_each_subspace_count_on_the_same_held_out_text():
     assert student.config.num_hidden_layers == results[k].chosen.config.num_layers
     with pytest.raises(ConfigError, match="sub-space counts"):
         autodistil_partitions(teacher, batches(1), batches(1), _config(budget), partitions=())
+
+
+def test_partitions_leave_out_a_subspace_count_that_cannot_work_before_training():
+    teacher = tiny_teacher()  # 3 layers: no split into 4 sub-spaces
+    budget = 0.6 * subnet_flops(TeacherShape.of(teacher).config, 10)
+    said: list[str] = []
+    k, results = autodistil_partitions(teacher, batches(2), batches(1, seed=7), _config(budget),
+                                       partitions=(2, 4), progress=said.append)
+    assert k == 2 and list(results) == [2]
+    assert any("4 sub-spaces left out" in line for line in said)
+    with pytest.raises(ConfigError, match="no sub-space count works: K=4: .*K=5"):
+        autodistil_partitions(teacher, batches(1), batches(1), _config(budget), partitions=(5, 4))
+    with pytest.raises(ConfigError, match="no student of the space fits"):
+        autodistil_partitions(teacher, batches(1), batches(1), _config(1.0 + 1), partitions=(2, 3))

@@ -69,7 +69,9 @@ def _cmd_autodistil(args: argparse.Namespace) -> int:
     console.print(
         f"chosen student {notes['student']}: {notes['student_flops'] / 1e6:.1f} MFLOPs per example "
         f"(budget {notes['budget_flops'] / 1e6:.1f}, teacher {notes['teacher_flops'] / 1e6:.1f}), "
-        f"{len(notes['candidates'])} students searched"
+        f"{sum(p['candidates'] for p in notes['partitions'].values())} students searched with "
+        f"{' and '.join(notes['partitions'])} sub-spaces; {notes['chosen_subspace_count']} sub-spaces chosen "
+        "(lowest held-out relation loss)"
     )
     console.print(f"searched students: {result.artifacts_dir / 'autodistil' / 'candidates.md'}")
     report = result.reports.get("html") or result.reports.get("md")

@@ -81,11 +81,13 @@ def test_autodistil_stage_replaces_the_model_with_a_searched_student(tiny_setup,
     # By default one search per sub-space count (2 and 3); the lowest held-out loss chose.
     assert sorted(notes["partitions"]) == ["2", "3"]
     assert notes["student_score"] == min(p["score"] for p in notes["partitions"].values())
-    assert notes["partitions"][str(notes["subspaces"])]["student"] == notes["student"]
+    assert notes["partitions"][str(notes["chosen_subspace_count"])]["student"] == notes["student"]
     assert len(search["trials"]) == sum(p["candidates"] for p in notes["partitions"].values())
-    assert len(notes["candidates"]) == notes["partitions"][str(notes["subspaces"])]["candidates"]
+    assert len(notes["candidates"]) == notes["partitions"][str(notes["chosen_subspace_count"])]["candidates"]
+    assert {r["subspace_count"] for r in notes["supernets"]} == {2, 3}
     names = [w["name"] for w in search["total"]["windows"]]
-    chosen_k, other_k = notes["subspaces"], 5 - notes["subspaces"]  # the chosen search comes first
+    chosen_k = notes["chosen_subspace_count"]
+    other_k = 5 - chosen_k  # 2 or 3: the chosen search's windows come first
     assert [n for n in names if n.startswith("autodistil search")] == [
         f"autodistil search (K={chosen_k})", f"autodistil search (K={other_k})"]
     assert all(n.startswith(("autodistil supernet", "autodistil search")) for n in names)
@@ -103,7 +105,7 @@ def test_autodistil_stage_with_one_subspace_count_runs_one_search(tiny_setup, tm
                         store=RunStore(tmp_path / "runs.db"))
     assert result.status == "completed", result.error
     notes = next(s for s in result.run["stages"] if s["name"] == "autodistil")["summary"]
-    assert notes["subspaces"] == 3 and list(notes["partitions"]) == ["3"]
+    assert notes["chosen_subspace_count"] == 3 and list(notes["partitions"]) == ["3"]
     names = [w["name"] for w in notes["search"]["total"]["windows"]]
     assert names[-1] == "autodistil search (K=3)" and all(n.startswith("autodistil supernet") for n in names[:-1])
 

@@ -280,6 +280,30 @@ def score(supernet: Supernet, config: SubnetConfig, held_out: list[_HeldOut], re
     return total / count
 
 
+def _plan(
+    teacher: nn.Module, config: AutoDistilConfig, space: StudentSpace | None = None
+) -> tuple[StudentSpace, tuple[SubSpace, ...], float, dict[SubnetConfig, float], dict[str, list[SubnetConfig]]]:
+    """The space, its sub-spaces, the budget in FLOPs, every student's FLOPs and the students
+    under the budget per sub-space; ConfigError when the teacher cannot be split into
+    `config.subspaces` sub-spaces or no student fits. Nothing is trained."""
+    shape = TeacherShape.of(teacher)
+    space = space or student_space(
+        teacher, choices_per_subspace=config.choices_per_subspace, subspaces=config.subspaces,
+        relation_heads=config.relation_heads,
+    )
+    subspaces = tuple(split_space(space, config.subspaces))
+    budget = budget_flops(config.flops_budget, shape, config.seq_len)
+    flops = {c: subnet_flops(c, config.seq_len, shape.num_labels) for s in subspaces for c in s.configs}
+    fitting = {s.name: [c for c in s.configs if flops[c] <= budget] for s in subspaces}
+    if not any(fitting.values()):
+        smallest = min(flops.values())
+        raise ConfigError(
+            f"no student of the space fits {budget:.3g} FLOPs per example at {config.seq_len} tokens "
+            f"(the smallest needs {smallest:.3g}); raise the FLOPs budget"
+        )
+    return space, subspaces, budget, flops, fitting
+
+
 def autodistil(
     teacher: nn.Module,
     unlabelled_loader: Iterable[Batch],
@@ -293,21 +317,8 @@ def autodistil(
     """Split the space, train the supernets that hold students under the budget, score those
     students on held-out text and mark the best. The teacher is not changed."""
     shape = TeacherShape.of(teacher)
-    space = space or student_space(
-        teacher, choices_per_subspace=config.choices_per_subspace, subspaces=config.subspaces,
-        relation_heads=config.relation_heads,
-    )
+    space, subspaces, budget, flops, fitting = _plan(teacher, config, space)
     relation_heads = space.relation_heads
-    subspaces = split_space(space, config.subspaces)
-    budget = budget_flops(config.flops_budget, shape, config.seq_len)
-    flops = {c: subnet_flops(c, config.seq_len, shape.num_labels) for s in subspaces for c in s.configs}
-    fitting = {s.name: [c for c in s.configs if flops[c] <= budget] for s in subspaces}
-    if not any(fitting.values()):
-        smallest = min(flops.values())
-        raise ConfigError(
-            f"no student of the space fits {budget:.3g} FLOPs per example at {config.seq_len} tokens "
-            f"(the smallest needs {smallest:.3g}); raise the FLOPs budget"
-        )
     try:
         batches = len(unlabelled_loader)  # type: ignore[arg-type]
     except TypeError:
@@ -384,16 +395,33 @@ def autodistil_partitions(
     """AutoDistil once per sub-space count K in `partitions` (`config.subspaces` is replaced),
     then the K whose chosen student has the lowest held-out relation loss (`choose_partition`).
     The number of sub-spaces decides which students share a supernet, and no K is best on every
-    teacher and budget (on the SST-2 MiniLM, K = 3 left the budget's largest students untrained);
-    choosing it on the held-out loss the search already uses reads no labelled data. Costs one
-    AutoDistil search per K. Returns (chosen K, the result of every K)."""
+    teacher and budget (on the SST-2 MiniLM under an L3 student's FLOPs, K = 3 trained no
+    supernet holding the budget's largest students, and K = 2's chosen student had the lower
+    held-out loss); choosing K on the held-out loss the search already uses reads no labelled
+    data. Costs one AutoDistil search per K. A K that cannot work (the teacher cannot be split
+    so, or no student fits the budget) is left out before anything trains; ConfigError when none
+    works. Returns (chosen K, the result of every K that ran)."""
     ks = sorted(set(partitions))
     if not ks or any(k < 1 for k in ks):
         raise ConfigError(f"partitions must be sub-space counts >= 1, got {list(partitions)}")
+    # Before any training: a K the teacher cannot be split into, or with no student under the
+    # budget (fewer sub-spaces make the smallest student larger), is left out, not paid for.
+    unworkable: dict[int, str] = {}
+    for k in ks:
+        try:
+            _plan(teacher, dataclasses.replace(config, subspaces=k))
+        except ConfigError as exc:
+            unworkable[k] = str(exc)
+    if len(unworkable) == len(ks):
+        raise ConfigError("no sub-space count works: " + "; ".join(f"K={k}: {m}" for k, m in unworkable.items()))
     # held-out batches are read once per K: a one-shot iterator would leave later Ks nothing
     held_out = list(heldout_loader)
     results: dict[int, AutoDistilResult] = {}
     for k in ks:
+        if k in unworkable:
+            if progress:
+                progress(f"AutoDistil with {k} sub-spaces left out: {unworkable[k]}")
+            continue
         if progress:
             progress(f"AutoDistil with {k} sub-spaces")
         results[k] = autodistil(teacher, unlabelled_loader, held_out,
