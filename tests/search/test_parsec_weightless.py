@@ -163,6 +163,28 @@ def test_synflow_of_two_linear_layers_is_the_closed_form():
     assert synflow(model, [batch]) == pytest.approx(math.log10(2 * r), abs=1e-12)
 
 
+def test_synflow_counts_a_weight_shared_by_two_layers_once_and_puts_it_back():
+    # logits = |W| 1 + |W| 1 with one W in two layers: R = 2 * sum |W| is linear in |W|, so the
+    # sum of theta * dR/dtheta over the distinct weights is R (counting W twice would give 2 R).
+    torch.manual_seed(0)
+    shared = torch.nn.Parameter(torch.randn(3, 2))
+
+    class _Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(2, 3, bias=False), torch.nn.Linear(2, 3, bias=False)
+            self.a.weight = self.b.weight = shared
+
+        def forward(self, pixel_values):
+            return SimpleNamespace(logits=self.a(pixel_values) + self.b(pixel_values))
+
+    before = shared.detach().clone()
+    batch = {"pixel_values": torch.randn(4, 2), "labels": torch.zeros(4, dtype=torch.long)}
+    r = 2 * float(shared.detach().abs().double().sum())
+    assert synflow(_Tied(), [batch]) == pytest.approx(math.log10(r), abs=1e-12)
+    assert torch.equal(shared.detach(), before) and shared.dtype == torch.float32
+
+
 @pytest.mark.parametrize("make, batch", [(tiny_cnn, image_batch), (tiny_text, text_batch)])
 def test_synflow_equals_the_score_computed_on_a_copy(make, batch):
     space = make()
