@@ -32,7 +32,6 @@ from lowcarb.pipeline.stored_search import save_search
 from lowcarb.search.autodistil import (
     AutoDistilConfig,
     TeacherShape,
-    autodistil,
     autodistil_partitions,
     candidates_markdown,
     plot_candidates,
@@ -132,13 +131,8 @@ def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
         max_candidates=cfg.max_candidates,
         score_batches=cfg.score_batches,
     )
-    counts = [cfg.subspaces] if isinstance(cfg.subspaces, int) else sorted(set(cfg.subspaces))
-    if len(counts) == 1:
-        chosen_k = counts[0]
-        by_k = {chosen_k: autodistil(teacher, unlabelled, held_out,
-                                     dataclasses.replace(config, subspaces=chosen_k), carbon=ctx.carbon)}
-    else:
-        chosen_k, by_k = autodistil_partitions(teacher, unlabelled, held_out, config, counts, carbon=ctx.carbon)
+    counts = [cfg.subspaces] if isinstance(cfg.subspaces, int) else cfg.subspaces
+    chosen_k, by_k = autodistil_partitions(teacher, unlabelled, held_out, config, counts, carbon=ctx.carbon)
     result = by_k[chosen_k]
     others = [r for k, r in by_k.items() if k != chosen_k]
     student = result.extract()
