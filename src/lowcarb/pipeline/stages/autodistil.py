@@ -102,6 +102,15 @@ def check_autodistil(ctx: RunContext, cfg: AutoDistilStageConfig) -> None:
         )
 
 
+def _write_artifacts(folder: Path, search: Any, summary: dict[str, Any]) -> None:
+    """The search section's files, the candidates plot and table, and the summary as JSON."""
+    save_search(search, folder, with_json=False)
+    with files.replace_file(folder / "candidates.png") as png:  # a full disk leaves no half PNG
+        plot_candidates(summary, png)
+    files.write_text(folder / "candidates.md", candidates_markdown(summary))
+    files.write_json(folder / "search.json", summary, indent=1, non_finite="null")
+
+
 @register_stage("autodistil", AutoDistilStageConfig, check=check_autodistil)
 def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
     """Train supernets on the teacher's attention relations, search under the FLOPs budget,
@@ -141,11 +150,7 @@ def autodistil_stage(ctx: RunContext, cfg: AutoDistilStageConfig) -> RunContext:
     search = result.to_search_result(f"autodistil:{ctx.recipe.name}", others)
 
     folder = ctx.artifacts_dir / "autodistil"
-    save_search(search, folder, with_json=False)
-    with files.replace_file(folder / "candidates.png") as png:  # a full disk leaves no half PNG
-        plot_candidates(summary, png)
-    files.write_text(folder / "candidates.md", candidates_markdown(summary))
-    files.write_json(folder / "search.json", summary, indent=1, non_finite="null")
+    _write_artifacts(folder, search, summary)
 
     finetuned: dict[str, Any] = {"finetune": cfg.finetune}
     if cfg.finetune != "none":
