@@ -21,7 +21,10 @@ Claims (issue 10; issue 18: three seeds):
       candidates and to the supernet's step count. The JSON says which were measured.
 
 Both students are fine-tuned the same way after they exist: logit KD (T=2, alpha=0.5) from the
-teacher, --finetune-steps steps of 32 phrases, lr 1e-4. The AutoDistil student comes from
+teacher, --finetune-steps steps of 32 phrases, each at the lr the same held-out sweep chose for it
+(benchmarks/sweeps/autodistil_finetune_lr.py: 5e-5 to 4e-4 for both students, scored on 2,000
+SST-2 training phrases outside the subset, GLUE dev never read; 1e-4 for both before it; --lr sets
+one lr for both). The sweep's table goes into the results as `sweeps`. The AutoDistil student comes from
 supernets trained on the subset's texts without labels (MiniLMv2 relations), searched on 4 batches
 of held-out SST-2 training phrases that are not in the subset.
 
@@ -33,7 +36,7 @@ Run:  .venv/bin/python benchmarks/autodistil_minilm.py [--supernet-steps N] [--f
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 import os
 import sys
 import time
@@ -89,6 +92,9 @@ from lowcarb.train import TrainConfig, count_parameters, evaluate, flops_per_exa
 
 NAME = "autodistil_minilm"
 HANDMADE_LAYERS = (1, 3, 5)
+STUDENTS = ("handmade", "autodistil")
+DEFAULT_LR = 1e-4  # the fine-tuning lr of both students before the lr sweep
+LR_SWEEP = Path(__file__).resolve().parent / "sweeps" / "autodistil_finetune_lr_sst2.json"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -115,6 +121,37 @@ def counted_flops(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> flo
         model.set_attn_implementation("sdpa")
 
 
+def search_config(budget: float, supernet_steps: int, supernet_lr: float) -> AutoDistilConfig:
+    """The search's settings, shared with the fine-tuning lr sweep (benchmarks/sweeps/
+    autodistil_finetune_lr.py), so that the sweep tunes the student this benchmark scores."""
+    return AutoDistilConfig(flops_budget=budget, seq_len=MAX_LENGTH, steps_per_subspace=supernet_steps,
+                            lr=supernet_lr, seed=0)
+
+
+def finetune_student(model: torch.nn.Module, teacher: torch.nn.Module, tokenizer: Any, *, seed: int,
+                     steps: int, lr: float, n: int) -> None:
+    """How both students are fine-tuned after they exist: logit KD (T=2, alpha=0.5) from the
+    teacher, `steps` steps of 32 phrases of the subset at `lr` (10 % warm-up), in `seed`'s order.
+    A fresh loader per student: every student sees the same batches in the same order (a shared
+    loader's shuffle advances every time it is iterated, e.g. by supernet training)."""
+    loader = train_loader(tokenizer, batch_size=32, n=n, train_seed=seed)
+    config = TrainConfig(epochs=max(1, -(-steps // len(loader))), max_steps=steps, batch_size=32, lr=lr,
+                         warmup_ratio=0.1, seed=seed, quiet=True)
+    distill(model, teacher, loader, None, LogitKD(temperature=2.0, alpha=0.5), config)
+
+
+def swept_lrs(override: float | None) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """Each student's fine-tuning lr: `override` for both when given, else the lr sweep's choice
+    per student (benchmarks/sweeps/autodistil_finetune_lr_sst2.json), else DEFAULT_LR. Returns
+    ({student: lr}, the sweep's table or None)."""
+    if override is not None:
+        return {key: override for key in STUDENTS}, None
+    if not LR_SWEEP.exists():
+        return {key: DEFAULT_LR for key in STUDENTS}, None
+    table = json.loads(LR_SWEEP.read_text())
+    return {key: float(table["decision"]["chosen"][key]) for key in STUDENTS}, table
+
+
 def heldout_loader(tokenizer: Any, subset_texts: set[str], batches: int) -> list[dict[str, torch.Tensor]]:
     """Training phrases that are not in the subset (another seed's draw, minus the overlap)."""
     other = load_subset(1000, seed=1)
@@ -132,7 +169,9 @@ def main() -> None:
     parser.add_argument("--separate-steps", type=int, default=40,
                         help="steps of each separate distillation (extrapolated to --supernet-steps)")
     parser.add_argument("--n", type=int, default=8000, help="SST-2 subset size")
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="fine-tuning lr of both students (default: each student's lr chosen by "
+                        "benchmarks/sweeps/autodistil_finetune_lr.py, or 1e-4 before that sweep exists)")
     parser.add_argument("--supernet-lr", type=float, default=2e-4)
     parser.add_argument("--subspaces", default="2,3",
                         help="sub-space counts K, comma-separated (default 2,3): one AutoDistil search per K, "
@@ -163,9 +202,7 @@ def main() -> None:
     # A full-length batch: FLOPs are compared at MAX_LENGTH tokens, the budget's length.
     probe = {"input_ids": torch.full((2, MAX_LENGTH), 1000), "attention_mask": torch.ones(2, MAX_LENGTH, dtype=torch.long)}
 
-    finetune = TrainConfig(epochs=max(1, -(-args.finetune_steps // len(train))), max_steps=args.finetune_steps,
-                           batch_size=32, lr=args.lr, warmup_ratio=0.1, seed=0, quiet=True)
-    kd = LogitKD(temperature=2.0, alpha=0.5)
+    lrs, lr_sweep = swept_lrs(args.lr)
     figures: dict[str, Any] = {
         "subset": subset_description(args.n),
         "teacher": {"checkpoint": f"benchmarks/.cache/minilm-sst2/seed-{seeds[0]} (the search); "
@@ -174,7 +211,9 @@ def main() -> None:
         "seeds": seeds,
         "settings": {"supernet_steps": args.supernet_steps, "finetune_steps": args.finetune_steps,
                      "separate_candidates": args.separate, "separate_steps": args.separate_steps,
-                     "lr": args.lr, "supernet_lr": args.supernet_lr, "batch_size": 32, "torch_threads": 1,
+                     "lr": lrs, "lr_source": "--lr" if args.lr is not None else
+                     (str(LR_SWEEP.relative_to(RESULTS.parent.parent)) if lr_sweep else "default (no lr sweep yet)"),
+                     "supernet_lr": args.supernet_lr, "batch_size": 32, "torch_threads": 1,
                      "flops_seq_len": MAX_LENGTH, "held_out": f"{len(held_out)} batches of 32 SST-2 "
                      "training phrases outside the subset (seed-1 draw)",
                      "dev_examples": 872 if args.dev_limit is None else len(dev) * 64},
@@ -192,8 +231,7 @@ def main() -> None:
 
     # AutoDistil: supernets + search under the hand-made student's FLOPs.
     ks = sorted({int(k) for k in args.subspaces.split(",")})  # checked at the start of main
-    config = AutoDistilConfig(flops_budget=budget, seq_len=MAX_LENGTH, steps_per_subspace=args.supernet_steps,
-                              lr=args.supernet_lr, seed=0)
+    config = search_config(budget, args.supernet_steps, args.supernet_lr)
     name = f"{NAME}_k{ks[0]}" if len(ks) == 1 else NAME
     prefix = f"autodistil.k{ks[0]}" if len(ks) == 1 else "autodistil"
     with track("autodistil", unit="student") as ad_fp:
@@ -222,11 +260,9 @@ def main() -> None:
             "autodistil": result.extract()}
         for key, model in tuned.items():
             init_acc = None if args.skip_init_eval or seed != seeds[0] else accuracy(model, dev)
-            # A fresh loader per student: both see the same batches in the same order (the shared
-            # loader's shuffle advances every time it is iterated, e.g. by supernet training).
-            loader = train_loader(tokenizer, batch_size=32, n=args.n, train_seed=seed)
             with track(f"finetune {key}", unit="sample", units=args.finetune_steps * 32) as fp:
-                distill(model, seed_teacher, loader, None, kd, dataclasses.replace(finetune, seed=seed))
+                finetune_student(model, seed_teacher, tokenizer, seed=seed, steps=args.finetune_steps,
+                                 lr=lrs[key], n=args.n)
             trained[key]["per_seed"][str(seed)] = {
                 "init_dev_accuracy": init_acc, "dev_accuracy": accuracy(model, dev),
                 "params": count_parameters(model), "finetune": fp_figures(fp)}
@@ -287,6 +323,8 @@ def main() -> None:
                        for k, r in by_k.items()},
     }
     figures["students"] = trained
+    if lr_sweep is not None:
+        figures["sweeps"] = {"finetune_lr": lr_sweep}
     figures["separate"] = {
         "measured": separate,
         "fit_energy_j_per_step": {"intercept": float(intercept), "slope_per_flop": float(slope)},

@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "sweeps"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import autodistil_finetune_lr  # noqa: E402
 import chain_depth  # noqa: E402
 import earlybert_rewind  # noqa: E402
 import earlybert_stop  # noqa: E402
@@ -64,3 +65,13 @@ def test_chain_depth_is_the_most_accurate_feasible_one_a_deeper_one_only_by_more
     assert chain_depth.choose(means, [4]) == 4
     with pytest.raises(ValueError, match="no depth"):
         chain_depth.choose(means, [])
+
+
+def test_finetune_lr_replaces_the_current_one_only_when_more_than_a_quarter_point_better():
+    means = {5e-5: 0.8700, 1e-4: 0.8720, 2e-4: 0.8750, 4e-4: 0.8600}
+    assert autodistil_finetune_lr.choose(means) == 2e-4  # 0.3 points better
+    assert autodistil_finetune_lr.choose({**means, 2e-4: 0.8745}) == 1e-4  # exactly 0.25: not more
+    assert autodistil_finetune_lr.choose({**means, 5e-5: 0.8760, 2e-4: 0.8760}) == 5e-5  # ties: smaller lr
+    assert autodistil_finetune_lr.choose({**means, 1e-4: 0.9}) == 1e-4
+    with pytest.raises(ValueError, match="current lr"):
+        autodistil_finetune_lr.choose({2e-4: 0.9, 4e-4: 0.8})
