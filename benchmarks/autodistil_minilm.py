@@ -128,28 +128,53 @@ def search_config(budget: float, supernet_steps: int, supernet_lr: float) -> Aut
                             lr=supernet_lr, seed=0)
 
 
-def finetune_student(model: torch.nn.Module, teacher: torch.nn.Module, tokenizer: Any, *, seed: int,
-                     steps: int, lr: float, n: int) -> None:
+def finetune_student(model: torch.nn.Module, teacher: torch.nn.Module, loader: Any, *, seed: int,
+                     steps: int, lr: float) -> None:
     """How both students are fine-tuned after they exist: logit KD (T=2, alpha=0.5) from the
-    teacher, `steps` steps of 32 phrases of the subset at `lr` (10 % warm-up), in `seed`'s order.
-    A fresh loader per student: every student sees the same batches in the same order (a shared
-    loader's shuffle advances every time it is iterated, e.g. by supernet training)."""
-    loader = train_loader(tokenizer, batch_size=32, n=n, train_seed=seed)
+    teacher, `steps` steps of `loader`'s batches at `lr` (10 % warm-up). Give every student a
+    fresh `train_loader(..., train_seed=seed)`: each then sees the same batches in the same order
+    (a shared loader's shuffle advances every time it is iterated, e.g. by supernet training)."""
     config = TrainConfig(epochs=max(1, -(-steps // len(loader))), max_steps=steps, batch_size=32, lr=lr,
                          warmup_ratio=0.1, seed=seed, quiet=True)
     distill(model, teacher, loader, None, LogitKD(temperature=2.0, alpha=0.5), config)
 
 
-def swept_lrs(override: float | None) -> tuple[dict[str, float], dict[str, Any] | None]:
-    """Each student's fine-tuning lr: `override` for both when given, else the lr sweep's choice
-    per student (benchmarks/sweeps/autodistil_finetune_lr_sst2.json), else DEFAULT_LR. Returns
-    ({student: lr}, the sweep's table or None)."""
-    if override is not None:
-        return {key: override for key in STUDENTS}, None
+# The settings the lr sweep must share with a run that uses its choice: another search or another
+# fine-tuning budget would make the swept lrs those of different students.
+SWEPT_SETTINGS = ("supernet_steps", "supernet_lr", "subspaces", "score_batches", "finetune_steps", "n")
+
+
+def swept_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The SWEPT_SETTINGS of a command line, sub-space counts as a sorted list."""
+    out = {k: getattr(args, k) for k in SWEPT_SETTINGS}
+    out["subspaces"] = sorted({int(k) for k in str(args.subspaces).split(",")})
+    return out
+
+
+def swept_lrs(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """Each student's fine-tuning lr: --lr for both when given, else the lr sweep's choice per
+    student (benchmarks/sweeps/autodistil_finetune_lr_sst2.json), else DEFAULT_LR. Returns
+    ({student: lr}, the sweep's table or None). Stops when the sweep ran with other settings."""
+    if args.lr is not None:
+        return {key: args.lr for key in STUDENTS}, None
     if not LR_SWEEP.exists():
         return {key: DEFAULT_LR for key in STUDENTS}, None
     table = json.loads(LR_SWEEP.read_text())
+    swept = table.get("settings", {})
+    mine = swept_settings(args)
+    differ = [f"--{k.replace('_', '-')} {mine[k]} (swept with {swept[k]})"
+              for k in SWEPT_SETTINGS if k in swept and swept[k] != mine[k]]
+    if differ:
+        raise SystemExit(f"{LR_SWEEP} chose the lrs for other settings: {', '.join(differ)}. Run with the "
+                         "sweep's settings, rerun the sweep with these, or give --lr")
     return {key: float(table["decision"]["chosen"][key]) for key in STUDENTS}, table
+
+
+def check_swept_student(table: dict[str, Any] | None, student: str) -> None:
+    """The lr sweep tuned the student this run searched, or this run stops before fine-tuning."""
+    if table is not None and table["search"]["student"] != student:
+        raise SystemExit(f"the search chose {student}, but {LR_SWEEP} tuned the lrs for "
+                         f"{table['search']['student']}: rerun the sweep, or give --lr")
 
 
 def heldout_loader(tokenizer: Any, subset_texts: set[str], batches: int) -> list[dict[str, torch.Tensor]]:
@@ -163,8 +188,8 @@ def heldout_loader(tokenizer: Any, subset_texts: set[str], batches: int) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--supernet-steps", type=int, default=200, help="steps per trained sub-space")
-    parser.add_argument("--finetune-steps", type=int, default=250, help="KD steps for each student")
+    parser.add_argument("--supernet-steps", type=int, default=600, help="steps per trained sub-space")
+    parser.add_argument("--finetune-steps", type=int, default=500, help="KD steps for each student")
     parser.add_argument("--separate", type=int, default=3, help="candidates distilled separately")
     parser.add_argument("--separate-steps", type=int, default=40,
                         help="steps of each separate distillation (extrapolated to --supernet-steps)")
@@ -202,7 +227,7 @@ def main() -> None:
     # A full-length batch: FLOPs are compared at MAX_LENGTH tokens, the budget's length.
     probe = {"input_ids": torch.full((2, MAX_LENGTH), 1000), "attention_mask": torch.ones(2, MAX_LENGTH, dtype=torch.long)}
 
-    lrs, lr_sweep = swept_lrs(args.lr)
+    lrs, lr_sweep = swept_lrs(args)
     figures: dict[str, Any] = {
         "subset": subset_description(args.n),
         "teacher": {"checkpoint": f"benchmarks/.cache/minilm-sst2/seed-{seeds[0]} (the search); "
@@ -248,6 +273,7 @@ def main() -> None:
     (folder / f"{name}_candidates.md").write_text(candidates_markdown(summary))
     log(f"chosen {chosen.config.key}: {chosen.flops:.4g} FLOPs (counter {student_counted:.4g}), "
         f"score {chosen.score:.4f}")
+    check_swept_student(lr_sweep, chosen.config.key)
 
     # Fine-tune both students identically (logit KD, same subset, same steps) from each seed's
     # teacher with that seed; the searched configuration is extracted from the seed-0 supernets.
@@ -260,9 +286,9 @@ def main() -> None:
             "autodistil": result.extract()}
         for key, model in tuned.items():
             init_acc = None if args.skip_init_eval or seed != seeds[0] else accuracy(model, dev)
+            loader = train_loader(tokenizer, batch_size=32, n=args.n, train_seed=seed)
             with track(f"finetune {key}", unit="sample", units=args.finetune_steps * 32) as fp:
-                finetune_student(model, seed_teacher, tokenizer, seed=seed, steps=args.finetune_steps,
-                                 lr=lrs[key], n=args.n)
+                finetune_student(model, seed_teacher, loader, seed=seed, steps=args.finetune_steps, lr=lrs[key])
             trained[key]["per_seed"][str(seed)] = {
                 "init_dev_accuracy": init_acc, "dev_accuracy": accuracy(model, dev),
                 "params": count_parameters(model), "finetune": fp_figures(fp)}

@@ -1,6 +1,6 @@
 """PARSEC and Weightless PARSEC against random search, on digits with the cell-CNN space.
 
-    .venv/bin/python benchmarks/parsec_search.py            # the full run (about 12-15 minutes)
+    .venv/bin/python benchmarks/parsec_search.py            # the full run (a few minutes)
     .venv/bin/python benchmarks/parsec_search.py --quick    # a smoke run with small budgets
 
 Claims (issue 9), all measured in this one run, one thread (torch.set_num_threads(1)):
@@ -41,8 +41,12 @@ The DARTS step is first-order (a weight step, then an architecture-weight step, 
 batch here); the PARSEC prior learnt here is saved to benchmarks/.cache/parsec_prior.json.
 
 Energy is lowcarb.measure.track's (RAPL where readable, else CPU time x power), so other work on
-the machine does not bias it much. The random search is split into two halves around the PARSEC
-search so that background load falls on both alike.
+the machine does not bias it much. The random search (each of its 20 trainings measured once) is
+split into two halves around the first PARSEC search so that background load falls on both alike;
+the other repeats of both searches follow the calibration, PARSEC and Weightless alternated. Every
+repeat of a search retrains its top architectures too (the search function includes it): the
+retraining energies are medians over the repeats as well, and the `total_*` ratios add the two
+medians (search, retraining), not the median of the totals.
 """
 
 from __future__ import annotations
@@ -401,6 +405,13 @@ def main() -> None:
         p_runs.append(parsec.search(space, data, parsec_cfg))
         w_runs.append(weightless.search(space, data, wl_cfg))
     log(f"searches repeated {len(p_runs)} times each (medians of their windows)")
+    for runs in (p_runs, w_runs):
+        if not repeat_figures(runs)["same_candidates"]:
+            # The accuracy claims come from the first run: a repeat that chose other architectures
+            # would make the energy medians those of different searches.
+            raise SystemExit(f"{runs[0].method}: repeats of the same seeded search chose different "
+                             "architectures; the search is not deterministic here, so its energy "
+                             "median would mix different searches")
     p_search_j, p_retrain_j = median_energy(p_runs)
     w_search_j, w_retrain_j = median_energy(w_runs)
 
