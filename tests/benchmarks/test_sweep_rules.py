@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "sweeps"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import autodistil_finetune_lr  # noqa: E402
+import autodistil_supernet_steps  # noqa: E402
 import chain_depth  # noqa: E402
 import earlybert_rewind  # noqa: E402
 import earlybert_stop  # noqa: E402
@@ -75,3 +76,11 @@ def test_finetune_lr_replaces_the_current_one_only_when_more_than_a_quarter_poin
     assert autodistil_finetune_lr.choose({**means, 1e-4: 0.9}) == 1e-4
     with pytest.raises(ValueError, match="current lr"):
         autodistil_finetune_lr.choose({2e-4: 0.9, 4e-4: 0.8})
+
+
+def test_more_supernet_steps_only_when_the_searched_student_gains_more_than_a_quarter_point():
+    assert autodistil_supernet_steps.choose({600: 0.8698, 1200: 0.8725}) == 1200  # 0.27 points
+    assert autodistil_supernet_steps.choose({600: 0.8698, 1200: 0.8723}) == 600  # exactly 0.25
+    assert autodistil_supernet_steps.choose({600: 0.8698, 1200: 0.86}) == 600
+    with pytest.raises(ValueError, match="current step count"):
+        autodistil_supernet_steps.choose({1200: 0.9})
