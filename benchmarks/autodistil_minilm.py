@@ -24,7 +24,9 @@ Both students are fine-tuned the same way after they exist: logit KD (T=2, alpha
 teacher, --finetune-steps steps of 32 phrases, each at the lr the same held-out sweep chose for it
 (benchmarks/sweeps/autodistil_finetune_lr.py: 5e-5 to 4e-4 for both students, scored on 2,000
 SST-2 training phrases outside the subset, GLUE dev never read; 1e-4 for both before it; --lr sets
-one lr for both). The sweep's table goes into the results as `sweeps`. The AutoDistil student comes from
+one lr for both). The supernet steps (600) were compared with 1,200 by
+benchmarks/sweeps/autodistil_supernet_steps.py on the same phrases. Both sweeps' tables go into the
+results as `sweeps`. The AutoDistil student comes from
 supernets trained on the subset's texts without labels (MiniLMv2 relations), searched on 4 batches
 of held-out SST-2 training phrases that are not in the subset.
 
@@ -95,6 +97,7 @@ HANDMADE_LAYERS = (1, 3, 5)
 STUDENTS = ("handmade", "autodistil")
 DEFAULT_LR = 1e-4  # the fine-tuning lr of both students before the lr sweep
 LR_SWEEP = Path(__file__).resolve().parent / "sweeps" / "autodistil_finetune_lr_sst2.json"
+STEPS_SWEEP = Path(__file__).resolve().parent / "sweeps" / "autodistil_supernet_steps_sst2.json"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -349,8 +352,9 @@ def main() -> None:
                        for k, r in by_k.items()},
     }
     figures["students"] = trained
-    if lr_sweep is not None:
-        figures["sweeps"] = {"finetune_lr": lr_sweep}
+    # The issue-18 sweeps behind this run's settings, as they were written.
+    figures["sweeps"] = {name: json.loads(path.read_text()) for name, path in
+                         (("finetune_lr", LR_SWEEP), ("supernet_steps", STEPS_SWEEP)) if path.exists()}
     figures["separate"] = {
         "measured": separate,
         "fit_energy_j_per_step": {"intercept": float(intercept), "slope_per_flop": float(slope)},
