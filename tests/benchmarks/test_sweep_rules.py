@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import autodistil_finetune_lr  # noqa: E402
 import autodistil_supernet_steps  # noqa: E402
 import chain_depth  # noqa: E402
+import chain_order  # noqa: E402
 import earlybert_rewind  # noqa: E402
 import earlybert_stop  # noqa: E402
 import vocab_keep_first  # noqa: E402
@@ -84,3 +85,14 @@ def test_more_supernet_steps_only_when_the_searched_student_gains_more_than_a_qu
     assert autodistil_supernet_steps.choose({600: 0.8698, 1200: 0.86}) == 600
     with pytest.raises(ValueError, match="current step count"):
         autodistil_supernet_steps.choose({1200: 0.9})
+
+
+def test_lowrank_first_replaces_the_recipes_order_only_when_feasible_and_more_than_a_quarter_point_better():
+    means = {"distill_first": 0.8820, "lowrank_first": 0.8850}
+    both = {"distill_first": True, "lowrank_first": True}
+    assert chain_order.choose(means, both) == "lowrank_first"  # 0.3 points better
+    assert chain_order.choose({**means, "lowrank_first": 0.8845}, both) == "distill_first"  # exactly 0.25
+    assert chain_order.choose({**means, "lowrank_first": 0.8700}, both) == "distill_first"
+    assert chain_order.choose(means, {**both, "lowrank_first": False}) == "distill_first"  # misses a cost target
+    with pytest.raises(ValueError, match="current order"):
+        chain_order.choose({"lowrank_first": 0.9}, both)
