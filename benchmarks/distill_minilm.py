@@ -41,8 +41,8 @@ scale per 128 entries, chosen by benchmarks/sweeps/vocab_row_bits.py; int8 per r
 Run:  .venv/bin/python benchmarks/distill_minilm.py --rounds 9      (fixed budget, four ways on seed 0)
       .venv/bin/python benchmarks/distill_minilm.py --budget recipe --methods kd
       alone (refuses above load 1.5); needs benchmarks/.cache/minilm-sst2/seed-<s>
-      (benchmarks/baseline_minilm_sst2.py). The chain's order was not swept; the results carry
-      the chain-depth sweep's table (benchmarks/sweeps/chain_depth_sst2.json) once it exists.
+      (benchmarks/baseline_minilm_sst2.py). The results carry the chain's sweeps (`sweeps.chain_depth`,
+      `sweeps.chain_order`: benchmarks/sweeps/chain_depth.py and chain_order.py) once they exist.
 Training uses --threads torch threads (default 1); latency and inference footprints use 1 thread,
 teacher and students alternated over --rounds rounds, medians reported.
 """
@@ -110,7 +110,8 @@ from lowcarb.train import (  # noqa: E402
 )
 
 NAME = "distill_minilm"
-SWEEPS = Path(__file__).resolve().parent / "sweeps" / "chain_depth_sst2.json"
+# The chain's held-out sweeps: its student's depth and its order (distill before or after low rank).
+SWEEPS = {name: Path(__file__).resolve().parent / "sweeps" / f"{name}_sst2.json" for name in ("chain_depth", "chain_order")}
 STUDENT_LAYERS = (1, 3, 5)
 # --budget recipe: the compress-all recipe's training budget as a user runs it. Its distill and
 # lowrank stages train for at most `epochs` epochs, ended by early stopping on the dev split; here
@@ -358,8 +359,7 @@ def main() -> None:
     figures["chain_student_dev_accuracy"] = spread(chain_student_accs)
     figures["combined_accuracy"] = drop_over_seeds(teacher_accs, combined_accs)
     figures["settings"] = {k: v for k, v in vars(args).items()}
-    if SWEEPS.exists():
-        figures["sweeps"] = json.loads(SWEEPS.read_text())
+    figures["sweeps"] = {name: json.loads(path.read_text()) for name, path in SWEEPS.items() if path.exists()}
 
     student_ratio = round(spread(student_accs)["mean"] / spread(teacher_accs)["mean"], 4)
     claims = [

@@ -18,8 +18,11 @@ nothing trains after it). The one real alternative is where low rank sits:
   at the same lr, under the same Frobenius decay (the factors train last here, as in the recovery
   of the other order) -> vocabulary cut -> int8. The recovery adapts every factor to the rest of a
   full-depth model before the layers are dropped; the cost is a recovery on 6 layers, not 4.
+  This is the better case for the order: in a recipe, a `distill` stage after `lowrank` takes the
+  model so far, the factorized one, as its teacher unless `teacher:` names a saved folder.
 
-Both orders get the same teacher logits (one cache per seed), the same data order and seeds. The
+Both orders get the same teacher logits (one cache per seed), the same seeds and the same stream
+of training batches (a fresh seeded loader each). The
 global rank budget is spent over 6 layers in one order and over 4 in the other, so the two chains'
 structures differ slightly: both are measured (size on disk, batch-32 latency against the teacher's,
 1 thread, alternated over --rounds rounds, medians, seed 0's models).
@@ -179,12 +182,14 @@ def main() -> int:
     for seed in seeds:
         teacher, tokenizer = load_baseline(seed)
         heldout = make_loader(heldout_split(HELDOUT_N), 64, tokenizer=tokenizer, max_length=MAX_LENGTH)
-        train = train_loader(tokenizer, batch_size=32, train_seed=seed)
         cache = TeacherLogits(teacher)
         teacher_acc = evaluate(teacher, heldout, quiet=True)["accuracy"]
         models = {}
         for order, build in (("distill_first", distill_first), ("lowrank_first", lowrank_first)):
             t0 = time.perf_counter()
+            # A fresh loader per order: its shuffling generator runs on across uses, so a shared
+            # one would give the second order another stream of batches than the first.
+            train = train_loader(tokenizer, batch_size=32, train_seed=seed)
             result = build(teacher, tokenizer, train, heldout, cache, seed)
             models[order] = result.pop("model")
             trials.append({"seed": seed, "order": order, "teacher_heldout_accuracy": teacher_acc, **result,
