@@ -23,7 +23,9 @@ with cross-entropy) -> vocab.apply (word embeddings cut to the tokens of SST-2's
 text only, plus the first --vocab-keep-first ids of the WordPiece vocabulary, its most frequent
 pieces; rows stored as the recipe stores them, --vocab-bits) -> quantize.apply (dynamic int8 Linear, SmoothQuant strength chosen
 on training batches by quantize.choose_smooth_alpha). Every step is a ledger window; the payback
-sums them all, plus the chain student's KD training (its teacher-logit passes included).
+sums them all, plus the chain student's KD training (its teacher-logit passes included). The order
+(distil, then factorize) was kept by benchmarks/sweeps/chain_order.py against factorizing the
+teacher first.
 
 Budgets (--budget): `fixed` (the default) gives each student --epochs epochs (default 2, the
 teacher's) and the recovery --recover-steps steps. `recipe` trains the students and the recovery
