@@ -9,9 +9,10 @@ nothing trains after it). The one real alternative is where low rank sits:
 
 - `distill_first` (the recipe): select 4 of the teacher's layers -> KD (2 epochs on the 8,000-phrase
   subset, lr 1e-4) -> factorize the student's encoder Linears (75 % of their parameters) -> 500
-  recovery steps of KD under Frobenius decay -> vocabulary cut -> int8. Exactly what
-  distill_minilm.py builds (its `compress_all`), and what benchmarks/sweeps/chain_depth.py scored
-  for 4 layers; that sweep's L4 figures are copied into the table beside this run's as a check.
+  recovery steps of KD under Frobenius decay -> vocabulary cut -> int8. The chain
+  distill_minilm.py builds (its `compress_all`) and benchmarks/sweeps/chain_depth.py scored for 4
+  layers, in the same configuration; that sweep's L4 figures are copied into the table beside this
+  run's (its L4 student trained after the L3 one on a shared loader, so on other batches).
 - `lowrank_first`: factorize the 6-layer teacher's encoder Linears (75 % of their parameters) ->
   the same 500 recovery steps (KD from the unfactorized teacher, Frobenius decay) -> select the
   same 4 layers of the factorized model -> KD from the unfactorized teacher for the same 2 epochs
@@ -21,8 +22,10 @@ nothing trains after it). The one real alternative is where low rank sits:
   This is the better case for the order: in a recipe, a `distill` stage after `lowrank` takes the
   model so far, the factorized one, as its teacher unless `teacher:` names a saved folder.
 
-Both orders get the same teacher logits (one cache per seed), the same seeds and the same stream
-of training batches (a fresh seeded loader each). The
+Both orders get the same seeds and the same stream of training batches (a fresh seeded loader
+each), and each its own cache of teacher logits, so that each order's energy includes the teacher
+passes it caused. (The recorded run, commit 3a26036, shared one cache per seed: its
+`lowrank_first` energies lack the teacher passes, which `distill_first`'s KD had paid.) The
 global rank budget is spent over 6 layers in one order and over 4 in the other, so the two chains'
 structures differ slightly: both are measured (size on disk, batch-32 latency against the teacher's,
 1 thread, alternated over --rounds rounds, medians, seed 0's models).
@@ -182,7 +185,6 @@ def main() -> int:
     for seed in seeds:
         teacher, tokenizer = load_baseline(seed)
         heldout = make_loader(heldout_split(HELDOUT_N), 64, tokenizer=tokenizer, max_length=MAX_LENGTH)
-        cache = TeacherLogits(teacher)
         teacher_acc = evaluate(teacher, heldout, quiet=True)["accuracy"]
         models = {}
         for order, build in (("distill_first", distill_first), ("lowrank_first", lowrank_first)):
@@ -190,6 +192,7 @@ def main() -> int:
             # A fresh loader per order: its shuffling generator runs on across uses, so a shared
             # one would give the second order another stream of batches than the first.
             train = train_loader(tokenizer, batch_size=32, train_seed=seed)
+            cache = TeacherLogits(teacher)  # each order pays for the teacher passes it causes
             result = build(teacher, tokenizer, train, heldout, cache, seed)
             models[order] = result.pop("model")
             trials.append({"seed": seed, "order": order, "teacher_heldout_accuracy": teacher_acc, **result,
