@@ -24,8 +24,8 @@ nothing trains after it). The one real alternative is where low rank sits:
 
 Both orders get the same seeds and the same stream of training batches (a fresh seeded loader
 each), and each its own cache of teacher logits, so that each order's energy includes the teacher
-passes it caused. (The recorded run, commit 3a26036, shared one cache per seed: its
-`lowrank_first` energies lack the teacher passes, which `distill_first`'s KD had paid.) The
+passes it caused (a run at commit 3a26036 shared one cache per seed, and `lowrank_first`'s
+energies lacked the teacher passes that `distill_first`'s KD had paid). The
 global rank budget is spent over 6 layers in one order and over 4 in the other, so the two chains'
 structures differ slightly: both are measured (size on disk, batch-32 latency against the teacher's,
 1 thread, alternated over --rounds rounds, medians, seed 0's models).
